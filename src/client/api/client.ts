@@ -1,0 +1,284 @@
+import { Agent, request, type Dispatcher } from 'undici';
+import type { PeerCertificate } from 'node:tls';
+import type {
+  ClaimReply,
+  ClaimRequest,
+  HeartbeatReply,
+  HeartbeatRequest,
+  JobInput,
+  JobList,
+  JobView,
+  LeaseView,
+  LoginReply,
+  ProjectView,
+  RegisterReply,
+  RegisterRequest,
+  ResultReply,
+  ResultRequest,
+  ServerInfo,
+  SubmitReply,
+  WhoAmI,
+  WorkerTokenCreated,
+  WorkerTokenView,
+  WorkerView,
+} from '../../core/wire.js';
+import { API_PREFIX } from '../../core/wire.js';
+
+/**
+ * The typed API client shared by cpcc, cpc-worker and peers.
+ *
+ * Servers use certificates from their own CA, so the client pins that CA
+ * instead of trusting the system's, and checks the server id written into
+ * the certificate instead of the host name: a server reached by any name or
+ * address is accepted if, and only if, it is the server we trusted.
+ */
+
+export interface ClientOptions {
+  /** https://host:port of the secure port (or http:// for the unsecure one). */
+  url: string;
+  caPem?: string;
+  /** When set, the certificate must carry this server id. */
+  serverId?: string;
+  token?: string;
+  /** Per-request limit; long-polls add their own wait to it. */
+  timeoutMs?: number;
+}
+
+/** Codes the client itself produces, next to the server's codes. */
+export type ClientErrorCode = 'UNREACHABLE' | 'TIMEOUT' | 'BAD_RESPONSE' | 'WRONG_SERVER';
+
+export class ApiError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly status: number = 0,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+export function serverIdOfPeer(cert: PeerCertificate): string | null {
+  const m = /URI:urn:cpc:server:([0-9a-fA-F-]{36})/.exec(cert.subjectaltname ?? '');
+  return m ? m[1]!.toLowerCase() : null;
+}
+
+type Query = Record<string, string | number | boolean | undefined>;
+
+export class ApiClient {
+  readonly url: string;
+  token: string | undefined;
+  private readonly dispatcher: Dispatcher;
+  private readonly timeoutMs: number;
+
+  constructor(opts: ClientOptions) {
+    this.url = opts.url.replace(/\/+$/, '');
+    this.token = opts.token;
+    this.timeoutMs = opts.timeoutMs ?? 30_000;
+    const serverId = opts.serverId?.toLowerCase();
+    this.dispatcher = new Agent({
+      keepAliveTimeout: 30_000,
+      connections: 16,
+      connect: {
+        ca: opts.caPem,
+        rejectUnauthorized: true,
+        checkServerIdentity: (_host: string, cert: PeerCertificate) => {
+          if (!serverId) return undefined;
+          const got = serverIdOfPeer(cert);
+          return got === serverId
+            ? undefined
+            : new ApiError('WRONG_SERVER', `the server's certificate is for server ${got ?? '(none)'}, not ${serverId}`);
+        },
+      },
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close();
+  }
+
+  async destroy(): Promise<void> {
+    await this.dispatcher.destroy();
+  }
+
+  // ---- transport -----------------------------------------------------------
+
+  async call<T>(
+    method: Dispatcher.HttpMethod,
+    path: string,
+    body?: unknown,
+    opts: { query?: Query; timeoutMs?: number; signal?: AbortSignal; text?: boolean } = {},
+  ): Promise<T> {
+    let url = this.url + API_PREFIX + path;
+    if (opts.query) {
+      const q = new URLSearchParams();
+      for (const [k, v] of Object.entries(opts.query)) if (v !== undefined) q.set(k, String(v));
+      const s = q.toString();
+      if (s) url += `?${s}`;
+    }
+    const headers: Record<string, string> = { accept: opts.text ? 'text/plain' : 'application/json' };
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    let payload: string | undefined;
+    if (body !== undefined) {
+      payload = JSON.stringify(body);
+      headers['content-type'] = 'application/json';
+    }
+    const timeout = opts.timeoutMs ?? this.timeoutMs;
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(url, {
+        method,
+        headers,
+        body: payload,
+        dispatcher: this.dispatcher,
+        headersTimeout: timeout,
+        bodyTimeout: timeout,
+        signal: opts.signal,
+      });
+    } catch (err) {
+      throw toClientError(err, this.url);
+    }
+    let raw: string;
+    try {
+      raw = await res.body.text();
+    } catch (err) {
+      throw toClientError(err, this.url);
+    }
+    if (res.statusCode >= 400) {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(raw);
+      } catch {
+        parsed = undefined;
+      }
+      const e = (parsed as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
+      if (e && typeof e.code === 'string') {
+        throw new ApiError(e.code, typeof e.message === 'string' ? e.message : e.code, res.statusCode);
+      }
+      throw new ApiError('BAD_RESPONSE', `${this.url} answered HTTP ${res.statusCode} without an error body`, res.statusCode);
+    }
+    if (opts.text) return raw as T;
+    try {
+      return JSON.parse(raw) as T;
+    } catch {
+      throw new ApiError('BAD_RESPONSE', `${this.url} answered something that is not JSON`, res.statusCode);
+    }
+  }
+
+  // ---- anonymous -----------------------------------------------------------
+
+  info(): Promise<ServerInfo> {
+    return this.call('GET', '/info');
+  }
+
+  login(user: string, password: string): Promise<LoginReply> {
+    return this.call('POST', '/login', { user, password });
+  }
+
+  // ---- users ---------------------------------------------------------------
+
+  logout(): Promise<{ ok: true }> {
+    return this.call('POST', '/logout', {});
+  }
+
+  whoami(): Promise<WhoAmI> {
+    return this.call('GET', '/whoami');
+  }
+
+  projects(): Promise<{ projects: ProjectView[] }> {
+    return this.call('GET', '/projects');
+  }
+
+  createProject(name: string): Promise<ProjectView> {
+    return this.call('POST', '/projects', { name });
+  }
+
+  project(name: string): Promise<ProjectView> {
+    return this.call('GET', `/projects/${encodeURIComponent(name)}`);
+  }
+
+  removeProject(name: string): Promise<{ removed: string }> {
+    return this.call('DELETE', `/projects/${encodeURIComponent(name)}`);
+  }
+
+  submit(project: string, jobs: JobInput[]): Promise<SubmitReply> {
+    return this.call('POST', `/projects/${encodeURIComponent(project)}/jobs`, { jobs }, { timeoutMs: 120_000 });
+  }
+
+  jobs(project: string, q: { state?: string; limit?: number; after?: string; archived?: boolean } = {}): Promise<JobList> {
+    return this.call('GET', `/projects/${encodeURIComponent(project)}/jobs`, undefined, { query: q });
+  }
+
+  job(id: string): Promise<JobView> {
+    return this.call('GET', `/jobs/${encodeURIComponent(id)}`);
+  }
+
+  logs(id: string, q: { stream?: 'stdout' | 'stderr'; attempt?: number } = {}): Promise<string> {
+    return this.call('GET', `/jobs/${encodeURIComponent(id)}/logs`, undefined, { query: q, text: true });
+  }
+
+  cancel(ids: string[]): Promise<{ cancelled: string[] }> {
+    return this.call('POST', '/jobs/cancel', { ids });
+  }
+
+  retry(ids: string[]): Promise<{ retried: string[] }> {
+    return this.call('POST', '/jobs/retry', { ids });
+  }
+
+  queue(q: { limit?: number } = {}): Promise<JobList> {
+    return this.call('GET', '/queue', undefined, { query: q });
+  }
+
+  workers(): Promise<{ workers: WorkerView[] }> {
+    return this.call('GET', '/workers');
+  }
+
+  heartbeats(): Promise<{ leases: LeaseView[] }> {
+    return this.call('GET', '/heartbeats');
+  }
+
+  createWorkerToken(name: string): Promise<WorkerTokenCreated> {
+    return this.call('POST', '/worker-tokens', { name });
+  }
+
+  workerTokens(): Promise<{ tokens: WorkerTokenView[] }> {
+    return this.call('GET', '/worker-tokens');
+  }
+
+  revokeWorkerToken(id: string): Promise<{ revoked: string }> {
+    return this.call('DELETE', `/worker-tokens/${encodeURIComponent(id)}`);
+  }
+
+  // ---- workers -------------------------------------------------------------
+
+  register(req: RegisterRequest): Promise<RegisterReply> {
+    return this.call('POST', '/workers', req);
+  }
+
+  claim(workerId: string, req: ClaimRequest, signal?: AbortSignal): Promise<ClaimReply> {
+    return this.call('POST', `/workers/${encodeURIComponent(workerId)}/claim`, req, {
+      timeoutMs: this.timeoutMs + req.waitS * 1000,
+      signal,
+    });
+  }
+
+  heartbeat(workerId: string, req: HeartbeatRequest): Promise<HeartbeatReply> {
+    return this.call('POST', `/workers/${encodeURIComponent(workerId)}/heartbeat`, req);
+  }
+
+  result(workerId: string, req: ResultRequest): Promise<ResultReply> {
+    return this.call('POST', `/workers/${encodeURIComponent(workerId)}/results`, req, { timeoutMs: 120_000 });
+  }
+}
+
+function toClientError(err: unknown, url: string): ApiError {
+  if (err instanceof ApiError) return err;
+  const e = err as { code?: string; message?: string; cause?: unknown; name?: string };
+  if (e?.cause instanceof ApiError) return e.cause;
+  if (e?.code === 'UND_ERR_HEADERS_TIMEOUT' || e?.code === 'UND_ERR_BODY_TIMEOUT') {
+    return new ApiError('TIMEOUT', `${url} did not answer in time`);
+  }
+  if (e?.name === 'AbortError') return new ApiError('ABORTED', 'request aborted');
+  const detail = e?.code ?? e?.message ?? String(err);
+  return new ApiError('UNREACHABLE', `cannot reach ${url} (${detail})`);
+}

@@ -1,0 +1,251 @@
+import type {
+  AttemptFinished,
+  AttemptsLost,
+  JobsCancelled,
+  JobsClaimed,
+  JobsRetried,
+  JobsSubmitted,
+  ProjectCreated,
+} from './events.js';
+import { fail } from './errors.js';
+import type { Model } from './model.js';
+import { FINAL_STATES, type AttemptEnd, type JobSpec, type JobState } from './types.js';
+
+/**
+ * Commands turn a request into the event that records it, after checking it
+ * against the current state. They throw a CpcError when the request cannot be
+ * carried out, and then nothing has changed. Except for `planClaim`, they do
+ * not change the model: the caller applies the event and journals it.
+ */
+
+export const PROJECT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+export function planCreateProject(model: Model, name: string, owner: string, at: number): ProjectCreated {
+  if (!PROJECT_NAME.test(name)) {
+    throw fail('INVALID_FIELD', `project name '${name}' must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+  }
+  if (model.projects.has(name)) throw fail('PROJECT_EXISTS', `project '${name}' already exists`);
+  return { t: 'project-created', at, name, owner };
+}
+
+export interface SubmitItem {
+  /** A name other items of the same submission may use in `after`. */
+  key?: string;
+  spec: JobSpec;
+}
+
+/**
+ * Checks a submission and orders it so that every job follows the jobs it
+ * depends on (apply relies on that). `after` entries name a job id of the
+ * project, or the key of another item of this submission. `archived` gives
+ * the final state of dependencies that are no longer live.
+ */
+export function planSubmit(
+  model: Model,
+  project: string,
+  items: SubmitItem[],
+  newIds: string[],
+  at: number,
+  archived: ReadonlyMap<string, JobState> = new Map(),
+): JobsSubmitted {
+  model.project(project);
+  const byKey = new Map<string, number>();
+  items.forEach((item, i) => {
+    if (item.key === undefined) return;
+    if (byKey.has(item.key)) throw fail('INVALID_FIELD', `jobs[${i}].key '${item.key}' is used twice`);
+    byKey.set(item.key, i);
+  });
+
+  // Resolve every `after` to an id; remember edges inside the batch for ordering.
+  const inBatch: number[][] = items.map(() => []);
+  const specs: JobSpec[] = items.map((item, i) => {
+    const after: string[] = [];
+    for (const ref of item.spec.after) {
+      const k = byKey.get(ref);
+      if (k !== undefined) {
+        if (k === i) throw fail('DEPENDENCY_CYCLE', `jobs[${i}] depends on itself`);
+        inBatch[i]!.push(k);
+        after.push(newIds[k]!);
+        continue;
+      }
+      const live = model.job(ref);
+      if (live) {
+        if (live.project !== project) {
+          throw fail('UNKNOWN_DEPENDENCY', `jobs[${i}] depends on ${ref}, which is in another project`);
+        }
+        after.push(ref);
+        continue;
+      }
+      const state = archived.get(ref);
+      if (state === undefined) throw fail('UNKNOWN_DEPENDENCY', `jobs[${i}] depends on unknown job '${ref}'`);
+      if (state !== 'done') {
+        throw fail('INVALID_STATE', `jobs[${i}] depends on archived job ${ref}, which ${state === 'failed' ? 'failed' : 'was cancelled'}`);
+      }
+      after.push(ref);
+    }
+    return { ...item.spec, after: [...new Set(after)] };
+  });
+
+  // Kahn's algorithm: a job goes out once every in-batch dependency has.
+  const indegree = inBatch.map((deps) => new Set(deps).size);
+  const out: number[][] = items.map(() => []);
+  inBatch.forEach((deps, i) => new Set(deps).forEach((d) => out[d]!.push(i)));
+  const order: number[] = [];
+  for (let i = 0; i < items.length; i++) if (indegree[i] === 0) order.push(i);
+  for (let h = 0; h < order.length; h++) {
+    for (const next of out[order[h]!]!) if (--indegree[next]! === 0) order.push(next);
+  }
+  if (order.length < items.length) {
+    const stuck = items.findIndex((_, i) => indegree[i]! > 0);
+    throw fail('DEPENDENCY_CYCLE', `jobs[${stuck}] is part of a dependency cycle`);
+  }
+  return { t: 'jobs-submitted', at, project, jobs: order.map((i) => ({ id: newIds[i]!, spec: specs[i]! })) };
+}
+
+/**
+ * Picks jobs for a worker, best first, as many as fit its free room (up to
+ * `max`). This takes the jobs off the ready queue, so the caller must apply
+ * the returned event at once.
+ */
+export function planClaim(
+  model: Model,
+  workerId: string,
+  via: string,
+  at: number,
+  leaseMs: number,
+  max: number,
+): JobsClaimed | null {
+  const free = model.freeOf(workerId);
+  const claims: [string, number][] = [];
+  while (claims.length < max && free.cores > 0) {
+    const job = model.ready.take(free);
+    if (!job) break;
+    free.cores -= job.spec.resources.cores;
+    free.memoryMb -= job.spec.resources.memoryMb;
+    claims.push([job.id, job.attempts.length + 1]);
+  }
+  if (claims.length === 0) return null;
+  return { t: 'jobs-claimed', at, workerId, via, deadline: at + leaseMs, claims };
+}
+
+export interface AttemptReport {
+  how: Extract<AttemptEnd, 'exited' | 'timeout' | 'start-failed'>;
+  exitCode: number | null;
+  signal: string | null;
+  durationMs: number;
+  stdoutTail: string;
+  stderrTail: string;
+  stdoutBytes: number;
+  stderrBytes: number;
+}
+
+/**
+ * A worker reports how an attempt ended. Only the worker holding the current
+ * lease may; a repeat of a report already taken is recognised (the worker did
+ * not hear our answer) and answered the same way without a second event.
+ */
+export function planFinish(
+  model: Model,
+  workerId: string,
+  jobId: string,
+  attempt: number,
+  report: AttemptReport,
+  at: number,
+): AttemptFinished | 'duplicate' {
+  const job = model.job(jobId);
+  if (!job) throw fail('JOB_NOT_FOUND', `no live job with id '${jobId}'`);
+  const a = job.attempts.find((x) => x.n === attempt);
+  if (!a) throw fail('ATTEMPT_NOT_FOUND', `job ${jobId} has no attempt ${attempt}`);
+  if (a.workerId !== workerId) {
+    throw fail('STALE_ATTEMPT', `attempt ${attempt} of job ${jobId} does not belong to this worker`);
+  }
+  const lease = model.leases.get(jobId);
+  if (lease && lease.attempt === attempt) {
+    return { t: 'attempt-finished', at, jobId, attempt, ...report };
+  }
+  if (a.how === report.how && a.exitCode === report.exitCode && job.result?.attempt === attempt) return 'duplicate';
+  throw fail('STALE_ATTEMPT', `attempt ${attempt} of job ${jobId} is no longer current (${a.how ?? 'ended'}${a.reason ? `: ${a.reason}` : ''})`);
+}
+
+export interface HeartbeatOutcome {
+  renewed: number;
+  abandon: { jobId: string; attempt: number; reason: string }[];
+}
+
+/**
+ * Renews the leases of the attempts a worker says it runs. Attempts it names
+ * that are no longer its own are returned to abandon. Leases it holds but did
+ * not name (a claim answer it never heard) are left to expire.
+ */
+export function renewLeases(
+  model: Model,
+  workerId: string,
+  attempts: { jobId: string; attempt: number }[],
+  deadline: number,
+  at: number,
+): HeartbeatOutcome {
+  const worker = model.worker(workerId);
+  worker.lastSeen = at;
+  const out: HeartbeatOutcome = { renewed: 0, abandon: [] };
+  for (const { jobId, attempt } of attempts) {
+    const lease = model.leases.get(jobId);
+    if (lease && lease.attempt === attempt && lease.workerId === workerId) {
+      model.leases.renew(jobId, attempt, deadline);
+      out.renewed++;
+      continue;
+    }
+    const job = model.job(jobId);
+    const reason = !job
+      ? 'job no longer exists'
+      : job.state === 'cancelled'
+        ? 'job was cancelled'
+        : `attempt ${attempt} is no longer current (job is ${job.state})`;
+    out.abandon.push({ jobId, attempt, reason });
+  }
+  return out;
+}
+
+export function planCancel(model: Model, ids: string[], reason: string, at: number): JobsCancelled {
+  for (const id of ids) {
+    const job = model.job(id);
+    if (!job) throw fail('JOB_NOT_FOUND', `no live job with id '${id}'`);
+    if (FINAL_STATES.has(job.state)) throw fail('INVALID_STATE', `job ${id} is already ${job.state}`);
+  }
+  return { t: 'jobs-cancelled', at, ids: [...new Set(ids)], reason };
+}
+
+export function planRetry(model: Model, ids: string[], at: number): JobsRetried {
+  for (const id of ids) {
+    const job = model.job(id);
+    if (!job) throw fail('JOB_NOT_FOUND', `no live job with id '${id}'`);
+    if (job.state !== 'failed' && job.state !== 'cancelled') {
+      throw fail('INVALID_STATE', `job ${id} is ${job.state}; only failed or cancelled jobs can be retried`);
+    }
+  }
+  return { t: 'jobs-retried', at, ids: [...new Set(ids)] };
+}
+
+/** Leases whose deadline has passed, as one event; null when none has. */
+export function planExpiry(model: Model, now: number): AttemptsLost | null {
+  const expired = model.leases.expired(now);
+  if (expired.length === 0) return null;
+  return {
+    t: 'attempts-lost',
+    at: now,
+    how: 'lease-expired',
+    reason: 'no heartbeat before the lease deadline',
+    attempts: expired.map((l) => [l.jobId, l.attempt]),
+  };
+}
+
+/** Finished jobs last changed before `before`, oldest first, at most `max`. */
+export function archivable(model: Model, before: number, max: number): string[] {
+  const out: string[] = [];
+  for (const job of model.jobs.values()) {
+    if (FINAL_STATES.has(job.state) && job.updatedAt < before) {
+      out.push(job.id);
+      if (out.length >= max) break;
+    }
+  }
+  return out;
+}

@@ -1,0 +1,67 @@
+/**
+ * The one errors module. Every failure a client can see has a stable `code`;
+ * clients branch on the code, never on the message. The HTTP status for each
+ * code is decided here and nowhere else.
+ */
+
+export const ERROR_STATUS = {
+  // 400: the request itself is malformed or names something invalid
+  BAD_REQUEST: 400,
+  INVALID_JSON: 400,
+  INVALID_FIELD: 400,
+  UNKNOWN_DEPENDENCY: 400,
+  DEPENDENCY_CYCLE: 400,
+  TOO_MANY_JOBS: 400,
+  // 401/403: who you are, and what you may do
+  UNAUTHENTICATED: 401,
+  BAD_CREDENTIALS: 401,
+  FORBIDDEN: 403,
+  // 404: the thing does not exist (or you may not know it exists)
+  ROUTE_NOT_FOUND: 404,
+  PROJECT_NOT_FOUND: 404,
+  JOB_NOT_FOUND: 404,
+  WORKER_NOT_FOUND: 404,
+  TOKEN_NOT_FOUND: 404,
+  ATTEMPT_NOT_FOUND: 404,
+  LOG_NOT_FOUND: 404,
+  METHOD_NOT_ALLOWED: 405,
+  // 409: the request conflicts with the current state
+  PROJECT_EXISTS: 409,
+  INVALID_STATE: 409,
+  STALE_ATTEMPT: 409,
+  // 413/415: size and media type limits at the edge
+  BODY_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  TOO_MANY_REQUESTS: 429,
+  // 5xx: our fault or our state
+  INTERNAL: 500,
+  SHUTTING_DOWN: 503,
+  JOURNAL_FAILED: 503,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+export class CpcError extends Error {
+  readonly code: ErrorCode;
+  readonly details?: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>) {
+    super(message);
+    this.name = 'CpcError';
+    this.code = code;
+    this.details = details;
+  }
+
+  get status(): number {
+    return ERROR_STATUS[this.code];
+  }
+}
+
+/** Shorthand used throughout the domain: `throw fail('JOB_NOT_FOUND', ...)`. */
+export function fail(code: ErrorCode, message: string, details?: Record<string, unknown>): CpcError {
+  return new CpcError(code, message, details);
+}
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.hasOwn(ERROR_STATUS, value);
+}

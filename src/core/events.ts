@@ -1,0 +1,144 @@
+import type { AttemptEnd, JobSpec, Resources } from './types.js';
+
+/**
+ * Events are the durable facts of the server. The journal stores them, and
+ * `Model.apply` is the only code that changes state: live requests build an
+ * event, apply it, and wait for the journal before answering; start-up
+ * replays the same events through the same function.
+ *
+ * Events carry everything that was decided when they happened (ids, clock
+ * readings, deadlines), so replay never consults the clock or randomness.
+ */
+
+export interface ProjectCreated {
+  t: 'project-created';
+  at: number;
+  name: string;
+  owner: string;
+}
+
+export interface ProjectRemoved {
+  t: 'project-removed';
+  at: number;
+  name: string;
+}
+
+export interface MembersChanged {
+  t: 'members-changed';
+  at: number;
+  project: string;
+  members: string[];
+}
+
+export interface JobsSubmitted {
+  t: 'jobs-submitted';
+  at: number;
+  project: string;
+  jobs: { id: string; spec: JobSpec }[];
+}
+
+export interface WorkerRegistered {
+  t: 'worker-registered';
+  at: number;
+  id: string;
+  name: string;
+  host: string;
+  resources: Resources;
+  labels: string[];
+  tokenId: string;
+}
+
+export interface WorkerRemoved {
+  t: 'worker-removed';
+  at: number;
+  id: string;
+  reason: string;
+}
+
+export interface JobsClaimed {
+  t: 'jobs-claimed';
+  at: number;
+  workerId: string;
+  via: string;
+  deadline: number;
+  /** Job id and the attempt number it gets. */
+  claims: [string, number][];
+}
+
+/** Heartbeats are journaled coarsely and never waited on: they only move deadlines. */
+export interface LeasesRenewed {
+  t: 'leases-renewed';
+  at: number;
+  workerId: string;
+  deadline: number;
+}
+
+export interface AttemptFinished {
+  t: 'attempt-finished';
+  at: number;
+  jobId: string;
+  attempt: number;
+  how: AttemptEnd;
+  exitCode: number | null;
+  signal: string | null;
+  durationMs: number;
+  stdoutTail: string;
+  stderrTail: string;
+  stdoutBytes: number;
+  stderrBytes: number;
+}
+
+/** The server took an attempt back (lease expired, worker lost); the job is re-queued. */
+export interface AttemptsLost {
+  t: 'attempts-lost';
+  at: number;
+  how: 'lease-expired' | 'worker-lost';
+  reason: string;
+  attempts: [string, number][];
+}
+
+export interface JobsCancelled {
+  t: 'jobs-cancelled';
+  at: number;
+  ids: string[];
+  reason: string;
+}
+
+export interface JobsRetried {
+  t: 'jobs-retried';
+  at: number;
+  ids: string[];
+}
+
+export interface JobsArchived {
+  t: 'jobs-archived';
+  at: number;
+  ids: string[];
+}
+
+/**
+ * Written when the server starts after replay: leases whose deadlines fell
+ * while it was down get one more lease period from here (see recovery.ts).
+ */
+export interface LeasesExtended {
+  t: 'leases-extended';
+  at: number;
+  deadline: number;
+  attempts: [string, number][];
+}
+
+export type Event =
+  | ProjectCreated
+  | ProjectRemoved
+  | MembersChanged
+  | JobsSubmitted
+  | WorkerRegistered
+  | WorkerRemoved
+  | JobsClaimed
+  | LeasesRenewed
+  | AttemptFinished
+  | AttemptsLost
+  | JobsCancelled
+  | JobsRetried
+  | JobsArchived
+  | LeasesExtended;

@@ -1,0 +1,105 @@
+import { Heap } from './heap.js';
+import type { Lease } from './types.js';
+
+/**
+ * Every running attempt's lease, with one deadline structure for all of them.
+ *
+ * Renewal only rewrites the lease's deadline (O(1)); the heap keeps the
+ * deadline it was pushed with. When an entry reaches the top, the sweeper
+ * compares it with the lease's real deadline and pushes it back if the lease
+ * was renewed since. So a heartbeat costs a map update per attempt, expiry
+ * costs a heap pop, and no timer exists per job.
+ */
+
+interface Entry {
+  deadline: number;
+  jobId: string;
+  attempt: number;
+}
+
+export class LeaseTable {
+  private readonly byJob = new Map<string, Lease>();
+  private readonly byWorker = new Map<string, Set<string>>();
+  private readonly heap = new Heap<Entry>((a, b) => a.deadline < b.deadline);
+
+  get size(): number {
+    return this.byJob.size;
+  }
+
+  get(jobId: string): Lease | undefined {
+    return this.byJob.get(jobId);
+  }
+
+  add(lease: Lease): void {
+    this.remove(lease.jobId);
+    this.byJob.set(lease.jobId, lease);
+    let jobs = this.byWorker.get(lease.workerId);
+    if (!jobs) this.byWorker.set(lease.workerId, (jobs = new Set()));
+    jobs.add(lease.jobId);
+    this.heap.push({ deadline: lease.deadline, jobId: lease.jobId, attempt: lease.attempt });
+  }
+
+  remove(jobId: string): Lease | undefined {
+    const lease = this.byJob.get(jobId);
+    if (!lease) return undefined;
+    this.byJob.delete(jobId);
+    const jobs = this.byWorker.get(lease.workerId);
+    jobs?.delete(jobId);
+    if (jobs && jobs.size === 0) this.byWorker.delete(lease.workerId);
+    return lease;
+  }
+
+  /** Moves a deadline; only later deadlines are taken (a late, reordered renewal must not shorten a lease). */
+  renew(jobId: string, attempt: number, deadline: number): boolean {
+    const lease = this.byJob.get(jobId);
+    if (!lease || lease.attempt !== attempt) return false;
+    if (deadline > lease.deadline) lease.deadline = deadline;
+    return true;
+  }
+
+  /** Moves the deadline of every lease a worker holds. */
+  renewWorker(workerId: string, deadline: number): void {
+    const jobs = this.byWorker.get(workerId);
+    if (!jobs) return;
+    for (const jobId of jobs) {
+      const lease = this.byJob.get(jobId)!;
+      if (deadline > lease.deadline) lease.deadline = deadline;
+    }
+  }
+
+  ofWorker(workerId: string): Lease[] {
+    const jobs = this.byWorker.get(workerId);
+    return jobs ? [...jobs].map((id) => this.byJob.get(id)!) : [];
+  }
+
+  countOfWorker(workerId: string): number {
+    return this.byWorker.get(workerId)?.size ?? 0;
+  }
+
+  all(): IterableIterator<Lease> {
+    return this.byJob.values();
+  }
+
+  /** Leases whose deadline is at or before `now`; they stay in the table until removed. */
+  expired(now: number): Lease[] {
+    const out: Lease[] = [];
+    for (;;) {
+      const top = this.heap.peek();
+      if (!top || top.deadline > now) break;
+      this.heap.pop();
+      const lease = this.byJob.get(top.jobId);
+      if (!lease || lease.attempt !== top.attempt) continue;
+      if (lease.deadline > now) this.heap.push({ deadline: lease.deadline, jobId: lease.jobId, attempt: lease.attempt });
+      else out.push(lease);
+    }
+    // Expired leases go back on the heap so that a caller who does not remove
+    // them sees them again next sweep.
+    for (const lease of out) this.heap.push({ deadline: lease.deadline, jobId: lease.jobId, attempt: lease.attempt });
+    return out;
+  }
+
+  /** The earliest deadline in the heap (possibly of a lease renewed since), for timing the next sweep. */
+  nextDeadline(): number | undefined {
+    return this.heap.peek()?.deadline;
+  }
+}

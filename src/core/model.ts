@@ -1,0 +1,494 @@
+import type { Event } from './events.js';
+import { fail } from './errors.js';
+import { LeaseTable } from './lease-table.js';
+import { ReadyQueue } from './ready-queue.js';
+import {
+  FINAL_STATES,
+  emptyCounts,
+  type Attempt,
+  type AttemptEnd,
+  type Job,
+  type JobState,
+  type Project,
+  type Resources,
+  type StateCounts,
+  type Worker,
+} from './types.js';
+
+/** A job whose worker went silent this many times is failed instead of re-queued again. */
+export const MAX_LOST_ATTEMPTS = 5;
+
+export interface JobChange {
+  job: Job;
+  from: JobState | null;
+}
+
+export interface ModelSnapshot {
+  version: 1;
+  seq: number;
+  lastEventAt: number;
+  projects: Project[];
+  jobs: Job[];
+  workers: Worker[];
+  leases: { jobId: string; attempt: number; workerId: string; via: string; deadline: number }[];
+  archivedCounts: [string, StateCounts][];
+}
+
+/**
+ * The live state of one server: projects, the jobs that are not archived,
+ * workers and leases, plus the indexes the scheduler needs. It is changed only
+ * by `apply`, which is deterministic, so replaying the journal rebuilds
+ * exactly what the live server had.
+ */
+export class Model {
+  readonly projects = new Map<string, Project>();
+  readonly jobs = new Map<string, Job>();
+  readonly workers = new Map<string, Worker>();
+  readonly leases = new LeaseTable();
+  readonly ready = new ReadyQueue();
+
+  /** Live job ids per project, in submission order. */
+  private readonly projectJobs = new Map<string, Set<string>>();
+  private readonly counts = new Map<string, StateCounts>();
+  private readonly archivedCounts = new Map<string, StateCounts>();
+  /** Reverse dependency edges among live jobs, and unmet dependency counts. */
+  private readonly dependants = new Map<string, Set<string>>();
+  private readonly unmet = new Map<string, number>();
+  /** Cores and memory taken on each worker by its leases. */
+  private readonly used = new Map<string, Resources>();
+  private seq = 0;
+  lastEventAt = 0;
+
+  /** Called for every job state change, after the change. */
+  onChange: ((change: JobChange) => void) | undefined;
+
+  // ---- reading -----------------------------------------------------------
+
+  project(name: string): Project {
+    const p = this.projects.get(name);
+    if (!p) throw fail('PROJECT_NOT_FOUND', `no project named '${name}'`);
+    return p;
+  }
+
+  job(id: string): Job | undefined {
+    return this.jobs.get(id);
+  }
+
+  jobIdsOf(project: string): ReadonlySet<string> {
+    return this.projectJobs.get(project) ?? new Set();
+  }
+
+  /** Counts by state, live and archived together. */
+  countsOf(project: string): StateCounts {
+    const live = this.counts.get(project) ?? emptyCounts();
+    const archived = this.archivedCounts.get(project);
+    if (!archived) return { ...live };
+    const out = emptyCounts();
+    for (const k of Object.keys(out) as JobState[]) out[k] = live[k] + archived[k];
+    return out;
+  }
+
+  liveCountsOf(project: string): StateCounts {
+    return { ...(this.counts.get(project) ?? emptyCounts()) };
+  }
+
+  worker(id: string): Worker {
+    const w = this.workers.get(id);
+    if (!w) throw fail('WORKER_NOT_FOUND', `no worker with id '${id}'`);
+    return w;
+  }
+
+  freeOf(workerId: string): Resources {
+    const w = this.worker(workerId);
+    const u = this.used.get(workerId);
+    return u ? { cores: w.resources.cores - u.cores, memoryMb: w.resources.memoryMb - u.memoryMb } : { ...w.resources };
+  }
+
+  usedBy(workerId: string): Resources {
+    return { ...(this.used.get(workerId) ?? { cores: 0, memoryMb: 0 }) };
+  }
+
+  // ---- applying events ---------------------------------------------------
+
+  apply(e: Event): void {
+    if (e.at > this.lastEventAt) this.lastEventAt = e.at;
+    switch (e.t) {
+      case 'project-created':
+        this.projects.set(e.name, { name: e.name, owner: e.owner, members: [], createdAt: e.at });
+        this.projectJobs.set(e.name, new Set());
+        this.counts.set(e.name, emptyCounts());
+        return;
+      case 'project-removed':
+        return this.removeProject(e.name, e.at);
+      case 'members-changed':
+        this.project(e.project).members = [...e.members];
+        return;
+      case 'jobs-submitted':
+        return this.submit(e.project, e.jobs, e.at);
+      case 'worker-registered':
+        this.workers.set(e.id, {
+          id: e.id,
+          name: e.name,
+          host: e.host,
+          resources: { ...e.resources },
+          labels: [...e.labels],
+          tokenId: e.tokenId,
+          registeredAt: e.at,
+          lastSeen: e.at,
+        });
+        return;
+      case 'worker-removed': {
+        const lost = this.leases.ofWorker(e.id).map((l): [string, number] => [l.jobId, l.attempt]);
+        if (lost.length > 0) this.lose(lost, 'worker-lost', e.reason, e.at);
+        this.workers.delete(e.id);
+        this.used.delete(e.id);
+        return;
+      }
+      case 'jobs-claimed': {
+        const worker = this.workers.get(e.workerId);
+        for (const [jobId, n] of e.claims) {
+          const job = this.jobs.get(jobId)!;
+          this.ready.remove(job);
+          job.attempts.push({
+            n,
+            workerId: e.workerId,
+            workerName: worker?.name ?? e.workerId,
+            via: e.via,
+            startedAt: e.at,
+          });
+          this.leases.add({ jobId, attempt: n, workerId: e.workerId, via: e.via, deadline: e.deadline });
+          this.take(e.workerId, job.spec.resources, +1);
+          this.setState(job, 'running', `running on ${worker?.name ?? e.workerId}`, e.at);
+        }
+        if (worker) worker.lastSeen = e.at;
+        return;
+      }
+      case 'leases-renewed': {
+        this.leases.renewWorker(e.workerId, e.deadline);
+        const worker = this.workers.get(e.workerId);
+        if (worker) worker.lastSeen = e.at;
+        return;
+      }
+      case 'leases-extended':
+        for (const [jobId, n] of e.attempts) this.leases.renew(jobId, n, e.deadline);
+        return;
+      case 'attempt-finished':
+        return this.finish(e);
+      case 'attempts-lost':
+        return this.lose(e.attempts, e.how, e.reason, e.at);
+      case 'jobs-cancelled':
+        for (const id of e.ids) {
+          const job = this.jobs.get(id);
+          if (job && !FINAL_STATES.has(job.state)) this.cancel(job, e.reason, e.at);
+        }
+        return;
+      case 'jobs-retried':
+        for (const id of e.ids) {
+          const job = this.jobs.get(id);
+          if (job && (job.state === 'failed' || job.state === 'cancelled')) this.revive(job, e.at);
+        }
+        return;
+      case 'jobs-archived':
+        for (const id of e.ids) this.archive(id);
+        return;
+    }
+  }
+
+  // ---- state transitions -------------------------------------------------
+
+  private submit(project: string, jobs: { id: string; spec: Job['spec'] }[], at: number): void {
+    const ids = this.projectJobs.get(project)!;
+    for (const { id, spec } of jobs) {
+      const job: Job = {
+        id,
+        project,
+        seq: ++this.seq,
+        spec,
+        state: 'waiting',
+        reason: 'submitted',
+        createdAt: at,
+        updatedAt: at,
+        attempts: [],
+        failures: 0,
+        lost: 0,
+      };
+      this.jobs.set(id, job);
+      ids.add(id);
+      this.counts.get(project)!.waiting++;
+      this.onChange?.({ job, from: null });
+      this.settle(job, at);
+    }
+  }
+
+  /**
+   * Puts a job that is not running into the state its dependencies allow:
+   * cancelled if one failed or was cancelled, waiting if one is unfinished,
+   * otherwise queued. Dependencies that are no longer live were archived,
+   * which only happens to finished jobs; submit refuses archived ones that did
+   * not succeed, so those count as done.
+   */
+  private settle(job: Job, at: number): void {
+    let unmet = 0;
+    for (const depId of job.spec.after) {
+      const dep = this.jobs.get(depId);
+      if (!dep || dep.state === 'done') continue;
+      if (dep.state === 'failed' || dep.state === 'cancelled') {
+        this.setState(job, 'cancelled', `dependency ${depId} ${dep.state}`, at);
+        this.cascade(job, at);
+        return;
+      }
+      unmet++;
+      let set = this.dependants.get(depId);
+      if (!set) this.dependants.set(depId, (set = new Set()));
+      set.add(job.id);
+    }
+    if (unmet > 0) {
+      this.unmet.set(job.id, unmet);
+      this.setState(job, 'waiting', `waiting for ${unmet} dependenc${unmet === 1 ? 'y' : 'ies'}`, at);
+    } else {
+      this.unmet.delete(job.id);
+      this.setState(job, 'queued', 'ready to run', at);
+      this.ready.add(job);
+    }
+  }
+
+  private finish(e: Extract<Event, { t: 'attempt-finished' }>): void {
+    const job = this.jobs.get(e.jobId)!;
+    const attempt = this.endAttempt(job, e.attempt, e.how, e.at, e.exitCode, e.signal);
+    job.result = {
+      attempt: e.attempt,
+      exitCode: e.exitCode,
+      signal: e.signal,
+      durationMs: e.durationMs,
+      stdoutTail: e.stdoutTail,
+      stderrTail: e.stderrTail,
+      stdoutBytes: e.stdoutBytes,
+      stderrBytes: e.stderrBytes,
+    };
+    if (e.how === 'exited' && e.exitCode === 0) {
+      this.setState(job, 'done', `exit code 0 on ${attempt.workerName}`, e.at);
+      this.release(job, e.at);
+      return;
+    }
+    job.failures++;
+    const why =
+      e.how === 'timeout'
+        ? `timed out after ${job.spec.timeoutS}s`
+        : e.how === 'start-failed'
+          ? 'could not start'
+          : e.signal
+            ? `killed by ${e.signal}`
+            : `exit code ${e.exitCode}`;
+    attempt.reason = why;
+    if (job.failures <= job.spec.maxRetries) {
+      this.setState(job, 'queued', `${why}; retry ${job.failures} of ${job.spec.maxRetries}`, e.at);
+      this.ready.add(job);
+    } else {
+      this.setState(job, 'failed', why, e.at);
+      this.cascade(job, e.at);
+    }
+  }
+
+  private lose(attempts: [string, number][], how: 'lease-expired' | 'worker-lost', reason: string, at: number): void {
+    for (const [jobId, n] of attempts) {
+      const job = this.jobs.get(jobId);
+      const lease = this.leases.get(jobId);
+      if (!job || !lease || lease.attempt !== n) continue;
+      const attempt = this.endAttempt(job, n, how, at, null, null);
+      attempt.reason = reason;
+      job.lost++;
+      if (job.lost > MAX_LOST_ATTEMPTS) {
+        this.setState(job, 'failed', `lost ${job.lost} times, last: ${reason}`, at);
+        this.cascade(job, at);
+      } else {
+        this.setState(job, 'queued', `re-queued: ${reason}`, at);
+        this.ready.add(job);
+      }
+    }
+  }
+
+  private cancel(job: Job, reason: string, at: number): void {
+    if (job.state === 'running') {
+      const lease = this.leases.get(job.id);
+      if (lease) this.endAttempt(job, lease.attempt, 'cancelled', at, null, null).reason = reason;
+    }
+    this.ready.remove(job);
+    this.forgetEdges(job);
+    this.setState(job, 'cancelled', reason, at);
+    this.cascade(job, at);
+  }
+
+  /** Retry: a failed or cancelled job gets a fresh retry budget, and so do the dependants it cancelled. */
+  private revive(job: Job, at: number): void {
+    job.failures = 0;
+    job.lost = 0;
+    this.settle(job, at);
+    for (const id of this.jobIdsOf(job.project)) {
+      const other = this.jobs.get(id)!;
+      if (other.state === 'cancelled' && other.reason.startsWith(`dependency ${job.id} `)) this.revive(other, at);
+    }
+  }
+
+  /** A job reached `done`: dependants with nothing else to wait for become queued. */
+  private release(job: Job, at: number): void {
+    const set = this.dependants.get(job.id);
+    if (!set) return;
+    this.dependants.delete(job.id);
+    for (const id of set) {
+      const dependant = this.jobs.get(id);
+      if (!dependant || dependant.state !== 'waiting') continue;
+      const left = (this.unmet.get(id) ?? 1) - 1;
+      if (left > 0) {
+        this.unmet.set(id, left);
+        dependant.reason = `waiting for ${left} dependenc${left === 1 ? 'y' : 'ies'}`;
+      } else {
+        this.unmet.delete(id);
+        this.setState(dependant, 'queued', 'dependencies done', at);
+        this.ready.add(dependant);
+      }
+    }
+  }
+
+  /** A job failed or was cancelled: everything waiting on it, directly or not, is cancelled. */
+  private cascade(job: Job, at: number): void {
+    const set = this.dependants.get(job.id);
+    if (!set) return;
+    this.dependants.delete(job.id);
+    for (const id of set) {
+      const dependant = this.jobs.get(id);
+      if (!dependant || dependant.state !== 'waiting') continue;
+      this.forgetEdges(dependant);
+      this.unmet.delete(id);
+      this.setState(dependant, 'cancelled', `dependency ${job.id} ${job.state}`, at);
+      this.cascade(dependant, at);
+    }
+  }
+
+  private forgetEdges(job: Job): void {
+    for (const depId of job.spec.after) this.dependants.get(depId)?.delete(job.id);
+    this.unmet.delete(job.id);
+  }
+
+  private endAttempt(
+    job: Job,
+    n: number,
+    how: AttemptEnd,
+    at: number,
+    exitCode: number | null,
+    signal: string | null,
+  ): Attempt {
+    const attempt = job.attempts.find((a) => a.n === n)!;
+    attempt.endedAt = at;
+    attempt.how = how;
+    attempt.exitCode = exitCode;
+    attempt.signal = signal;
+    const lease = this.leases.remove(job.id);
+    if (lease) this.take(lease.workerId, job.spec.resources, -1);
+    return attempt;
+  }
+
+  private take(workerId: string, r: Resources, sign: 1 | -1): void {
+    const u = this.used.get(workerId) ?? { cores: 0, memoryMb: 0 };
+    u.cores += sign * r.cores;
+    u.memoryMb += sign * r.memoryMb;
+    if (u.cores === 0 && u.memoryMb === 0) this.used.delete(workerId);
+    else this.used.set(workerId, u);
+  }
+
+  private setState(job: Job, state: JobState, reason: string, at: number): void {
+    const from = job.state;
+    if (from !== state) {
+      const c = this.counts.get(job.project)!;
+      c[from]--;
+      c[state]++;
+    }
+    job.state = state;
+    job.reason = reason;
+    job.updatedAt = at;
+    this.onChange?.({ job, from });
+  }
+
+  private archive(id: string): void {
+    const job = this.jobs.get(id);
+    if (!job || !FINAL_STATES.has(job.state)) return;
+    this.jobs.delete(id);
+    this.projectJobs.get(job.project)?.delete(id);
+    this.counts.get(job.project)![job.state]--;
+    let a = this.archivedCounts.get(job.project);
+    if (!a) this.archivedCounts.set(job.project, (a = emptyCounts()));
+    a[job.state]++;
+    this.dependants.delete(id);
+  }
+
+  private removeProject(name: string, at: number): void {
+    for (const id of this.jobIdsOf(name)) {
+      const job = this.jobs.get(id)!;
+      if (job.state === 'running') {
+        const lease = this.leases.get(id);
+        if (lease) this.endAttempt(job, lease.attempt, 'cancelled', at, null, null).reason = 'project removed';
+      }
+      this.ready.remove(job);
+      this.unmet.delete(id);
+      this.dependants.delete(id);
+      this.jobs.delete(id);
+    }
+    this.projects.delete(name);
+    this.projectJobs.delete(name);
+    this.counts.delete(name);
+    this.archivedCounts.delete(name);
+  }
+
+  // ---- snapshots ---------------------------------------------------------
+
+  toSnapshot(): ModelSnapshot {
+    return {
+      version: 1,
+      seq: this.seq,
+      lastEventAt: this.lastEventAt,
+      projects: [...this.projects.values()],
+      jobs: [...this.jobs.values()],
+      workers: [...this.workers.values()],
+      leases: [...this.leases.all()].map((l) => ({ ...l })),
+      archivedCounts: [...this.archivedCounts],
+    };
+  }
+
+  static fromSnapshot(s: ModelSnapshot): Model {
+    const m = new Model();
+    m.seq = s.seq;
+    m.lastEventAt = s.lastEventAt;
+    for (const p of s.projects) {
+      m.projects.set(p.name, p);
+      m.projectJobs.set(p.name, new Set());
+      m.counts.set(p.name, emptyCounts());
+    }
+    for (const [name, c] of s.archivedCounts) m.archivedCounts.set(name, c);
+    for (const w of s.workers) m.workers.set(w.id, w);
+    const jobs = [...s.jobs].sort((a, b) => a.seq - b.seq);
+    for (const job of jobs) {
+      m.jobs.set(job.id, job);
+      m.projectJobs.get(job.project)!.add(job.id);
+      m.counts.get(job.project)![job.state]++;
+    }
+    for (const l of s.leases) {
+      m.leases.add(l);
+      const job = m.jobs.get(l.jobId);
+      if (job) m.take(l.workerId, job.spec.resources, +1);
+    }
+    for (const job of jobs) {
+      if (job.state === 'queued') m.ready.add(job);
+      if (job.state !== 'waiting') continue;
+      let unmet = 0;
+      for (const depId of job.spec.after) {
+        const dep = m.jobs.get(depId);
+        if (!dep || dep.state === 'done') continue;
+        unmet++;
+        let set = m.dependants.get(depId);
+        if (!set) m.dependants.set(depId, (set = new Set()));
+        set.add(job.id);
+      }
+      m.unmet.set(job.id, unmet);
+    }
+    return m;
+  }
+}

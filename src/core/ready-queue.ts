@@ -1,0 +1,180 @@
+import { Heap } from './heap.js';
+import type { Job, Resources } from './types.js';
+
+/**
+ * The queue of runnable jobs, shaped for the scheduler's question: "which job
+ * should a worker with this much free room run next?"
+ *
+ * Order: highest priority first; within a priority, projects take turns
+ * (round-robin); within a project, the oldest job that fits.
+ *
+ * Jobs are grouped by priority → project → resource shape, and each shape
+ * holds a heap ordered by submission. A take looks at the head of each shape
+ * that fits, so its cost grows with the number of distinct shapes and
+ * projects, not with the number of queued jobs.
+ *
+ * Removal is lazy: `remove` forgets the job, and a heap entry whose job was
+ * forgotten (or queued again since) is dropped when it reaches the top.
+ */
+
+interface Entry {
+  job: Job;
+  mark: number;
+}
+
+interface Shape {
+  resources: Resources;
+  heap: Heap<Entry>;
+  /** Live entries in the heap (the rest are stale). */
+  live: number;
+}
+
+interface Lane {
+  shapes: Map<string, Shape>;
+}
+
+interface Level {
+  lanes: Map<string, Lane>;
+  /** Projects in turn order; `cursor` is whose turn it is. */
+  order: string[];
+  cursor: number;
+}
+
+const byAge = (a: Entry, b: Entry): boolean => a.job.seq < b.job.seq;
+
+export function fits(need: Resources, free: Resources): boolean {
+  return need.cores <= free.cores && need.memoryMb <= free.memoryMb;
+}
+
+export class ReadyQueue {
+  private readonly levels = new Map<number, Level>();
+  /** Priorities with queued jobs, highest first. */
+  private priorities: number[] = [];
+  /** Live entries: job id → the mark of its current entry. */
+  private readonly present = new Map<string, number>();
+  private nextMark = 1;
+
+  get size(): number {
+    return this.present.size;
+  }
+
+  has(jobId: string): boolean {
+    return this.present.has(jobId);
+  }
+
+  add(job: Job): void {
+    this.remove(job);
+    const mark = this.nextMark++;
+    this.present.set(job.id, mark);
+    const priority = job.spec.priority;
+    let level = this.levels.get(priority);
+    if (!level) {
+      level = { lanes: new Map(), order: [], cursor: 0 };
+      this.levels.set(priority, level);
+      this.priorities.push(priority);
+      this.priorities.sort((a, b) => b - a);
+    }
+    let lane = level.lanes.get(job.project);
+    if (!lane) {
+      lane = { shapes: new Map() };
+      level.lanes.set(job.project, lane);
+      level.order.push(job.project);
+    }
+    const { cores, memoryMb } = job.spec.resources;
+    const key = `${cores}:${memoryMb}`;
+    let shape = lane.shapes.get(key);
+    if (!shape) {
+      shape = { resources: { cores, memoryMb }, heap: new Heap(byAge), live: 0 };
+      lane.shapes.set(key, shape);
+    }
+    shape.heap.push({ job, mark });
+    shape.live++;
+  }
+
+  remove(job: Job): void {
+    if (!this.present.delete(job.id)) return;
+    const { cores, memoryMb } = job.spec.resources;
+    const shape = this.levels.get(job.spec.priority)?.lanes.get(job.project)?.shapes.get(`${cores}:${memoryMb}`);
+    if (shape) shape.live--;
+  }
+
+  /** Takes the next job that fits `free`, or undefined. */
+  take(free: Resources): Job | undefined {
+    for (let p = 0; p < this.priorities.length; p++) {
+      const priority = this.priorities[p]!;
+      const level = this.levels.get(priority)!;
+      const n = level.order.length;
+      for (let i = 0; i < n; i++) {
+        const idx = (level.cursor + i) % n;
+        const project = level.order[idx]!;
+        const lane = level.lanes.get(project)!;
+        let best: Shape | undefined;
+        let bestSeq = Infinity;
+        for (const [key, shape] of lane.shapes) {
+          const top = this.liveTop(shape);
+          if (!top) {
+            lane.shapes.delete(key);
+            continue;
+          }
+          if (top.job.seq < bestSeq && fits(shape.resources, free)) {
+            best = shape;
+            bestSeq = top.job.seq;
+          }
+        }
+        if (best) {
+          const entry = best.heap.pop()!;
+          this.present.delete(entry.job.id);
+          best.live--;
+          level.cursor = idx + 1;
+          this.prune(priority, level, project, lane);
+          return entry.job;
+        }
+      }
+      // Drop lanes that turned out to be empty while we looked.
+      for (const project of [...level.order]) this.prune(priority, level, project, level.lanes.get(project)!);
+      if (!this.levels.has(priority)) p--;
+    }
+    return undefined;
+  }
+
+  /** Distinct resource shapes that are queued, with counts (for peers and metrics). */
+  shapes(): { resources: Resources; count: number }[] {
+    const out = new Map<string, { resources: Resources; count: number }>();
+    for (const level of this.levels.values()) {
+      for (const lane of level.lanes.values()) {
+        for (const [key, shape] of lane.shapes) {
+          const live = shape.live;
+          if (live === 0) continue;
+          const seen = out.get(key);
+          if (seen) seen.count += live;
+          else out.set(key, { resources: shape.resources, count: live });
+        }
+      }
+    }
+    return [...out.values()];
+  }
+
+  private liveTop(shape: Shape): Entry | undefined {
+    for (;;) {
+      const top = shape.heap.peek();
+      if (!top) return undefined;
+      if (this.present.get(top.job.id) === top.mark) return top;
+      shape.heap.pop();
+    }
+  }
+
+  private prune(priority: number, level: Level, project: string, lane: Lane): void {
+    for (const [key, shape] of lane.shapes) if (!this.liveTop(shape)) lane.shapes.delete(key);
+    if (lane.shapes.size > 0) return;
+    level.lanes.delete(project);
+    const idx = level.order.indexOf(project);
+    level.order.splice(idx, 1);
+    if (level.cursor > idx) level.cursor--;
+    if (level.order.length === 0) {
+      this.levels.delete(priority);
+      this.priorities = this.priorities.filter((p) => p !== priority);
+    } else {
+      level.cursor %= level.order.length;
+    }
+  }
+}

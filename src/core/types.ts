@@ -1,0 +1,131 @@
+/**
+ * Terminology
+ *
+ * - project:   a named set of jobs with an owner and members who may use it.
+ * - job:       one command to run (argv or a shell line) with the resources it
+ *              needs. Copernicus calls these commands.
+ * - attempt:   one run of a job on one worker. Attempts are numbered from 1;
+ *              the number guards every report about the run, so a worker that
+ *              lost its lease can never finish the job.
+ * - worker:    a process that runs jobs; it registers its cores and memory,
+ *              claims jobs that fit, heartbeats, and reports results.
+ * - lease:     the server's promise that an attempt belongs to a worker until a
+ *              deadline; heartbeats push the deadline on, and an attempt whose
+ *              deadline passes is taken back and the job re-queued.
+ * - via:       where a lease's worker lives: `local`, or the id of the peer
+ *              server whose worker runs the attempt.
+ * - event:     one durable fact (see events.ts). State is only ever changed by
+ *              applying events, live or on replay, so the two cannot disagree.
+ */
+
+export type JobState = 'waiting' | 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
+
+export const JOB_STATES: readonly JobState[] = ['waiting', 'queued', 'running', 'done', 'failed', 'cancelled'];
+export const FINAL_STATES: ReadonlySet<JobState> = new Set(['done', 'failed', 'cancelled']);
+
+export interface Resources {
+  cores: number;
+  memoryMb: number;
+}
+
+/** What a researcher asks for; immutable once submitted. */
+export interface JobSpec {
+  name?: string;
+  argv?: string[];
+  shell?: string;
+  env: Record<string, string>;
+  resources: Resources;
+  /** Higher runs first. */
+  priority: number;
+  /** How many times a non-zero exit is retried. */
+  maxRetries: number;
+  /** Wall-clock limit for one attempt, enforced by the worker; null = none. */
+  timeoutS: number | null;
+  /** Ids of jobs in the same project that must be done first. */
+  after: string[];
+}
+
+/** How an attempt ended. */
+export type AttemptEnd =
+  | 'exited' // the process exited; see exitCode/signal
+  | 'timeout' // the worker killed it at timeoutS
+  | 'lease-expired' // no heartbeat in time; re-queued
+  | 'cancelled' // the job was cancelled while running
+  | 'worker-lost' // the worker was marked lost
+  | 'start-failed'; // the worker could not start the process
+
+export interface Attempt {
+  n: number;
+  workerId: string;
+  workerName: string;
+  via: string;
+  startedAt: number;
+  endedAt?: number;
+  how?: AttemptEnd;
+  exitCode?: number | null;
+  signal?: string | null;
+  reason?: string;
+}
+
+export interface JobResult {
+  attempt: number;
+  exitCode: number | null;
+  signal: string | null;
+  durationMs: number;
+  stdoutTail: string;
+  stderrTail: string;
+  stdoutBytes: number;
+  stderrBytes: number;
+}
+
+export interface Job {
+  id: string;
+  project: string;
+  /** Submission order on this server; the scheduler's "oldest first". */
+  seq: number;
+  spec: JobSpec;
+  state: JobState;
+  /** Why the job is in its state, in words. */
+  reason: string;
+  createdAt: number;
+  updatedAt: number;
+  attempts: Attempt[];
+  /** Non-zero exits so far (compared with spec.maxRetries). */
+  failures: number;
+  /** Attempts taken back because their worker went silent. */
+  lost: number;
+  result?: JobResult;
+}
+
+export interface Project {
+  name: string;
+  owner: string;
+  members: string[];
+  createdAt: number;
+}
+
+export interface Worker {
+  id: string;
+  name: string;
+  host: string;
+  resources: Resources;
+  labels: string[];
+  /** Who registered it: a worker token id. */
+  tokenId: string;
+  registeredAt: number;
+  lastSeen: number;
+}
+
+export interface Lease {
+  jobId: string;
+  attempt: number;
+  workerId: string;
+  via: string;
+  deadline: number;
+}
+
+export type StateCounts = Record<JobState, number>;
+
+export function emptyCounts(): StateCounts {
+  return { waiting: 0, queued: 0, running: 0, done: 0, failed: 0, cancelled: 0 };
+}

@@ -1,0 +1,229 @@
+/**
+ * The shapes that travel over the API, shared by the server, the API client,
+ * cpcc and cpc-worker. Every path is under /api/v1; every body is JSON; every
+ * error is `{ error: { code, message } }` with a code from errors.ts.
+ *
+ *   anonymous   GET  /info                              → ServerInfo
+ *               POST /login            LoginRequest     → LoginReply
+ *   user        POST /logout                            → { ok }
+ *               GET  /whoami                            → WhoAmI
+ *               GET  /projects                          → { projects: ProjectView[] }
+ *               POST /projects         { name }         → ProjectView
+ *               GET  /projects/:p                       → ProjectView
+ *               DELETE /projects/:p                     → { removed }
+ *               POST /projects/:p/jobs SubmitRequest    → SubmitReply
+ *               GET  /projects/:p/jobs ?state&limit&after&archived → JobList
+ *               GET  /jobs/:id                          → JobView
+ *               GET  /jobs/:id/logs ?stream&attempt     → text/plain
+ *               POST /jobs/cancel      { ids }          → { cancelled }
+ *               POST /jobs/retry       { ids }          → { retried }
+ *               GET  /queue ?limit                      → JobList
+ *               GET  /workers                           → { workers: WorkerView[] }
+ *               GET  /heartbeats                        → { leases: LeaseView[] }
+ *   super user  POST /worker-tokens    { name }         → WorkerTokenCreated
+ *               GET  /worker-tokens                     → { tokens: WorkerTokenView[] }
+ *               DELETE /worker-tokens/:id               → { revoked }
+ *   worker      POST /workers          RegisterRequest  → RegisterReply
+ *               POST /workers/:id/claim ClaimRequest    → ClaimReply   (long-poll)
+ *               POST /workers/:id/heartbeat HeartbeatRequest → HeartbeatReply
+ *               POST /workers/:id/results ResultRequest → ResultReply
+ */
+
+import type { Attempt, AttemptEnd, JobState, Resources, StateCounts } from './types.js';
+
+export const API_PREFIX = '/api/v1';
+
+export interface ServerInfo {
+  serverId: string;
+  name: string;
+  version: string;
+  caFingerprint: string;
+  heartbeatIntervalS: number;
+  time: number;
+}
+
+export interface LoginRequest {
+  user: string;
+  password: string;
+}
+
+export interface LoginReply {
+  token: string;
+  user: string;
+  superuser: boolean;
+  expiresAt: number;
+}
+
+export interface WhoAmI {
+  user: string;
+  superuser: boolean;
+}
+
+export interface ProjectView {
+  name: string;
+  owner: string;
+  members: string[];
+  createdAt: number;
+  counts: StateCounts;
+}
+
+/** One job as submitted; everything but the command has a default. */
+export interface JobInput {
+  key?: string;
+  name?: string;
+  argv?: string[];
+  shell?: string;
+  env?: Record<string, string>;
+  cores?: number;
+  memoryMb?: number;
+  priority?: number;
+  maxRetries?: number;
+  timeoutS?: number | null;
+  /** Ids of jobs in the project, or keys of other jobs in this request. */
+  after?: string[];
+}
+
+export interface SubmitRequest {
+  jobs: JobInput[];
+}
+
+/** Ids in the order the jobs were given. */
+export interface SubmitReply {
+  ids: string[];
+}
+
+export interface JobView {
+  id: string;
+  project: string;
+  name?: string;
+  state: JobState;
+  reason: string;
+  argv?: string[];
+  shell?: string;
+  env: Record<string, string>;
+  resources: Resources;
+  priority: number;
+  maxRetries: number;
+  timeoutS: number | null;
+  after: string[];
+  createdAt: number;
+  updatedAt: number;
+  attempts: Attempt[];
+  exitCode?: number | null;
+  durationMs?: number;
+  stdoutTail?: string;
+  stderrTail?: string;
+  archived?: boolean;
+}
+
+export interface JobList {
+  jobs: JobView[];
+  /** Pass as `after` to get the next page. */
+  next?: string;
+}
+
+export interface WorkerView {
+  id: string;
+  name: string;
+  host: string;
+  resources: Resources;
+  used: Resources;
+  labels: string[];
+  running: number;
+  registeredAt: number;
+  lastSeen: number;
+}
+
+export interface LeaseView {
+  jobId: string;
+  project: string;
+  attempt: number;
+  workerId: string;
+  workerName: string;
+  via: string;
+  deadline: number;
+}
+
+export interface WorkerTokenCreated {
+  id: string;
+  name: string;
+  token: string;
+}
+
+export interface WorkerTokenView {
+  id: string;
+  name: string;
+  createdAt: number;
+  revoked: boolean;
+}
+
+export interface RegisterRequest {
+  name: string;
+  host: string;
+  cores: number;
+  memoryMb: number;
+  labels?: string[];
+}
+
+export interface RegisterReply {
+  workerId: string;
+  heartbeatIntervalS: number;
+  leaseS: number;
+}
+
+export interface ClaimRequest {
+  /** How long the server may hold the request open when nothing fits. */
+  waitS: number;
+  /** Most jobs to hand out in one reply. */
+  max?: number;
+}
+
+/** What a worker needs to run one attempt. */
+export interface ClaimedJob {
+  id: string;
+  project: string;
+  attempt: number;
+  argv?: string[];
+  shell?: string;
+  env: Record<string, string>;
+  resources: Resources;
+  timeoutS: number | null;
+}
+
+export interface ClaimReply {
+  jobs: ClaimedJob[];
+}
+
+export interface HeartbeatRequest {
+  attempts: { jobId: string; attempt: number }[];
+}
+
+export interface HeartbeatReply {
+  abandon: { jobId: string; attempt: number; reason: string }[];
+  heartbeatIntervalS: number;
+}
+
+export interface ResultRequest {
+  jobId: string;
+  attempt: number;
+  how: Extract<AttemptEnd, 'exited' | 'timeout' | 'start-failed'>;
+  exitCode: number | null;
+  signal: string | null;
+  durationMs: number;
+  /** The end of each stream, up to the server's log limit. */
+  stdout: string;
+  stderr: string;
+  /** How many bytes each stream had in all (may exceed what was sent). */
+  stdoutBytes: number;
+  stderrBytes: number;
+}
+
+export interface ResultReply {
+  accepted: true;
+  duplicate: boolean;
+  state: JobState;
+}
+
+export interface ErrorReply {
+  error: { code: string; message: string };
+}
