@@ -1,0 +1,36 @@
+import type { AttemptsLost, LeasesExtended } from './events.js';
+import type { Model } from './model.js';
+
+/**
+ * What start-up does with the leases it finds after replay.
+ *
+ * - A lease whose deadline had passed before the server went down (before
+ *   the last event it recorded) is lost: its job is re-queued now.
+ * - A lease whose deadline fell while the server was down gets one lease
+ *   period from now, so its worker, which could not reach us, can heartbeat
+ *   again. A short outage then never re-runs healthy work, and a long one
+ *   re-queues what is truly lost once that period passes. (Nomad resets its
+ *   heartbeat timers the same way on a new leader.)
+ * - A lease still in time is left alone; its worker's result is accepted.
+ */
+export function planLeaseRecovery(model: Model, now: number, leaseMs: number): (AttemptsLost | LeasesExtended)[] {
+  const lastSeen = model.lastEventAt;
+  const lost: [string, number][] = [];
+  const extended: [string, number][] = [];
+  for (const lease of model.leases.all()) {
+    if (lease.deadline <= lastSeen) lost.push([lease.jobId, lease.attempt]);
+    else if (lease.deadline <= now) extended.push([lease.jobId, lease.attempt]);
+  }
+  const events: (AttemptsLost | LeasesExtended)[] = [];
+  if (lost.length > 0) {
+    events.push({
+      t: 'attempts-lost',
+      at: now,
+      how: 'lease-expired',
+      reason: 'lease had expired before the server stopped',
+      attempts: lost,
+    });
+  }
+  if (extended.length > 0) events.push({ t: 'leases-extended', at: now, deadline: now + leaseMs, attempts: extended });
+  return events;
+}

@@ -1,0 +1,155 @@
+import { createHash, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { Low } from 'lowdb';
+import { fail } from '../core/errors.js';
+import { openDocument } from '../persistence/lowdb-adapter.js';
+
+/**
+ * Users, their login tokens and worker tokens, in one small durable document
+ * (`<home>/users.json`, mode 0600).
+ *
+ * Passwords are hashed with scrypt. A token is `cpc_<id>_<secret>`: the id
+ * finds the record in one lookup, and only a SHA-256 of the secret is stored,
+ * so the file alone lets nobody in.
+ */
+
+const scryptAsync = promisify(scrypt) as (pw: string, salt: Buffer, len: number) => Promise<Buffer>;
+
+export const ADMIN_USER = 'cpc-admin';
+export const USER_NAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
+
+export interface UserRecord {
+  name: string;
+  salt: string;
+  hash: string;
+  superuser: boolean;
+  createdAt: number;
+}
+
+export type TokenKind = 'user' | 'worker';
+
+export interface TokenRecord {
+  id: string;
+  kind: TokenKind;
+  /** The user a user token acts for; the name of a worker token. */
+  name: string;
+  secretSha256: string;
+  createdAt: number;
+  expiresAt: number | null;
+  revoked: boolean;
+}
+
+interface AccountsDoc {
+  users: UserRecord[];
+  tokens: TokenRecord[];
+}
+
+export type Identity =
+  | { kind: 'user'; user: string; superuser: boolean; tokenId: string }
+  | { kind: 'worker'; name: string; tokenId: string };
+
+export class Accounts {
+  private constructor(
+    private readonly db: Low<AccountsDoc>,
+    private readonly tokenTtlMs: number,
+  ) {}
+
+  static async open(home: string, tokenTtlS: number): Promise<Accounts> {
+    const db = await openDocument<AccountsDoc>(join(home, 'users.json'), { users: [], tokens: [] }, { mode: 0o600 });
+    return new Accounts(db, tokenTtlS * 1000);
+  }
+
+  get empty(): boolean {
+    return this.db.data.users.length === 0;
+  }
+
+  user(name: string): UserRecord | undefined {
+    return this.db.data.users.find((u) => u.name === name);
+  }
+
+  async addUser(name: string, password: string, superuser: boolean): Promise<void> {
+    if (!USER_NAME.test(name)) throw fail('INVALID_FIELD', `user name '${name}' is not valid`);
+    if (this.user(name)) throw fail('INVALID_STATE', `user '${name}' already exists`);
+    const salt = randomBytes(16);
+    const hash = await scryptAsync(password, salt, 32);
+    this.db.data.users.push({ name, salt: salt.toString('hex'), hash: hash.toString('hex'), superuser, createdAt: Date.now() });
+    await this.db.write();
+  }
+
+  /** Checks a password and issues a user token; the same error for an unknown user and a wrong password. */
+  async login(name: string, password: string): Promise<{ token: string; record: TokenRecord; user: UserRecord }> {
+    const user = this.user(name);
+    // Hash even for unknown users so that timing does not tell which names exist.
+    const salt = user ? Buffer.from(user.salt, 'hex') : randomBytes(16);
+    const hash = await scryptAsync(password, salt, 32);
+    if (!user || !timingSafeEqual(hash, Buffer.from(user.hash, 'hex'))) {
+      throw fail('BAD_CREDENTIALS', 'wrong user name or password');
+    }
+    const { token, record } = await this.issue('user', name, Date.now() + this.tokenTtlMs);
+    return { token, record, user };
+  }
+
+  async issue(kind: TokenKind, name: string, expiresAt: number | null): Promise<{ token: string; record: TokenRecord }> {
+    const id = randomBytes(8).toString('hex');
+    const secret = randomBytes(32).toString('base64url');
+    const record: TokenRecord = {
+      id,
+      kind,
+      name,
+      secretSha256: sha256(secret),
+      createdAt: Date.now(),
+      expiresAt,
+      revoked: false,
+    };
+    this.db.data.tokens.push(record);
+    this.dropExpired();
+    await this.db.write();
+    return { token: `cpc_${id}_${secret}`, record };
+  }
+
+  /** The identity a bearer token stands for, or UNAUTHENTICATED. */
+  authenticate(token: string): Identity {
+    const m = /^cpc_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/.exec(token);
+    const record = m ? this.db.data.tokens.find((t) => t.id === m[1]) : undefined;
+    if (!m || !record || !safeEqualHex(record.secretSha256, sha256(m[2]!))) {
+      throw fail('UNAUTHENTICATED', 'the token is not valid; log in again');
+    }
+    if (record.revoked) throw fail('UNAUTHENTICATED', 'the token was revoked');
+    if (record.expiresAt !== null && record.expiresAt <= Date.now()) throw fail('UNAUTHENTICATED', 'the token has expired; log in again');
+    if (record.kind === 'worker') return { kind: 'worker', name: record.name, tokenId: record.id };
+    const user = this.user(record.name);
+    if (!user) throw fail('UNAUTHENTICATED', 'the token belongs to a user who no longer exists');
+    return { kind: 'user', user: user.name, superuser: user.superuser, tokenId: record.id };
+  }
+
+  async revoke(tokenId: string, kind?: TokenKind): Promise<TokenRecord> {
+    const record = this.db.data.tokens.find((t) => t.id === tokenId && (!kind || t.kind === kind));
+    if (!record) throw fail('TOKEN_NOT_FOUND', `no token with id '${tokenId}'`);
+    record.revoked = true;
+    await this.db.write();
+    return record;
+  }
+
+  workerTokens(): TokenRecord[] {
+    return this.db.data.tokens.filter((t) => t.kind === 'worker');
+  }
+
+  /** Expired user tokens are of no use to anyone; worker tokens stay listed until revoked. */
+  private dropExpired(): void {
+    const now = Date.now();
+    this.db.data.tokens = this.db.data.tokens.filter((t) => t.kind === 'worker' || t.expiresAt === null || t.expiresAt > now);
+  }
+}
+
+function sha256(s: string): string {
+  return createHash('sha256').update(s).digest('hex');
+}
+
+function safeEqualHex(a: string, b: string): boolean {
+  return a.length === b.length && timingSafeEqual(Buffer.from(a, 'hex'), Buffer.from(b, 'hex'));
+}
+
+export function generatePassword(): string {
+  return randomBytes(18).toString('base64url');
+}

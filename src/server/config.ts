@@ -1,0 +1,122 @@
+import { readFileSync } from 'node:fs';
+import { homedir, hostname } from 'node:os';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { fail } from '../core/errors.js';
+
+/**
+ * Server settings, layered in one direction: defaults → `<home>/config.json`
+ * → environment (CPC_*) → options given in code or on the command line.
+ * Checked once, with messages that name the setting.
+ */
+
+const SECOND = 1;
+const MINUTE = 60 * SECOND;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+const MiB = 1024 * 1024;
+
+export const configSchema = z.strictObject({
+  /** Shown to users and peers. */
+  name: z.string().min(1).max(128),
+  /** Address to listen on. */
+  host: z.string().min(1).max(255),
+  /** Host name others use to reach this server (written into its certificate). */
+  publicHost: z.string().min(1).max(255),
+  securePort: z.int().min(0).max(65535),
+  unsecurePort: z.int().min(0).max(65535),
+  /** How often workers heartbeat; Copernicus' default is two minutes. */
+  heartbeatIntervalS: z.number().min(0.1).max(DAY),
+  /** How long a lease lasts without a heartbeat; default two intervals. */
+  leaseS: z.number().min(0.2).max(7 * DAY).optional(),
+  /** Finished jobs leave memory for the archive after this long. */
+  archiveAfterS: z.number().min(0).max(365 * DAY),
+  maxBodyBytes: z.int().min(1024).max(1024 * MiB),
+  maxJobsPerSubmit: z.int().min(1).max(1_000_000),
+  /** Each of stdout and stderr is kept up to this size per attempt (the end of it). */
+  maxLogBytes: z.int().min(1024).max(256 * MiB),
+  tokenTtlS: z.number().min(60).max(365 * DAY),
+  /** A snapshot is written when the journal has grown this much since the last. */
+  snapshotAfterBytes: z.int().min(1024).max(16 * 1024 * MiB),
+  logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']),
+});
+
+export type ServerConfig = z.infer<typeof configSchema>;
+
+export const DEFAULTS: ServerConfig = {
+  name: hostname(),
+  host: '0.0.0.0',
+  publicHost: hostname(),
+  securePort: 13807,
+  unsecurePort: 14807,
+  heartbeatIntervalS: 2 * MINUTE,
+  archiveAfterS: 1 * HOUR,
+  maxBodyBytes: 64 * MiB,
+  maxJobsPerSubmit: 100_000,
+  maxLogBytes: 1 * MiB,
+  tokenTtlS: 30 * DAY,
+  snapshotAfterBytes: 64 * MiB,
+  logLevel: 'info',
+};
+
+const ENV: Record<string, keyof ServerConfig> = {
+  CPC_NAME: 'name',
+  CPC_HOST: 'host',
+  CPC_PUBLIC_HOST: 'publicHost',
+  CPC_SECURE_PORT: 'securePort',
+  CPC_UNSECURE_PORT: 'unsecurePort',
+  CPC_HEARTBEAT_INTERVAL: 'heartbeatIntervalS',
+  CPC_LOG_LEVEL: 'logLevel',
+};
+
+export function defaultHome(): string {
+  return process.env.CPC_HOME || join(homedir(), '.cpc');
+}
+
+export function configPath(home: string): string {
+  return join(home, 'config.json');
+}
+
+export function readConfigFile(home: string): Partial<ServerConfig> {
+  let text: string;
+  try {
+    text = readFileSync(configPath(home), 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
+    throw err;
+  }
+  try {
+    return JSON.parse(text) as Partial<ServerConfig>;
+  } catch {
+    throw fail('INVALID_FIELD', `${configPath(home)} is not valid JSON`);
+  }
+}
+
+function fromEnv(env: NodeJS.ProcessEnv): Partial<ServerConfig> {
+  const out: Record<string, unknown> = {};
+  for (const [variable, key] of Object.entries(ENV)) {
+    const v = env[variable];
+    if (v === undefined || v === '') continue;
+    out[key] = typeof DEFAULTS[key] === 'number' ? Number(v) : v;
+  }
+  return out as Partial<ServerConfig>;
+}
+
+/** The settings in force, or an INVALID_FIELD error naming the bad setting. */
+export function resolveConfig(home: string, overrides: Partial<ServerConfig> = {}, env = process.env): ServerConfig {
+  const merged = { ...DEFAULTS, ...readConfigFile(home), ...fromEnv(env), ...stripUndefined(overrides) };
+  const r = configSchema.safeParse(merged);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    throw fail('INVALID_FIELD', `setting '${issue.path.join('.')}': ${issue.message}`);
+  }
+  return r.data;
+}
+
+export function leaseSeconds(c: ServerConfig): number {
+  return c.leaseS ?? c.heartbeatIntervalS * 2;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

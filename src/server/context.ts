@@ -1,0 +1,24 @@
+import type { ServerIdentity } from '../federation/identity.js';
+import type { Accounts } from './accounts.js';
+import type { ServerConfig } from './config.js';
+import type { Dispatcher } from './dispatcher.js';
+import type { LogStore } from './log-store.js';
+import type { Logger } from './logger.js';
+import type { Store } from './store.js';
+
+/** What every route handler may use: one object, built once at start-up. */
+export interface Context {
+  config: ServerConfig;
+  identity: ServerIdentity;
+  store: Store;
+  accounts: Accounts;
+  dispatcher: Dispatcher;
+  logs: LogStore;
+  log: Logger;
+  leaseMs: number;
+  version: string;
+  /** The secure port actually bound (differs from config when it was 0). */
+  securePort: () => number;
+  /** Heartbeat renewals last journaled per worker (renewals are journaled coarsely). */
+  journaledDeadline: Map<string, number>;
+}

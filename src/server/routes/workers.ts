@@ -1,0 +1,153 @@
+import { v7 as uuidv7 } from 'uuid';
+import { planFinish, renewLeases } from '../../core/commands.js';
+import { fail } from '../../core/errors.js';
+import type { Worker } from '../../core/types.js';
+import type {
+  ClaimReply,
+  HeartbeatReply,
+  RegisterReply,
+  ResultReply,
+  WorkerTokenCreated,
+  WorkerTokenView,
+  WorkerView,
+} from '../../core/wire.js';
+import { requireSuperuser, requireUser, requireWorker, type WorkerIdentity } from '../auth.js';
+import type { Context } from '../context.js';
+import type { Router } from '../http.js';
+import { check, claimSchema, heartbeatSchema, registerSchema, resultSchema, tokenNameSchema } from '../schemas.js';
+
+/** How much of each stream the job record keeps; the rest is in the log files. */
+const TAIL_CHARS = 2048;
+
+export function workerRoutes(router: Router, ctx: Context): void {
+  const model = ctx.store.model;
+
+  /** The worker a request names, if it was registered with the caller's token. */
+  const ownWorker = (who: WorkerIdentity, id: string): Worker => {
+    const worker = model.workers.get(id);
+    if (!worker || worker.tokenId !== who.tokenId) throw fail('WORKER_NOT_FOUND', `no worker with id '${id}'; register again`);
+    return worker;
+  };
+
+  router.add('POST', '/workers', async (req): Promise<RegisterReply> => {
+    const who = requireWorker(ctx, req);
+    const body = check(registerSchema, req.body);
+    const id = uuidv7();
+    await ctx.store.commit({
+      t: 'worker-registered',
+      at: Date.now(),
+      id,
+      name: body.name,
+      host: body.host,
+      resources: { cores: body.cores, memoryMb: body.memoryMb },
+      labels: body.labels ?? [],
+      tokenId: who.tokenId,
+    });
+    ctx.log.info('worker registered', { worker: id, name: body.name, cores: body.cores, memoryMb: body.memoryMb });
+    return { workerId: id, heartbeatIntervalS: ctx.config.heartbeatIntervalS, leaseS: ctx.leaseMs / 1000 };
+  });
+
+  router.add('POST', '/workers/:id/claim', async (req): Promise<ClaimReply> => {
+    const who = requireWorker(ctx, req);
+    const worker = ownWorker(who, req.params.id!);
+    const body = check(claimSchema, req.body);
+    worker.lastSeen = Date.now();
+    const claim = await ctx.dispatcher.claim(worker.id, 'local', body.max ?? 4096, body.waitS, req.signal);
+    if (!claim) return { jobs: [] };
+    return {
+      jobs: claim.claims.map(([jobId, attempt]) => {
+        const job = model.job(jobId)!;
+        const { spec } = job;
+        return {
+          id: job.id,
+          project: job.project,
+          attempt,
+          ...(spec.argv ? { argv: spec.argv } : { shell: spec.shell! }),
+          env: spec.env,
+          resources: spec.resources,
+          timeoutS: spec.timeoutS,
+        };
+      }),
+    };
+  });
+
+  router.add('POST', '/workers/:id/heartbeat', (req): HeartbeatReply => {
+    const who = requireWorker(ctx, req);
+    const worker = ownWorker(who, req.params.id!);
+    const { attempts } = check(heartbeatSchema, req.body);
+    const now = Date.now();
+    const deadline = now + ctx.leaseMs;
+    const outcome = renewLeases(model, worker.id, attempts, deadline, now);
+    // Renewals only move deadlines, so they are journaled coarsely and not
+    // waited for: losing the last few in a crash only shortens a lease, and
+    // start-up gives such leases a full period anyway (see recovery.ts).
+    const last = ctx.journaledDeadline.get(worker.id) ?? 0;
+    if (outcome.renewed > 0 && deadline - last >= ctx.leaseMs / 4) {
+      ctx.journaledDeadline.set(worker.id, deadline);
+      ctx.store.commitLater({ t: 'leases-renewed', at: now, workerId: worker.id, deadline });
+    }
+    return { abandon: outcome.abandon, heartbeatIntervalS: ctx.config.heartbeatIntervalS };
+  });
+
+  router.add('POST', '/workers/:id/results', async (req): Promise<ResultReply> => {
+    const who = requireWorker(ctx, req);
+    const worker = ownWorker(who, req.params.id!);
+    const body = check(resultSchema(ctx.config), req.body);
+    const report = {
+      how: body.how,
+      exitCode: body.exitCode,
+      signal: body.signal,
+      durationMs: body.durationMs,
+      stdoutTail: body.stdout.slice(-TAIL_CHARS),
+      stderrTail: body.stderr.slice(-TAIL_CHARS),
+      stdoutBytes: body.stdoutBytes,
+      stderrBytes: body.stderrBytes,
+    };
+    const first = planFinish(model, worker.id, body.jobId, body.attempt, report, Date.now());
+    if (first === 'duplicate') return { accepted: true, duplicate: true, state: model.job(body.jobId)!.state };
+    // Logs are durable before the result is, so a finished job always has them.
+    await ctx.logs.write(body.jobId, body.attempt, body.stdout, body.stderr);
+    // Re-check: another report of the same attempt may have won while we wrote.
+    const event = planFinish(model, worker.id, body.jobId, body.attempt, report, Date.now());
+    if (event === 'duplicate') return { accepted: true, duplicate: true, state: model.job(body.jobId)!.state };
+    await ctx.store.commit(event);
+    ctx.dispatcher.kick();
+    return { accepted: true, duplicate: false, state: model.job(body.jobId)!.state };
+  });
+
+  router.add('GET', '/workers', (req): { workers: WorkerView[] } => {
+    requireUser(ctx, req);
+    const workers = [...model.workers.values()].map((w) => ({
+      id: w.id,
+      name: w.name,
+      host: w.host,
+      resources: w.resources,
+      used: model.usedBy(w.id),
+      labels: w.labels,
+      running: model.leases.countOfWorker(w.id),
+      registeredAt: w.registeredAt,
+      lastSeen: w.lastSeen,
+    }));
+    return { workers };
+  });
+
+  router.add('POST', '/worker-tokens', async (req): Promise<WorkerTokenCreated> => {
+    requireSuperuser(ctx, req);
+    const { name } = check(tokenNameSchema, req.body);
+    const { token, record } = await ctx.accounts.issue('worker', name, null);
+    return { id: record.id, name, token };
+  });
+
+  router.add('GET', '/worker-tokens', (req): { tokens: WorkerTokenView[] } => {
+    requireSuperuser(ctx, req);
+    return {
+      tokens: ctx.accounts.workerTokens().map((t) => ({ id: t.id, name: t.name, createdAt: t.createdAt, revoked: t.revoked })),
+    };
+  });
+
+  router.add('DELETE', '/worker-tokens/:id', async (req) => {
+    requireSuperuser(ctx, req);
+    const record = await ctx.accounts.revoke(req.params.id!, 'worker');
+    return { revoked: record.id };
+  });
+}

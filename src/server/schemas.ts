@@ -1,0 +1,129 @@
+import { z } from 'zod';
+import { fail } from '../core/errors.js';
+import type { JobSpec } from '../core/types.js';
+import type { JobInput } from '../core/wire.js';
+
+/**
+ * Every request body and query is checked here, at the edge, before anything
+ * else sees it. zod gives one description per shape that both checks and
+ * types the input, with messages that name the field.
+ */
+
+export interface Limits {
+  maxJobsPerSubmit: number;
+  maxLogBytes: number;
+}
+
+const name = (max: number) => z.string().min(1).max(max);
+const id = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'must be a job id');
+const shortText = z.string().max(4096);
+const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be an environment variable name');
+
+export const loginSchema = z.strictObject({ user: name(64), password: z.string().min(1).max(1024) });
+export const createProjectSchema = z.strictObject({ name: name(64) });
+export const idsSchema = z.strictObject({ ids: z.array(id).min(1).max(10_000) });
+export const tokenNameSchema = z.strictObject({ name: name(64).regex(/^[\w.@-]+$/, 'must be letters, digits, _ . @ -') });
+
+export const jobInputSchema = z
+  .strictObject({
+    key: name(128).optional(),
+    name: name(256).optional(),
+    argv: z.array(z.string().max(65_536)).min(1).max(4096).optional(),
+    shell: z.string().min(1).max(65_536).optional(),
+    env: z.record(envName, z.string().max(65_536)).optional(),
+    cores: z.int().min(1).max(4096).optional(),
+    memoryMb: z.int().min(0).max(64 * 1024 * 1024).optional(),
+    priority: z.int().min(-1_000_000).max(1_000_000).optional(),
+    maxRetries: z.int().min(0).max(1000).optional(),
+    timeoutS: z.int().min(1).max(365 * 24 * 3600).nullable().optional(),
+    after: z.array(name(128)).max(10_000).optional(),
+  })
+  .refine((j) => (j.argv === undefined) !== (j.shell === undefined), { message: 'give exactly one of argv or shell' })
+  .refine((j) => j.env === undefined || Object.keys(j.env).length <= 1024, { message: 'at most 1024 env entries' });
+
+export const submitSchema = (limits: Limits) =>
+  z.strictObject({
+    jobs: z
+      .array(z.unknown())
+      .min(1)
+      .max(limits.maxJobsPerSubmit, `at most ${limits.maxJobsPerSubmit} jobs per request`),
+  });
+
+export const registerSchema = z.strictObject({
+  name: name(128),
+  host: name(255),
+  cores: z.int().min(1).max(4096),
+  memoryMb: z.int().min(0).max(64 * 1024 * 1024),
+  labels: z.array(name(64)).max(64).optional(),
+});
+
+export const claimSchema = z.strictObject({
+  waitS: z.number().min(0).max(300),
+  max: z.int().min(1).max(4096).optional(),
+});
+
+export const heartbeatSchema = z.strictObject({
+  attempts: z.array(z.strictObject({ jobId: id, attempt: z.int().min(1) })).max(100_000),
+});
+
+export const resultSchema = (limits: Limits) =>
+  z.strictObject({
+    jobId: id,
+    attempt: z.int().min(1),
+    how: z.enum(['exited', 'timeout', 'start-failed']),
+    exitCode: z.int().min(-255).max(255).nullable(),
+    signal: z.string().max(32).nullable(),
+    durationMs: z.number().min(0).max(1e12),
+    stdout: z.string().max(limits.maxLogBytes),
+    stderr: z.string().max(limits.maxLogBytes),
+    stdoutBytes: z.int().min(0),
+    stderrBytes: z.int().min(0),
+  });
+
+export const jobListQuery = z.strictObject({
+  state: z.enum(['waiting', 'queued', 'running', 'done', 'failed', 'cancelled']).optional(),
+  limit: z.coerce.number().int().min(1).max(10_000).default(100),
+  after: id.optional(),
+  archived: z.enum(['0', '1', 'true', 'false']).optional(),
+});
+
+export const logsQuery = z.strictObject({
+  stream: z.enum(['stdout', 'stderr']).default('stdout'),
+  attempt: z.coerce.number().int().min(1).optional(),
+});
+
+export const limitQuery = z.strictObject({ limit: z.coerce.number().int().min(1).max(10_000).default(100) });
+
+export const jobIdParam = id;
+export const shortString = shortText;
+
+/** Parses `value` with `schema`, or throws INVALID_FIELD naming the first bad field. */
+export function check<S extends z.ZodType>(schema: S, value: unknown, what = 'body'): z.infer<S> {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0]!;
+  const where = issue.path.length > 0 ? `${what}.${issue.path.join('.')}` : what;
+  throw fail(value === undefined ? 'BAD_REQUEST' : 'INVALID_FIELD', `${where}: ${issue.message}`);
+}
+
+export function queryObject(q: URLSearchParams): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of q) out[k] = v;
+  return out;
+}
+
+/** Fills in defaults; the shape was checked by jobInputSchema. */
+export function toJobSpec(input: JobInput): JobSpec {
+  const spec: JobSpec = {
+    env: input.env ?? {},
+    resources: { cores: input.cores ?? 1, memoryMb: input.memoryMb ?? 0 },
+    priority: input.priority ?? 0,
+    maxRetries: input.maxRetries ?? 0,
+    timeoutS: input.timeoutS ?? null,
+    after: input.after ?? [],
+  };
+  if (input.name !== undefined) spec.name = input.name;
+  if (input.argv !== undefined) spec.argv = input.argv;
+  if (input.shell !== undefined) spec.shell = input.shell;
+  return spec;
+}

@@ -1,0 +1,193 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { planLeaseRecovery } from '../core/recovery.js';
+import type { Model } from '../core/model.js';
+import { API_PREFIX } from '../core/wire.js';
+import { loadOrCreateIdentity, type ServerIdentity } from '../federation/identity.js';
+import { packageVersion } from '../version.js';
+import { ADMIN_USER, Accounts, generatePassword } from './accounts.js';
+import { leaseSeconds, resolveConfig, type ServerConfig } from './config.js';
+import type { Context } from './context.js';
+import { Dispatcher } from './dispatcher.js';
+import { Router, makeRequestListener } from './http.js';
+import { LogStore } from './log-store.js';
+import { toLogger, type Logger } from './logger.js';
+import { jobRoutes } from './routes/jobs.js';
+import { projectRoutes } from './routes/projects.js';
+import { sessionRoutes } from './routes/session.js';
+import { workerRoutes } from './routes/workers.js';
+import { Store } from './store.js';
+import { Sweeper } from './sweeper.js';
+import { unsecureListener } from './unsecure.js';
+
+export interface ServerOptions extends Partial<ServerConfig> {
+  home: string;
+  log?: Logger | ((msg: string) => void);
+}
+
+export interface RunningServer {
+  /** https://host:port of the secure port. */
+  url: string;
+  unsecureUrl: string;
+  securePort: number;
+  unsecurePort: number;
+  serverId: string;
+  caPem: string;
+  caFingerprint: string;
+  identity: ServerIdentity;
+  /** Set on the first start only: the generated password of cpc-admin. */
+  adminPassword?: string;
+  config: ServerConfig;
+  model: Model;
+  ctx: Context;
+  createWorkerToken(name: string): Promise<string>;
+  /** Stops listening, answers waiting claims, finishes the journal, snapshots. Safe to call twice. */
+  close(): Promise<void>;
+}
+
+const INITIAL_PASSWORD_FILE = 'initial-admin-password';
+
+export async function startServer(opts: ServerOptions): Promise<RunningServer> {
+  const { home, log: logOption, ...overrides } = opts;
+  mkdirSync(home, { recursive: true, mode: 0o700 });
+  const config = resolveConfig(home, overrides);
+  const log = toLogger(logOption, config.logLevel);
+  const leaseMs = leaseSeconds(config) * 1000;
+
+  const extraHosts = [config.publicHost].filter((h) => h !== 'localhost' && !/^[\d.]+$|:/.test(h));
+  const { identity, created } = await loadOrCreateIdentity(join(home, 'identity'), {
+    hostNames: extraHosts,
+    log: (m) => log.warn(m),
+  });
+  if (created) log.info('created server identity', { serverId: identity.serverId, caFingerprint: identity.caFingerprint });
+
+  const accounts = await Accounts.open(home, config.tokenTtlS);
+  let adminPassword: string | undefined;
+  if (accounts.empty) {
+    adminPassword = generatePassword();
+    await accounts.addUser(ADMIN_USER, adminPassword, true);
+    writeFileSync(join(home, INITIAL_PASSWORD_FILE), adminPassword + '\n', { mode: 0o600 });
+  }
+
+  const store = await Store.open({ home, snapshotAfterBytes: config.snapshotAfterBytes, log });
+  const { replayed, snapshotSegment, truncated } = store.recovered;
+  log.info('state loaded', {
+    jobs: store.model.jobs.size,
+    leases: store.model.leases.size,
+    replayed,
+    snapshotSegment,
+    truncated,
+  });
+  for (const event of planLeaseRecovery(store.model, Date.now(), leaseMs)) {
+    await store.commit(event);
+    log.info(event.t === 'attempts-lost' ? 'leases expired while stopped; jobs re-queued' : 'leases given a fresh period after restart', {
+      attempts: event.attempts.length,
+    });
+  }
+
+  let closing = false;
+  let secure: HttpsServer | null = null;
+  const ctx: Context = {
+    config,
+    identity,
+    store,
+    accounts,
+    dispatcher: new Dispatcher(store, () => leaseMs),
+    logs: new LogStore(join(home, 'logs')),
+    log,
+    leaseMs,
+    version: packageVersion(),
+    securePort: () => (secure?.address() as AddressInfo | null)?.port ?? config.securePort,
+    journaledDeadline: new Map(),
+  };
+
+  const router = new Router();
+  sessionRoutes(router, ctx);
+  projectRoutes(router, ctx);
+  jobRoutes(router, ctx);
+  workerRoutes(router, ctx);
+
+  secure = createHttpsServer(
+    {
+      key: identity.keyPem,
+      cert: identity.certPem,
+      ca: [identity.caCertPem],
+      // Slow or silent clients are cut off; long-polls stay well under these.
+      requestTimeout: 330_000,
+      headersTimeout: 30_000,
+      keepAliveTimeout: 65_000,
+    },
+    makeRequestListener({ router, prefix: API_PREFIX, maxBodyBytes: config.maxBodyBytes, log, closing: () => closing }),
+  );
+  const unsecure: HttpServer = createHttpServer({ requestTimeout: 30_000, headersTimeout: 10_000 }, unsecureListener(ctx));
+  await listen(secure, config.securePort, config.host);
+  await listen(unsecure, config.unsecurePort, config.host);
+  const securePort = (secure.address() as AddressInfo).port;
+  const unsecurePort = (unsecure.address() as AddressInfo).port;
+
+  const sweeper = new Sweeper(ctx);
+  sweeper.start();
+  // Jobs re-queued by recovery may be waiting for workers that reconnect.
+  ctx.dispatcher.kick();
+
+  const urlHost = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
+  log.info('listening', { securePort, unsecurePort, serverId: identity.serverId });
+
+  let closed: Promise<void> | null = null;
+  const close = (): Promise<void> => {
+    closed ??= (async () => {
+      closing = true;
+      sweeper.stop();
+      ctx.dispatcher.releaseAll();
+      await Promise.all([stop(secure!), stop(unsecure)]);
+      await store.snapshot();
+      await store.close();
+      log.info('stopped');
+    })();
+    return closed;
+  };
+
+  return {
+    url: `https://${formatHost(urlHost)}:${securePort}`,
+    unsecureUrl: `http://${formatHost(urlHost)}:${unsecurePort}`,
+    securePort,
+    unsecurePort,
+    serverId: identity.serverId,
+    caPem: identity.caCertPem,
+    caFingerprint: identity.caFingerprint,
+    identity,
+    adminPassword,
+    config,
+    model: store.model,
+    ctx,
+    createWorkerToken: async (name) => (await accounts.issue('worker', name, null)).token,
+    close,
+  };
+}
+
+function formatHost(host: string): string {
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+function listen(server: HttpServer | HttpsServer, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+/** Stops accepting, lets in-flight requests finish, then drops idle keep-alive connections. */
+function stop(server: HttpServer | HttpsServer): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeIdleConnections();
+    // Connections still busy after a grace period are cut.
+    setTimeout(() => server.closeAllConnections(), 2000).unref();
+  });
+}

@@ -1,0 +1,38 @@
+import type { Job, Project, StateCounts } from '../core/types.js';
+import type { JobView, ProjectView } from '../core/wire.js';
+
+/** Turns domain records into the shapes of the API (core/wire.ts). */
+
+export function jobView(job: Job, archived = false): JobView {
+  const { spec } = job;
+  const view: JobView = {
+    id: job.id,
+    project: job.project,
+    state: job.state,
+    reason: job.reason,
+    env: spec.env,
+    resources: spec.resources,
+    priority: spec.priority,
+    maxRetries: spec.maxRetries,
+    timeoutS: spec.timeoutS,
+    after: spec.after,
+    createdAt: job.createdAt,
+    updatedAt: job.updatedAt,
+    attempts: job.attempts,
+  };
+  if (spec.name !== undefined) view.name = spec.name;
+  if (spec.argv !== undefined) view.argv = spec.argv;
+  if (spec.shell !== undefined) view.shell = spec.shell;
+  if (job.result) {
+    view.exitCode = job.result.exitCode;
+    view.durationMs = job.result.durationMs;
+    view.stdoutTail = job.result.stdoutTail;
+    view.stderrTail = job.result.stderrTail;
+  }
+  if (archived) view.archived = true;
+  return view;
+}
+
+export function projectView(project: Project, counts: StateCounts): ProjectView {
+  return { name: project.name, owner: project.owner, members: project.members, createdAt: project.createdAt, counts };
+}
