@@ -255,6 +255,10 @@ export class Model {
   private finish(e: Extract<Event, { t: 'attempt-finished' }>): void {
     const job = this.jobs.get(e.jobId)!;
     const attempt = this.endAttempt(job, e.attempt, e.how, e.at, e.exitCode, e.signal);
+    attempt.stdoutTail = e.stdoutTail;
+    attempt.stderrTail = e.stderrTail;
+    attempt.stdoutBytes = e.stdoutBytes;
+    attempt.stderrBytes = e.stderrBytes;
     job.result = {
       attempt: e.attempt,
       exitCode: e.exitCode,

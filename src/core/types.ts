@@ -65,6 +65,11 @@ export interface Attempt {
   exitCode?: number | null;
   signal?: string | null;
   reason?: string;
+  /** The end of each stream (the whole stream when its byte count is within the tail). */
+  stdoutTail?: string;
+  stderrTail?: string;
+  stdoutBytes?: number;
+  stderrBytes?: number;
 }
 
 export interface JobResult {

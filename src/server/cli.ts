@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { CpcError } from '../core/errors.js';
@@ -195,15 +195,24 @@ function printWelcome(home: string, server: RunningServer, localWorker: boolean)
       `  (also in ${join(home, 'initial-admin-password')}, readable only by you)`,
     );
   }
+  lines.push('', 'Log in from another terminal:');
+  if (!onPath('cpcc')) lines.push(`  alias cpcc='${process.execPath} ${cpccScript()}'`);
   lines.push(
-    '',
-    'Log in from another terminal:',
-    `  npx cpcc add-server localhost ${server.unsecurePort}     # compare the CA fingerprint above, answer y`,
-    '  npx cpcc login cpc-admin',
-    '  npx cpcc start demo && npx cpcc submit -- echo hello && npx cpcc wait',
+    `  cpcc add-server localhost ${server.unsecurePort}     # compare the CA fingerprint above, answer y`,
+    '  cpcc login cpc-admin',
+    '  cpcc start demo && cpcc submit -- echo hello && cpcc wait',
     '',
   );
   process.stdout.write(lines.filter((l, i, all) => l !== '' || all[i - 1] !== '').join('\n') + '\n');
+}
+
+function cpccScript(): string {
+  const self = fileURLToPath(import.meta.url);
+  return fileURLToPath(new URL(`../../bin/cpcc${self.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
+}
+
+function onPath(command: string): boolean {
+  return (process.env.PATH ?? '').split(delimiter).some((dir) => dir !== '' && existsSync(join(dir, command)));
 }
 
 function runtime(home: string): RuntimeInfo | null {

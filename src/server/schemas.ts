@@ -41,13 +41,27 @@ export const jobInputSchema = z
   .refine((j) => (j.argv === undefined) !== (j.shell === undefined), { message: 'give exactly one of argv or shell' })
   .refine((j) => j.env === undefined || Object.keys(j.env).length <= 1024, { message: 'at most 1024 env entries' });
 
-export const submitSchema = (limits: Limits) =>
+/**
+ * Schemas that depend on configured limits are built once per limits object:
+ * zod compiles a schema on first use, which is far too slow to repeat per request.
+ */
+function perLimits<S>(build: (limits: Limits) => S): (limits: Limits) => S {
+  const cache = new WeakMap<Limits, S>();
+  return (limits) => {
+    let schema = cache.get(limits);
+    if (!schema) cache.set(limits, (schema = build(limits)));
+    return schema;
+  };
+}
+
+export const submitSchema = perLimits((limits) =>
   z.strictObject({
     jobs: z
       .array(z.unknown())
       .min(1)
       .max(limits.maxJobsPerSubmit, `at most ${limits.maxJobsPerSubmit} jobs per request`),
-  });
+  }),
+);
 
 export const registerSchema = z.strictObject({
   name: name(128),
@@ -66,7 +80,7 @@ export const heartbeatSchema = z.strictObject({
   attempts: z.array(z.strictObject({ jobId: id, attempt: z.int().min(1) })).max(100_000),
 });
 
-export const resultSchema = (limits: Limits) =>
+export const resultSchema = perLimits((limits) =>
   z.strictObject({
     jobId: id,
     attempt: z.int().min(1),
@@ -78,7 +92,8 @@ export const resultSchema = (limits: Limits) =>
     stderr: z.string().max(limits.maxLogBytes),
     stdoutBytes: z.int().min(0),
     stderrBytes: z.int().min(0),
-  });
+  }),
+);
 
 export const jobListQuery = z.strictObject({
   state: z.enum(['waiting', 'queued', 'running', 'done', 'failed', 'cancelled']).optional(),

@@ -42,6 +42,8 @@ export interface ClientOptions {
   token?: string;
   /** Per-request limit; long-polls add their own wait to it. */
   timeoutMs?: number;
+  /** Most connections to the server at once (long-polls hold one each). */
+  connections?: number;
 }
 
 /** Codes the client itself produces, next to the server's codes. */
@@ -78,7 +80,7 @@ export class ApiClient {
     const serverId = opts.serverId?.toLowerCase();
     this.dispatcher = new Agent({
       keepAliveTimeout: 30_000,
-      connections: 16,
+      connections: opts.connections ?? 16,
       connect: {
         ca: opts.caPem,
         rejectUnauthorized: true,

@@ -7,6 +7,7 @@ import type { Context } from '../context.js';
 import { Reply, type Router } from '../http.js';
 import { check, idsSchema, jobIdParam, limitQuery, logsQuery, queryObject } from '../schemas.js';
 import { jobView } from '../views.js';
+import { fitsInTail } from './workers.js';
 
 export function jobRoutes(router: Router, ctx: Context): void {
   const model = ctx.store.model;
@@ -23,8 +24,11 @@ export function jobRoutes(router: Router, ctx: Context): void {
     const q = check(logsQuery, queryObject(req.query), 'query');
     const attempt = q.attempt ?? job.attempts[job.attempts.length - 1]?.n;
     if (attempt === undefined) throw fail('LOG_NOT_FOUND', `job ${job.id} has not run yet`);
-    if (!job.attempts.some((a) => a.n === attempt)) throw fail('ATTEMPT_NOT_FOUND', `job ${job.id} has no attempt ${attempt}`);
-    const text = await ctx.logs.read(job.id, attempt, q.stream);
+    if (!job.attempts.some((x) => x.n === attempt)) throw fail('ATTEMPT_NOT_FOUND', `job ${job.id} has no attempt ${attempt}`);
+    const a = job.attempts.find((x) => x.n === attempt)!;
+    const tail = q.stream === 'stdout' ? a.stdoutTail : a.stderrTail;
+    const bytes = q.stream === 'stdout' ? a.stdoutBytes : a.stderrBytes;
+    const text = tail !== undefined && bytes !== undefined && fitsInTail(tail, bytes) ? tail : await ctx.logs.read(job.id, attempt, q.stream);
     if (text === null) throw fail('LOG_NOT_FOUND', `attempt ${attempt} of job ${job.id} has no ${q.stream} (it has not finished, or it was lost)`);
     return Reply.text(text);
   });

@@ -17,7 +17,12 @@ import type { Router } from '../http.js';
 import { check, claimSchema, heartbeatSchema, registerSchema, resultSchema, tokenNameSchema } from '../schemas.js';
 
 /** How much of each stream the job record keeps; the rest is in the log files. */
-const TAIL_CHARS = 2048;
+export const TAIL_CHARS = 2048;
+
+/** True when `text` is the whole stream and short enough to live in the job record. */
+export function fitsInTail(text: string, bytes: number): boolean {
+  return text.length <= TAIL_CHARS && Buffer.byteLength(text) === bytes;
+}
 
 export function workerRoutes(router: Router, ctx: Context): void {
   const model = ctx.store.model;
@@ -105,8 +110,12 @@ export function workerRoutes(router: Router, ctx: Context): void {
     };
     const first = planFinish(model, worker.id, body.jobId, body.attempt, report, Date.now());
     if (first === 'duplicate') return { accepted: true, duplicate: true, state: model.job(body.jobId)!.state };
-    // Logs are durable before the result is, so a finished job always has them.
-    await ctx.logs.write(body.jobId, body.attempt, body.stdout, body.stderr);
+    // Logs are durable before the result is, so a finished job always has
+    // them. Output that fits in the tails is kept whole in the job record,
+    // which saves the files and their fsyncs for the many jobs that say little.
+    if (!fitsInTail(body.stdout, body.stdoutBytes) || !fitsInTail(body.stderr, body.stderrBytes)) {
+      await ctx.logs.write(body.jobId, body.attempt, body.stdout, body.stderr);
+    }
     // Re-check: another report of the same attempt may have won while we wrote.
     const event = planFinish(model, worker.id, body.jobId, body.attempt, report, Date.now());
     if (event === 'duplicate') return { accepted: true, duplicate: true, state: model.job(body.jobId)!.state };

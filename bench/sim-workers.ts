@@ -1,0 +1,45 @@
+/**
+ * Simulated workers in their own process: each registers, then loops
+ * claim → result with exit code 0 at once, so the server's dispatch path is
+ * all that is measured. Prints one JSON line when `expected` results are in.
+ * argv: url caFile serverId token workers expected
+ */
+import { readFileSync } from 'node:fs';
+import { ApiClient } from '../src/client/api/client.js';
+
+const [url, caFile, serverId, token, workersArg, expectedArg] = process.argv.slice(2);
+const workers = Number(workersArg);
+const expected = Number(expectedArg);
+const client = new ApiClient({ url: url!, caPem: readFileSync(caFile!, 'utf8'), serverId, token, connections: workers * 2 });
+let done = 0;
+let started = 0;
+
+async function run(i: number): Promise<void> {
+  const { workerId } = await client.register({ name: `sim-${i}`, host: 'bench', cores: 1, memoryMb: 1024 });
+  process.send?.({ registered: i });
+  while (done < expected) {
+    const { jobs } = await client.claim(workerId, { waitS: 2, max: 1 });
+    for (const job of jobs) {
+      if (started === 0) started = performance.now();
+      await client.result(workerId, {
+        jobId: job.id,
+        attempt: job.attempt,
+        how: 'exited',
+        exitCode: 0,
+        signal: null,
+        durationMs: 0,
+        stdout: '',
+        stderr: '',
+        stdoutBytes: 0,
+        stderrBytes: 0,
+      });
+      if (++done === expected) {
+        // Other workers are still long-polling an empty queue; their wait is
+        // not part of the figure.
+        process.stdout.write(JSON.stringify({ done, ms: performance.now() - started }) + '\n', () => process.exit(0));
+      }
+    }
+  }
+}
+
+await Promise.all(Array.from({ length: workers }, (_, i) => run(i)));

@@ -1,0 +1,33 @@
+import { ApiClient } from '../src/client/api/client.js';
+import { benchServer, percentile, round } from './lib.js';
+
+/**
+ * Wake-up: an idle worker is long-polling; a job is submitted; how long until
+ * the worker holds it. The worker and the submitting client share this
+ * process with the server, so the figure includes both requests' full path
+ * (submit durable, claim durable) on one event loop.
+ */
+export async function wakeup(samples: number): Promise<{ p50: number; p99: number; max: number }> {
+  const b = await benchServer();
+  const worker = new ApiClient({ url: b.server.url, caPem: b.server.caPem, serverId: b.server.serverId, token: b.workerToken });
+  try {
+    const { workerId } = await worker.register({ name: 'idle', host: 'bench', cores: 1, memoryMb: 1024 });
+    const times: number[] = [];
+    for (let i = 0; i < samples; i++) {
+      const claim = worker.claim(workerId, { waitS: 10, max: 1 });
+      // Let the claim reach the server and start waiting.
+      await new Promise((r) => setTimeout(r, 5));
+      const t0 = performance.now();
+      void b.admin.submit(b.project, [{ argv: ['true'] }]);
+      const { jobs } = await claim;
+      times.push(performance.now() - t0);
+      const job = jobs[0]!;
+      await worker.result(workerId, { jobId: job.id, attempt: job.attempt, how: 'exited', exitCode: 0, signal: null, durationMs: 0, stdout: '', stderr: '', stdoutBytes: 0, stderrBytes: 0 });
+    }
+    times.sort((a, b) => a - b);
+    return { p50: round(percentile(times, 50)), p99: round(percentile(times, 99)), max: round(times[times.length - 1]!) };
+  } finally {
+    await worker.close();
+    await b.close();
+  }
+}
