@@ -157,7 +157,7 @@ export class Model {
             startedAt: e.at,
           });
           this.leases.add({ jobId, attempt: n, workerId: e.workerId, via: e.via, deadline: e.deadline });
-          this.take(e.workerId, job.spec.resources, +1);
+          this.charge(e.workerId, job.spec.resources, +1);
           this.setState(job, 'running', `running on ${worker?.name ?? e.workerId}`, e.at);
         }
         if (worker) worker.lastSeen = e.at;
@@ -387,11 +387,11 @@ export class Model {
     attempt.exitCode = exitCode;
     attempt.signal = signal;
     const lease = this.leases.remove(job.id);
-    if (lease) this.take(lease.workerId, job.spec.resources, -1);
+    if (lease) this.charge(lease.workerId, job.spec.resources, -1);
     return attempt;
   }
 
-  private take(workerId: string, r: Resources, sign: 1 | -1): void {
+  private charge(workerId: string, r: Resources, sign: 1 | -1): void {
     const u = this.used.get(workerId) ?? { cores: 0, memoryMb: 0 };
     u.cores += sign * r.cores;
     u.memoryMb += sign * r.memoryMb;
@@ -477,7 +477,7 @@ export class Model {
     for (const l of s.leases) {
       m.leases.add(l);
       const job = m.jobs.get(l.jobId);
-      if (job) m.take(l.workerId, job.spec.resources, +1);
+      if (job) m.charge(l.workerId, job.spec.resources, +1);
     }
     for (const job of jobs) {
       if (job.state === 'queued') m.ready.add(job);

@@ -50,10 +50,15 @@ export type Identity =
   | { kind: 'worker'; name: string; tokenId: string };
 
 export class Accounts {
+  /** Tokens by id: every authenticated request looks one up. */
+  private readonly byId = new Map<string, TokenRecord>();
+
   private constructor(
     private readonly db: Low<AccountsDoc>,
     private readonly tokenTtlMs: number,
-  ) {}
+  ) {
+    for (const t of db.data.tokens) this.byId.set(t.id, t);
+  }
 
   static async open(home: string, tokenTtlS: number): Promise<Accounts> {
     const db = await openDocument<AccountsDoc>(join(home, 'users.json'), { users: [], tokens: [] }, { mode: 0o600 });
@@ -103,6 +108,7 @@ export class Accounts {
       revoked: false,
     };
     this.db.data.tokens.push(record);
+    this.byId.set(id, record);
     this.dropExpired();
     await this.db.write();
     return { token: `cpc_${id}_${secret}`, record };
@@ -111,7 +117,7 @@ export class Accounts {
   /** The identity a bearer token stands for, or UNAUTHENTICATED. */
   authenticate(token: string): Identity {
     const m = /^cpc_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/.exec(token);
-    const record = m ? this.db.data.tokens.find((t) => t.id === m[1]) : undefined;
+    const record = m ? this.byId.get(m[1]!) : undefined;
     if (!m || !record || !safeEqualHex(record.secretSha256, sha256(m[2]!))) {
       throw fail('UNAUTHENTICATED', 'the token is not valid; log in again');
     }
@@ -124,8 +130,8 @@ export class Accounts {
   }
 
   async revoke(tokenId: string, kind?: TokenKind): Promise<TokenRecord> {
-    const record = this.db.data.tokens.find((t) => t.id === tokenId && (!kind || t.kind === kind));
-    if (!record) throw fail('TOKEN_NOT_FOUND', `no token with id '${tokenId}'`);
+    const record = this.byId.get(tokenId);
+    if (!record || (kind && record.kind !== kind)) throw fail('TOKEN_NOT_FOUND', `no token with id '${tokenId}'`);
     record.revoked = true;
     await this.db.write();
     return record;
@@ -138,7 +144,9 @@ export class Accounts {
   /** Expired user tokens are of no use to anyone; worker tokens stay listed until revoked. */
   private dropExpired(): void {
     const now = Date.now();
-    this.db.data.tokens = this.db.data.tokens.filter((t) => t.kind === 'worker' || t.expiresAt === null || t.expiresAt > now);
+    const expired = (t: TokenRecord) => t.kind === 'user' && t.expiresAt !== null && t.expiresAt <= now;
+    for (const t of this.db.data.tokens) if (expired(t)) this.byId.delete(t.id);
+    this.db.data.tokens = this.db.data.tokens.filter((t) => !expired(t));
   }
 }
 
