@@ -1,0 +1,339 @@
+/**
+ * Jobs: submit (one, or thousands from a file), list, show, read logs,
+ * cancel, retry, wait for a project to finish, and look at the queue.
+ */
+import { promises as fsp } from 'node:fs';
+import { JOB_STATES, type Attempt } from '../../core/types.js';
+import type { JobInput, JobList, JobView } from '../../core/wire.js';
+import { ApiError } from '../api/client.js';
+import { CliError, EXIT_FAILURE, ago, describeError, duration, fail, plural, usage } from '../output.js';
+import type { Argument, CommandSpec, Context } from './context.js';
+import { PartialSubmitError, applyDefaults, parseJobFile, submitInChunks } from './job-file.js';
+import { anyInteger, collect, keyValue, nonNegative, oneOf, positive } from './parsers.js';
+import { readAll } from './prompt.js';
+import { countsLine, total } from './projects.js';
+
+const DEFAULT_LIST_LIMIT = 100;
+const PAGE = 1000;
+const WAIT_POLL_MS = 500;
+/** A server restart during a long wait should not end the wait. */
+const WAIT_TOLERATE_OUTAGE_MS = 60_000;
+const TRANSIENT = new Set(['UNREACHABLE', 'TIMEOUT', 'SHUTTING_DOWN', 'JOURNAL_FAILED', 'TOO_MANY_REQUESTS']);
+
+/** How a job's command reads in a table: argv quoted as a shell would need it. */
+export function commandText(job: { argv?: string[]; shell?: string }): string {
+  if (job.shell !== undefined) return job.shell;
+  return (job.argv ?? []).map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
+}
+
+function jobDefaults(opts: Record<string, unknown>): JobInput {
+  const d: JobInput = {};
+  if (opts.name !== undefined) d.name = opts.name as string;
+  if (opts.cores !== undefined) d.cores = opts.cores as number;
+  if (opts.memory !== undefined) d.memoryMb = opts.memory as number;
+  if (opts.priority !== undefined) d.priority = opts.priority as number;
+  if (opts.retries !== undefined) d.maxRetries = opts.retries as number;
+  if (opts.timeout !== undefined) d.timeoutS = opts.timeout as number;
+  if (opts.after !== undefined) d.after = opts.after as string[];
+  if (opts.env !== undefined) d.env = opts.env as Record<string, string>;
+  return d;
+}
+
+async function submit(ctx: Context, args: Argument[], opts: Record<string, unknown>): Promise<void> {
+  const command = (args[0] as string[] | undefined) ?? [];
+  const file = opts.file as string | undefined;
+  const defaults = jobDefaults(opts);
+  let jobs: JobInput[];
+  if (file !== undefined) {
+    if (command.length > 0) usage('give either a command or --file, not both');
+    if (opts.shell === true) usage('--shell goes with a command, not with --file');
+    let text: string;
+    try {
+      text = file === '-' ? await readAll(ctx.io.stdin) : await fsp.readFile(file, 'utf8');
+    } catch (err) {
+      return fail(`cannot read ${file}: ${(err as Error).message}`);
+    }
+    jobs = applyDefaults(parseJobFile(text, file === '-' ? 'stdin' : file), defaults);
+  } else {
+    if (command.length === 0) usage('nothing to run; cpcc submit [options] -- COMMAND ARGS..., or --file FILE');
+    jobs = [{ ...defaults, ...(opts.shell === true ? { shell: command.join(' ') } : { argv: command }) }];
+  }
+
+  const { api } = await ctx.client();
+  const project = await ctx.project();
+  const progress = jobs.length > 1 ? ctx.out.progress() : undefined;
+  let ids: string[];
+  try {
+    ids = await submitInChunks(jobs, async (chunk) => (await api.submit(project, chunk)).ids, {
+      progress: (sent, all) => progress?.update(`submitted ${sent} of ${all} jobs`),
+    });
+  } catch (err) {
+    progress?.end();
+    if (!(err instanceof PartialSubmitError)) throw err;
+    // Those jobs exist now; say which, so that a second try does not submit them twice.
+    const done = err.submitted.map((s) => s.id);
+    ctx.out.show({ ids: done, partial: true }, () => done.forEach((id) => ctx.out.line(id)));
+    const { line } = describeError(err.reason);
+    return fail(`only ${done.length} of ${jobs.length} jobs were submitted (their ids are above): ${line}`);
+  }
+  progress?.end();
+  ctx.out.show({ ids }, () => {
+    if (file === undefined) ctx.out.line(ids[0]);
+    else {
+      ctx.out.note(`submitted ${plural(ids.length, 'job')} to '${project}'`);
+      for (const id of ids) ctx.out.line(id);
+    }
+  });
+}
+
+async function listJobs(ctx: Context, _args: Argument[], opts: Record<string, unknown>): Promise<void> {
+  const { api } = await ctx.client();
+  const project = await ctx.project();
+  const state = opts.state as string | undefined;
+  const archived = opts.archived === true ? true : undefined;
+  let list: JobList;
+  if (opts.all === true) {
+    const jobs: JobView[] = [];
+    let after: string | undefined;
+    do {
+      const page = await api.jobs(project, { state, limit: PAGE, after, archived });
+      jobs.push(...page.jobs);
+      // A server that repeats the cursor would otherwise keep us here forever.
+      after = page.next !== undefined && page.next !== after && page.jobs.length > 0 ? page.next : undefined;
+    } while (after !== undefined);
+    list = { jobs };
+  } else {
+    list = await api.jobs(project, { state, limit: (opts.limit as number | undefined) ?? DEFAULT_LIST_LIMIT, archived });
+  }
+  const now = Date.now();
+  ctx.out.list(list, list.jobs, [
+    { header: 'id', value: (j: JobView) => j.id },
+    { header: 'name', value: (j) => j.name, max: 24 },
+    { header: 'state', value: (j) => ctx.out.state(j.state) },
+    { header: 'command', value: (j) => commandText(j), max: 40 },
+    { header: 'tries', value: (j) => j.attempts.length, align: 'right' },
+    { header: 'exit', value: (j) => j.exitCode, align: 'right' },
+    { header: 'took', value: (j) => duration(j.durationMs), align: 'right' },
+    { header: 'updated', value: (j) => ago(j.updatedAt, now) },
+  ], state ? `no ${state} jobs in '${project}'` : `no jobs in '${project}'`);
+  if (list.next !== undefined) ctx.out.line(ctx.out.c.dim('more jobs: use --all, or a larger --limit'));
+}
+
+function attemptRows(ctx: Context, attempts: Attempt[], now: number) {
+  return {
+    rows: attempts,
+    columns: [
+      { header: 'n', value: (a: Attempt) => a.n, align: 'right' as const },
+      { header: 'worker', value: (a: Attempt) => a.workerName || a.workerId },
+      { header: 'via', value: (a: Attempt) => a.via },
+      { header: 'start', value: (a: Attempt) => ago(a.startedAt, now) },
+      { header: 'duration', value: (a: Attempt) => duration((a.endedAt ?? now) - a.startedAt), align: 'right' as const },
+      { header: 'how', value: (a: Attempt) => a.how ?? ctx.out.state('running') },
+      {
+        header: 'exit',
+        value: (a: Attempt) => (a.signal ? a.signal : a.exitCode ?? ''),
+        align: 'right' as const,
+      },
+    ],
+  };
+}
+
+async function showJob(ctx: Context, args: Argument[]): Promise<void> {
+  const { api } = await ctx.client();
+  const job = await api.job(String(args[0]));
+  const now = Date.now();
+  ctx.out.show(job, () => {
+    const env = Object.entries(job.env ?? {}).map(([k, v]) => `${k}=${v}`).join(' ');
+    ctx.out.fields([
+      ['id', job.id],
+      ['project', job.project],
+      ['name', job.name],
+      ['state', `${ctx.out.state(job.state)}${job.reason ? ` (${job.reason})` : ''}${job.archived ? ctx.out.c.dim(' archived') : ''}`],
+      ['command', `${job.shell !== undefined ? ctx.out.c.dim('sh -c ') : ''}${commandText(job)}`],
+      ['env', env],
+      ['resources', `${plural(job.resources.cores, 'core')}, ${job.resources.memoryMb} MB`],
+      ['priority', job.priority],
+      ['retries', job.maxRetries],
+      ['timeout', job.timeoutS === null ? 'none' : `${job.timeoutS}s`],
+      ['after', job.after.join(' ')],
+      ['created', ago(job.createdAt, now)],
+      ['updated', ago(job.updatedAt, now)],
+      ['exit', job.exitCode],
+      ['took', duration(job.durationMs)],
+    ]);
+    if (job.attempts.length > 0) {
+      ctx.out.line();
+      const { rows, columns } = attemptRows(ctx, job.attempts, now);
+      ctx.out.table(rows, columns);
+    }
+    for (const [label, tail] of [['stdout', job.stdoutTail], ['stderr', job.stderrTail]] as const) {
+      if (!tail) continue;
+      ctx.out.line();
+      ctx.out.line(ctx.out.c.dim(`--- ${label} (end) ---`));
+      ctx.out.raw(tail.endsWith('\n') ? tail : `${tail}\n`);
+    }
+  });
+}
+
+async function logs(ctx: Context, args: Argument[], opts: Record<string, unknown>): Promise<void> {
+  const id = String(args[0]);
+  const stream = opts.stderr === true ? 'stderr' : 'stdout';
+  const attempt = opts.attempt as number | undefined;
+  const { api } = await ctx.client();
+  const text = await api.logs(id, { stream, attempt });
+  ctx.out.show({ id, stream, attempt: attempt ?? null, text }, () => ctx.out.raw(text));
+}
+
+async function cancelOrRetry(ctx: Context, args: Argument[], which: 'cancel' | 'retry'): Promise<void> {
+  const ids = args[0] as string[];
+  const { api } = await ctx.client();
+  const changed = which === 'cancel' ? (await api.cancel(ids)).cancelled : (await api.retry(ids)).retried;
+  const verb = which === 'cancel' ? 'cancelled' : 'retried';
+  ctx.out.show({ [verb]: changed }, () => {
+    const got = new Set(changed);
+    for (const id of changed) ctx.out.line(`${verb} ${id}`);
+    for (const id of ids) {
+      if (!got.has(id)) ctx.out.note(`not ${verb}: ${id} (${which === 'cancel' ? 'already finished' : 'not failed or cancelled'})`);
+    }
+  });
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+async function wait(ctx: Context, args: Argument[], opts: Record<string, unknown>): Promise<void> {
+  const { api } = await ctx.client();
+  const name = await ctx.project(args[0] as string | undefined);
+  const timeoutS = opts.timeout as number | undefined;
+  const started = Date.now();
+  const deadline = timeoutS === undefined ? Infinity : started + timeoutS * 1000;
+  const progress = ctx.out.progress();
+  let failingSince: number | undefined;
+  for (;;) {
+    let counts;
+    try {
+      counts = (await api.project(name)).counts;
+      failingSince = undefined;
+    } catch (err) {
+      const now = Date.now();
+      if (!(err instanceof ApiError && TRANSIENT.has(err.code))) {
+        progress.end();
+        throw err;
+      }
+      failingSince ??= now;
+      if (now - failingSince > WAIT_TOLERATE_OUTAGE_MS || now >= deadline) {
+        progress.end();
+        throw err;
+      }
+      await sleep(Math.min(WAIT_POLL_MS * 4, Math.max(0, deadline - now)));
+      continue;
+    }
+    const all = total(counts);
+    const finished = counts.done + counts.failed + counts.cancelled;
+    const pending = all - finished;
+    progress.update(
+      `${name}: ${finished}/${all} finished` +
+        (pending > 0 ? ` (${counts.running} running, ${counts.queued} queued, ${counts.waiting} waiting)` : '') +
+        (counts.failed + counts.cancelled > 0 ? `, ${counts.failed} failed, ${counts.cancelled} cancelled` : ''),
+      all === 0 ? 1 : finished / all,
+    );
+    if (pending === 0) {
+      progress.end();
+      const ok = counts.failed === 0 && counts.cancelled === 0;
+      ctx.out.show({ project: name, counts, total: all, ok }, () =>
+        ctx.out.line(`${name}: all ${plural(all, 'job')} finished (${countsLine(ctx.out, counts)})`),
+      );
+      if (!ok) {
+        const bad = [`${counts.failed} failed`, `${counts.cancelled} cancelled`].filter((p) => !p.startsWith('0 '));
+        fail(`${bad.join(' and ')} of ${plural(all, 'job')} in '${name}'`, EXIT_FAILURE, 'JOBS_FAILED');
+      }
+      return;
+    }
+    const now = Date.now();
+    if (now >= deadline) {
+      progress.end();
+      throw new CliError(`gave up after ${timeoutS}s: ${pending} of ${plural(all, 'job')} in '${name}' not finished`, EXIT_FAILURE, 'TIMEOUT');
+    }
+    await sleep(Math.min(WAIT_POLL_MS, deadline - now));
+  }
+}
+
+async function queue(ctx: Context, _args: Argument[], opts: Record<string, unknown>): Promise<void> {
+  const { api } = await ctx.client();
+  const list = await api.queue({ limit: (opts.limit as number | undefined) ?? DEFAULT_LIST_LIMIT });
+  const now = Date.now();
+  ctx.out.list(list, list.jobs, [
+    { header: 'id', value: (j: JobView) => j.id },
+    { header: 'project', value: (j) => j.project },
+    { header: 'name', value: (j) => j.name, max: 24 },
+    { header: 'pri', value: (j) => j.priority, align: 'right' },
+    { header: 'cores', value: (j) => j.resources.cores, align: 'right' },
+    { header: 'MB', value: (j) => j.resources.memoryMb, align: 'right' },
+    { header: 'command', value: (j) => commandText(j), max: 40 },
+    { header: 'queued', value: (j) => ago(j.updatedAt, now) },
+  ], 'the queue is empty');
+  if (list.next !== undefined) ctx.out.line(ctx.out.c.dim('more jobs queued: use a larger --limit'));
+}
+
+export const jobCommands: CommandSpec[] = [
+  {
+    name: 'submit',
+    args: ['[command...]'],
+    summary: 'submit a job (cpcc submit [options] -- COMMAND ARGS...) or many (--file)',
+    help:
+      'Put the command after -- so that its own options are not taken for cpcc\'s.\n' +
+      'With --file, the file is a JSON array of jobs, {"jobs": [...]}, or one job per line;\n' +
+      'jobs may name a "key" and refer to other jobs\' keys (or ids) in "after".\n' +
+      'Options given with --file are defaults for the jobs in it.',
+    options: [
+      { flags: '--cores <n>', description: 'cores the job needs', parse: positive },
+      { flags: '--memory <mb>', description: 'memory the job needs, in MB', parse: positive },
+      { flags: '--priority <n>', description: 'higher runs first', parse: anyInteger },
+      { flags: '--retries <n>', description: 'how often to retry a non-zero exit', parse: nonNegative },
+      { flags: '--timeout <s>', description: 'wall-clock limit per attempt, in seconds', parse: positive },
+      { flags: '--after <id>', description: 'run only after this job is done (repeatable)', parse: collect },
+      { flags: '--env <name=value>', description: 'set an environment variable (repeatable)', parse: keyValue },
+      { flags: '--name <name>', description: 'a name for the job' },
+      { flags: '--shell', description: 'run the arguments as one shell line' },
+      { flags: '-f, --file <file>', description: 'submit the jobs in FILE (- for stdin)' },
+    ],
+    run: submit,
+  },
+  {
+    name: 'jobs',
+    summary: "list the current project's jobs",
+    options: [
+      { flags: '--state <state>', description: `only jobs in this state (${JOB_STATES.join(', ')})`, parse: oneOf(JOB_STATES) },
+      { flags: '--limit <n>', description: `at most this many (default ${DEFAULT_LIST_LIMIT})`, parse: positive },
+      { flags: '--all', description: 'all of them, page by page' },
+      { flags: '--archived', description: 'include archived jobs' },
+    ],
+    run: listJobs,
+  },
+  { name: 'job', args: ['<id>'], summary: 'show one job and its attempts', run: showJob },
+  {
+    name: 'logs',
+    args: ['<id>'],
+    summary: "print a job's output",
+    options: [
+      { flags: '--stderr', description: 'standard error instead of standard output' },
+      { flags: '--attempt <n>', description: 'this attempt instead of the last', parse: positive },
+    ],
+    run: logs,
+  },
+  { name: 'cancel', args: ['<ids...>'], summary: 'cancel jobs', run: (ctx, args) => cancelOrRetry(ctx, args, 'cancel') },
+  { name: 'retry', args: ['<ids...>'], summary: 'queue failed or cancelled jobs again', run: (ctx, args) => cancelOrRetry(ctx, args, 'retry') },
+  {
+    name: 'wait',
+    args: ['[project]'],
+    summary: 'wait until every job of the project has finished; exit 1 if any failed or was cancelled',
+    options: [{ flags: '--timeout <s>', description: 'give up (exit 1) after this many seconds', parse: positive }],
+    run: wait,
+  },
+  {
+    name: 'queue',
+    aliases: ['q'],
+    summary: 'the queued jobs, in the order they will run',
+    options: [{ flags: '--limit <n>', description: `at most this many (default ${DEFAULT_LIST_LIMIT})`, parse: positive }],
+    run: queue,
+  },
+];

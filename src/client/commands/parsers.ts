@@ -1,0 +1,44 @@
+/**
+ * Option value parsers. They throw commander's InvalidArgumentError, which
+ * commander turns into a usage error naming the option (exit 2).
+ */
+import { InvalidArgumentError } from 'commander';
+
+export function integer(min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
+  return (value: string) => {
+    const n = Number(value.trim());
+    if (value.trim() === '' || !Number.isInteger(n) || n < min || n > max) {
+      const range = max === Number.MAX_SAFE_INTEGER ? `at least ${min}` : `from ${min} to ${max}`;
+      throw new InvalidArgumentError(`must be a whole number ${range}`);
+    }
+    return n;
+  };
+}
+
+export const positive = integer(1);
+export const nonNegative = integer(0);
+export const port = integer(1, 65535);
+export const anyInteger = integer(Number.MIN_SAFE_INTEGER);
+
+/** For options that may be given many times: `--after A --after B`. */
+export function collect(value: string, previous: unknown): string[] {
+  return [...(Array.isArray(previous) ? (previous as string[]) : []), value];
+}
+
+/** `--env K=V`, many times; a later K wins. */
+export function keyValue(value: string, previous: unknown): Record<string, string> {
+  const eq = value.indexOf('=');
+  if (eq <= 0) throw new InvalidArgumentError('must look like NAME=VALUE');
+  const out = { ...((previous as Record<string, string> | undefined) ?? {}) };
+  out[value.slice(0, eq)] = value.slice(eq + 1);
+  return out;
+}
+
+export function oneOf<T extends string>(choices: readonly T[]): (value: string) => T {
+  return (value: string) => {
+    if (!(choices as readonly string[]).includes(value)) {
+      throw new InvalidArgumentError(`must be one of ${choices.join(', ')}`);
+    }
+    return value as T;
+  };
+}

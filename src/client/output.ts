@@ -1,0 +1,281 @@
+/**
+ * Everything cpcc shows goes through here, so that `--json`, `--no-color`,
+ * `NO_COLOR` and the look of tables hold for every command alike. chalk and
+ * cli-table3 are used nowhere else.
+ */
+import { Chalk, type ChalkInstance } from 'chalk';
+import Table from 'cli-table3';
+import { CommanderError } from 'commander';
+import type { JobState } from '../core/types.js';
+import { ApiError } from './api/client.js';
+import { ConfigError } from './config.js';
+
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+
+export interface TextStream {
+  write(chunk: string): unknown;
+  isTTY?: boolean;
+}
+
+export interface OutputOptions {
+  json?: boolean;
+  /** false for `--no-color`; colour also needs a terminal, or FORCE_COLOR. */
+  color?: boolean;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface Column<Row> {
+  header: string;
+  value: (row: Row) => string | number | null | undefined;
+  align?: 'left' | 'right';
+  /** Longer cells are cut with an ellipsis, so one long command cannot wreck the table. */
+  max?: number;
+}
+
+/** A failure the CLI reports as one line; library code throws these, only the CLI exits. */
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number = EXIT_FAILURE,
+    readonly code?: string,
+  ) {
+    super(message);
+    this.name = 'CliError';
+  }
+}
+
+export function fail(message: string, exitCode: number = EXIT_FAILURE, code?: string): never {
+  throw new CliError(message, exitCode, code);
+}
+
+export function usage(message: string): never {
+  throw new CliError(message, EXIT_USAGE);
+}
+
+export function colourWanted(stream: TextStream, opts: OutputOptions): boolean {
+  const env = opts.env ?? process.env;
+  if (opts.color === false) return false;
+  // https://no-color.org: present and not empty disables colour.
+  if (env.NO_COLOR !== undefined && env.NO_COLOR !== '') return false;
+  if (env.FORCE_COLOR !== undefined) return env.FORCE_COLOR !== '0' && env.FORCE_COLOR !== 'false';
+  return stream.isTTY === true && env.TERM !== 'dumb';
+}
+
+const STATE_COLOURS: Record<JobState, (c: ChalkInstance, s: string) => string> = {
+  waiting: (c, s) => c.gray(s),
+  queued: (c, s) => c.cyan(s),
+  running: (c, s) => c.blue(s),
+  done: (c, s) => c.green(s),
+  failed: (c, s) => c.red(s),
+  cancelled: (c, s) => c.yellow(s),
+};
+
+// Without a terminal the table has no box drawing, so `grep` and `awk` see
+// plain whitespace-separated columns.
+const PLAIN_CHARS = {
+  top: '', 'top-mid': '', 'top-left': '', 'top-right': '',
+  bottom: '', 'bottom-mid': '', 'bottom-left': '', 'bottom-right': '',
+  left: '', 'left-mid': '', mid: '', 'mid-mid': '',
+  right: '', 'right-mid': '', middle: '  ',
+};
+
+export class Output {
+  readonly json: boolean;
+  readonly tty: boolean;
+  readonly c: ChalkInstance;
+
+  constructor(
+    readonly stdout: TextStream,
+    readonly stderr: TextStream,
+    opts: OutputOptions = {},
+  ) {
+    this.json = opts.json === true;
+    this.tty = stdout.isTTY === true;
+    this.c = new Chalk({ level: colourWanted(stdout, opts) ? 1 : 0 });
+  }
+
+  /** A line for people; suppressed under --json so stdout stays one JSON document. */
+  line(text = ''): void {
+    if (!this.json) this.stdout.write(`${text}\n`);
+  }
+
+  /** Text that is the result itself (logs, a token), written as is. */
+  raw(text: string): void {
+    this.stdout.write(text);
+  }
+
+  /** Side remarks go to stderr, where they never mix with the result. */
+  note(text: string): void {
+    this.stderr.write(`${text}\n`);
+  }
+
+  data(value: unknown): void {
+    this.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  }
+
+  /** `value` under --json, otherwise whatever `human` prints. */
+  show(value: unknown, human: () => void): void {
+    if (this.json) this.data(value);
+    else human();
+  }
+
+  /** A listing: `value` under --json, a table otherwise. */
+  list<Row>(value: unknown, rows: readonly Row[], columns: readonly Column<Row>[], empty = '(none)'): void {
+    if (this.json) this.data(value);
+    else if (rows.length === 0) this.line(this.c.dim(empty));
+    else this.table(rows, columns);
+  }
+
+  table<Row>(rows: readonly Row[], columns: readonly Column<Row>[]): void {
+    if (this.json) {
+      this.data(rows);
+      return;
+    }
+    const t = new Table({
+      head: columns.map((col) => this.c.bold(col.header)),
+      colAligns: columns.map((col) => col.align ?? 'left'),
+      style: this.tty
+        ? { head: [], border: this.c.level > 0 ? ['gray'] : [], compact: true }
+        : { head: [], border: [], compact: true, 'padding-left': 0, 'padding-right': 0 },
+      ...(this.tty ? {} : { chars: PLAIN_CHARS }),
+    });
+    for (const row of rows) {
+      t.push(
+        columns.map((col) => {
+          const v = col.value(row);
+          const s = v === null || v === undefined ? '' : String(v);
+          return col.max !== undefined ? clip(s, col.max) : s;
+        }),
+      );
+    }
+    this.stdout.write(`${this.tty ? t.toString() : t.toString().replace(/[ \t]+$/gm, '')}\n`);
+  }
+
+  /** Key/value pairs, aligned: how single objects look for people. */
+  fields(pairs: readonly [string, string | number | null | undefined][]): void {
+    const width = Math.max(0, ...pairs.map(([k]) => k.length));
+    for (const [k, v] of pairs) {
+      if (v === undefined || v === null || v === '') continue;
+      this.line(`${this.c.dim(`${k}:`.padEnd(width + 1))} ${v}`);
+    }
+  }
+
+  state(state: JobState | string): string {
+    const paint = STATE_COLOURS[state as JobState];
+    return paint ? paint(this.c, state) : state;
+  }
+
+  /** A status line that redraws itself on a terminal and prints plain lines when it changes otherwise. */
+  progress(): Progress {
+    return new Progress(this.stderr, this.stderr.isTTY === true);
+  }
+}
+
+export class Progress {
+  private last = '';
+  private drawn = false;
+
+  constructor(
+    private readonly stream: TextStream,
+    private readonly live: boolean,
+  ) {}
+
+  /** `fraction` draws a bar on a terminal; plain lines leave it out, as it says nothing the text does not. */
+  update(text: string, fraction?: number): void {
+    if (text === this.last) return;
+    this.last = text;
+    if (this.live) {
+      this.stream.write(`\r\x1b[2K${fraction === undefined ? '' : `${bar(fraction)} `}${text}`);
+      this.drawn = true;
+    } else {
+      this.stream.write(`${text}\n`);
+    }
+  }
+
+  end(): void {
+    if (this.drawn) this.stream.write('\n');
+    this.drawn = false;
+  }
+}
+
+export function bar(fraction: number, width = 30): string {
+  const f = Number.isFinite(fraction) ? Math.min(1, Math.max(0, fraction)) : 0;
+  const full = Math.round(f * width);
+  return `[${'#'.repeat(full)}${'.'.repeat(width - full)}]`;
+}
+
+export function clip(s: string, max: number): string {
+  const one = s.replace(/\s*\n\s*/g, ' ');
+  return one.length <= max ? one : `${one.slice(0, Math.max(0, max - 1))}…`;
+}
+
+export function duration(ms: number | null | undefined): string {
+  if (ms === null || ms === undefined || !Number.isFinite(ms) || ms < 0) return '';
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  const s = ms / 1000;
+  if (s < 60) return `${s < 10 ? s.toFixed(1) : Math.round(s)}s`;
+  const total = Math.round(s);
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const sec = total % 60;
+  if (h === 0) return `${m}m${String(sec).padStart(2, '0')}s`;
+  if (h < 48) return `${h}h${String(m).padStart(2, '0')}m`;
+  return `${Math.floor(h / 24)}d${String(h % 24).padStart(2, '0')}h`;
+}
+
+/** "5s ago", "in 3m": to the coarsest unit that still says something. */
+export function ago(ts: number | null | undefined, now: number = Date.now()): string {
+  if (ts === null || ts === undefined || !Number.isFinite(ts)) return '';
+  const d = now - ts;
+  const abs = Math.abs(d);
+  let text: string;
+  if (abs < 1000) return 'now';
+  else if (abs < 60_000) text = `${Math.floor(abs / 1000)}s`;
+  else if (abs < 3_600_000) text = `${Math.floor(abs / 60_000)}m`;
+  else if (abs < 48 * 3_600_000) text = `${Math.floor(abs / 3_600_000)}h`;
+  else text = `${Math.floor(abs / 86_400_000)}d`;
+  return d >= 0 ? `${text} ago` : `in ${text}`;
+}
+
+export function plural(n: number, word: string, many = `${word}s`): string {
+  return `${n} ${n === 1 ? word : many}`;
+}
+
+const HINTS: Record<string, string> = {
+  UNAUTHENTICATED: "run 'cpcc login'",
+  BAD_CREDENTIALS: 'check the user name and password',
+  WRONG_SERVER: "the server at that address is not the one you trusted; run 'cpcc add-server' again if it was replaced",
+};
+
+/** Turns anything thrown into the one line the user sees and the exit code. */
+export function describeError(err: unknown): { line: string; exitCode: number } {
+  if (err instanceof CliError) {
+    return { line: err.code ? `${err.message} (${err.code})` : err.message, exitCode: err.exitCode };
+  }
+  if (err instanceof ApiError) {
+    const hint = HINTS[err.code];
+    return { line: `${oneLine(err.message)} (${err.code})${hint ? `; ${hint}` : ''}`, exitCode: EXIT_FAILURE };
+  }
+  if (err instanceof ConfigError) return { line: err.message, exitCode: EXIT_FAILURE };
+  if (err instanceof CommanderError) {
+    return { line: oneLine(err.message.replace(/^error:\s*/, '')), exitCode: EXIT_USAGE };
+  }
+  const e = err as { message?: unknown; code?: unknown };
+  const msg = typeof e?.message === 'string' ? e.message : String(err);
+  const code = typeof e?.code === 'string' ? ` (${e.code})` : '';
+  return { line: `${oneLine(msg)}${code}`, exitCode: EXIT_FAILURE };
+}
+
+export function reportError(err: unknown, stderr: TextStream, env: NodeJS.ProcessEnv = process.env): number {
+  const { line, exitCode } = describeError(err);
+  stderr.write(`cpcc: ${line}\n`);
+  // A stack is for whoever debugs cpcc itself, never for its users.
+  if (env.CPCC_DEBUG && err instanceof Error && err.stack) stderr.write(`${err.stack}\n`);
+  return exitCode;
+}
+
+function oneLine(s: string): string {
+  return s.replace(/\s*\n\s*/g, ' ').trim();
+}
