@@ -1,0 +1,169 @@
+#!/usr/bin/env node
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { readFileSync, promises as fsp } from 'node:fs';
+import { availableParallelism, hostname, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { ApiClient } from '../src/client/api/client.js';
+import { packageVersion } from '../src/version.js';
+import { Worker, type LogLevel } from '../src/worker/worker.js';
+
+interface Flags {
+  server: string;
+  token?: string;
+  ca?: string;
+  serverId?: string;
+  cores: number;
+  memory: number;
+  workDir?: string;
+  name: string;
+  label: string[];
+  claimWait: number;
+  keepWorkDirs: boolean;
+  verbose: boolean;
+}
+
+function wholeNumber(min: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min) {
+      throw new InvalidArgumentError(`expected a whole number of at least ${min}.`);
+    }
+    return n;
+  };
+}
+
+function seconds(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0 || n > 300) {
+    throw new InvalidArgumentError('expected a number of seconds from 0 to 300.');
+  }
+  return n;
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+function formatValue(v: unknown): string {
+  if (v === null || v === undefined || typeof v === 'number' || typeof v === 'boolean') return String(v);
+  const s = typeof v === 'string' ? v : JSON.stringify(v);
+  return /^[^\s"=]+$/.test(s) ? s : JSON.stringify(s);
+}
+
+function makeLogger(verbose: boolean) {
+  return (level: LogLevel, msg: string, fields?: Record<string, unknown>): void => {
+    if (level === 'debug' && !verbose) return;
+    let line = `${new Date().toISOString()} ${level} ${msg}`;
+    for (const [k, v] of Object.entries(fields ?? {})) if (v !== undefined) line += ` ${k}=${formatValue(v)}`;
+    process.stderr.write(line + '\n');
+  };
+}
+
+function usageError(message: string): number {
+  process.stderr.write(`cpc-worker: ${message}\n`);
+  return 2;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const program = new Command('cpc-worker')
+    .description('Run jobs from a cpc server on this machine.')
+    .version(packageVersion())
+    .requiredOption('--server <url>', 'the server secure URL, https://host:port')
+    .option('--token <token>', 'worker token (prefer the CPC_WORKER_TOKEN environment variable: flags show up in ps)')
+    .option('--ca <file>', "the server's CA certificate (PEM)")
+    .option('--server-id <id>', "accept only a server whose certificate carries this id")
+    .option('--cores <n>', 'cores to offer', wholeNumber(1), availableParallelism())
+    .option('--memory <mb>', 'memory to offer, in MB', wholeNumber(0), Math.floor((totalmem() / (1024 * 1024)) * 0.9))
+    .option('--work-dir <dir>', 'where attempt folders are made (default $CPC_WORKER_DIR, else a temp folder)')
+    .option('--name <name>', 'name shown in the server worker list', `${hostname()}-${process.pid}`)
+    .option('--label <label>', 'a label for this worker (repeatable)', collect, [] as string[])
+    .option('--claim-wait <s>', 'how long the server may hold a claim open', seconds, 30)
+    .option('--keep-work-dirs', 'keep attempt folders after their result was delivered', false)
+    .option('--verbose', 'log claims and heartbeats too', false)
+    .exitOverride()
+    .configureOutput({ outputError: (str, write) => write(`cpc-worker: ${str.split('\n')[0]!}\n`) });
+
+  try {
+    program.parse(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? 0 : 2;
+    }
+    throw err;
+  }
+  const flags = program.opts<Flags>();
+  const log = makeLogger(flags.verbose);
+
+  const token = flags.token ?? process.env.CPC_WORKER_TOKEN;
+  if (!token) return usageError('a worker token is needed: set CPC_WORKER_TOKEN (or pass --token)');
+  let url: URL;
+  try {
+    url = new URL(flags.server);
+  } catch {
+    return usageError(`--server: not a URL: ${flags.server}`);
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') return usageError(`--server: expected an https:// URL, not ${flags.server}`);
+  let caPem: string | undefined;
+  if (flags.ca) {
+    try {
+      caPem = readFileSync(flags.ca, 'utf8');
+    } catch (err) {
+      return usageError(`--ca: cannot read ${flags.ca}: ${(err as Error).message}`);
+    }
+    if (!caPem.includes('-----BEGIN CERTIFICATE-----')) return usageError(`--ca: ${flags.ca} holds no PEM certificate`);
+  } else if (url.protocol === 'https:') {
+    log('warn', "no --ca given: the server's certificate must be trusted by the system");
+  }
+
+  const ownDir = !flags.workDir && !process.env.CPC_WORKER_DIR;
+  const workDir = flags.workDir ?? process.env.CPC_WORKER_DIR ?? join(tmpdir(), `cpc-worker-${process.pid}`);
+
+  const client = new ApiClient({ url: flags.server, caPem, serverId: flags.serverId, token });
+  const worker = new Worker({
+    client,
+    name: flags.name,
+    cores: flags.cores,
+    memoryMb: flags.memory,
+    workDir,
+    labels: flags.label,
+    claimWaitS: flags.claimWait,
+    keepWorkDirs: flags.keepWorkDirs,
+    log,
+  });
+
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    signals++;
+    if (signals === 1) {
+      log('info', `${sig}: finishing running jobs; send it again to kill them and stop now`);
+      void worker.stop({ drain: true });
+    } else {
+      log('warn', `${sig}: killing running jobs and stopping now`);
+      void worker.stop({ drain: false });
+    }
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+
+  log('info', 'starting', { server: flags.server, name: flags.name, workDir });
+  let code = 0;
+  try {
+    await worker.start();
+    await worker.wait();
+    log('info', 'stopped');
+  } catch (err) {
+    log('error', `cannot go on: ${(err as Error).message}`);
+    code = 1;
+  }
+  await client.destroy().catch(() => {});
+  if (ownDir && !flags.keepWorkDirs) await fsp.rm(workDir, { recursive: true, force: true }).catch(() => {});
+  return code;
+}
+
+main(process.argv).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`cpc-worker: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);

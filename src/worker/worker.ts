@@ -1,0 +1,657 @@
+import { promises as fsp } from 'node:fs';
+import { hostname } from 'node:os';
+import { ApiError, type ApiClient } from '../client/api/client.js';
+import type { Resources } from '../core/types.js';
+import type { ClaimedJob, RegisterReply, ResultRequest } from '../core/wire.js';
+import { startAttempt, type AttemptOutcome, type RunningAttempt } from './runner.js';
+
+/**
+ * The worker runtime: registers with a server, keeps one long-poll claim open
+ * while it has free cores, runs what it is given, heartbeats the attempts it
+ * holds and reports each result until the server has it.
+ *
+ * A server that goes away is waited for, not given up on: running jobs keep
+ * running, heartbeats and results are retried with backoff, and when the server
+ * answers again the worker heartbeats at once so that leases the server kept
+ * across its restart are renewed before they run out.
+ */
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+export type LogFn = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => void;
+
+export interface WorkerOptions {
+  client: ApiClient;
+  name: string;
+  /** Shown in the server's worker list; defaults to this machine's host name. */
+  host?: string;
+  cores: number;
+  memoryMb: number;
+  /** Attempt folders are made under it. */
+  workDir: string;
+  labels?: string[];
+  /** How long the server may hold a claim open. */
+  claimWaitS?: number;
+  maxLogBytes?: number;
+  killGraceMs?: number;
+  /** Keep attempt folders after their result was delivered. */
+  keepWorkDirs?: boolean;
+  log?: LogFn;
+  /** Bounds of the retry backoff while the server cannot be reached. */
+  retryMinMs?: number;
+  retryMaxMs?: number;
+}
+
+export interface HeldAttempt {
+  jobId: string;
+  attempt: number;
+  project: string;
+  workerId: string;
+  pid?: number;
+  phase: 'starting' | 'running' | 'reporting';
+}
+
+/**
+ * Refusals of a result that mean the server has settled the attempt without
+ * it: retrying cannot help, and the job is no longer ours.
+ */
+const FINAL_RESULT_CODES = new Set(['STALE_ATTEMPT', 'JOB_NOT_FOUND', 'ATTEMPT_NOT_FOUND']);
+/** The credentials or the server are wrong; nothing will work until a person fixes it. */
+const FATAL_CODES = new Set(['UNAUTHENTICATED', 'FORBIDDEN', 'WRONG_SERVER']);
+/** Tails are cut down to this on a size refusal before the result is given up. */
+const MIN_TAIL_CHARS = 4096;
+
+type ErrorKind = 'transient' | 'worker-gone' | 'fatal' | 'aborted' | 'rejected';
+
+function codeOf(err: unknown): string {
+  return err instanceof ApiError ? err.code : 'INTERNAL';
+}
+
+function classify(err: unknown): ErrorKind {
+  if (!(err instanceof ApiError)) return 'transient';
+  if (err.code === 'ABORTED') return 'aborted';
+  if (err.code === 'WORKER_NOT_FOUND') return 'worker-gone';
+  if (FATAL_CODES.has(err.code)) return 'fatal';
+  if (err.code === 'UNREACHABLE' || err.code === 'TIMEOUT' || err.code === 'BAD_RESPONSE') return 'transient';
+  if (err.status >= 500 || err.status === 429) return 'transient';
+  return 'rejected';
+}
+
+/** A wake-up call that any number of waiters can sleep on, each with a limit. */
+class Wakeup {
+  private waiters = new Set<() => void>();
+
+  fire(): void {
+    const ws = [...this.waiters];
+    this.waiters.clear();
+    for (const w of ws) w();
+  }
+
+  /** Resolves on fire(), after `ms` (if given), or when `signal` aborts. */
+  wait(ms?: number, signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
+        this.waiters.delete(done);
+        resolve();
+      };
+      const timer = ms === undefined ? undefined : setTimeout(done, ms);
+      signal?.addEventListener('abort', done, { once: true });
+      this.waiters.add(done);
+    });
+  }
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Wakeup().wait(ms, signal);
+}
+
+interface Slot {
+  key: string;
+  job: ClaimedJob;
+  /** The registration the attempt was claimed under; results go there. */
+  workerId: string;
+  phase: 'starting' | 'running' | 'reporting';
+  run?: RunningAttempt;
+  /** Counted against free resources until its process is gone. */
+  holds: boolean;
+  abandoned: boolean;
+  /** Cuts the slot's own retry sleeps short when it is abandoned. */
+  ctl: AbortController;
+}
+
+export class Worker {
+  private readonly client: ApiClient;
+  private readonly opts: WorkerOptions;
+  private readonly log: LogFn;
+  private readonly claimWaitS: number;
+  private readonly retryMinMs: number;
+  private readonly retryMaxMs: number;
+
+  private reg?: RegisterReply;
+  private workerId?: string;
+  private heartbeatMs = 60_000;
+  private reregistering?: Promise<void>;
+  private readonly slots = new Map<string, Slot>();
+
+  private started = false;
+  private stopping = false;
+  private killing = false;
+  private outage = false;
+  private fatalError?: unknown;
+  private readonly stopCtl = new AbortController();
+  private readonly killCtl = new AbortController();
+  private readonly heartbeatCtl = new AbortController();
+  private claimCtl?: AbortController;
+  private readonly resourcesChanged = new Wakeup();
+  private readonly heartbeatNow = new Wakeup();
+  private readonly slotGone = new Wakeup();
+  private claimLoopDone: Promise<void> = Promise.resolve();
+  private heartbeatLoopDone: Promise<void> = Promise.resolve();
+  private stopping$?: Promise<void>;
+  private readonly ended: Promise<void>;
+  private endedResolve!: () => void;
+  private endedReject!: (err: unknown) => void;
+
+  constructor(opts: WorkerOptions) {
+    if (!Number.isInteger(opts.cores) || opts.cores < 1) throw new Error(`cores must be a whole number of at least 1, not ${opts.cores}`);
+    if (!Number.isInteger(opts.memoryMb) || opts.memoryMb < 0) throw new Error(`memoryMb must be a whole number, not ${opts.memoryMb}`);
+    this.opts = opts;
+    this.client = opts.client;
+    this.log = opts.log ?? (() => {});
+    this.claimWaitS = opts.claimWaitS ?? 30;
+    this.retryMinMs = opts.retryMinMs ?? 250;
+    this.retryMaxMs = opts.retryMaxMs ?? 30_000;
+    this.ended = new Promise((resolve, reject) => {
+      this.endedResolve = resolve;
+      this.endedReject = reject;
+    });
+    // wait() is optional; a fatal error must not also surface as an unhandled rejection.
+    this.ended.catch(() => {});
+  }
+
+  /** The id of the current registration, once registered. */
+  get id(): string | undefined {
+    return this.workerId;
+  }
+
+  get registration(): RegisterReply | undefined {
+    return this.reg;
+  }
+
+  /** Registered resources minus those of the attempts that still hold them. */
+  get free(): Resources {
+    let cores = this.opts.cores;
+    let memoryMb = this.opts.memoryMb;
+    for (const s of this.slots.values()) {
+      if (!s.holds) continue;
+      cores -= s.job.resources.cores;
+      memoryMb -= s.job.resources.memoryMb;
+    }
+    return { cores, memoryMb };
+  }
+
+  /** The attempts this worker holds: running, starting, or waiting for their result to be taken. */
+  held(): HeldAttempt[] {
+    return [...this.slots.values()]
+      .filter((s) => !s.abandoned)
+      .map((s) => ({
+        jobId: s.job.id,
+        attempt: s.job.attempt,
+        project: s.job.project,
+        workerId: s.workerId,
+        pid: s.run?.pid,
+        phase: s.phase,
+      }));
+  }
+
+  /**
+   * Registers (retrying while the server cannot be reached) and starts the
+   * claim and heartbeat loops. Resolves once registered, or when stopped first;
+   * rejects when the server refuses the registration.
+   */
+  async start(): Promise<void> {
+    if (this.started) throw new Error('the worker was already started');
+    this.started = true;
+    try {
+      await fsp.mkdir(this.opts.workDir, { recursive: true });
+      if (!(await this.register())) {
+        this.end();
+        return;
+      }
+    } catch (err) {
+      this.fatalError = err;
+      this.stopping = true;
+      this.end();
+      throw err;
+    }
+    this.claimLoopDone = this.guard(this.claimLoop());
+    this.heartbeatLoopDone = this.guard(this.heartbeatLoop());
+  }
+
+  /**
+   * drain: stop claiming, let running jobs finish and their results be
+   * delivered. Otherwise kill running jobs and report nothing more. Calling it
+   * again is safe; a second call without drain cuts a drain short.
+   */
+  stop(opts: { drain?: boolean } = {}): Promise<void> {
+    const drain = opts.drain ?? true;
+    if (!drain) this.killAll();
+    this.stopping$ ??= this.shutdown(drain);
+    return this.stopping$;
+  }
+
+  /** Resolves when the worker has stopped; rejects if it stopped because of an error it cannot get past. */
+  wait(): Promise<void> {
+    return this.ended;
+  }
+
+  // ---- registration --------------------------------------------------------
+
+  /** True when registered, false when stopped before that. */
+  private async register(): Promise<boolean> {
+    const { name, cores, memoryMb, labels } = this.opts;
+    const host = this.opts.host ?? hostname();
+    let failures = 0;
+    while (!this.stopping) {
+      try {
+        const reply = await this.client.register({ name, host, cores, memoryMb, ...(labels?.length ? { labels } : {}) });
+        this.reg = reply;
+        this.workerId = reply.workerId;
+        this.heartbeatMs = reply.heartbeatIntervalS * 1000;
+        this.serverAnswered();
+        this.log('info', `registered as ${reply.workerId} with ${cores} cores / ${memoryMb} MB`, {
+          worker: reply.workerId,
+          heartbeatIntervalS: reply.heartbeatIntervalS,
+          leaseS: reply.leaseS,
+        });
+        this.heartbeatNow.fire();
+        this.resourcesChanged.fire();
+        return true;
+      } catch (err) {
+        if (classify(err) !== 'transient') throw err;
+        this.serverUnreachable(err, 'register');
+        await sleep(this.backoff(failures++), this.stopCtl.signal);
+      }
+    }
+    return false;
+  }
+
+  /**
+   * The server has forgotten this registration, so the attempts claimed under
+   * it are no longer ours: their results would be refused, and the server will
+   * hand their cores out again. Kill them and register afresh.
+   */
+  private reregister(staleId: string): Promise<void> {
+    if (this.workerId !== staleId) return this.reregistering ?? Promise.resolve();
+    this.workerId = undefined;
+    this.claimCtl?.abort();
+    this.reregistering = (async () => {
+      this.log('warn', 'the server does not know this worker any more; registering again', { worker: staleId });
+      for (const slot of this.slots.values()) {
+        if (slot.workerId === staleId) this.abandonSlot(slot, 'the registration it was claimed under is gone');
+      }
+      try {
+        await this.register();
+      } catch (err) {
+        this.fail(err);
+      }
+    })().finally(() => {
+      this.reregistering = undefined;
+      this.resourcesChanged.fire();
+    });
+    return this.reregistering;
+  }
+
+  // ---- claiming ------------------------------------------------------------
+
+  private async claimLoop(): Promise<void> {
+    let failures = 0;
+    let quickEmpty = 0;
+    while (!this.stopping) {
+      const workerId = this.workerId;
+      const cores = Math.floor(this.free.cores);
+      if (!workerId || cores < 1) {
+        await this.resourcesChanged.wait(undefined, this.stopCtl.signal);
+        continue;
+      }
+      const ctl = new AbortController();
+      this.claimCtl = ctl;
+      const t0 = Date.now();
+      try {
+        this.log('debug', 'claiming', { max: cores, waitS: this.claimWaitS });
+        const reply = await this.client.claim(workerId, { waitS: this.claimWaitS, max: cores }, ctl.signal);
+        this.serverAnswered();
+        failures = 0;
+        for (const job of reply.jobs) this.launch(job, workerId);
+        // A server that answers every claim at once with nothing must not make us spin.
+        if (reply.jobs.length === 0 && Date.now() - t0 < Math.min(1000, this.claimWaitS * 500)) {
+          await sleep(this.backoff(quickEmpty++), this.stopCtl.signal);
+        } else {
+          quickEmpty = 0;
+        }
+      } catch (err) {
+        if (this.stopping) break;
+        switch (classify(err)) {
+          case 'aborted':
+            break;
+          case 'worker-gone':
+            await this.reregister(workerId);
+            break;
+          case 'transient':
+            this.serverUnreachable(err, 'claim');
+            await sleep(this.backoff(failures++), this.stopCtl.signal);
+            break;
+          default:
+            this.fail(err);
+            return;
+        }
+      } finally {
+        if (this.claimCtl === ctl) this.claimCtl = undefined;
+      }
+    }
+  }
+
+  private launch(job: ClaimedJob, workerId: string): void {
+    const key = `${job.id}#${job.attempt}`;
+    if (this.slots.has(key)) {
+      this.log('warn', 'claimed an attempt this worker already holds; ignoring the copy', { job: job.id, attempt: job.attempt });
+      return;
+    }
+    if (this.killing) return; // the lease will run out and the job goes back on the queue
+    const free = this.free;
+    if (job.resources.cores > free.cores || job.resources.memoryMb > free.memoryMb) {
+      this.log('warn', 'the server handed out a job larger than what is free here; running it anyway', {
+        job: job.id,
+        cores: job.resources.cores,
+        memoryMb: job.resources.memoryMb,
+        freeCores: free.cores,
+        freeMemoryMb: free.memoryMb,
+      });
+    }
+    const slot: Slot = { key, job, workerId, phase: 'starting', holds: true, abandoned: false, ctl: new AbortController() };
+    this.slots.set(key, slot);
+    void this.guard(this.runSlot(slot));
+  }
+
+  // ---- running -------------------------------------------------------------
+
+  private async runSlot(slot: Slot): Promise<void> {
+    const { job } = slot;
+    let outcome: AttemptOutcome;
+    try {
+      const run = await startAttempt(
+        {
+          jobId: job.id,
+          attempt: job.attempt,
+          project: job.project,
+          argv: job.argv,
+          shell: job.shell,
+          env: job.env,
+          resources: job.resources,
+          timeoutS: job.timeoutS,
+        },
+        { workDir: this.opts.workDir, maxLogBytes: this.opts.maxLogBytes, killGraceMs: this.opts.killGraceMs },
+      );
+      slot.run = run;
+      slot.phase = 'running';
+      this.log('info', 'job started', { job: job.id, attempt: job.attempt, project: job.project, pid: run.pid, cores: job.resources.cores });
+      if (slot.abandoned) void run.abandon();
+      outcome = await run.done;
+    } catch (err) {
+      // The attempt folder could not be made or written: the job never ran.
+      const stderr = `cpc-worker: cannot prepare the job: ${(err as Error).message}\n`;
+      outcome = {
+        how: 'start-failed',
+        exitCode: null,
+        signal: null,
+        durationMs: 0,
+        stdout: '',
+        stderr,
+        stdoutBytes: 0,
+        stderrBytes: Buffer.byteLength(stderr),
+      };
+    }
+    slot.holds = false;
+    this.resourcesChanged.fire();
+    if (!slot.abandoned) {
+      this.log('info', 'job finished', {
+        job: job.id,
+        attempt: job.attempt,
+        how: outcome.how,
+        exitCode: outcome.exitCode,
+        signal: outcome.signal,
+        durationMs: outcome.durationMs,
+      });
+      slot.phase = 'reporting';
+      await this.report(slot, outcome);
+    }
+    await this.forget(slot);
+  }
+
+  private abandonSlot(slot: Slot, reason: string): void {
+    if (slot.abandoned) return;
+    slot.abandoned = true;
+    slot.ctl.abort();
+    this.log('info', 'abandoning job', { job: slot.job.id, attempt: slot.job.attempt, reason });
+    if (slot.run) void slot.run.abandon();
+  }
+
+  private async forget(slot: Slot): Promise<void> {
+    if (this.slots.get(slot.key) !== slot) return;
+    if (!this.opts.keepWorkDirs && slot.run) {
+      await slot.run.removeDir().catch((err: Error) => {
+        this.log('warn', 'cannot remove an attempt folder', { dir: slot.run!.dir, error: err.message });
+      });
+    }
+    this.slots.delete(slot.key);
+    this.slotGone.fire();
+    this.resourcesChanged.fire();
+  }
+
+  // ---- results -------------------------------------------------------------
+
+  private async report(slot: Slot, outcome: AttemptOutcome): Promise<void> {
+    const { job } = slot;
+    const req: ResultRequest = { jobId: job.id, attempt: job.attempt, ...outcome };
+    const signal = AbortSignal.any([this.killCtl.signal, slot.ctl.signal]);
+    let failures = 0;
+    for (;;) {
+      if (slot.abandoned || this.killing) return;
+      try {
+        const reply = await this.client.result(slot.workerId, req);
+        this.serverAnswered();
+        this.log('info', 'result delivered', { job: job.id, attempt: job.attempt, state: reply.state, duplicate: reply.duplicate });
+        return;
+      } catch (err) {
+        if (slot.abandoned || this.killing) return;
+        const code = codeOf(err);
+        if (FINAL_RESULT_CODES.has(code)) {
+          this.log('warn', 'result refused: the server has settled this attempt without it', {
+            job: job.id,
+            attempt: job.attempt,
+            code,
+            error: (err as Error).message,
+          });
+          return;
+        }
+        switch (classify(err)) {
+          case 'worker-gone':
+            void this.reregister(slot.workerId);
+            return;
+          case 'fatal':
+            this.fail(err);
+            return;
+          case 'rejected':
+            if ((code === 'BODY_TOO_LARGE' || code === 'INVALID_FIELD') && shrinkTails(req)) {
+              this.log('warn', 'result refused as too large; sending shorter log tails', { job: job.id, attempt: job.attempt, code });
+              continue;
+            }
+            this.log('error', 'result rejected; giving it up', { job: job.id, attempt: job.attempt, code, error: (err as Error).message });
+            return;
+          default:
+            this.serverUnreachable(err, 'result');
+            await sleep(this.backoff(failures++), signal);
+        }
+      }
+    }
+  }
+
+  // ---- heartbeats ----------------------------------------------------------
+
+  private async heartbeatLoop(): Promise<void> {
+    const signal = this.heartbeatCtl.signal;
+    let failures = 0;
+    // The first heartbeat goes out at once: it proves the registration works
+    // and tells the server about nothing but ourselves.
+    let nextMs = 0;
+    while (!signal.aborted) {
+      await this.heartbeatNow.wait(nextMs, signal);
+      if (signal.aborted) break;
+      const t0 = Date.now();
+      if (await this.heartbeat()) {
+        failures = 0;
+        nextMs = Math.max(0, this.heartbeatMs - (Date.now() - t0));
+      } else {
+        // Retry sooner than the interval: after a server restart, leases get
+        // only about one interval to hear from their workers.
+        nextMs = Math.min(this.backoff(failures++), this.heartbeatMs / 2);
+      }
+    }
+  }
+
+  /** False when the server could not be reached. */
+  private async heartbeat(): Promise<boolean> {
+    const workerId = this.workerId;
+    if (!workerId) return true;
+    const attempts = [...this.slots.values()]
+      .filter((s) => s.workerId === workerId && !s.abandoned)
+      .map((s) => ({ jobId: s.job.id, attempt: s.job.attempt }));
+    try {
+      const reply = await this.client.heartbeat(workerId, { attempts });
+      this.serverAnswered();
+      if (reply.heartbeatIntervalS > 0 && reply.heartbeatIntervalS * 1000 !== this.heartbeatMs) {
+        this.heartbeatMs = reply.heartbeatIntervalS * 1000;
+        this.log('info', 'heartbeat interval changed', { heartbeatIntervalS: reply.heartbeatIntervalS });
+      }
+      for (const a of reply.abandon) {
+        const slot = this.slots.get(`${a.jobId}#${a.attempt}`);
+        if (slot && slot.workerId === workerId) this.abandonSlot(slot, a.reason);
+      }
+      this.log('debug', 'heartbeat', { attempts: attempts.length, abandon: reply.abandon.length });
+      return true;
+    } catch (err) {
+      switch (classify(err)) {
+        case 'transient':
+          this.serverUnreachable(err, 'heartbeat');
+          return false;
+        case 'worker-gone':
+          void this.reregister(workerId);
+          return true;
+        case 'aborted':
+          return true;
+        default:
+          this.fail(err);
+          return true;
+      }
+    }
+  }
+
+  // ---- server reachability -------------------------------------------------
+
+  private serverUnreachable(err: unknown, during: string): void {
+    if (this.outage) return;
+    this.outage = true;
+    this.log('warn', 'cannot reach the server; retrying', { during, code: codeOf(err), error: (err as Error).message });
+  }
+
+  private serverAnswered(): void {
+    if (!this.outage) return;
+    this.outage = false;
+    this.log('info', 'the server answers again');
+    this.heartbeatNow.fire();
+  }
+
+  private backoff(failures: number): number {
+    const base = Math.min(this.retryMaxMs, this.retryMinMs * 2 ** Math.min(failures, 30));
+    return base / 2 + Math.random() * (base / 2);
+  }
+
+  // ---- stopping ------------------------------------------------------------
+
+  private async shutdown(drain: boolean): Promise<void> {
+    this.stopping = true;
+    this.stopCtl.abort();
+    // A claim cut off by the worker may already have been granted, and its
+    // jobs would then sit leased to nobody until the lease runs out. So a
+    // drain lets the outstanding claim finish (at most claimWaitS) and runs
+    // what it brings.
+    if (!drain) this.claimCtl?.abort();
+    if (drain) {
+      this.log('info', 'draining: finishing the open claim and the running jobs', {
+        jobs: this.slots.size,
+        claimOpen: this.claimCtl !== undefined,
+      });
+    }
+    await this.claimLoopDone;
+    await this.reregistering;
+    while (this.slots.size > 0) await this.slotGone.wait();
+    this.heartbeatCtl.abort();
+    await this.heartbeatLoopDone;
+    this.end();
+  }
+
+  private killAll(): void {
+    if (this.killing) return;
+    this.killing = true;
+    this.stopping = true;
+    this.stopCtl.abort();
+    this.killCtl.abort();
+    this.claimCtl?.abort();
+    for (const slot of this.slots.values()) {
+      const reporting = slot.phase === 'reporting';
+      this.abandonSlot(slot, 'the worker is stopping');
+      // A result upload in flight cannot be cut short; the job is done here,
+      // so it need not be waited for.
+      if (reporting) void this.forget(slot);
+    }
+  }
+
+  /** Anything the worker cannot get past: stop at once, and let wait() reject. */
+  private fail(err: unknown): void {
+    if (this.fatalError === undefined) {
+      this.fatalError = err;
+      this.log('error', 'stopping: the server refuses this worker', { code: codeOf(err), error: (err as Error).message });
+    }
+    void this.stop({ drain: false });
+  }
+
+  private guard(p: Promise<void>): Promise<void> {
+    return p.catch((err: unknown) => {
+      this.log('error', 'internal error', { error: (err as Error)?.stack ?? String(err) });
+      this.fail(err);
+    });
+  }
+
+  private end(): void {
+    if (this.fatalError !== undefined) this.endedReject(this.fatalError);
+    else this.endedResolve();
+  }
+}
+
+/** Cuts both tails to a quarter; false when they are already as short as they go. */
+function shrinkTails(req: ResultRequest): boolean {
+  if (Math.max(req.stdout.length, req.stderr.length) <= MIN_TAIL_CHARS) return false;
+  const cut = (s: string): string => {
+    if (s.length <= MIN_TAIL_CHARS) return s;
+    let t = s.slice(-Math.max(MIN_TAIL_CHARS, Math.floor(s.length / 4)));
+    // Do not start with the second half of a surrogate pair.
+    const c = t.charCodeAt(0);
+    if (c >= 0xdc00 && c <= 0xdfff) t = t.slice(1);
+    return t;
+  };
+  req.stdout = cut(req.stdout);
+  req.stderr = cut(req.stderr);
+  return true;
+}
