@@ -65,6 +65,14 @@ export interface JobsClaimed {
   claims: [string, number][];
 }
 
+/** Claimed attempts whose worker never heard of them (it hung up first): back to the queue, as if never claimed. */
+export interface ClaimsReturned {
+  t: 'claims-returned';
+  at: number;
+  workerId: string;
+  claims: [string, number][];
+}
+
 /** Heartbeats are journaled coarsely and never waited on: they only move deadlines. */
 export interface LeasesRenewed {
   t: 'leases-renewed';
@@ -135,6 +143,7 @@ export type Event =
   | WorkerRegistered
   | WorkerRemoved
   | JobsClaimed
+  | ClaimsReturned
   | LeasesRenewed
   | AttemptFinished
   | AttemptsLost

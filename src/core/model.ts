@@ -163,6 +163,18 @@ export class Model {
         if (worker) worker.lastSeen = e.at;
         return;
       }
+      case 'claims-returned':
+        for (const [jobId, n] of e.claims) {
+          const job = this.jobs.get(jobId);
+          const lease = this.leases.get(jobId);
+          if (!job || !lease || lease.attempt !== n || lease.workerId !== e.workerId) continue;
+          this.leases.remove(jobId);
+          this.charge(e.workerId, job.spec.resources, -1);
+          job.attempts = job.attempts.filter((a) => a.n !== n);
+          this.setState(job, 'queued', 'claim not delivered; back in the queue', e.at);
+          this.ready.add(job);
+        }
+        return;
       case 'leases-renewed': {
         this.leases.renewWorker(e.workerId, e.deadline);
         const worker = this.workers.get(e.workerId);

@@ -47,6 +47,14 @@ export class Dispatcher {
     if (!taken && waitS > 0 && !signal.aborted) taken = await this.wait(workerId, via, max, waitS, signal);
     if (!taken) return null;
     await taken.durable;
+    if (signal.aborted) {
+      // The worker hung up before it could hear of these jobs; leaving them
+      // leased would hold them until the lease ran out.
+      const { claim } = taken;
+      await this.store.commit({ t: 'claims-returned', at: Date.now(), workerId, claims: claim.claims });
+      this.kick();
+      return null;
+    }
     return taken.claim;
   }
 
