@@ -86,18 +86,30 @@ export function planSubmit(
     return { ...item.spec, after: [...new Set(after)] };
   });
 
-  // Kahn's algorithm: a job goes out once every in-batch dependency has.
-  const indegree = inBatch.map((deps) => new Set(deps).size);
-  const out: number[][] = items.map(() => []);
-  inBatch.forEach((deps, i) => new Set(deps).forEach((d) => out[d]!.push(i)));
+  // Depth-first post-order, iterative so a long chain cannot overflow the
+  // stack: a batch already in dependency order keeps the order it was given.
   const order: number[] = [];
-  for (let i = 0; i < items.length; i++) if (indegree[i] === 0) order.push(i);
-  for (let h = 0; h < order.length; h++) {
-    for (const next of out[order[h]!]!) if (--indegree[next]! === 0) order.push(next);
-  }
-  if (order.length < items.length) {
-    const stuck = items.findIndex((_, i) => indegree[i]! > 0);
-    throw fail('DEPENDENCY_CYCLE', `jobs[${stuck}] is part of a dependency cycle`);
+  const mark = new Uint8Array(items.length); // 0 new, 1 on the path, 2 placed
+  for (let root = 0; root < items.length; root++) {
+    if (mark[root] !== 0) continue;
+    const stack: [number, number][] = [[root, 0]];
+    mark[root] = 1;
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]!;
+      const deps = inBatch[top[0]]!;
+      if (top[1] < deps.length) {
+        const next = deps[top[1]++]!;
+        if (mark[next] === 1) throw fail('DEPENDENCY_CYCLE', `jobs[${next}] is part of a dependency cycle`);
+        if (mark[next] === 0) {
+          mark[next] = 1;
+          stack.push([next, 0]);
+        }
+      } else {
+        mark[top[0]] = 2;
+        order.push(top[0]);
+        stack.pop();
+      }
+    }
   }
   return { t: 'jobs-submitted', at, project, jobs: order.map((i) => ({ id: newIds[i]!, spec: specs[i]! })) };
 }

@@ -583,17 +583,10 @@ export class Worker {
   private async shutdown(drain: boolean): Promise<void> {
     this.stopping = true;
     this.stopCtl.abort();
-    // A claim cut off by the worker may already have been granted, and its
-    // jobs would then sit leased to nobody until the lease runs out. So a
-    // drain lets the outstanding claim finish (at most claimWaitS) and runs
-    // what it brings.
-    if (!drain) this.claimCtl?.abort();
-    if (drain) {
-      this.log('info', 'draining: finishing the open claim and the running jobs', {
-        jobs: this.slots.size,
-        claimOpen: this.claimCtl !== undefined,
-      });
-    }
+    // The open claim is cut off at once: the server puts back jobs it took
+    // for a claim whose worker hung up before hearing the answer.
+    this.claimCtl?.abort();
+    if (drain) this.log('info', 'draining: finishing the running jobs', { jobs: this.slots.size });
     await this.claimLoopDone;
     await this.reregistering;
     while (this.slots.size > 0) await this.slotGone.wait();

@@ -1,0 +1,72 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { ApiClient } from '../../src/client/api/client.js';
+import { startServer, type RunningServer } from '../../src/server/server.js';
+
+describe('long-poll dispatcher', () => {
+  let home: string;
+  let server: RunningServer;
+  let admin: ApiClient;
+  let worker: ApiClient;
+  let workerId: string;
+
+  before(async () => {
+    home = mkdtempSync(join(tmpdir(), 'cpc-dispatch-'));
+    server = await startServer({ home, securePort: 0, unsecurePort: 0, host: '127.0.0.1', log: () => {} });
+    admin = new ApiClient({ url: server.url, caPem: server.caPem, serverId: server.serverId });
+    admin.token = (await admin.login('cpc-admin', server.adminPassword!)).token;
+    await admin.createProject('d');
+    worker = new ApiClient({ url: server.url, caPem: server.caPem, serverId: server.serverId, token: await server.createWorkerToken('w') });
+    ({ workerId } = await worker.register({ name: 'w', host: 'h', cores: 2, memoryMb: 1000 }));
+  });
+
+  after(async () => {
+    await admin.close();
+    await worker.close();
+    await server.close();
+    rmSync(home, { recursive: true, force: true });
+  });
+
+  it('answers a waiting claim as soon as a fitting job is submitted', async () => {
+    const claim = worker.claim(workerId, { waitS: 20 });
+    // The claim must be waiting before the job exists.
+    const deadline = Date.now() + 5000;
+    while (server.ctx.dispatcher.waitingCount === 0) {
+      assert.ok(Date.now() < deadline, 'claim never started waiting');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const { ids } = await admin.submit('d', [{ argv: ['true'] }]);
+    const { jobs } = await claim;
+    assert.deepEqual(
+      jobs.map((j) => [j.id, j.attempt]),
+      [[ids[0], 1]],
+    );
+    await worker.result(workerId, { jobId: ids[0]!, attempt: 1, how: 'exited', exitCode: 0, signal: null, durationMs: 1, stdout: '', stderr: '', stdoutBytes: 0, stderrBytes: 0 });
+  });
+
+  it('an empty claim comes back after its wait', async () => {
+    const { jobs } = await worker.claim(workerId, { waitS: 0.2 });
+    assert.deepEqual(jobs, []);
+  });
+
+  it('puts jobs back in the queue when the claiming worker hung up before the answer', async () => {
+    const { ids } = await admin.submit('d', [{ argv: ['true'] }]);
+    const gone = AbortSignal.abort();
+    const claim = await server.ctx.dispatcher.claim(workerId, 'local', 4, 10, gone);
+    assert.equal(claim, null);
+    const job = await admin.job(ids[0]!);
+    assert.equal(job.state, 'queued');
+    assert.deepEqual(job.attempts, []);
+    assert.equal(server.model.leases.get(ids[0]!), undefined);
+    assert.deepEqual(server.model.usedBy(workerId), { cores: 0, memoryMb: 0 });
+    // The job is handed out normally afterwards, as attempt 1.
+    const { jobs } = await worker.claim(workerId, { waitS: 1 });
+    assert.deepEqual(
+      jobs.map((j) => [j.id, j.attempt]),
+      [[ids[0], 1]],
+    );
+  });
+});
