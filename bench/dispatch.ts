@@ -24,6 +24,8 @@ export async function dispatch(jobs: number, workers: number): Promise<{ jobsPer
     child.stdout.on('data', (c: Buffer) => (out += c.toString()));
     await new Promise<void>((resolve, reject) => child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`sim-workers exited ${code}`)))));
     const { done, ms } = JSON.parse(out.trim().split('\n').pop()!) as { done: number; ms: number };
+    const counted = b.server.model.countsOf(b.project).done;
+    if (counted !== jobs) throw new Error(`dispatch: the server counts ${counted} done jobs, expected ${jobs}`);
     const after = b.server.ctx.store.journalStats();
     const fsyncs = after.fsyncs - before.fsyncs;
     return { jobsPerS: round((done / ms) * 1000, 0), fsyncs, changesPerFsync: round((after.records - before.records) / Math.max(1, fsyncs)) };
