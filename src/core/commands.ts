@@ -9,7 +9,7 @@ import type {
 } from './events.js';
 import { fail } from './errors.js';
 import type { Model } from './model.js';
-import { FINAL_STATES, type AttemptEnd, type JobSpec, type JobState } from './types.js';
+import { FINAL_STATES, type AttemptEnd, type JobSpec, type JobState, type Resources } from './types.js';
 
 /**
  * Commands turn a request into the event that records it, after checking it
@@ -126,8 +126,10 @@ export function planClaim(
   at: number,
   leaseMs: number,
   max: number,
+  /** For a peer's worker: the room it has, and its name. A local worker's room is known here. */
+  remote?: { free: Resources; workerName: string },
 ): JobsClaimed | null {
-  const free = model.freeOf(workerId);
+  const free = remote ? { ...remote.free } : model.freeOf(workerId);
   const claims: [string, number][] = [];
   while (claims.length < max && free.cores > 0) {
     const job = model.ready.take(free);
@@ -137,7 +139,9 @@ export function planClaim(
     claims.push([job.id, job.attempts.length + 1]);
   }
   if (claims.length === 0) return null;
-  return { t: 'jobs-claimed', at, workerId, via, deadline: at + leaseMs, claims };
+  const event: JobsClaimed = { t: 'jobs-claimed', at, workerId, via, deadline: at + leaseMs, claims };
+  if (remote) event.workerName = remote.workerName;
+  return event;
 }
 
 export interface AttemptReport {
@@ -163,12 +167,14 @@ export function planFinish(
   attempt: number,
   report: AttemptReport,
   at: number,
+  /** Who reports: `local` for this server's workers, or the peer whose worker ran it. */
+  via = 'local',
 ): AttemptFinished | 'duplicate' {
   const job = model.job(jobId);
   if (!job) throw fail('JOB_NOT_FOUND', `no live job with id '${jobId}'`);
   const a = job.attempts.find((x) => x.n === attempt);
   if (!a) throw fail('ATTEMPT_NOT_FOUND', `job ${jobId} has no attempt ${attempt}`);
-  if (a.workerId !== workerId) {
+  if (a.workerId !== workerId || a.via !== via) {
     throw fail('STALE_ATTEMPT', `attempt ${attempt} of job ${jobId} does not belong to this worker`);
   }
   const lease = model.leases.get(jobId);
@@ -195,13 +201,13 @@ export function renewLeases(
   attempts: { jobId: string; attempt: number }[],
   deadline: number,
   at: number,
+  via = 'local',
 ): HeartbeatOutcome {
-  const worker = model.worker(workerId);
-  worker.lastSeen = at;
+  if (via === 'local') model.worker(workerId).lastSeen = at;
   const out: HeartbeatOutcome = { renewed: 0, abandon: [] };
   for (const { jobId, attempt } of attempts) {
     const lease = model.leases.get(jobId);
-    if (lease && lease.attempt === attempt && lease.workerId === workerId) {
+    if (lease && lease.attempt === attempt && lease.workerId === workerId && lease.via === via) {
       model.leases.renew(jobId, attempt, deadline);
       out.renewed++;
       continue;

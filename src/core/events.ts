@@ -59,6 +59,8 @@ export interface JobsClaimed {
   t: 'jobs-claimed';
   at: number;
   workerId: string;
+  /** Set when the worker is not registered here (it belongs to the peer in `via`). */
+  workerName?: string;
   via: string;
   deadline: number;
   /** Job id and the attempt number it gets. */
@@ -71,6 +73,38 @@ export interface ClaimsReturned {
   at: number;
   workerId: string;
   claims: [string, number][];
+}
+
+/**
+ * Foreign attempts: jobs of a peer (their home) that this server obtained
+ * for one of its own workers. This server tracks them to count the worker's
+ * resources, forward its heartbeats and results home, and keep a result
+ * that could not be delivered until home is back.
+ */
+export interface ForeignClaimed {
+  t: 'foreign-claimed';
+  at: number;
+  home: string;
+  workerId: string;
+  deadline: number;
+  claims: { jobId: string; attempt: number; resources: Resources }[];
+}
+
+/** The worker reported; the result waits here until home has it. */
+export interface ForeignFinished {
+  t: 'foreign-finished';
+  at: number;
+  jobId: string;
+  attempt: number;
+  result: unknown;
+}
+
+/** Home has the result, refused it, or the attempt was given up; forget it. */
+export interface ForeignClosed {
+  t: 'foreign-closed';
+  at: number;
+  attempts: [string, number][];
+  reason: string;
 }
 
 /** Heartbeats are journaled coarsely and never waited on: they only move deadlines. */
@@ -144,6 +178,9 @@ export type Event =
   | WorkerRemoved
   | JobsClaimed
   | ClaimsReturned
+  | ForeignClaimed
+  | ForeignFinished
+  | ForeignClosed
   | LeasesRenewed
   | AttemptFinished
   | AttemptsLost

@@ -23,6 +23,20 @@ export interface JobChange {
   from: JobState | null;
 }
 
+/** A peer's job that one of this server's workers runs (see ForeignClaimed). */
+export interface ForeignAttempt {
+  home: string;
+  jobId: string;
+  attempt: number;
+  workerId: string;
+  resources: Resources;
+  claimedAt: number;
+  /** This server's own lease on its worker: renewed by the worker's heartbeats. */
+  deadline: number;
+  /** The worker's report, kept until home has it. */
+  result?: unknown;
+}
+
 export interface ModelSnapshot {
   version: 1;
   seq: number;
@@ -32,6 +46,7 @@ export interface ModelSnapshot {
   workers: Worker[];
   leases: { jobId: string; attempt: number; workerId: string; via: string; deadline: number }[];
   archivedCounts: [string, StateCounts][];
+  foreign?: ForeignAttempt[];
 }
 
 /**
@@ -46,6 +61,8 @@ export class Model {
   readonly workers = new Map<string, Worker>();
   readonly leases = new LeaseTable();
   readonly ready = new ReadyQueue();
+  /** Peers' jobs run by this server's workers, by job id. */
+  readonly foreign = new Map<string, ForeignAttempt>();
 
   /** Live job ids per project, in submission order. */
   private readonly projectJobs = new Map<string, Set<string>>();
@@ -152,13 +169,14 @@ export class Model {
           job.attempts.push({
             n,
             workerId: e.workerId,
-            workerName: worker?.name ?? e.workerId,
+            workerName: worker?.name ?? e.workerName ?? e.workerId,
             via: e.via,
             startedAt: e.at,
           });
           this.leases.add({ jobId, attempt: n, workerId: e.workerId, via: e.via, deadline: e.deadline });
           this.charge(e.workerId, job.spec.resources, +1);
-          this.setState(job, 'running', `running on ${worker?.name ?? e.workerId}`, e.at);
+          const where = worker?.name ?? e.workerName ?? e.workerId;
+          this.setState(job, 'running', e.via === 'local' ? `running on ${where}` : `running on ${where} via ${e.via}`, e.at);
         }
         if (worker) worker.lastSeen = e.at;
         return;
@@ -175,14 +193,50 @@ export class Model {
           this.ready.add(job);
         }
         return;
+      case 'foreign-claimed':
+        for (const c of e.claims) {
+          this.foreign.set(c.jobId, {
+            home: e.home,
+            jobId: c.jobId,
+            attempt: c.attempt,
+            workerId: e.workerId,
+            resources: { ...c.resources },
+            claimedAt: e.at,
+            deadline: e.deadline,
+          });
+          this.charge(e.workerId, c.resources, +1);
+        }
+        return;
+      case 'foreign-finished': {
+        const f = this.foreign.get(e.jobId);
+        if (!f || f.attempt !== e.attempt || f.result !== undefined) return;
+        f.result = e.result;
+        this.charge(f.workerId, f.resources, -1);
+        return;
+      }
+      case 'foreign-closed':
+        for (const [jobId, n] of e.attempts) {
+          const f = this.foreign.get(jobId);
+          if (!f || f.attempt !== n) continue;
+          if (f.result === undefined) this.charge(f.workerId, f.resources, -1);
+          this.foreign.delete(jobId);
+        }
+        return;
       case 'leases-renewed': {
         this.leases.renewWorker(e.workerId, e.deadline);
+        if (this.foreign.size > 0) {
+          for (const f of this.foreign.values()) if (f.workerId === e.workerId && f.deadline < e.deadline) f.deadline = e.deadline;
+        }
         const worker = this.workers.get(e.workerId);
         if (worker) worker.lastSeen = e.at;
         return;
       }
       case 'leases-extended':
-        for (const [jobId, n] of e.attempts) this.leases.renew(jobId, n, e.deadline);
+        for (const [jobId, n] of e.attempts) {
+          this.leases.renew(jobId, n, e.deadline);
+          const f = this.foreign.get(jobId);
+          if (f && f.attempt === n && f.deadline < e.deadline) f.deadline = e.deadline;
+        }
         return;
       case 'attempt-finished':
         return this.finish(e);
@@ -403,7 +457,9 @@ export class Model {
     return attempt;
   }
 
+  /** Resources are counted for this server's own workers only; a peer's worker is its server's business. */
   private charge(workerId: string, r: Resources, sign: 1 | -1): void {
+    if (!this.workers.has(workerId)) return;
     const u = this.used.get(workerId) ?? { cores: 0, memoryMb: 0 };
     u.cores += sign * r.cores;
     u.memoryMb += sign * r.memoryMb;
@@ -466,6 +522,7 @@ export class Model {
       workers: [...this.workers.values()],
       leases: [...this.leases.all()].map((l) => ({ ...l })),
       archivedCounts: [...this.archivedCounts],
+      foreign: [...this.foreign.values()],
     };
   }
 
@@ -485,6 +542,10 @@ export class Model {
       m.jobs.set(job.id, job);
       m.projectJobs.get(job.project)!.add(job.id);
       m.counts.get(job.project)![job.state]++;
+    }
+    for (const f of s.foreign ?? []) {
+      m.foreign.set(f.jobId, f);
+      if (f.result === undefined) m.charge(f.workerId, f.resources, +1);
     }
     for (const l of s.leases) {
       m.leases.add(l);

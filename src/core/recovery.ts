@@ -1,4 +1,4 @@
-import type { AttemptsLost, LeasesExtended } from './events.js';
+import type { AttemptsLost, ForeignClosed, LeasesExtended } from './events.js';
 import type { Model } from './model.js';
 
 /**
@@ -12,8 +12,12 @@ import type { Model } from './model.js';
  *   re-queues what is truly lost once that period passes. (Nomad resets its
  *   heartbeat timers the same way on a new leader.)
  * - A lease still in time is left alone; its worker's result is accepted.
+ *
+ * Foreign attempts (peers' jobs run by our workers) follow the same rule with
+ * this server's own deadline for them; one given up is closed here, and its
+ * home's lease then runs out there.
  */
-export function planLeaseRecovery(model: Model, now: number, leaseMs: number): (AttemptsLost | LeasesExtended)[] {
+export function planLeaseRecovery(model: Model, now: number, leaseMs: number): (AttemptsLost | LeasesExtended | ForeignClosed)[] {
   const lastSeen = model.lastEventAt;
   const lost: [string, number][] = [];
   const extended: [string, number][] = [];
@@ -21,7 +25,16 @@ export function planLeaseRecovery(model: Model, now: number, leaseMs: number): (
     if (lease.deadline <= lastSeen) lost.push([lease.jobId, lease.attempt]);
     else if (lease.deadline <= now) extended.push([lease.jobId, lease.attempt]);
   }
-  const events: (AttemptsLost | LeasesExtended)[] = [];
+  const closed: [string, number][] = [];
+  for (const f of model.foreign.values()) {
+    if (f.result !== undefined) continue;
+    if (f.deadline <= lastSeen) closed.push([f.jobId, f.attempt]);
+    else if (f.deadline <= now) extended.push([f.jobId, f.attempt]);
+  }
+  const events: (AttemptsLost | LeasesExtended | ForeignClosed)[] = [];
+  if (closed.length > 0) {
+    events.push({ t: 'foreign-closed', at: now, attempts: closed, reason: 'worker went silent before the server stopped' });
+  }
   if (lost.length > 0) {
     events.push({
       t: 'attempts-lost',

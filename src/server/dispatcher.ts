@@ -1,26 +1,43 @@
 import { planClaim } from '../core/commands.js';
-import type { JobsClaimed } from '../core/events.js';
+import type { Resources } from '../core/types.js';
+import type { ClaimedJob } from '../core/wire.js';
 import type { Store } from './store.js';
+import { claimedJob } from './views.js';
 
 /**
  * Long-poll claims. A worker's claim is answered at once when a fitting job
- * is queued; otherwise it waits here until one is (submit, re-queue, a
- * dependency finishing, room freeing up on the worker) or until its wait runs
- * out. A change that may have made work runnable calls `kick()`; the waiting
- * claims are then served in arrival order on the next turn of the event loop,
- * so a burst of changes costs one pass.
+ * is queued here; otherwise, when a trusted peer has announced fitting work,
+ * the peers are asked; otherwise the claim waits until something may have
+ * changed (submit, re-queue, a dependency finishing, room freeing up on the
+ * worker, a peer announcing work) or until its wait runs out. Changes call
+ * `kick()`; waiting claims are then served in arrival order on the next turn
+ * of the event loop, so a burst of changes costs one pass.
+ *
+ * Local work always goes first: peers are asked only when nothing here fits.
  */
 
-interface Taken {
-  claim: JobsClaimed;
+/** Jobs handed to a worker, not yet told to it. */
+export interface Grant {
+  jobs: ClaimedJob[];
+  /** Resolves once the hand-out is durable; the worker hears of it only then. */
   durable: Promise<void>;
+  /** Undoes the hand-out (the worker hung up, or its claim was already answered). */
+  giveBack(): Promise<void>;
+}
+
+/** Where work comes from when nothing local fits: the peers (see federation/delegation.ts). */
+export interface RemoteWork {
+  /** Has any peer announced work that fits this much room? Cheap; no I/O. */
+  fits(free: Resources): boolean;
+  ask(workerId: string, free: Resources, max: number): Promise<Grant | null>;
 }
 
 interface Waiter {
   workerId: string;
-  via: string;
   max: number;
-  resolve: (taken: Taken | null) => void;
+  asking: boolean;
+  done: boolean;
+  resolve: (grant: Grant | null) => void;
   timer: NodeJS.Timeout;
 }
 
@@ -28,6 +45,7 @@ export class Dispatcher {
   /** One waiting claim per worker, in arrival order (Map keeps insertion order). */
   private readonly waiting = new Map<string, Waiter>();
   private kicked = false;
+  remote: RemoteWork | undefined;
 
   constructor(
     private readonly store: Store,
@@ -39,57 +57,38 @@ export class Dispatcher {
   }
 
   /**
-   * Claims jobs for a worker, waiting up to `waitS` for some. Resolves with
-   * the claim once it is durable, or null when the wait ran out.
+   * Claims jobs for a worker of this server, waiting up to `waitS` for some.
+   * Resolves with the jobs once their hand-out is durable, or [] when the
+   * wait ran out or the worker went away.
    */
-  async claim(workerId: string, via: string, max: number, waitS: number, signal: AbortSignal): Promise<JobsClaimed | null> {
-    let taken = this.take(workerId, via, max);
-    if (!taken && waitS > 0 && !signal.aborted) taken = await this.wait(workerId, via, max, waitS, signal);
-    if (!taken) return null;
-    await taken.durable;
+  async claim(workerId: string, max: number, waitS: number, signal: AbortSignal): Promise<ClaimedJob[]> {
+    let grant = this.takeLocal(workerId, max) ?? (await this.askRemote(workerId, max));
+    if (!grant && waitS > 0 && !signal.aborted) grant = await this.wait(workerId, max, waitS, signal);
+    if (!grant) return [];
+    await grant.durable;
     if (signal.aborted) {
       // The worker hung up before it could hear of these jobs; leaving them
-      // leased would hold them until the lease ran out.
-      const { claim } = taken;
-      await this.store.commit({ t: 'claims-returned', at: Date.now(), workerId, claims: claim.claims });
+      // handed out would hold them until their lease ran out.
+      await grant.giveBack();
       this.kick();
-      return null;
+      return [];
     }
-    return taken.claim;
+    return grant.jobs;
   }
 
-  private wait(workerId: string, via: string, max: number, waitS: number, signal: AbortSignal): Promise<Taken | null> {
-    // A newer claim from the same worker replaces an older one still waiting.
-    this.waiting.get(workerId)?.resolve(null);
-    return new Promise<Taken | null>((resolve) => {
-      const waiter: Waiter = {
-        workerId,
-        via,
-        max,
-        resolve: (c) => {
-          clearTimeout(waiter.timer);
-          if (this.waiting.get(workerId) === waiter) this.waiting.delete(workerId);
-          signal.removeEventListener('abort', onAbort);
-          resolve(c);
-        },
-        timer: setTimeout(() => waiter.resolve(null), waitS * 1000),
-      };
-      const onAbort = () => waiter.resolve(null);
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.waiting.set(workerId, waiter);
-    });
-  }
-
-  /** Something may have become runnable: serve waiting claims soon. */
+  /** Something may have become runnable here or at a peer: serve waiting claims soon. */
   kick(): void {
     if (this.kicked || this.waiting.size === 0) return;
     this.kicked = true;
     setImmediate(() => {
       this.kicked = false;
       for (const waiter of [...this.waiting.values()]) {
-        if (this.store.model.ready.size === 0) break;
-        const taken = this.take(waiter.workerId, waiter.via, waiter.max);
-        if (taken) waiter.resolve(taken);
+        const local = this.takeLocal(waiter.workerId, waiter.max);
+        if (local) {
+          waiter.resolve(local);
+          continue;
+        }
+        if (!waiter.asking) this.askFor(waiter);
       }
     });
   }
@@ -99,12 +98,76 @@ export class Dispatcher {
     for (const waiter of [...this.waiting.values()]) waiter.resolve(null);
   }
 
-  /** Takes and applies a claim at once; the worker hears of it once it is durable. */
-  private take(workerId: string, via: string, max: number): Taken | null {
+  private wait(workerId: string, max: number, waitS: number, signal: AbortSignal): Promise<Grant | null> {
+    // A newer claim from the same worker replaces an older one still waiting.
+    this.waiting.get(workerId)?.resolve(null);
+    return new Promise<Grant | null>((resolve) => {
+      const waiter: Waiter = {
+        workerId,
+        max,
+        asking: false,
+        done: false,
+        resolve: (grant) => {
+          if (waiter.done) return;
+          waiter.done = true;
+          clearTimeout(waiter.timer);
+          if (this.waiting.get(workerId) === waiter) this.waiting.delete(workerId);
+          signal.removeEventListener('abort', onAbort);
+          resolve(grant);
+        },
+        timer: setTimeout(() => waiter.resolve(null), waitS * 1000),
+      };
+      const onAbort = () => waiter.resolve(null);
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.waiting.set(workerId, waiter);
+    });
+  }
+
+  /** Asks peers for a waiting claim; a grant that comes too late goes back home. */
+  private askFor(waiter: Waiter): void {
+    const free = this.freeOf(waiter.workerId);
+    if (!free || !this.remote?.fits(free)) return;
+    waiter.asking = true;
+    this.remote.ask(waiter.workerId, free, waiter.max).then(
+      (grant) => {
+        waiter.asking = false;
+        if (!grant) return;
+        if (waiter.done) void grant.giveBack();
+        else waiter.resolve(grant);
+      },
+      () => {
+        waiter.asking = false;
+      },
+    );
+  }
+
+  private async askRemote(workerId: string, max: number): Promise<Grant | null> {
+    const free = this.freeOf(workerId);
+    if (!free || !this.remote?.fits(free)) return null;
+    try {
+      return await this.remote.ask(workerId, free, max);
+    } catch {
+      return null;
+    }
+  }
+
+  private freeOf(workerId: string): Resources | null {
+    const model = this.store.model;
+    if (!model.workers.has(workerId)) return null;
+    const free = model.freeOf(workerId);
+    return free.cores > 0 ? free : null;
+  }
+
+  /** Takes and applies a claim on this server's queue at once. */
+  private takeLocal(workerId: string, max: number): Grant | null {
     const model = this.store.model;
     if (model.ready.size === 0 || !model.workers.has(workerId)) return null;
-    const claim = planClaim(model, workerId, via, Date.now(), this.leaseMs(), max);
+    const claim = planClaim(model, workerId, 'local', Date.now(), this.leaseMs(), max);
     if (!claim) return null;
-    return { claim, durable: this.store.commit(claim) };
+    return {
+      jobs: claim.claims.map(([jobId, attempt]) => claimedJob(model.job(jobId)!, attempt)),
+      durable: this.store.commit(claim),
+      giveBack: () => this.store.commit({ t: 'claims-returned', at: Date.now(), workerId, claims: claim.claims }),
+    };
   }
 }

@@ -1,5 +1,5 @@
 import type { Job, Project, StateCounts } from '../core/types.js';
-import type { JobView, ProjectView } from '../core/wire.js';
+import type { ClaimedJob, JobView, ProjectView } from '../core/wire.js';
 
 /** Turns domain records into the shapes of the API (core/wire.ts). */
 
@@ -35,4 +35,18 @@ export function jobView(job: Job, archived = false): JobView {
 
 export function projectView(project: Project, counts: StateCounts): ProjectView {
   return { name: project.name, owner: project.owner, members: project.members, createdAt: project.createdAt, counts };
+}
+
+/** What a worker needs to run one attempt of a job. */
+export function claimedJob(job: Job, attempt: number): ClaimedJob {
+  const { spec } = job;
+  return {
+    id: job.id,
+    project: job.project,
+    attempt,
+    ...(spec.argv ? { argv: spec.argv } : { shell: spec.shell! }),
+    env: spec.env,
+    resources: spec.resources,
+    timeoutS: spec.timeoutS,
+  };
 }

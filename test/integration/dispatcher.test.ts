@@ -55,17 +55,17 @@ describe('long-poll dispatcher', () => {
   it('puts jobs back in the queue when the claiming worker hung up before the answer', async () => {
     const { ids } = await admin.submit('d', [{ argv: ['true'] }]);
     const gone = AbortSignal.abort();
-    const claim = await server.ctx.dispatcher.claim(workerId, 'local', 4, 10, gone);
-    assert.equal(claim, null);
+    const jobs = await server.ctx.dispatcher.claim(workerId, 4, 10, gone);
+    assert.deepEqual(jobs, []);
     const job = await admin.job(ids[0]!);
     assert.equal(job.state, 'queued');
     assert.deepEqual(job.attempts, []);
     assert.equal(server.model.leases.get(ids[0]!), undefined);
     assert.deepEqual(server.model.usedBy(workerId), { cores: 0, memoryMb: 0 });
     // The job is handed out normally afterwards, as attempt 1.
-    const { jobs } = await worker.claim(workerId, { waitS: 1 });
+    const again = await worker.claim(workerId, { waitS: 1 });
     assert.deepEqual(
-      jobs.map((j) => [j.id, j.attempt]),
+      again.jobs.map((j) => [j.id, j.attempt]),
       [[ids[0], 1]],
     );
   });

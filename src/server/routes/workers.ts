@@ -57,23 +57,7 @@ export function workerRoutes(router: Router, ctx: Context): void {
     const worker = ownWorker(who, req.params.id!);
     const body = check(claimSchema, req.body);
     worker.lastSeen = Date.now();
-    const claim = await ctx.dispatcher.claim(worker.id, 'local', body.max ?? 4096, body.waitS, req.signal);
-    if (!claim) return { jobs: [] };
-    return {
-      jobs: claim.claims.map(([jobId, attempt]) => {
-        const job = model.job(jobId)!;
-        const { spec } = job;
-        return {
-          id: job.id,
-          project: job.project,
-          attempt,
-          ...(spec.argv ? { argv: spec.argv } : { shell: spec.shell! }),
-          env: spec.env,
-          resources: spec.resources,
-          timeoutS: spec.timeoutS,
-        };
-      }),
-    };
+    return { jobs: await ctx.dispatcher.claim(worker.id, body.max ?? 4096, body.waitS, req.signal) };
   });
 
   router.add('POST', '/workers/:id/heartbeat', (req): HeartbeatReply => {
