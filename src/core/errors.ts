@@ -12,10 +12,14 @@ export const ERROR_STATUS = {
   UNKNOWN_DEPENDENCY: 400,
   DEPENDENCY_CYCLE: 400,
   TOO_MANY_JOBS: 400,
+  INVALID_CERTIFICATE: 400,
   // 401/403: who you are, and what you may do
   UNAUTHENTICATED: 401,
   BAD_CREDENTIALS: 401,
   FORBIDDEN: 403,
+  // federation: an answer or notice that does not prove where it comes from
+  BAD_NONCE: 403,
+  BAD_SIGNATURE: 403,
   // 404: the thing does not exist (or you may not know it exists)
   ROUTE_NOT_FOUND: 404,
   PROJECT_NOT_FOUND: 404,
@@ -24,11 +28,15 @@ export const ERROR_STATUS = {
   TOKEN_NOT_FOUND: 404,
   ATTEMPT_NOT_FOUND: 404,
   LOG_NOT_FOUND: 404,
+  PEER_NOT_FOUND: 404,
+  REQUEST_NOT_FOUND: 404,
   METHOD_NOT_ALLOWED: 405,
   // 409: the request conflicts with the current state
   PROJECT_EXISTS: 409,
   INVALID_STATE: 409,
   STALE_ATTEMPT: 409,
+  PEER_CA_MISMATCH: 409,
+  FINGERPRINT_MISMATCH: 409,
   // 413/415: size and media type limits at the edge
   BODY_TOO_LARGE: 413,
   UNSUPPORTED_MEDIA_TYPE: 415,
@@ -37,6 +45,10 @@ export const ERROR_STATUS = {
   INTERNAL: 500,
   SHUTTING_DOWN: 503,
   JOURNAL_FAILED: 503,
+  // 502: a peer server could not be reached or answered wrongly
+  PEER_UNREACHABLE: 502,
+  PEER_BAD_ANSWER: 502,
+  PEER_REFUSED: 502,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;
