@@ -25,6 +25,7 @@
  *               DELETE /worker-tokens/:id               → { revoked }
  *   worker      POST /workers          RegisterRequest  → RegisterReply
  *               POST /workers/:id/claim ClaimRequest    → ClaimReply   (long-poll)
+ *               POST /workers/:id/release               → { released }  (answers its waiting claim now)
  *               POST /workers/:id/heartbeat HeartbeatRequest → HeartbeatReply
  *               POST /workers/:id/results ResultRequest → ResultReply
  */

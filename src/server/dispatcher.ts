@@ -93,6 +93,17 @@ export class Dispatcher {
     });
   }
 
+  /**
+   * Answers a worker's waiting claim with nothing. A worker that wants to stop
+   * asks for this instead of hanging up, so that a claim already answered
+   * with jobs still reaches it: nothing is handed out behind its back.
+   */
+  release(workerId: string): boolean {
+    const waiter = this.waiting.get(workerId);
+    waiter?.resolve(null);
+    return waiter !== undefined;
+  }
+
   /** Answers every waiting claim with nothing (shutdown). */
   releaseAll(): void {
     for (const waiter of [...this.waiting.values()]) waiter.resolve(null);

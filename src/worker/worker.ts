@@ -583,10 +583,18 @@ export class Worker {
   private async shutdown(drain: boolean): Promise<void> {
     this.stopping = true;
     this.stopCtl.abort();
-    // The open claim is cut off at once: the server puts back jobs it took
-    // for a claim whose worker hung up before hearing the answer.
-    this.claimCtl?.abort();
-    if (drain) this.log('info', 'draining: finishing the running jobs', { jobs: this.slots.size });
+    // Hanging up on the open claim could lose jobs the server had just
+    // handed out. So a drain asks the server to answer it now, and runs what
+    // that answer brings; only when the server cannot be asked is it cut off.
+    if (drain) {
+      this.log('info', 'draining: finishing the open claim and the running jobs', { jobs: this.slots.size });
+      const workerId = this.workerId;
+      if (workerId && this.claimCtl) {
+        await this.client.release(workerId).catch(() => this.claimCtl?.abort());
+      }
+    } else {
+      this.claimCtl?.abort();
+    }
     await this.claimLoopDone;
     await this.reregistering;
     while (this.slots.size > 0) await this.slotGone.wait();

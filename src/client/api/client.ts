@@ -264,6 +264,10 @@ export class ApiClient {
     });
   }
 
+  release(workerId: string): Promise<{ released: boolean }> {
+    return this.call('POST', `/workers/${encodeURIComponent(workerId)}/release`, {});
+  }
+
   heartbeat(workerId: string, req: HeartbeatRequest): Promise<HeartbeatReply> {
     return this.call('POST', `/workers/${encodeURIComponent(workerId)}/heartbeat`, req);
   }

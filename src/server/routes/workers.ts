@@ -60,6 +60,12 @@ export function workerRoutes(router: Router, ctx: Context): void {
     return { jobs: await ctx.dispatcher.claim(worker.id, body.max ?? 4096, body.waitS, req.signal) };
   });
 
+  router.add('POST', '/workers/:id/release', (req) => {
+    const who = requireWorker(ctx, req);
+    const worker = ownWorker(who, req.params.id!);
+    return { released: ctx.dispatcher.release(worker.id) };
+  });
+
   router.add('POST', '/workers/:id/heartbeat', (req): HeartbeatReply => {
     const who = requireWorker(ctx, req);
     const worker = ownWorker(who, req.params.id!);
