@@ -232,12 +232,22 @@ export function planCancel(model: Model, ids: string[], reason: string, at: numb
   return { t: 'jobs-cancelled', at, ids: [...new Set(ids)], reason };
 }
 
-export function planRetry(model: Model, ids: string[], at: number): JobsRetried {
+/**
+ * Retry: failed or cancelled jobs run again. A job whose dependency has been
+ * archived can be retried only if that dependency succeeded (`archived` gives
+ * the archived ones' states): a dependency no longer in memory cannot be
+ * retried itself, and apply counts a missing dependency as done.
+ */
+export function planRetry(model: Model, ids: string[], at: number, archived: ReadonlyMap<string, JobState> = new Map()): JobsRetried {
   for (const id of ids) {
     const job = model.job(id);
     if (!job) throw fail('JOB_NOT_FOUND', `no live job with id '${id}'`);
     if (job.state !== 'failed' && job.state !== 'cancelled') {
       throw fail('INVALID_STATE', `job ${id} is ${job.state}; only failed or cancelled jobs can be retried`);
+    }
+    for (const dep of job.spec.after) {
+      if (model.job(dep) || archived.get(dep) === 'done') continue;
+      throw fail('INVALID_STATE', `job ${id} depends on ${dep}, which is archived and did not succeed`);
     }
   }
   return { t: 'jobs-retried', at, ids: [...new Set(ids)] };

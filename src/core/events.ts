@@ -107,12 +107,17 @@ export interface ForeignClosed {
   reason: string;
 }
 
-/** Heartbeats are journaled coarsely and never waited on: they only move deadlines. */
+/**
+ * Heartbeats are journaled coarsely and never waited on: they only move
+ * deadlines. Only the attempts the worker named are renewed, so a lease it
+ * does not know of (a claim answer it never heard) still runs out.
+ */
 export interface LeasesRenewed {
   t: 'leases-renewed';
   at: number;
   workerId: string;
   deadline: number;
+  attempts: [string, number][];
 }
 
 export interface AttemptFinished {

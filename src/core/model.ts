@@ -1,7 +1,7 @@
 import type { Event } from './events.js';
 import { fail } from './errors.js';
 import { LeaseTable } from './lease-table.js';
-import { ReadyQueue } from './ready-queue.js';
+import { ReadyQueue, type Turn } from './ready-queue.js';
 import {
   FINAL_STATES,
   emptyCounts,
@@ -47,6 +47,7 @@ export interface ModelSnapshot {
   leases: { jobId: string; attempt: number; workerId: string; via: string; deadline: number }[];
   archivedCounts: [string, StateCounts][];
   foreign?: ForeignAttempt[];
+  turns?: Turn[];
 }
 
 /**
@@ -166,6 +167,7 @@ export class Model {
         for (const [jobId, n] of e.claims) {
           const job = this.jobs.get(jobId)!;
           this.ready.remove(job);
+          this.ready.turnPast(job);
           job.attempts.push({
             n,
             workerId: e.workerId,
@@ -195,6 +197,9 @@ export class Model {
         return;
       case 'foreign-claimed':
         for (const c of e.claims) {
+          // Home may hand us a job again after giving up on an earlier attempt.
+          const earlier = this.foreign.get(c.jobId);
+          if (earlier && earlier.result === undefined) this.charge(earlier.workerId, earlier.resources, -1);
           this.foreign.set(c.jobId, {
             home: e.home,
             jobId: c.jobId,
@@ -223,9 +228,11 @@ export class Model {
         }
         return;
       case 'leases-renewed': {
-        this.leases.renewWorker(e.workerId, e.deadline);
-        if (this.foreign.size > 0) {
-          for (const f of this.foreign.values()) if (f.workerId === e.workerId && f.deadline < e.deadline) f.deadline = e.deadline;
+        for (const [jobId, n] of e.attempts) {
+          const lease = this.leases.get(jobId);
+          if (lease && lease.workerId === e.workerId) this.leases.renew(jobId, n, e.deadline);
+          const f = this.foreign.get(jobId);
+          if (f && f.attempt === n && f.workerId === e.workerId && f.deadline < e.deadline) f.deadline = e.deadline;
         }
         const worker = this.workers.get(e.workerId);
         if (worker) worker.lastSeen = e.at;
@@ -523,6 +530,7 @@ export class Model {
       leases: [...this.leases.all()].map((l) => ({ ...l })),
       archivedCounts: [...this.archivedCounts],
       foreign: [...this.foreign.values()],
+      turns: this.ready.turns(),
     };
   }
 
@@ -552,8 +560,9 @@ export class Model {
       const job = m.jobs.get(l.jobId);
       if (job) m.charge(l.workerId, job.spec.resources, +1);
     }
+    for (const job of jobs) if (job.state === 'queued') m.ready.add(job);
+    if (s.turns) m.ready.restoreTurns(s.turns);
     for (const job of jobs) {
-      if (job.state === 'queued') m.ready.add(job);
       if (job.state !== 'waiting') continue;
       let unmet = 0;
       for (const depId of job.spec.after) {

@@ -42,6 +42,13 @@ interface Level {
 
 const byAge = (a: Entry, b: Entry): boolean => a.job.seq < b.job.seq;
 
+/** Whose turn it is at one priority, for snapshots. */
+export interface Turn {
+  priority: number;
+  order: string[];
+  cursor: number;
+}
+
 export function fits(need: Resources, free: Resources): boolean {
   return need.cores <= free.cores && need.memoryMb <= free.memoryMb;
 }
@@ -135,6 +142,68 @@ export class ReadyQueue {
       if (!this.levels.has(priority)) p--;
     }
     return undefined;
+  }
+
+  /**
+   * Records that `job` was handed out: its project's turn is over. `take`
+   * already does this as it picks; replay, which only removes jobs, calls this
+   * so that the turn order after a restart is the one the live server had.
+   * Idempotent: it sets the turn from the job's project, it does not step it.
+   */
+  turnPast(job: Job): void {
+    const level = this.levels.get(job.spec.priority);
+    if (!level) return;
+    const idx = level.order.indexOf(job.project);
+    if (idx >= 0) level.cursor = (idx + 1) % level.order.length;
+  }
+
+  /**
+   * The turn order at each priority, in a canonical form: only projects with
+   * queued jobs, and the cursor on the next of them to be served. Replay
+   * leaves emptied lanes in place until a take tidies them, so the raw state
+   * of a replayed queue and a live one may differ while serving the same.
+   */
+  turns(): Turn[] {
+    const out: Turn[] = [];
+    for (const priority of this.priorities) {
+      const level = this.levels.get(priority)!;
+      const live = (p: string) => [...level.lanes.get(p)!.shapes.values()].some((s) => s.live > 0);
+      const order = level.order.filter(live);
+      if (order.length === 0) continue;
+      let cursor = 0;
+      for (let i = 0; i < level.order.length; i++) {
+        const p = level.order[(level.cursor + i) % level.order.length]!;
+        if (live(p)) {
+          cursor = order.indexOf(p);
+          break;
+        }
+      }
+      out.push({ priority, order, cursor });
+    }
+    return out;
+  }
+
+  /** After the queued jobs were added again, puts each priority's turn order back as saved. */
+  restoreTurns(turns: Turn[]): void {
+    for (const t of turns) {
+      const level = this.levels.get(t.priority);
+      if (!level) continue;
+      const saved = t.order.filter((p) => level.lanes.has(p));
+      const rest = level.order.filter((p) => !saved.includes(p));
+      level.order = [...saved, ...rest];
+      const current = t.order[t.cursor];
+      // The project whose turn it was may have no queued job left; then the next saved one that has.
+      let cursor = 0;
+      for (let i = 0; i < t.order.length; i++) {
+        const p = t.order[(t.cursor + i) % t.order.length]!;
+        const at = level.order.indexOf(p);
+        if (at >= 0) {
+          cursor = at;
+          break;
+        }
+      }
+      level.cursor = current !== undefined && level.order.includes(current) ? level.order.indexOf(current) : cursor;
+    }
   }
 
   /** Distinct resource shapes that are queued, with counts (for peers and metrics). */

@@ -23,6 +23,12 @@
  *   super user  POST /worker-tokens    { name }         → WorkerTokenCreated
  *               GET  /worker-tokens                     → { tokens: WorkerTokenView[] }
  *               DELETE /worker-tokens/:id               → { revoked }
+ *               POST /peers/connect    ConnectServerRequest → ConnectServerReply
+ *               GET  /peers                             → PeersView
+ *               POST /peers/:id/trust  { caFingerprint? } → TrustReply
+ *               POST /peers/trust-all  { expect? }      → TrustReply
+ *               PUT  /peers/:id/priority { priority }   → { connected: PeerView[] }
+ *               DELETE /peers/:id                       → DisconnectReply
  *   worker      POST /workers          RegisterRequest  → RegisterReply
  *               POST /workers/:id/claim ClaimRequest    → ClaimReply   (long-poll)
  *               POST /workers/:id/release               → { released }  (answers its waiting claim now)
@@ -227,4 +233,78 @@ export interface ResultReply {
 
 export interface ErrorReply {
   error: { code: string; message: string };
+}
+
+// ---- federation: connection requests and trusted peers ----------------------
+
+export type PeerLinkState = 'up' | 'down' | 'connecting';
+
+export interface ConnectServerRequest {
+  host: string;
+  /** The peer's unsecure port; 14807 when left out. */
+  port?: number;
+}
+
+/** A connection request this server sent and that waits for the peer's trust. */
+export interface SentRequestView {
+  host: string;
+  port: number;
+  peerServerId: string;
+  peerName: string;
+  sentAt: number;
+}
+
+/** A connection request another server sent here; `trust` accepts it. */
+export interface ReceivedRequestView {
+  serverId: string;
+  name: string;
+  host: string;
+  unsecurePort: number;
+  securePort: number;
+  caFingerprint: string;
+  receivedAt: number;
+}
+
+/** A trusted peer server. Lower priority is asked for work first. */
+export interface PeerView {
+  serverId: string;
+  name: string;
+  host: string;
+  unsecurePort: number;
+  securePort: number;
+  caFingerprint: string;
+  priority: number;
+  trustedAt: number;
+  link: PeerLinkState;
+}
+
+export interface PeersView {
+  sent: SentRequestView[];
+  received: ReceivedRequestView[];
+  connected: PeerView[];
+}
+
+export interface ConnectServerReply {
+  /** The request now waiting; null when the peer trusted this server already. */
+  sent: SentRequestView | null;
+  /** The peer, when it trusted this server already and the handshake completed at once. */
+  connected: PeerView | null;
+  /** This server, for the peer's admin to check before trusting it. */
+  serverId: string;
+  caFingerprint: string;
+}
+
+export interface TrustReply {
+  /** `told`: the requester heard the answer at once (otherwise it asks for it). */
+  trusted: (PeerView & { told: boolean })[];
+  /** Requests left waiting because their CA was not the one expected. */
+  skipped: string[];
+}
+
+export interface DisconnectReply {
+  serverId: string;
+  /** `peer`: trust ended; `requests`: pending requests were withdrawn or declined. */
+  removed: 'peer' | 'requests';
+  /** Whether the peer heard the signed notice. */
+  told: boolean;
 }

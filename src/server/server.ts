@@ -11,6 +11,7 @@ import { packageVersion } from '../version.js';
 import { ADMIN_USER, Accounts, generatePassword } from './accounts.js';
 import { leaseSeconds, resolveConfig, type ServerConfig } from './config.js';
 import type { Context } from './context.js';
+import { Delegation } from './delegation.js';
 import { Dispatcher } from './dispatcher.js';
 import { Router, makeRequestListener } from './http.js';
 import { LogStore } from './log-store.js';
@@ -90,7 +91,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
 
   let closing = false;
   let secure: HttpsServer | null = null;
-  const ctx: Context = {
+  const ctx = {
     config,
     identity,
     store,
@@ -102,7 +103,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     version: packageVersion(),
     securePort: () => (secure?.address() as AddressInfo | null)?.port ?? config.securePort,
     journaledDeadline: new Map(),
-  };
+  } as Omit<Context, 'delegation'> as Context;
+  ctx.delegation = new Delegation(ctx);
+  ctx.dispatcher.remote = ctx.delegation;
 
   const router = new Router();
   sessionRoutes(router, ctx);

@@ -34,6 +34,7 @@ export class Sweeper {
       store.commit(expiry).catch((err: unknown) => log.error('could not journal lease expiry', { err: String(err) }));
       dispatcher.kick();
     }
+    this.ctx.delegation.tick(now);
     const every = Math.max(1000, Math.min(60_000, (this.ctx.config.archiveAfterS * 1000) / 4));
     if (!this.archiving && now - this.lastArchive >= every) {
       this.lastArchive = now;

@@ -463,3 +463,18 @@ describe('errors', () => {
     assert.deepEqual(e.details, { attempt: 2 });
   });
 });
+
+describe('journaled heartbeats', () => {
+  it('a journaled heartbeat does not keep alive a lease the worker did not name', () => {
+    const w = new World();
+    w.project('alpha');
+    w.worker('w1', res(4, 8192));
+    const [a, b] = w.submit('alpha', [spec(), spec()]);
+    w.claim('w1');
+    const deadline = w.model.leases.get(b!)!.deadline;
+    const now = w.tick(10_000);
+    renewLeases(w.model, 'w1', [{ jobId: a!, attempt: 1 }], now + w.leaseMs, now);
+    w.apply({ t: 'leases-renewed', at: now, workerId: 'w1', deadline: now + w.leaseMs, attempts: [[a!, 1]] });
+    assert.deepEqual(planExpiry(w.model, deadline)?.attempts, [[b, 1]]);
+  });
+});

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { archivable, planClaim, planFinish } from '../../src/core/commands.js';
+import { archivable, planClaim, planFinish, planRetry } from '../../src/core/commands.js';
 import { MAX_LOST_ATTEMPTS, Model } from '../../src/core/model.js';
 import { emptyCounts } from '../../src/core/types.js';
 import { World, exited, replay, res, spec, throwsCode } from '../helpers/core.js';
@@ -532,9 +532,9 @@ describe('foreign attempts', () => {
   it('heartbeats and extensions move a foreign attempt’s deadline later only', () => {
     const w = foreignWorld();
     const d = w.model.foreign.get('far-1')!.deadline;
-    w.apply({ t: 'leases-renewed', at: w.tick(), workerId: 'w1', deadline: d - 10 });
+    w.apply({ t: 'leases-renewed', at: w.tick(), workerId: 'w1', deadline: d - 10, attempts: [['far-1', 3]] });
     assert.equal(w.model.foreign.get('far-1')!.deadline, d);
-    w.apply({ t: 'leases-renewed', at: w.tick(), workerId: 'w1', deadline: d + 10 });
+    w.apply({ t: 'leases-renewed', at: w.tick(), workerId: 'w1', deadline: d + 10, attempts: [['far-1', 3]] });
     assert.equal(w.model.foreign.get('far-1')!.deadline, d + 10);
     w.apply({ t: 'leases-extended', at: w.tick(), deadline: d + 50, attempts: [['far-2', 1], ['far-1', 2]] });
     assert.equal(w.model.foreign.get('far-2')!.deadline, d + 50);
@@ -699,7 +699,13 @@ function mixedHistory(): World {
   w.cancel([l1!]);
   w.finish(h2!);
   assert.deepEqual(w.claimIds('w2'), [a]);
-  w.apply({ t: 'leases-renewed', at: w.tick(), workerId: 'w2', deadline: w.now + 2 * w.leaseMs });
+  w.apply({
+    t: 'leases-renewed',
+    at: w.tick(),
+    workerId: 'w2',
+    deadline: w.now + 2 * w.leaseMs,
+    attempts: w.model.leases.ofWorker('w2').map((l): [string, number] => [l.jobId, l.attempt]),
+  });
   w.archive(archivable(w.model, w.now + 1, 2));
   assert.equal(w.model.job(f!), undefined);
   assert.equal(w.model.job(g!), undefined);
@@ -795,3 +801,50 @@ function assertConsistentWith(w: World, restored: Model): void {
   for (const [k, v] of w.archived) r.archived.set(k, v);
   r.check();
 }
+
+describe('regressions', () => {
+  it('retrying a dependant whose failed dependency was archived is refused', () => {
+    const w = new World();
+    w.project('alpha');
+    w.worker('w1', res(4, 8192));
+    const a = w.one('alpha');
+    const b = w.one('alpha', { after: [a] });
+    w.claim('w1');
+    w.finish(a, 1);
+    assert.equal(w.job(b).reason, `dependency ${a} failed`);
+    w.archive([a]);
+    throwsCode(() => w.retry([b]), 'INVALID_STATE');
+    assert.equal(w.state(b), 'cancelled');
+    // With the archive saying the dependency succeeded, the retry goes ahead.
+    w.apply(planRetry(w.model, [b], w.tick(), new Map([[a, 'done']])));
+    assert.equal(w.state(b), 'queued');
+  });
+
+  it('a restored or replayed model gives the next turn to the same project as the live one', () => {
+    const w = new World();
+    w.project('alpha');
+    w.project('beta');
+    w.worker('w1', res(1, 1000));
+    const a = w.submit('alpha', [spec(), spec()]);
+    const b = w.submit('beta', [spec(), spec()]);
+    assert.deepEqual(w.claimIds('w1'), [a[0]]);
+    w.finish(a[0]!);
+    const restored = Model.fromSnapshot(JSON.parse(JSON.stringify(w.model.toSnapshot())));
+    const replayed = replay(w.events);
+    const next = (m: Model) => planClaim(m, 'w1', 'local', w.now, 1000, 1)?.claims.map(([id]) => id);
+    assert.deepEqual(next(w.model), [b[0]]);
+    assert.deepEqual(next(restored), [b[0]], 'restored from a snapshot');
+    assert.deepEqual(next(replayed), [b[0]], 'replayed from the journal');
+  });
+
+  it('a second foreign claim of the same job does not leak the first one’s room', () => {
+    const w = new World();
+    w.worker('w1', res(4, 4000));
+    w.worker('w2', res(4, 4000));
+    w.apply({ t: 'foreign-claimed', at: w.tick(), home: 'peer-a', workerId: 'w1', deadline: w.now + 1000, claims: [{ jobId: 'x', attempt: 1, resources: res(2, 1000) }] });
+    w.apply({ t: 'foreign-claimed', at: w.tick(), home: 'peer-a', workerId: 'w2', deadline: w.now + 1000, claims: [{ jobId: 'x', attempt: 2, resources: res(2, 1000) }] });
+    w.apply({ t: 'foreign-closed', at: w.tick(), attempts: [['x', 1], ['x', 2]], reason: 'given up' });
+    assert.deepEqual(w.model.freeOf('w1'), res(4, 4000));
+    assert.deepEqual(w.model.freeOf('w2'), res(4, 4000));
+  });
+});

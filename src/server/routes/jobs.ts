@@ -2,12 +2,13 @@ import { planCancel, planRetry } from '../../core/commands.js';
 import { fail } from '../../core/errors.js';
 import type { Job } from '../../core/types.js';
 import type { JobList, JobView, LeaseView } from '../../core/wire.js';
+import { archivedStates } from '../archived.js';
 import { canSee, requireUser, type UserIdentity } from '../auth.js';
 import type { Context } from '../context.js';
 import { Reply, type Router } from '../http.js';
 import { check, idsSchema, jobIdParam, limitQuery, logsQuery, queryObject } from '../schemas.js';
 import { jobView } from '../views.js';
-import { fitsInTail } from './workers.js';
+import { fitsInTail } from '../results.js';
 
 export function jobRoutes(router: Router, ctx: Context): void {
   const model = ctx.store.model;
@@ -47,8 +48,10 @@ export function jobRoutes(router: Router, ctx: Context): void {
   router.add('POST', '/jobs/retry', async (req) => {
     const who = requireUser(ctx, req);
     const { ids } = check(idsSchema, req.body);
-    for (const id of ids) liveJob(ctx, who, id);
-    const event = planRetry(model, ids, Date.now());
+    const jobs = ids.map((id) => liveJob(ctx, who, id));
+    const archived = new Map();
+    for (const job of jobs) for (const [id, state] of await archivedStates(ctx, job.project, job.spec.after)) archived.set(id, state);
+    const event = planRetry(model, ids, Date.now(), archived);
     await ctx.store.commit(event);
     ctx.dispatcher.kick();
     return { retried: event.ids };

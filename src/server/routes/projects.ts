@@ -1,7 +1,7 @@
 import { v7 as uuidv7 } from 'uuid';
 import { planCreateProject, planSubmit, type SubmitItem } from '../../core/commands.js';
-import type { JobState } from '../../core/types.js';
 import type { JobInput, JobList, ProjectView, SubmitReply } from '../../core/wire.js';
+import { archivedStates } from '../archived.js';
 import { canSee, requireUser, visibleProject } from '../auth.js';
 import type { Context } from '../context.js';
 import type { Router } from '../http.js';
@@ -51,7 +51,9 @@ export function projectRoutes(router: Router, ctx: Context): void {
       return input.key === undefined ? { spec: toJobSpec(input) } : { key: input.key, spec: toJobSpec(input) };
     });
     const ids = items.map(() => uuidv7());
-    const archived = await archivedDependencies(ctx, project.name, items);
+    const keys = new Set(items.map((i) => i.key));
+    const refs = items.flatMap((i) => i.spec.after.filter((ref) => !keys.has(ref)));
+    const archived = await archivedStates(ctx, project.name, refs);
     const event = planSubmit(model, project.name, items, ids, Date.now(), archived);
     await ctx.store.commit(event);
     ctx.dispatcher.kick();
@@ -87,20 +89,4 @@ function page<T extends { id: string }>(items: T[], limit: number): { jobs: T[];
   if (items.length <= limit) return { jobs: items };
   const jobs = items.slice(0, limit);
   return { jobs, next: jobs[jobs.length - 1]!.id };
-}
-
-/** Final states of dependencies that are no longer in memory, looked up in the archive. */
-async function archivedDependencies(ctx: Context, project: string, items: SubmitItem[]): Promise<Map<string, JobState>> {
-  const keys = new Set(items.map((i) => i.key).filter((k) => k !== undefined));
-  const wanted = new Set<string>();
-  for (const item of items) {
-    for (const ref of item.spec.after) if (!keys.has(ref) && !ctx.store.model.job(ref)) wanted.add(ref);
-  }
-  const out = new Map<string, JobState>();
-  for (const id of wanted) {
-    if (!/^[0-9a-f-]{36}$/.test(id)) continue;
-    const job = (await ctx.store.archive.get(id, project)) as { state?: JobState } | null;
-    if (job?.state) out.set(id, job.state);
-  }
-  return out;
 }

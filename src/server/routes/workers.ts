@@ -1,5 +1,5 @@
 import { v7 as uuidv7 } from 'uuid';
-import { planFinish, renewLeases } from '../../core/commands.js';
+import { renewLeases } from '../../core/commands.js';
 import { fail } from '../../core/errors.js';
 import type { Worker } from '../../core/types.js';
 import type {
@@ -14,15 +14,8 @@ import type {
 import { requireSuperuser, requireUser, requireWorker, type WorkerIdentity } from '../auth.js';
 import type { Context } from '../context.js';
 import type { Router } from '../http.js';
+import { acceptResult } from '../results.js';
 import { check, claimSchema, heartbeatSchema, registerSchema, resultSchema, tokenNameSchema } from '../schemas.js';
-
-/** How much of each stream the job record keeps; the rest is in the log files. */
-export const TAIL_CHARS = 2048;
-
-/** True when `text` is the whole stream and short enough to live in the job record. */
-export function fitsInTail(text: string, bytes: number): boolean {
-  return text.length <= TAIL_CHARS && Buffer.byteLength(text) === bytes;
-}
 
 export function workerRoutes(router: Router, ctx: Context): void {
   const model = ctx.store.model;
@@ -72,46 +65,31 @@ export function workerRoutes(router: Router, ctx: Context): void {
     const { attempts } = check(heartbeatSchema, req.body);
     const now = Date.now();
     const deadline = now + ctx.leaseMs;
-    const outcome = renewLeases(model, worker.id, attempts, deadline, now);
+    // Mine or forward: peers' jobs this worker runs are renewed by delegation.
+    const local = attempts.filter((a) => !model.foreign.has(a.jobId));
+    const foreign = attempts.filter((a) => model.foreign.has(a.jobId));
+    const outcome = renewLeases(model, worker.id, local, deadline, now);
+    const abandon = [...outcome.abandon, ...ctx.delegation.heartbeat(worker.id, foreign, deadline)];
     // Renewals only move deadlines, so they are journaled coarsely and not
     // waited for: losing the last few in a crash only shortens a lease, and
     // start-up gives such leases a full period anyway (see recovery.ts).
     const last = ctx.journaledDeadline.get(worker.id) ?? 0;
-    if (outcome.renewed > 0 && deadline - last >= ctx.leaseMs / 4) {
+    if (abandon.length < attempts.length && deadline - last >= ctx.leaseMs / 4) {
       ctx.journaledDeadline.set(worker.id, deadline);
-      ctx.store.commitLater({ t: 'leases-renewed', at: now, workerId: worker.id, deadline });
+      const dropped = new Set(abandon.map((a) => `${a.jobId}#${a.attempt}`));
+      const renewed = attempts.filter((a) => !dropped.has(`${a.jobId}#${a.attempt}`)).map((a): [string, number] => [a.jobId, a.attempt]);
+      ctx.store.commitLater({ t: 'leases-renewed', at: now, workerId: worker.id, deadline, attempts: renewed });
     }
-    return { abandon: outcome.abandon, heartbeatIntervalS: ctx.config.heartbeatIntervalS };
+    return { abandon, heartbeatIntervalS: ctx.config.heartbeatIntervalS };
   });
 
   router.add('POST', '/workers/:id/results', async (req): Promise<ResultReply> => {
     const who = requireWorker(ctx, req);
     const worker = ownWorker(who, req.params.id!);
     const body = check(resultSchema(ctx.config), req.body);
-    const report = {
-      how: body.how,
-      exitCode: body.exitCode,
-      signal: body.signal,
-      durationMs: body.durationMs,
-      stdoutTail: body.stdout.slice(-TAIL_CHARS),
-      stderrTail: body.stderr.slice(-TAIL_CHARS),
-      stdoutBytes: body.stdoutBytes,
-      stderrBytes: body.stderrBytes,
-    };
-    const first = planFinish(model, worker.id, body.jobId, body.attempt, report, Date.now());
-    if (first === 'duplicate') return { accepted: true, duplicate: true, state: model.job(body.jobId)!.state };
-    // Logs are durable before the result is, so a finished job always has
-    // them. Output that fits in the tails is kept whole in the job record,
-    // which saves the files and their fsyncs for the many jobs that say little.
-    if (!fitsInTail(body.stdout, body.stdoutBytes) || !fitsInTail(body.stderr, body.stderrBytes)) {
-      await ctx.logs.write(body.jobId, body.attempt, body.stdout, body.stderr);
-    }
-    // Re-check: another report of the same attempt may have won while we wrote.
-    const event = planFinish(model, worker.id, body.jobId, body.attempt, report, Date.now());
-    if (event === 'duplicate') return { accepted: true, duplicate: true, state: model.job(body.jobId)!.state };
-    await ctx.store.commit(event);
-    ctx.dispatcher.kick();
-    return { accepted: true, duplicate: false, state: model.job(body.jobId)!.state };
+    // Mine or forward: a peer's job goes home through the delegation outbox.
+    if (model.foreign.has(body.jobId)) return ctx.delegation.result(worker.id, body);
+    return acceptResult(ctx, worker.id, body, 'local');
   });
 
   router.add('GET', '/workers', (req): { workers: WorkerView[] } => {
