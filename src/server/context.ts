@@ -1,4 +1,7 @@
+import type { PeerLinkState } from '../core/wire.js';
+import type { Handshake } from '../federation/handshake.js';
 import type { ServerIdentity } from '../federation/identity.js';
+import type { TrustStore } from '../federation/trust-store.js';
 import type { Accounts } from './accounts.js';
 import type { ServerConfig } from './config.js';
 import type { Delegation } from './delegation.js';
@@ -22,6 +25,14 @@ export interface Context {
   version: string;
   /** The secure port actually bound (differs from config when it was 0). */
   securePort: () => number;
+  /** The unsecure port actually bound. */
+  unsecurePort: () => number;
+  /** Trusted peers and connection requests (`<home>/peers.json`). */
+  trust: TrustStore;
+  /** The connect/trust handshake and the signed notices between peers. */
+  handshake: Handshake;
+  /** The state of the link to a peer, where peer links run; 'down' is shown otherwise. */
+  linkState?: (serverId: string) => PeerLinkState;
   /** Heartbeat renewals last journaled per worker (renewals are journaled coarsely). */
   journaledDeadline: Map<string, number>;
 }

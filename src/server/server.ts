@@ -6,7 +6,9 @@ import { join } from 'node:path';
 import { planLeaseRecovery } from '../core/recovery.js';
 import type { Model } from '../core/model.js';
 import { API_PREFIX } from '../core/wire.js';
+import { Handshake } from '../federation/handshake.js';
 import { loadOrCreateIdentity, type ServerIdentity } from '../federation/identity.js';
+import { TrustStore } from '../federation/trust-store.js';
 import { packageVersion } from '../version.js';
 import { ADMIN_USER, Accounts, generatePassword } from './accounts.js';
 import { leaseSeconds, resolveConfig, type ServerConfig } from './config.js';
@@ -16,7 +18,9 @@ import { Dispatcher } from './dispatcher.js';
 import { Router, makeRequestListener } from './http.js';
 import { LogStore } from './log-store.js';
 import { toLogger, type Logger } from './logger.js';
+import { PeerTls } from './peer-tls.js';
 import { jobRoutes } from './routes/jobs.js';
+import { peerRoutes } from './routes/peers.js';
 import { projectRoutes } from './routes/projects.js';
 import { sessionRoutes } from './routes/session.js';
 import { workerRoutes } from './routes/workers.js';
@@ -45,6 +49,8 @@ export interface RunningServer {
   model: Model;
   ctx: Context;
   createWorkerToken(name: string): Promise<string>;
+  /** Gives the secure listener the current trusted CAs, without a restart; done on every trust change. */
+  reloadTls(): void;
   /** Stops listening, answers waiting claims, finishes the journal, snapshots. Safe to call twice. */
   close(): Promise<void>;
 }
@@ -91,6 +97,16 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
 
   let closing = false;
   let secure: HttpsServer | null = null;
+  let unsecureBound = config.unsecurePort;
+  const trust = await TrustStore.open(home);
+  const handshake = new Handshake({
+    identity,
+    store: trust,
+    name: config.name,
+    publicHost: config.publicHost,
+    ports: () => ({ securePort: ctx.securePort(), unsecurePort: ctx.unsecurePort() }),
+    log,
+  });
   const ctx = {
     config,
     identity,
@@ -102,6 +118,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     leaseMs,
     version: packageVersion(),
     securePort: () => (secure?.address() as AddressInfo | null)?.port ?? config.securePort,
+    unsecurePort: () => unsecureBound,
+    trust,
+    handshake,
     journaledDeadline: new Map(),
   } as Omit<Context, 'delegation'> as Context;
   ctx.delegation = new Delegation(ctx);
@@ -112,12 +131,16 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   projectRoutes(router, ctx);
   jobRoutes(router, ctx);
   workerRoutes(router, ctx);
+  peerRoutes(router, ctx);
 
+  const peerTls = new PeerTls(identity, trust, log);
   secure = createHttpsServer(
     {
-      key: identity.keyPem,
-      cert: identity.certPem,
-      ca: [identity.caCertPem],
+      ...peerTls.secureContext(),
+      // Peers prove who they are with client certificates; users and workers
+      // send none. peer-tls.ts refuses a bad certificate before any HTTP.
+      requestCert: true,
+      rejectUnauthorized: false,
       // Slow or silent clients are cut off; long-polls stay well under these.
       requestTimeout: 330_000,
       headersTimeout: 30_000,
@@ -125,11 +148,17 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     },
     makeRequestListener({ router, prefix: API_PREFIX, maxBodyBytes: config.maxBodyBytes, log, closing: () => closing }),
   );
-  const unsecure: HttpServer = createHttpServer({ requestTimeout: 30_000, headersTimeout: 10_000 }, unsecureListener(ctx));
+  const unsecure: HttpServer = createHttpServer({ requestTimeout: 30_000, headersTimeout: 10_000 }, unsecureListener(ctx, () => closing));
   await listen(secure, config.securePort, config.host);
   await listen(unsecure, config.unsecurePort, config.host);
   const securePort = (secure.address() as AddressInfo).port;
   const unsecurePort = (unsecure.address() as AddressInfo).port;
+  unsecureBound = unsecurePort;
+  peerTls.attach(secure);
+  const reloadTls = (): void => peerTls.reload(secure!);
+  trust.on('change', (e) => {
+    if (e.kind === 'trusted' || e.kind === 'removed') reloadTls();
+  });
 
   const sweeper = new Sweeper(ctx);
   sweeper.start();
@@ -138,6 +167,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
 
   const urlHost = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
   log.info('listening', { securePort, unsecurePort, serverId: identity.serverId });
+  handshake.start();
 
   let closed: Promise<void> | null = null;
   const close = (): Promise<void> => {
@@ -145,6 +175,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       closing = true;
       sweeper.stop();
       ctx.dispatcher.releaseAll();
+      await handshake.close();
       await Promise.all([stop(secure!), stop(unsecure)]);
       await store.snapshot();
       await store.close();
@@ -167,6 +198,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     model: store.model,
     ctx,
     createWorkerToken: async (name) => (await accounts.issue('worker', name, null)).token,
+    reloadTls,
     close,
   };
 }

@@ -22,6 +22,7 @@ import type {
   WorkerTokenView,
   WorkerView,
 } from '../../core/wire.js';
+import type { ConnectServerReply, DisconnectReply, PeerView, PeersView, TrustReply } from '../../core/wire.js';
 import { API_PREFIX } from '../../core/wire.js';
 
 /**
@@ -249,6 +250,38 @@ export class ApiClient {
 
   revokeWorkerToken(id: string): Promise<{ revoked: string }> {
     return this.call('DELETE', `/worker-tokens/${encodeURIComponent(id)}`);
+  }
+
+  // ---- federation (super user) ----------------------------------------------
+
+  /** Has the server send a connection request to the peer's unsecure port (default 14807). */
+  connectServer(host: string, port?: number): Promise<ConnectServerReply> {
+    return this.call('POST', '/peers/connect', port === undefined ? { host } : { host, port });
+  }
+
+  /** Sent and received connection requests, and the trusted peers in priority order. */
+  peers(): Promise<PeersView> {
+    return this.call('GET', '/peers');
+  }
+
+  /** Trusts a server that asked to connect; with `caFingerprint`, only if its CA is that one. */
+  trustPeer(serverId: string, caFingerprint?: string): Promise<TrustReply> {
+    return this.call('POST', `/peers/${encodeURIComponent(serverId)}/trust`, caFingerprint === undefined ? {} : { caFingerprint });
+  }
+
+  /** Trusts every waiting request, or only those in `expect` whose CA is still the one given. */
+  trustAllPeers(expect?: { serverId: string; caFingerprint: string }[]): Promise<TrustReply> {
+    return this.call('POST', '/peers/trust-all', expect === undefined ? {} : { expect });
+  }
+
+  /** Moves a peer to place `priority` (0 is asked first); returns the new order. */
+  setPeerPriority(serverId: string, priority: number): Promise<{ connected: PeerView[] }> {
+    return this.call('PUT', `/peers/${encodeURIComponent(serverId)}/priority`, { priority });
+  }
+
+  /** Ends trust in a peer (and tells it), or withdraws the requests between us. */
+  disconnectPeer(serverId: string): Promise<DisconnectReply> {
+    return this.call('DELETE', `/peers/${encodeURIComponent(serverId)}`);
   }
 
   // ---- workers -------------------------------------------------------------

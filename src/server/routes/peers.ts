@@ -1,0 +1,120 @@
+/**
+ * Federation as an admin drives it: connection requests, trust, the order in
+ * which peers are asked for work, and disconnecting. Super users only.
+ */
+import { z } from 'zod';
+import type {
+  ConnectServerReply,
+  DisconnectReply,
+  PeerView,
+  PeersView,
+  ReceivedRequestView,
+  SentRequestView,
+  TrustReply,
+} from '../../core/wire.js';
+import { DEFAULT_UNSECURE_PORT, type TrustOutcome } from '../../federation/handshake.js';
+import { serverIdSchema } from '../../federation/handshake-schemas.js';
+import type { Peer, ReceivedRequest, SentRequest } from '../../federation/trust-store.js';
+import { requireSuperuser } from '../auth.js';
+import type { Context } from '../context.js';
+import type { Router } from '../http.js';
+import { check } from '../schemas.js';
+
+const fingerprintSchema = z.string().min(1).max(200);
+
+const connectSchema = z.strictObject({
+  host: z
+    .string()
+    .min(1)
+    .max(253)
+    .regex(/^[A-Za-z0-9._:-]+$/, 'must be a host name or an IP address'),
+  port: z.int().min(1).max(65535).optional(),
+});
+const trustSchema = z.strictObject({ caFingerprint: fingerprintSchema.optional() });
+const trustAllSchema = z.strictObject({
+  expect: z.array(z.strictObject({ serverId: serverIdSchema, caFingerprint: fingerprintSchema })).max(1000).optional(),
+});
+const prioritySchema = z.strictObject({ priority: z.int().min(0).max(1_000_000) });
+
+export function peerRoutes(router: Router, ctx: Context): void {
+  const peerView = (p: Peer): PeerView => ({
+    serverId: p.serverId,
+    name: p.name,
+    host: p.host,
+    unsecurePort: p.unsecurePort,
+    securePort: p.securePort,
+    caFingerprint: p.caFingerprint,
+    priority: p.priority,
+    trustedAt: p.trustedAt,
+    link: ctx.linkState?.(p.serverId) ?? 'down',
+  });
+  const connected = () => ctx.trust.peers().map(peerView);
+  const trusted = (o: TrustOutcome) => ({ ...peerView(o.peer), told: o.told });
+  const serverId = (raw: string | undefined) => check(serverIdSchema, raw, 'server id');
+
+  router.add('GET', '/peers', (req): PeersView => {
+    requireSuperuser(ctx, req);
+    return {
+      sent: ctx.trust.sentRequests().map(sentView),
+      received: ctx.trust.receivedRequests().map(receivedView),
+      connected: connected(),
+    };
+  });
+
+  router.add('POST', '/peers/connect', async (req): Promise<ConnectServerReply> => {
+    requireSuperuser(ctx, req);
+    const body = check(connectSchema, req.body);
+    const out = await ctx.handshake.connect(body.host, body.port ?? DEFAULT_UNSECURE_PORT);
+    return {
+      sent: out.sent ? sentView(out.sent) : null,
+      connected: out.peer ? peerView(out.peer) : null,
+      serverId: ctx.identity.serverId,
+      caFingerprint: ctx.identity.caFingerprint,
+    };
+  });
+
+  router.add('POST', '/peers/trust-all', async (req): Promise<TrustReply> => {
+    requireSuperuser(ctx, req);
+    const body = check(trustAllSchema, req.body ?? {});
+    const out = await ctx.handshake.trustAll(body.expect);
+    return { trusted: out.trusted.map(trusted), skipped: out.skipped };
+  });
+
+  router.add('POST', '/peers/:id/trust', async (req): Promise<TrustReply> => {
+    requireSuperuser(ctx, req);
+    const id = serverId(req.params.id);
+    const body = check(trustSchema, req.body ?? {});
+    const out = await ctx.handshake.trust(id, body.caFingerprint);
+    return { trusted: [trusted(out)], skipped: [] };
+  });
+
+  router.add('PUT', '/peers/:id/priority', async (req): Promise<{ connected: PeerView[] }> => {
+    requireSuperuser(ctx, req);
+    const id = serverId(req.params.id);
+    const body = check(prioritySchema, req.body);
+    return { connected: (await ctx.trust.setPriority(id, body.priority)).map(peerView) };
+  });
+
+  router.add('DELETE', '/peers/:id', async (req): Promise<DisconnectReply> => {
+    requireSuperuser(ctx, req);
+    const id = serverId(req.params.id);
+    const out = await ctx.handshake.disconnect(id);
+    return { serverId: id, ...out };
+  });
+}
+
+function sentView(s: SentRequest): SentRequestView {
+  return { host: s.host, port: s.port, peerServerId: s.peerServerId, peerName: s.peerName, sentAt: s.sentAt };
+}
+
+function receivedView(r: ReceivedRequest): ReceivedRequestView {
+  return {
+    serverId: r.serverId,
+    name: r.name,
+    host: r.host,
+    unsecurePort: r.unsecurePort,
+    securePort: r.securePort,
+    caFingerprint: r.caFingerprint,
+    receivedAt: r.receivedAt,
+  };
+}
