@@ -11,6 +11,7 @@ import { packageVersion } from '../version.js';
 import { configHome } from './config.js';
 import { EXIT_OK, EXIT_USAGE, reportError } from './output.js';
 import { Context, type Argument, type CommandSpec, type GlobalOptions, type Io, type OptionSpec } from './commands/context.js';
+import { federationCommands } from './commands/federation.js';
 import { jobCommands } from './commands/jobs.js';
 import { projectCommands } from './commands/projects.js';
 import { serverCommands } from './commands/servers.js';
@@ -23,7 +24,7 @@ export const GLOBAL_OPTIONS: OptionSpec[] = [
   { flags: '-p, --project <name>', description: 'use this project instead of the current one' },
 ];
 
-export const COMMAND_GROUPS: readonly (readonly CommandSpec[])[] = [serverCommands, projectCommands, jobCommands, workerCommands];
+export const COMMAND_GROUPS: readonly (readonly CommandSpec[])[] = [serverCommands, projectCommands, jobCommands, workerCommands, federationCommands];
 
 export function processIo(): Io {
   return { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env };
