@@ -8,12 +8,15 @@ import type { Model } from '../core/model.js';
 import { API_PREFIX } from '../core/wire.js';
 import { Handshake } from '../federation/handshake.js';
 import { loadOrCreateIdentity, type ServerIdentity } from '../federation/identity.js';
+import { LinkManager } from '../federation/links.js';
+import { peerOf } from '../federation/peer-auth.js';
 import { TrustStore } from '../federation/trust-store.js';
 import { packageVersion } from '../version.js';
 import { ADMIN_USER, Accounts, generatePassword } from './accounts.js';
 import { leaseSeconds, resolveConfig, type ServerConfig } from './config.js';
 import type { Context } from './context.js';
 import { Delegation } from './delegation.js';
+import { WorkAnnouncer } from './work-announcer.js';
 import { Dispatcher } from './dispatcher.js';
 import { Router, makeRequestListener } from './http.js';
 import { LogStore } from './log-store.js';
@@ -156,9 +159,41 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   unsecureBound = unsecurePort;
   peerTls.attach(secure);
   const reloadTls = (): void => peerTls.reload(secure!);
+
+  const links = new LinkManager({
+    identity,
+    directory: trust,
+    peerOf: (socket) => peerOf(socket, trust),
+    hello: () => ({
+      serverId: identity.serverId,
+      name: config.name,
+      host: config.publicHost,
+      unsecurePort,
+      securePort,
+      heartbeatIntervalS: config.heartbeatIntervalS,
+      leaseS: leaseMs / 1000,
+      shapes: ctx.delegation.shapes(),
+    }),
+    handle: (peerId, method, params) => ctx.delegation.handle(peerId, method, params),
+    onWork: () => ctx.dispatcher.kick(),
+    onUp: (peerId) => ctx.delegation.linkUp(peerId),
+    log: (level, msg, fields) => log[level](msg, fields),
+  });
+  links.attach(secure);
+  ctx.delegation.links = links;
+  ctx.delegation.directory = trust;
+  ctx.linkState = (peerId) => links.state(peerId);
   trust.on('change', (e) => {
     if (e.kind === 'trusted' || e.kind === 'removed') reloadTls();
+    if (e.kind === 'trusted' || e.kind === 'moved') links.ensure(e.serverId);
+    if (e.kind === 'removed') {
+      links.drop(e.serverId);
+      void ctx.delegation.peerGone(e.serverId).catch((err: unknown) => log.error('could not re-queue a removed peer’s jobs', { err: String(err) }));
+    }
   });
+  // Peers hear about new work the moment the queue's shapes change.
+  const announcer = new WorkAnnouncer(() => ctx.delegation.shapes(), (shapes) => links.announce(shapes));
+  store.model.onChange = () => announcer.changed();
 
   const sweeper = new Sweeper(ctx);
   sweeper.start();
@@ -168,6 +203,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const urlHost = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
   log.info('listening', { securePort, unsecurePort, serverId: identity.serverId });
   handshake.start();
+  links.start();
 
   let closed: Promise<void> | null = null;
   const close = (): Promise<void> => {
@@ -176,6 +212,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       sweeper.stop();
       ctx.dispatcher.releaseAll();
       await handshake.close();
+      links.close();
       await Promise.all([stop(secure!), stop(unsecure)]);
       await store.snapshot();
       await store.close();

@@ -89,6 +89,8 @@ export function workerRoutes(router: Router, ctx: Context): void {
     const body = check(resultSchema(ctx.config), req.body);
     // Mine or forward: a peer's job goes home through the delegation outbox.
     if (model.foreign.has(body.jobId)) return ctx.delegation.result(worker.id, body);
+    // A job this server does not hold (anymore) cannot be this worker's to finish.
+    if (!model.job(body.jobId)) throw fail('STALE_ATTEMPT', `job ${body.jobId} is not leased to this worker (it may have been given up)`);
     return acceptResult(ctx, worker.id, body, 'local');
   });
 
