@@ -97,8 +97,8 @@ export async function spawnSite(name: string, home?: string, ports?: { securePor
   );
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
-  await until(`${name} to start (${stderr})`, () => existsSync(runtime) || child.exitCode !== null, 30_000);
-  if (child.exitCode !== null) throw new Error(`${name} exited: ${stderr}`);
+  await until(`${name} to start`, () => existsSync(runtime) || !running(child), 30_000);
+  if (!running(child)) throw new Error(`${name} exited: ${stderr}`);
   const info = JSON.parse(readFileSync(runtime, 'utf8')) as { url: string; serverId: string };
   const caPem = readFileSync(join(home, 'identity', 'ca.pem'), 'utf8');
   const password = readFileSync(join(home, 'initial-admin-password'), 'utf8').trim();
@@ -117,8 +117,11 @@ export async function spawnSite(name: string, home?: string, ports?: { securePor
   };
 }
 
+const running = (child: ChildProcess | undefined): child is ChildProcess =>
+  child !== undefined && child.exitCode === null && child.signalCode === null;
+
 export async function killSite(site: Site): Promise<void> {
-  if (!site.child || site.child.exitCode !== null) return;
+  if (!running(site.child)) return;
   const exited = new Promise((r) => site.child!.once('exit', r));
   site.child.kill('SIGKILL');
   await exited;
@@ -128,7 +131,7 @@ export async function killSite(site: Site): Promise<void> {
 export async function stopSite(site: Site, removeHome = true): Promise<void> {
   await site.admin.destroy().catch(() => {});
   if (site.server) await site.server.close();
-  if (site.child && site.child.exitCode === null) {
+  if (running(site.child)) {
     const exited = new Promise((r) => site.child!.once('exit', r));
     site.child.kill('SIGTERM');
     await exited;
