@@ -17,7 +17,11 @@ export interface Limits {
 const name = (max: number) => z.string().min(1).max(max);
 const id = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'must be a job id');
 const shortText = z.string().max(4096);
-const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be an environment variable name');
+const envName = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be an environment variable name')
+  // Object keys that JavaScript treats specially would be dropped silently.
+  .refine((k) => k !== '__proto__' && k !== 'constructor' && k !== 'prototype', 'is a reserved name');
 
 export const loginSchema = z.strictObject({ user: name(64), password: z.string().min(1).max(1024) });
 export const createProjectSchema = z.strictObject({ name: name(64) });

@@ -1,11 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiClient } from '../../src/client/api/client.js';
 import type { ResultRequest } from '../../src/core/wire.js';
 import { startServer, type RunningServer, type ServerOptions } from '../../src/server/server.js';
+import { freePort, until } from './server.js';
 
 /** A server for federation tests: in this process, or a subprocess that can be killed with SIGKILL. */
 export interface Site {
@@ -22,31 +22,7 @@ export interface Site {
   child?: ChildProcess;
 }
 
-export async function until<T>(what: string, probe: () => Promise<T | undefined | null | false> | T | undefined | null | false, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort, until };
 
 async function adminOf(url: string, caPem: string, serverId: string, password: string): Promise<ApiClient> {
   const admin = new ApiClient({ url, caPem, serverId });
@@ -97,7 +73,7 @@ export async function spawnSite(name: string, home?: string, ports?: { securePor
   );
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
-  await until(`${name} to start`, () => existsSync(runtime) || !running(child), 30_000);
+  await until(`${name} to start`, () => existsSync(runtime) || !running(child), { timeoutMs: 30_000 });
   if (!running(child)) throw new Error(`${name} exited: ${stderr}`);
   const info = JSON.parse(readFileSync(runtime, 'utf8')) as { url: string; serverId: string };
   const caPem = readFileSync(join(home, 'identity', 'ca.pem'), 'utf8');

@@ -123,7 +123,7 @@ describe('delegation between three servers', () => {
     const { jobs } = await w.claim();
     assert.deepEqual(jobs.map((j) => j.id), ids);
     // The worker goes silent; A gives the attempt up and B re-queues it at once.
-    await until('B to re-queue the job', async () => (await b.admin.job(ids[0]!)).state === 'queued', 20_000);
+    await until('B to re-queue the job', async () => (await b.admin.job(ids[0]!)).state === 'queued', { timeoutMs: 20_000 });
     await assert.rejects(w.result(ids[0]!, 1), (err: { code?: string }) => err.code === 'STALE_ATTEMPT');
   });
 });

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ApiClient } from '../../src/client/api/client.js';
 import { startServer, type RunningServer } from '../../src/server/server.js';
+import { cleanup, resultOf, startTestServer } from '../helpers/server.js';
 
 describe('long-poll dispatcher', () => {
   let home: string;
@@ -68,5 +69,21 @@ describe('long-poll dispatcher', () => {
       again.jobs.map((j) => [j.id, j.attempt]),
       [[ids[0], 1]],
     );
+  });
+});
+
+describe('listing jobs page by page', () => {
+  it('goes on after a page whose last job has been archived since', async () => {
+    const ts = await startTestServer({ heartbeatIntervalS: 60, archiveAfterS: 3600 });
+    await ts.admin.createProject('p');
+    const { ids } = await ts.admin.submit('p', Array.from({ length: 5 }, (_, i) => ({ argv: ['echo', String(i)] })));
+    const first = await ts.admin.jobs('p', { limit: 2 });
+    assert.deepEqual(first.jobs.map((j) => j.id), ids.slice(0, 2));
+    const w = await ts.worker();
+    for (const j of (await w.client.claim(w.workerId, { waitS: 0, max: 2 })).jobs) await w.client.result(w.workerId, resultOf(j.id, j.attempt));
+    await ts.server.ctx.store.archiveJobs([ids[0]!, ids[1]!], Date.now());
+    const second = await ts.admin.jobs('p', { limit: 2, after: first.next });
+    assert.deepEqual(second.jobs.map((j) => j.id), [ids[2], ids[3]]);
+    await cleanup();
   });
 });

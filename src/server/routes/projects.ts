@@ -1,6 +1,7 @@
 import { v7 as uuidv7 } from 'uuid';
 import { planCreateProject, planSubmit, type SubmitItem } from '../../core/commands.js';
 import type { JobInput, JobList, ProjectView, SubmitReply } from '../../core/wire.js';
+import { fail } from '../../core/errors.js';
 import { archivedStates } from '../archived.js';
 import { canSee, requireUser, visibleProject } from '../auth.js';
 import type { Context } from '../context.js';
@@ -68,15 +69,19 @@ export function projectRoutes(router: Router, ctx: Context): void {
       const jobs = await ctx.store.archive.list(project.name, { state: q.state, limit: q.limit + 1, afterId: q.after });
       return page(jobs.map((j) => jobView(j as never, true)), q.limit);
     }
-    // Pages follow submission order; `after` is the last id of the previous page.
+    // Pages follow submission order; `after` is the last id of the previous
+    // page. That job may have been archived since, so the cursor is its
+    // submission number, read from the archive when it is no longer live.
+    let afterSeq = 0;
+    if (q.after !== undefined) {
+      const cursor = model.job(q.after) ?? ((await ctx.store.archive.get(q.after, project.name)) as { seq?: number } | null);
+      if (cursor?.seq === undefined) throw fail('INVALID_FIELD', `query.after: no job '${q.after}' in project '${project.name}'`);
+      afterSeq = cursor.seq;
+    }
     const out = [];
-    let skipping = q.after !== undefined;
     for (const id of model.jobIdsOf(project.name)) {
-      if (skipping) {
-        if (id === q.after) skipping = false;
-        continue;
-      }
       const job = model.job(id)!;
+      if (job.seq <= afterSeq) continue;
       if (q.state && job.state !== q.state) continue;
       out.push(jobView(job));
       if (out.length > q.limit) break;
