@@ -15,7 +15,7 @@ export interface Bench {
 
 export async function benchServer(opts: Partial<ServerOptions> = {}): Promise<Bench> {
   const home = mkdtempSync(join(tmpdir(), 'cpc-bench-'));
-  const server = await startServer({ home, securePort: 0, unsecurePort: 0, host: '127.0.0.1', logLevel: 'warn', ...opts });
+  const server = await startServer({ home, securePort: 0, unsecurePort: 0, host: '127.0.0.1', publicHost: '127.0.0.1', logLevel: 'warn', ...opts });
   const admin = new ApiClient({ url: server.url, caPem: server.caPem, serverId: server.serverId });
   admin.token = (await admin.login('cpc-admin', server.adminPassword!)).token;
   await admin.createProject('bench');
@@ -31,6 +31,17 @@ export async function benchServer(opts: Partial<ServerOptions> = {}): Promise<Be
       rmSync(home, { recursive: true, force: true });
     },
   };
+}
+
+/** Makes `a` and `b` trusted peers and waits for their link. */
+export async function connectPeers(a: Bench, b: Bench): Promise<void> {
+  await a.admin.call('POST', '/peers/connect', { host: '127.0.0.1', port: b.server.unsecurePort });
+  await b.admin.call('POST', `/peers/${a.server.serverId}/trust`, {});
+  const deadline = Date.now() + 15_000;
+  while (a.server.ctx.linkState?.(b.server.serverId) !== 'up' || b.server.ctx.linkState?.(a.server.serverId) !== 'up') {
+    if (Date.now() > deadline) throw new Error('the peer link did not come up');
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 export function percentile(sorted: number[], p: number): number {

@@ -31,6 +31,18 @@ results.dispatch = {
 };
 console.log('dispatch', JSON.stringify(results.dispatch));
 
+const delegatedRuns = [];
+for (let i = 0; i < repeats; i++) delegatedRuns.push(await dispatch(jobs, 64, { delegated: true }));
+const localMedian = stat(dispatchRuns.map((r) => r.jobsPerS)).median;
+const delegatedMedian = stat(delegatedRuns.map((r) => r.jobsPerS)).median;
+results.delegatedDispatch = {
+  jobs,
+  workers: 64,
+  jobsPerS: stat(delegatedRuns.map((r) => r.jobsPerS)),
+  ofLocal: Math.round((delegatedMedian / localMedian) * 100) / 100,
+};
+console.log('delegated dispatch', JSON.stringify(results.delegatedDispatch));
+
 const wakeRuns = [];
 for (let i = 0; i < repeats; i++) wakeRuns.push(await wakeup(quick ? 50 : 300));
 results.wakeup = {
@@ -38,6 +50,14 @@ results.wakeup = {
   p99Ms: stat(wakeRuns.map((r) => r.p99)),
 };
 console.log('wakeup', JSON.stringify(results.wakeup));
+
+const delegatedWakeRuns = [];
+for (let i = 0; i < repeats; i++) delegatedWakeRuns.push(await wakeup(quick ? 50 : 300, { delegated: true }));
+results.delegatedWakeup = {
+  p50Ms: stat(delegatedWakeRuns.map((r) => r.p50)),
+  p99Ms: stat(delegatedWakeRuns.map((r) => r.p99)),
+};
+console.log('delegated wakeup', JSON.stringify(results.delegatedWakeup));
 
 mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
 writeFileSync(join(import.meta.dirname, 'results', 'latest.json'), JSON.stringify(results, null, 2) + '\n');

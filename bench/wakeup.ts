@@ -1,5 +1,5 @@
 import { ApiClient } from '../src/client/api/client.js';
-import { benchServer, percentile, round } from './lib.js';
+import { benchServer, connectPeers, percentile, round } from './lib.js';
 
 /**
  * Wake-up: an idle worker is long-polling; a job is submitted; how long until
@@ -7,9 +7,12 @@ import { benchServer, percentile, round } from './lib.js';
  * process with the server, so the figure includes both requests' full path
  * (submit durable, claim durable) on one event loop.
  */
-export async function wakeup(samples: number): Promise<{ p50: number; p99: number; max: number }> {
-  const b = await benchServer();
-  const worker = new ApiClient({ url: b.server.url, caPem: b.server.caPem, serverId: b.server.serverId, token: b.workerToken });
+export async function wakeup(samples: number, opts: { delegated?: boolean } = {}): Promise<{ p50: number; p99: number; max: number }> {
+  const a = await benchServer();
+  // Delegated: the job is submitted on a peer; the idle worker belongs to `a`.
+  const b = opts.delegated ? await benchServer() : a;
+  if (b !== a) await connectPeers(a, b);
+  const worker = new ApiClient({ url: a.server.url, caPem: a.server.caPem, serverId: a.server.serverId, token: a.workerToken });
   try {
     const { workerId } = await worker.register({ name: 'idle', host: 'bench', cores: 1, memoryMb: 1024 });
     const times: number[] = [];
@@ -28,6 +31,7 @@ export async function wakeup(samples: number): Promise<{ p50: number; p99: numbe
     return { p50: round(percentile(times, 50)), p99: round(percentile(times, 99)), max: round(times[times.length - 1]!) };
   } finally {
     await worker.close();
-    await b.close();
+    if (b !== a) await b.close();
+    await a.close();
   }
 }
