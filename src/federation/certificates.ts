@@ -179,8 +179,6 @@ export async function createCertificateAuthority(serverId: string, opts: IssueOp
   cert.setExtensions([
     { name: 'basicConstraints', cA: true, critical: true },
     { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
-    // Peers read the id from here when they are asked to trust this CA.
-    { name: 'subjectAltName', altNames: [{ type: 6, value: `${SERVER_ID_URI_PREFIX}${serverId.toLowerCase()}` }] },
     { name: 'subjectKeyIdentifier' },
   ]);
   signSha256(cert, forgeKey);

@@ -20,16 +20,17 @@ export interface CheckedCa {
 }
 
 /**
- * The server id a CA was made for: its `urn:cpc:server:` URI, or for CAs
- * made before they carried one, the id in the common name `cpc CA <id>`.
+ * The server id a CA was made for, from its subject `CN=cpc CA <id>`. CAs
+ * carry no `urn:cpc:server:` URI, so that a CA is never taken for a server
+ * certificate; one that does anyway must name the same id.
  */
 export function serverIdOfCa(cert: X509Certificate): string | null {
-  const fromSan = serverIdFromCert(cert);
-  if (fromSan !== null) return fromSan;
-  if (cert.subjectAltName) return null;
   const m = /(?:^|\n)CN=cpc CA (\S+)(?:\n|$)/.exec(cert.subject);
-  const id = m?.[1]?.toLowerCase();
-  return id !== undefined && isServerId(id) ? id : null;
+  const fromSubject = m?.[1]?.toLowerCase();
+  if (fromSubject === undefined || !isServerId(fromSubject)) return null;
+  const fromSan = serverIdFromCert(cert);
+  if (fromSan !== null && fromSan !== fromSubject) return null;
+  return fromSubject;
 }
 
 /** The parsed CA and its fingerprint, or INVALID_CERTIFICATE saying what is wrong. */

@@ -159,6 +159,9 @@ export class TrustStore {
     data.sent = data.sent.filter((s) => s.peerServerId !== peer.serverId);
     await this.db.write();
     if (!old) this.emit('trusted', peer.serverId);
+    else if (old.host !== record.host || old.unsecurePort !== record.unsecurePort || old.securePort !== record.securePort) {
+      this.emit('moved', peer.serverId);
+    }
     return record;
   }
 
