@@ -77,8 +77,20 @@ export class Model {
   private seq = 0;
   lastEventAt = 0;
 
-  /** Called for every job state change, after the change. */
-  onChange: ((change: JobChange) => void) | undefined;
+  /** Called for every job state change, after the change (peer notices, the event stream). */
+  private readonly changeListeners: ((change: JobChange) => void)[] = [];
+
+  onChange(listener: (change: JobChange) => void): () => void {
+    this.changeListeners.push(listener);
+    return () => {
+      const i = this.changeListeners.indexOf(listener);
+      if (i >= 0) this.changeListeners.splice(i, 1);
+    };
+  }
+
+  private changed(change: JobChange): void {
+    for (const listener of this.changeListeners) listener(change);
+  }
 
   // ---- reading -----------------------------------------------------------
 
@@ -288,7 +300,7 @@ export class Model {
       this.jobs.set(id, job);
       ids.add(id);
       this.counts.get(project)!.waiting++;
-      this.onChange?.({ job, from: null });
+      this.changed({ job, from: null });
       this.settle(job, at);
     }
   }
@@ -484,7 +496,7 @@ export class Model {
     job.state = state;
     job.reason = reason;
     job.updatedAt = at;
-    this.onChange?.({ job, from });
+    this.changed({ job, from });
   }
 
   private archive(id: string): void {

@@ -37,6 +37,7 @@ export type Handler = (req: Request) => unknown;
 
 interface Route {
   method: string;
+  pattern: string;
   parts: string[];
   handler: Handler;
 }
@@ -45,19 +46,19 @@ export class Router {
   private readonly routes: Route[] = [];
 
   add(method: string, pattern: string, handler: Handler): this {
-    this.routes.push({ method, parts: pattern.split('/').filter(Boolean), handler });
+    this.routes.push({ method, pattern, parts: pattern.split('/').filter(Boolean), handler });
     return this;
   }
 
   /** The route for a method and path; throws ROUTE_NOT_FOUND or METHOD_NOT_ALLOWED. */
-  match(method: string, path: string): { handler: Handler; params: Record<string, string> } {
+  match(method: string, path: string): { handler: Handler; params: Record<string, string>; pattern: string } {
     const parts = path.split('/').filter(Boolean);
     let pathMatched = false;
     for (const route of this.routes) {
       const params = matchParts(route.parts, parts);
       if (!params) continue;
       pathMatched = true;
-      if (route.method === method) return { handler: route.handler, params };
+      if (route.method === method) return { handler: route.handler, params, pattern: route.pattern };
     }
     if (pathMatched) throw fail('METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`);
     throw fail('ROUTE_NOT_FOUND', `no route ${method} ${path}`);
@@ -91,6 +92,13 @@ export interface HttpOptions {
   log: Logger;
   /** While true, new requests get SHUTTING_DOWN. */
   closing: () => boolean;
+  /**
+   * Serves what is not under the API prefix (pages, metrics); returns false
+   * for a path it does not serve, which then gets ROUTE_NOT_FOUND.
+   */
+  outside?: (req: IncomingMessage, res: ServerResponse) => boolean | Promise<boolean>;
+  /** Told of every API request once answered (metrics). `route` is the matched pattern, or null. */
+  observe?: (method: string, route: string | null, status: number, ms: number) => void;
 }
 
 export function makeRequestListener(opts: HttpOptions) {
@@ -108,12 +116,15 @@ async function handle(opts: HttpOptions, req: IncomingMessage, res: ServerRespon
     if (!res.writableFinished) controller.abort();
   });
   let status = 500;
+  let route: string | null = null;
   try {
     if (opts.closing()) throw fail('SHUTTING_DOWN', 'the server is shutting down');
     if (!url.pathname.startsWith(opts.prefix + '/') && url.pathname !== opts.prefix) {
+      if (opts.outside && (await opts.outside(req, res))) return;
       throw fail('ROUTE_NOT_FOUND', `no route ${method} ${url.pathname}`);
     }
-    const { handler, params } = opts.router.match(method, url.pathname.slice(opts.prefix.length));
+    const { handler, params, pattern } = opts.router.match(method, url.pathname.slice(opts.prefix.length));
+    route = pattern;
     const body = await readBody(req, opts.maxBodyBytes);
     const out = await handler({
       method,
@@ -134,7 +145,9 @@ async function handle(opts: HttpOptions, req: IncomingMessage, res: ServerRespon
     status = send(res, new Reply(e?.status ?? 500, JSON.stringify({ error: { code, message } }), 'application/json'));
     if (e && status < 500) opts.log.debug('request refused', { method, path: url.pathname, code });
   }
-  opts.log.trace?.('request', { method, path: url.pathname, status, ms: +(performance.now() - started).toFixed(2) });
+  const ms = performance.now() - started;
+  opts.observe?.(method, route, status, ms);
+  opts.log.trace?.('request', { method, path: url.pathname, status, ms: +ms.toFixed(2) });
 }
 
 function send(res: ServerResponse, reply: Reply): number {

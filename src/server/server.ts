@@ -193,7 +193,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   // Peers hear about new work the moment the queue's shapes change.
   const announcer = new WorkAnnouncer(() => ctx.delegation.shapes(), (shapes) => links.announce(shapes));
-  store.model.onChange = () => announcer.changed();
+  store.model.onChange(() => announcer.changed());
 
   const sweeper = new Sweeper(ctx);
   sweeper.start();

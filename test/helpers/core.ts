@@ -161,7 +161,7 @@ export class World {
 
   constructor(model = new Model()) {
     this.model = model;
-    model.onChange = ({ job, from }) => this.transitions.push({ id: job.id, from, to: job.state, reason: job.reason });
+    model.onChange(({ job, from }) => this.transitions.push({ id: job.id, from, to: job.state, reason: job.reason }));
   }
 
   newId(): string {
