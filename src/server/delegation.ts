@@ -114,12 +114,10 @@ export class Delegation implements RemoteWork {
         out.push({ jobId, attempt, reason: 'no longer leased to this worker' });
       }
     }
-    const pending = this.abandon.get(workerId);
-    if (pending) {
-      this.abandon.delete(workerId);
-      out.push(...pending);
-    }
-    return out;
+    // What home said to drop carries home's reason; it goes first.
+    const pending = this.abandon.get(workerId) ?? [];
+    this.abandon.delete(workerId);
+    return [...pending, ...out];
   }
 
   /** A worker's result for a foreign attempt: kept durably here, then delivered home. */
@@ -291,15 +289,29 @@ export class Delegation implements RemoteWork {
     }
   }
 
-  /** A peer is no longer trusted: whatever it runs of ours is lost now. */
+  /**
+   * A peer is no longer trusted: whatever it runs of ours is lost now, and
+   * whatever our workers run of its is dropped (their workers are told to
+   * abandon it at their next heartbeat; results waiting for it are discarded,
+   * as it would refuse them anyway).
+   */
   async peerGone(peerId: string): Promise<void> {
     const model = this.ctx.store.model;
     const attempts: [string, number][] = [];
     for (const lease of model.leases.all()) if (lease.via === peerId) attempts.push([lease.jobId, lease.attempt]);
     if (attempts.length > 0) {
       await this.ctx.store.commit({ t: 'attempts-lost', at: Date.now(), how: 'worker-lost', reason: `peer ${peerId} disconnected`, attempts });
-      this.ctx.dispatcher.kick();
     }
+    const theirs = [...model.foreign.values()].filter((f) => f.home === peerId);
+    for (const f of theirs) {
+      if (f.result !== undefined) continue;
+      const queue = this.abandon.get(f.workerId) ?? [];
+      queue.push({ jobId: f.jobId, attempt: f.attempt, reason: `server ${peerId} was disconnected` });
+      this.abandon.set(f.workerId, queue);
+    }
+    if (theirs.length > 0) await this.close(theirs, `server ${peerId} was disconnected`);
+    this.lastRenewal.delete(peerId);
+    if (attempts.length > 0 || theirs.length > 0) this.ctx.dispatcher.kick();
   }
 
   /** What this server has queued, for its hello and work notices. */

@@ -127,3 +127,26 @@ describe('a delegation round', () => {
     for (const j of jobs) assert.ok(ids.includes(j.id));
   });
 });
+
+describe('disconnecting a peer', () => {
+  it('loses its attempts at home at once, and drops its jobs on the asking side', async () => {
+    const home = await site(startSite('home5'));
+    const asking = await site(startSite('asking5'));
+    await connect(asking, home);
+    await linkUp(asking, home);
+    await home.admin.createProject('p');
+    const w = await worker(asking);
+    const { ids } = await home.admin.submit('p', [{ argv: ['sleep', '60'] }]);
+    const { jobs } = await w.claim();
+    assert.deepEqual(jobs.map((j) => j.id), ids);
+    await home.admin.call('DELETE', `/peers/${asking.serverId}`);
+    const v = await home.admin.job(ids[0]!);
+    assert.equal(v.state, 'queued', 'home re-queued it at once');
+    assert.equal(v.attempts[0]!.how, 'worker-lost');
+    // The asking side hears of it through the signed notice and lets go.
+    await until('the asking side to drop the job', () => asking.server!.model.foreign.size === 0);
+    const hb = await w.heartbeat([{ jobId: ids[0]!, attempt: 1 }]);
+    assert.deepEqual(hb.abandon.map((a) => a.jobId), ids);
+    assert.deepEqual(asking.server!.model.usedBy(w.id), { cores: 0, memoryMb: 0 });
+  });
+});

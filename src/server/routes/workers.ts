@@ -69,7 +69,12 @@ export function workerRoutes(router: Router, ctx: Context): void {
     const local = attempts.filter((a) => !model.foreign.has(a.jobId));
     const foreign = attempts.filter((a) => model.foreign.has(a.jobId));
     const outcome = renewLeases(model, worker.id, local, deadline, now);
-    const abandon = [...outcome.abandon, ...ctx.delegation.heartbeat(worker.id, foreign, deadline)];
+    // Delegation's answers come first: they carry home's reason for dropping an attempt.
+    const seen = new Set<string>();
+    const abandon = [...ctx.delegation.heartbeat(worker.id, foreign, deadline), ...outcome.abandon].filter((a) => {
+      const key = `${a.jobId}#${a.attempt}`;
+      return !seen.has(key) && seen.add(key);
+    });
     // Renewals only move deadlines, so they are journaled coarsely and not
     // waited for: losing the last few in a crash only shortens a lease, and
     // start-up gives such leases a full period anyway (see recovery.ts).
