@@ -42,6 +42,15 @@ export class Store {
   private readonly journal: Journal;
   private snapshotting: Promise<void> | null = null;
   private failed: Error | null = null;
+  /**
+   * Events applied since the state began, and how many of those are durable.
+   * The count is the position in the journal: snapshots carry it, and replay
+   * continues it, so the event stream's resume cursors survive restarts.
+   */
+  private applied: number;
+  private durable: number;
+  private readonly eventListeners: ((event: Event, seq: number) => void)[] = [];
+  private readonly durableListeners: ((seq: number) => void)[] = [];
 
   private constructor(
     model: Model,
@@ -49,10 +58,52 @@ export class Store {
     archive: ArchiveStore,
     private readonly opts: StoreOptions,
     readonly recovered: Recovered,
+    seq: number,
   ) {
     this.model = model;
     this.journal = journal;
     this.archive = archive;
+    this.applied = this.durable = seq;
+  }
+
+  /** Number of events applied so far (the last one's journal position). */
+  get seq(): number {
+    return this.applied;
+  }
+
+  /** Number of events known to be on disk; they become durable in order. */
+  get durableSeq(): number {
+    return this.durable;
+  }
+
+  /** Told of every event right after it is applied, with its position. */
+  onEvent(listener: (event: Event, seq: number) => void): () => void {
+    return addListener(this.eventListeners, listener);
+  }
+
+  /** Told after every fsync, with the position up to which events are durable. */
+  onDurable(listener: (seq: number) => void): () => void {
+    return addListener(this.durableListeners, listener);
+  }
+
+  private applyEvent(event: Event): void {
+    this.model.apply(event);
+    const seq = ++this.applied;
+    // An observer must never come between applying an event and journaling it.
+    for (const listener of this.eventListeners) this.tell(() => listener(event, seq));
+  }
+
+  private synced(records: number): void {
+    this.durable += records;
+    for (const listener of this.durableListeners) this.tell(() => listener(this.durable));
+  }
+
+  private tell(call: () => void): void {
+    try {
+      call();
+    } catch (err) {
+      this.opts.log.error('an event observer failed', { err: String(err) });
+    }
   }
 
   /** Loads the newest snapshot and replays the journal after it. */
@@ -62,25 +113,34 @@ export class Store {
     const warn = (msg: string) => opts.log.warn(msg);
     const snapshot = await readLatestSnapshot(stateDir, { log: warn });
     const model = snapshot ? Model.fromSnapshot(snapshot.data as ModelSnapshot) : new Model();
+    let store: Store | undefined;
     const { journal, replayed, truncated } = await Journal.open({
       dir: join(stateDir, 'journal'),
       fromSegment: snapshot?.segment ?? 1,
       onRecord: (record) => model.apply(record as Event),
       log: warn,
-      onFsync: opts.onFsync,
+      onFsync: (ms, records) => {
+        store?.synced(records);
+        opts.onFsync?.(ms, records);
+      },
     });
     const archive = new ArchiveStore(join(opts.home, 'archive'));
-    return new Store(model, journal, archive, opts, {
-      replayed,
-      snapshotSegment: snapshot?.segment ?? null,
-      truncated,
-    });
+    const base = (snapshot?.data as { eventSeq?: unknown } | undefined)?.eventSeq;
+    store = new Store(
+      model,
+      journal,
+      archive,
+      opts,
+      { replayed, snapshotSegment: snapshot?.segment ?? null, truncated },
+      (typeof base === 'number' && Number.isSafeInteger(base) && base >= 0 ? base : 0) + replayed,
+    );
+    return store;
   }
 
   /** Applies an event and resolves when it is durable. */
   commit(event: Event): Promise<void> {
     if (this.failed) return Promise.reject(fail('JOURNAL_FAILED', 'the journal failed; the server must be restarted'));
-    this.model.apply(event);
+    this.applyEvent(event);
     const done = this.journal.append(event).catch((err: unknown) => this.fatal(err));
     this.maybeSnapshot();
     return done;
@@ -89,7 +149,7 @@ export class Store {
   /** Applies an event whose loss in a crash costs nothing but precision (lease renewals). */
   commitLater(event: Event): void {
     if (this.failed) return;
-    this.model.apply(event);
+    this.applyEvent(event);
     this.journal.appendNoWait(event);
   }
 
@@ -112,7 +172,7 @@ export class Store {
     // (writeSnapshot serialises before its first await), so the snapshot
     // covers exactly the segments before the new one.
     const segment = this.journal.rotate();
-    const written = writeSnapshot(join(this.opts.home, 'state'), this.model.toSnapshot(), segment);
+    const written = writeSnapshot(join(this.opts.home, 'state'), { ...this.model.toSnapshot(), eventSeq: this.applied }, segment);
     this.snapshotting = (async () => {
       try {
         await written;
@@ -141,4 +201,12 @@ export class Store {
     this.opts.log.error('journal write failed; refusing further changes', { err: String(err) });
     throw fail('JOURNAL_FAILED', 'the journal failed; the server must be restarted');
   }
+}
+
+function addListener<T>(list: T[], listener: T): () => void {
+  list.push(listener);
+  return () => {
+    const i = list.indexOf(listener);
+    if (i >= 0) list.splice(i, 1);
+  };
 }
