@@ -1,4 +1,6 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiClient } from '../src/client/api/client.js';
@@ -13,8 +15,12 @@ export interface Bench {
   close(): Promise<void>;
 }
 
+export function tempHome(): string {
+  return mkdtempSync(join(tmpdir(), 'cpc-bench-'));
+}
+
 export async function benchServer(opts: Partial<ServerOptions> = {}): Promise<Bench> {
-  const home = mkdtempSync(join(tmpdir(), 'cpc-bench-'));
+  const home = tempHome();
   const server = await startServer({ home, securePort: 0, unsecurePort: 0, host: '127.0.0.1', publicHost: '127.0.0.1', logLevel: 'warn', ...opts });
   const admin = new ApiClient({ url: server.url, caPem: server.caPem, serverId: server.serverId });
   admin.token = (await admin.login('cpc-admin', server.adminPassword!)).token;
@@ -62,3 +68,108 @@ export function stat(runs: number[]): Stat {
 }
 
 export const round = (n: number, digits = 2): number => Number(n.toFixed(digits));
+
+export function percentiles(samples: number[]): { p50: number; p90: number; p99: number; max: number } {
+  const s = Float64Array.from(samples).sort();
+  const at = (p: number) => (s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!);
+  return { p50: round(at(50)), p90: round(at(90)), p99: round(at(99)), max: round(s.length ? s[s.length - 1]! : NaN) };
+}
+
+/**
+ * CPU time this process has used, in µs. Per item of work it is a steadier
+ * figure than a rate on a machine shared with other work, and it tells a
+ * server that is busy from one that waits for its load generator.
+ */
+export function cpuUs(): number {
+  const u = process.cpuUsage();
+  return u.user + u.system;
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Set by `bench/run.ts --profile`: where CPU profiles of measured phases go.
+ * An environment variable, so that child processes profile themselves too.
+ */
+export const PROFILE_ENV = 'CPC_BENCH_PROFILE';
+
+let profileSeq = 0;
+/** Profiles still running; `reply` ends them before the process exits. */
+const running = new Set<() => Promise<void>>();
+
+/**
+ * Runs `fn`, the measured phase of a figure, under the V8 CPU profiler when
+ * profiling was asked for; set-up and checks stay out of the profile, so its
+ * top entries are what the figure pays for.
+ */
+export async function profiled<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  const dir = process.env[PROFILE_ENV];
+  if (!dir) return fn();
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.setSamplingInterval', { interval: 200 });
+  await session.post('Profiler.start');
+  let stopped: Promise<void> | null = null;
+  const stop = (): Promise<void> =>
+    (stopped ??= (async () => {
+      running.delete(stop);
+      const { profile } = await session.post('Profiler.stop');
+      session.disconnect();
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, `${name}-${process.pid}-${++profileSeq}.cpuprofile`), JSON.stringify(profile));
+    })());
+  running.add(stop);
+  try {
+    return await fn();
+  } finally {
+    await stop();
+  }
+}
+
+/**
+ * Runs a TypeScript file of bench/ in a child node process and resolves with
+ * the last JSON line it prints. `onLine` sees every line as it arrives, for
+ * children that say when their measured phase starts.
+ */
+export function runChild<T>(
+  script: string,
+  args: string[],
+  opts: { nodeFlags?: string[]; onLine?: (line: string) => void } = {},
+): Promise<T> {
+  const child = spawn(process.execPath, [...(opts.nodeFlags ?? []), '--import', 'tsx', join(import.meta.dirname, script), ...args], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let buffered = '';
+  let last = '';
+  child.stdout.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString();
+    let nl: number;
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, nl).trim();
+      buffered = buffered.slice(nl + 1);
+      if (!line) continue;
+      last = line;
+      opts.onLine?.(line);
+    }
+  });
+  return new Promise<T>((resolve, reject) => {
+    child.on('error', reject);
+    // 'close', not 'exit': the last line may still be in the pipe when the process exits.
+    child.on('close', (code, signal) => {
+      if (code !== 0) return reject(new Error(`${script} exited with ${code ?? signal}`));
+      try {
+        resolve(JSON.parse(last) as T);
+      } catch {
+        reject(new Error(`${script} printed no result (last line: ${last.slice(0, 200)})`));
+      }
+    });
+  });
+}
+
+/** Prints one JSON line for the parent and exits once it is written (and any profile saved). */
+export function reply(value: unknown): void {
+  void Promise.all([...running].map((stop) => stop())).finally(() =>
+    process.stdout.write(JSON.stringify(value) + '\n', () => process.exit(0)),
+  );
+}

@@ -1,63 +1,303 @@
 /**
- * npm run bench — measures this machine; writes bench/results/latest.json.
- * `--quick` runs small sizes (a smoke run of a few seconds).
+ * npm run bench — measures this machine; writes bench/results/latest.json
+ * and prints a summary with the targets each figure is held to.
+ *
+ *   --quick          small sizes: a smoke run; targets are not judged
+ *   --only a,b       only these figures (names as in the summary); results go
+ *                    to bench/results/partial.json
+ *   --profile        CPU profiles of every measured phase, of this process and
+ *                    of the child processes, into bench/results/profiles/
+ *                    (read them with bench/profile-top.ts); results go to
+ *                    bench/results/partial.json
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { dispatch } from './dispatch.js';
-import { stat } from './lib.js';
+import { bulk, type BulkRun } from './bulk.js';
+import { ceiling, type CeilingRun } from './ceiling.js';
+import { dispatch, type DispatchRun } from './dispatch.js';
+import { heartbeats, type HeartbeatRun } from './heartbeats.js';
+import { PROFILE_ENV, round, stat, type Stat } from './lib.js';
+import { memory, type MemoryRun } from './memory.js';
+import { buildRestartState, removeRestartState, restart } from './restart.js';
 import { wakeup } from './wakeup.js';
 
-const quick = process.argv.includes('--quick');
+const argv = process.argv.slice(2);
+const quick = argv.includes('--quick');
+const profile = argv.includes('--profile');
+const onlyArg = argv.includes('--only') ? argv[argv.indexOf('--only') + 1] : undefined;
+const only = onlyArg ? new Set(onlyArg.split(',')) : null;
 const repeats = quick ? 1 : 3;
+const resultsDir = join(import.meta.dirname, 'results');
+if (profile) process.env[PROFILE_ENV] = join(resultsDir, 'profiles');
+
+const FIGURES = ['ceiling', 'dispatch', 'dispatch-growth', 'delegated-dispatch', 'wakeup', 'delegated-wakeup', 'bulk', 'heartbeats', 'restart', 'memory'];
+for (const name of only ?? []) if (!FIGURES.includes(name)) throw new Error(`--only: no figure '${name}' (figures: ${FIGURES.join(', ')})`);
+
+const size = quick
+  ? {
+      ceilingS: 1,
+      dispatchJobs: 2000,
+      growthJobs: 500,
+      growthQueued: [1000, 10_000],
+      wakeSamples: 50,
+      bulkJobs: 10_000,
+      hbWorkers: [10, 100],
+      hbSeconds: 1,
+      restart: { jobs: 20_000, live: 2000, running: 200 },
+      restarts: 1,
+      memoryJobs: 10_000,
+    }
+  : {
+      ceilingS: 5,
+      dispatchJobs: 20_000,
+      growthJobs: 5000,
+      growthQueued: [1000, 10_000, 100_000],
+      wakeSamples: 300,
+      bulkJobs: 100_000,
+      hbWorkers: [100, 1000],
+      hbSeconds: 10,
+      restart: { jobs: 1_000_000, live: 100_000, running: 10_000 },
+      restarts: 3,
+      memoryJobs: 100_000,
+    };
+const WORKERS = 64;
+const HB_PER_WORKER = 100;
+
 const results: Record<string, unknown> = {
   date: new Date().toISOString(),
   node: process.version,
   cpus: `${cpus().length} × ${cpus()[0]?.model ?? '?'}`,
   memoryGb: Math.round(totalmem() / 2 ** 30),
   quick,
+  ...(only ? { only: [...only] } : {}),
 };
 
-const jobs = quick ? 2000 : 20_000;
-const dispatchRuns = [];
-for (let i = 0; i < repeats; i++) dispatchRuns.push(await dispatch(jobs, 64));
-results.dispatch = {
-  jobs,
-  workers: 64,
-  jobsPerS: stat(dispatchRuns.map((r) => r.jobsPerS)),
-  fsyncs: dispatchRuns.map((r) => r.fsyncs),
-  changesPerFsync: stat(dispatchRuns.map((r) => r.changesPerFsync)),
-};
-console.log('dispatch', JSON.stringify(results.dispatch));
+/** One line of the summary. `target` is judged on the median. */
+interface Row {
+  figure: string;
+  unit: string;
+  s: Stat;
+  target?: { op: '≥' | '≤'; value: number; text: string };
+}
+const rows: Row[] = [];
+const notes: string[] = [];
 
-const delegatedRuns = [];
-for (let i = 0; i < repeats; i++) delegatedRuns.push(await dispatch(jobs, 64, { delegated: true }));
-const localMedian = stat(dispatchRuns.map((r) => r.jobsPerS)).median;
-const delegatedMedian = stat(delegatedRuns.map((r) => r.jobsPerS)).median;
-results.delegatedDispatch = {
-  jobs,
-  workers: 64,
-  jobsPerS: stat(delegatedRuns.map((r) => r.jobsPerS)),
-  ofLocal: Math.round((delegatedMedian / localMedian) * 100) / 100,
-};
-console.log('delegated dispatch', JSON.stringify(results.delegatedDispatch));
+async function figure(name: string, run: () => Promise<void>): Promise<void> {
+  if (only && !only.has(name)) return;
+  const t0 = performance.now();
+  console.log(`${name} …`);
+  await run();
+  console.log(`${name}: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+}
 
-const wakeRuns = [];
-for (let i = 0; i < repeats; i++) wakeRuns.push(await wakeup(quick ? 50 : 300));
-results.wakeup = {
-  p50Ms: stat(wakeRuns.map((r) => r.p50)),
-  p99Ms: stat(wakeRuns.map((r) => r.p99)),
-};
-console.log('wakeup', JSON.stringify(results.wakeup));
+async function repeat<T>(n: number, run: (i: number) => Promise<T>): Promise<T[]> {
+  const out: T[] = [];
+  for (let i = 0; i < n; i++) out.push(await run(i));
+  return out;
+}
 
-const delegatedWakeRuns = [];
-for (let i = 0; i < repeats; i++) delegatedWakeRuns.push(await wakeup(quick ? 50 : 300, { delegated: true }));
-results.delegatedWakeup = {
-  p50Ms: stat(delegatedWakeRuns.map((r) => r.p50)),
-  p99Ms: stat(delegatedWakeRuns.map((r) => r.p99)),
-};
-console.log('delegated wakeup', JSON.stringify(results.delegatedWakeup));
+const of = <T>(runs: T[], pick: (r: T) => number): Stat => stat(runs.map(pick));
 
-mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
-writeFileSync(join(import.meta.dirname, 'results', 'latest.json'), JSON.stringify(results, null, 2) + '\n');
+// ---- ceiling -----------------------------------------------------------------
+
+let ceilingMedian: number | undefined;
+await figure('ceiling', async () => {
+  const runs: CeilingRun[] = await repeat(repeats, () => ceiling(size.ceilingS));
+  const reqPerS = of(runs, (r) => r.reqPerS);
+  ceilingMedian = reqPerS.median;
+  const serverCpuUs = of(runs, (r) => r.serverCpuUs);
+  results.ceiling = { seconds: size.ceilingS, connections: 10, inFlight: 64, reqPerS, serverCpuUs, p50Ms: of(runs, (r) => r.p50), p99Ms: of(runs, (r) => r.p99) };
+  rows.push({ figure: 'ceiling (bare HTTPS, Pool of 10)', unit: 'req/s', s: reqPerS });
+  rows.push({ figure: 'ceiling: server CPU per request', unit: 'µs', s: serverCpuUs });
+});
+
+// ---- dispatch and the journal under it ---------------------------------------
+
+let dispatchMedian: number | undefined;
+await figure('dispatch', async () => {
+  const runs: DispatchRun[] = await repeat(repeats, () => dispatch(size.dispatchJobs, WORKERS));
+  const jobsPerS = of(runs, (r) => r.jobsPerS);
+  dispatchMedian = jobsPerS.median;
+  const changesPerFsync = of(runs, (r) => r.changesPerFsync);
+  const fsyncsPerS = of(runs, (r) => r.fsyncsPerS);
+  const serverCpuUs = of(runs, (r) => r.serverCpuUs);
+  results.dispatch = {
+    jobs: size.dispatchJobs,
+    workers: WORKERS,
+    jobsPerS,
+    serverCpuUs,
+    fsyncs: runs.map((r) => r.fsyncs),
+    changesPerFsync,
+    ...(ceilingMedian ? { ofCeiling: round(jobsPerS.median / ceilingMedian) } : {}),
+  };
+  results.journal = { under: 'dispatch', fsyncsPerS, changesPerFsync };
+  const target = ceilingMedian ? round(0.35 * ceilingMedian, 0) : undefined;
+  rows.push({
+    figure: `dispatch (${size.dispatchJobs} jobs, ${WORKERS} workers)`,
+    unit: 'jobs/s',
+    s: jobsPerS,
+    ...(target ? { target: { op: '≥', value: target, text: `≥ 0.35 × ceiling = ${target.toLocaleString('en-US')}` } } : {}),
+  });
+  if (!target) notes.push('dispatch: its target is 0.35 × ceiling; run the ceiling figure with it to judge it');
+  rows.push({ figure: 'dispatch: server CPU per job', unit: 'µs', s: serverCpuUs });
+  rows.push({ figure: 'journal: fsyncs/s under dispatch', unit: '/s', s: fsyncsPerS });
+  rows.push({ figure: 'journal: changes per fsync under dispatch', unit: '', s: changesPerFsync });
+});
+
+await figure('dispatch-growth', async () => {
+  const bySize: Record<string, { jobsPerS: Stat; serverCpuUs: Stat }> = {};
+  for (const queued of size.growthQueued) {
+    const runs = await repeat(repeats, () => dispatch(size.growthJobs, WORKERS, { queuedBeyond: queued }));
+    const s = (bySize[queued] = { jobsPerS: of(runs, (r) => r.jobsPerS), serverCpuUs: of(runs, (r) => r.serverCpuUs) });
+    rows.push({ figure: `dispatch with ${queued} more queued (${size.growthJobs} jobs)`, unit: 'jobs/s', s: s.jobsPerS });
+    rows.push({ figure: `  server CPU per job`, unit: 'µs', s: s.serverCpuUs });
+  }
+  results.dispatchGrowth = { jobs: size.growthJobs, workers: WORKERS, byQueued: bySize, ...growth(size.growthQueued, (q) => bySize[q]!.serverCpuUs.median) };
+});
+
+await figure('delegated-dispatch', async () => {
+  const runs = await repeat(repeats, () => dispatch(size.dispatchJobs, WORKERS, { delegated: true }));
+  const jobsPerS = of(runs, (r) => r.jobsPerS);
+  results.delegatedDispatch = {
+    jobs: size.dispatchJobs,
+    workers: WORKERS,
+    jobsPerS,
+    ...(dispatchMedian ? { ofLocal: round(jobsPerS.median / dispatchMedian) } : {}),
+  };
+  rows.push({ figure: 'delegated dispatch', unit: 'jobs/s', s: jobsPerS });
+});
+
+// ---- wake-up -----------------------------------------------------------------
+
+for (const delegated of [false, true]) {
+  await figure(delegated ? 'delegated-wakeup' : 'wakeup', async () => {
+    const runs = await repeat(repeats, () => wakeup(size.wakeSamples, { delegated }));
+    const p50Ms = of(runs, (r) => r.p50);
+    const p99Ms = of(runs, (r) => r.p99);
+    results[delegated ? 'delegatedWakeup' : 'wakeup'] = { samples: size.wakeSamples, p50Ms, p99Ms };
+    const [p50, p99] = delegated ? [10, 50] : [2, 10];
+    const label = delegated ? 'delegated wake-up' : 'wake-up';
+    rows.push({ figure: `${label} p50`, unit: 'ms', s: p50Ms, target: { op: '≤', value: p50, text: `≤ ${p50} ms` } });
+    rows.push({ figure: `${label} p99`, unit: 'ms', s: p99Ms, target: { op: '≤', value: p99, text: `≤ ${p99} ms` } });
+  });
+}
+
+// ---- bulk submit -------------------------------------------------------------
+
+await figure('bulk', async () => {
+  const runs: BulkRun[] = await repeat(repeats, () => bulk(size.bulkJobs));
+  const ms = of(runs, (r) => r.ms);
+  results.bulk = { jobs: size.bulkJobs, requestBytes: runs[0]!.requestBytes, ms, jobsPerS: of(runs, (r) => r.jobsPerS) };
+  rows.push({ figure: `bulk submit (${size.bulkJobs} jobs, one request)`, unit: 'ms', s: ms, target: { op: '≤', value: 2000, text: '≤ 2 000 ms' } });
+});
+
+// ---- heartbeats --------------------------------------------------------------
+
+await figure('heartbeats', async () => {
+  const byLeases: Record<string, { perS: Stat; serverCpuUs: Stat; p50Ms: Stat; p90Ms: Stat; p99Ms: Stat }> = {};
+  const leaseSizes = size.hbWorkers.map((w) => w * HB_PER_WORKER);
+  for (const workers of size.hbWorkers) {
+    const leases = workers * HB_PER_WORKER;
+    const runs: HeartbeatRun[] = await heartbeats({ workers, perWorker: HB_PER_WORKER, seconds: size.hbSeconds, runs: repeats });
+    byLeases[leases] = { perS: of(runs, (r) => r.perS), serverCpuUs: of(runs, (r) => r.serverCpuUs), p50Ms: of(runs, (r) => r.p50), p90Ms: of(runs, (r) => r.p90), p99Ms: of(runs, (r) => r.p99) };
+    const main = workers === size.hbWorkers[size.hbWorkers.length - 1];
+    const label = `heartbeats, ${leases} leases over ${workers} workers`;
+    rows.push({ figure: label, unit: '/s', s: byLeases[leases]!.perS, ...(main ? { target: { op: '≥', value: 10_000, text: '≥ 10 000 /s' } } : {}) });
+    rows.push({ figure: `  server CPU per heartbeat`, unit: 'µs', s: byLeases[leases]!.serverCpuUs });
+    rows.push({ figure: `  p50`, unit: 'ms', s: byLeases[leases]!.p50Ms });
+    rows.push({ figure: `  p99`, unit: 'ms', s: byLeases[leases]!.p99Ms, ...(main ? { target: { op: '≤', value: 20, text: '≤ 20 ms' } } : {}) });
+  }
+  results.heartbeats = {
+    attemptsPerHeartbeat: HB_PER_WORKER,
+    inFlight: 64,
+    seconds: size.hbSeconds,
+    byLeases,
+    ...growth(leaseSizes, (n) => byLeases[n]!.serverCpuUs.median),
+  };
+});
+
+// ---- restart -----------------------------------------------------------------
+
+await figure('restart', async () => {
+  const { jobs, live, running } = size.restart;
+  const state = await buildRestartState(jobs, live, running);
+  try {
+    const runs = await repeat(size.restarts, () => restart(state));
+    const startMs = of(runs, (r) => r.startMs);
+    const firstClaimMs = of(runs, (r) => r.firstClaimMs);
+    const { home: _home, workerToken: _token, ...disk } = state;
+    results.restart = { ...disk, startMs, firstClaimMs };
+    rows.push({ figure: `restart (${jobs} jobs, ${live} live): server started`, unit: 'ms', s: startMs });
+    rows.push({ figure: `restart: first claim answered`, unit: 'ms', s: firstClaimMs, target: { op: '≤', value: 3000, text: '≤ 3 000 ms' } });
+  } finally {
+    removeRestartState(state);
+  }
+});
+
+// ---- memory ------------------------------------------------------------------
+
+await figure('memory', async () => {
+  const runs: MemoryRun[] = await repeat(repeats, () => memory(size.memoryJobs));
+  results.memory = {
+    jobs: size.memoryJobs,
+    rssPerQueuedBytes: of(runs, (r) => r.rssPerQueued),
+    heapPerQueuedBytes: of(runs, (r) => r.heapPerQueued),
+    rssPerRunningBytes: of(runs, (r) => r.rssPerRunning),
+    heapPerRunningBytes: of(runs, (r) => r.heapPerRunning),
+  };
+  const target = { op: '≤' as const, value: 2048, text: '≤ 2 048 B' };
+  rows.push({ figure: `memory: RSS per queued job (${size.memoryJobs} jobs)`, unit: 'B', s: of(runs, (r) => r.rssPerQueued), target });
+  rows.push({ figure: 'memory: RSS per running job', unit: 'B', s: of(runs, (r) => r.rssPerRunning), target });
+});
+
+// ---- output ------------------------------------------------------------------
+
+/**
+ * How a per-item cost grows from the smallest size to the largest: `ratio`
+ * is cost(largest) / cost(smallest), the cost being the server's CPU time per
+ * item (steadier than a rate on a shared machine); `logBound` is what a
+ * logarithmic cost would give (log n_max / log n_min). Flat is ≈ 1.
+ */
+function growth(sizes: number[], cost: (n: number) => number): { growth: { sizes: number[]; ratio: number; logBound: number } } {
+  const lo = sizes[0]!;
+  const hi = sizes[sizes.length - 1]!;
+  return { growth: { sizes, ratio: round(cost(hi) / cost(lo)), logBound: round(Math.log(hi) / Math.log(lo)) } };
+}
+
+const judged = rows.map((r) => {
+  const met = r.target && !quick ? (r.target.op === '≥' ? r.s.median >= r.target.value : r.s.median <= r.target.value) : undefined;
+  return { ...r, met };
+});
+results.targets = judged
+  .filter((r) => r.target)
+  .map((r) => ({ figure: r.figure, median: r.s.median, target: r.target!.text, met: r.met ?? null }));
+
+const outFile = join(resultsDir, only || profile ? 'partial.json' : 'latest.json');
+mkdirSync(resultsDir, { recursive: true });
+writeFileSync(outFile, JSON.stringify(results, null, 2) + '\n');
+
+const fmt = (n: number) => (Number.isInteger(n) ? n.toLocaleString('en-US') : String(n));
+const table = judged.map((r) => [
+  r.figure,
+  `${fmt(r.s.median)} ${r.unit}`.trim(),
+  r.s.runs.length > 1 ? `${fmt(r.s.min)} – ${fmt(r.s.max)}` : '',
+  r.target?.text ?? '',
+  r.met === undefined ? '' : r.met ? 'met' : 'MISSED',
+]);
+const head = ['figure', 'median', 'min – max', 'target', ''];
+const widths = head.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)));
+const line = (cells: string[]) => cells.map((c, i) => (i === 1 || i === 2 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+console.log();
+console.log(line(head));
+for (const row of table) console.log(line(row));
+for (const key of ['dispatchGrowth', 'heartbeats'] as const) {
+  const g = (results[key] as { growth?: { sizes: number[]; ratio: number; logBound: number } } | undefined)?.growth;
+  if (g) {
+    const shape = g.ratio <= 1.2 ? 'flat' : g.ratio <= g.logBound ? 'within logarithmic' : 'faster than logarithmic';
+    console.log(`${key}: server CPU per item at ${fmt(g.sizes[g.sizes.length - 1]!)} vs ${fmt(g.sizes[0]!)}: × ${g.ratio} (${shape}; a logarithmic cost would be × ${g.logBound})`);
+  }
+}
+if (quick) console.log('quick sizes: targets are not judged');
+for (const note of notes) console.log(note);
+console.log(`results: ${outFile}`);

@@ -1,11 +1,14 @@
 /**
  * Simulated workers in their own process: each registers, then loops
  * claim → result with exit code 0 at once, so the server's dispatch path is
- * all that is measured. Prints one JSON line when `expected` results are in.
+ * all that is measured. Prints `{"started":true}` when the first job arrives
+ * (so the server side can count fsyncs over the same window) and one JSON
+ * line when `expected` results are in.
  * argv: url caFile serverId token workers expected
  */
 import { readFileSync } from 'node:fs';
 import { ApiClient } from '../src/client/api/client.js';
+import { profiled, reply } from './lib.js';
 
 const [url, caFile, serverId, token, workersArg, expectedArg] = process.argv.slice(2);
 const workers = Number(workersArg);
@@ -20,7 +23,10 @@ async function run(i: number): Promise<void> {
   while (done < expected) {
     const { jobs } = await client.claim(workerId, { waitS: 2, max: 1 });
     for (const job of jobs) {
-      if (started === 0) started = performance.now();
+      if (started === 0) {
+        started = performance.now();
+        process.stdout.write('{"started":true}\n');
+      }
       await client.result(workerId, {
         jobId: job.id,
         attempt: job.attempt,
@@ -36,10 +42,10 @@ async function run(i: number): Promise<void> {
       if (++done === expected) {
         // Other workers are still long-polling an empty queue; their wait is
         // not part of the figure.
-        process.stdout.write(JSON.stringify({ done, ms: performance.now() - started }) + '\n', () => process.exit(0));
+        reply({ done, ms: performance.now() - started });
       }
     }
   }
 }
 
-await Promise.all(Array.from({ length: workers }, (_, i) => run(i)));
+await profiled('dispatch-workers', () => Promise.all(Array.from({ length: workers }, (_, i) => run(i))));
