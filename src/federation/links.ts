@@ -169,7 +169,8 @@ export class LinkManager {
     ws.once('close', () => retry('closed'));
   }
 
-  private accept(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  /** Takes an upgrade request (the server routes those for LINK_PATH here when it serves other websockets too). */
+  accept(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const path = new URL(req.url ?? '/', 'http://x').pathname;
     if (path !== LINK_PATH) {
       socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');

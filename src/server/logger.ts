@@ -1,7 +1,12 @@
+import { pino, type Logger as PinoLogger } from 'pino';
+import { currentRequestId } from './request-id.js';
+
 /**
- * Structured log lines: one JSON object per line on stderr, with a level and
- * a message. Fields are plain values; callers never pass secrets (tokens and
- * passwords are never put in fields or messages).
+ * Structured log lines through pino: one JSON object per line on stderr,
+ * `{"level":"info","time":"…","reqId":"…",…fields,"msg":"…"}`. `reqId` is the
+ * id of the HTTP request being handled, when there is one. Fields are plain
+ * values; callers never pass secrets (tokens and passwords are never put in
+ * fields or messages).
  */
 
 export type Level = 'trace' | 'debug' | 'info' | 'warn' | 'error';
@@ -9,35 +14,79 @@ export type Level = 'trace' | 'debug' | 'info' | 'warn' | 'error';
 const ORDER: Record<Level, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50 };
 
 export interface Logger {
+  /** Present only when trace lines are wanted, so that callers skip building them otherwise. */
   trace?: (msg: string, fields?: Record<string, unknown>) => void;
   debug(msg: string, fields?: Record<string, unknown>): void;
   info(msg: string, fields?: Record<string, unknown>): void;
   warn(msg: string, fields?: Record<string, unknown>): void;
   error(msg: string, fields?: Record<string, unknown>): void;
+  /** A logger whose lines all carry these fields. */
+  child?(fields: Record<string, unknown>): Logger;
 }
 
-export function createLogger(level: Level = 'info', write: (line: string) => void = (l) => process.stderr.write(l)): Logger {
-  const min = ORDER[level];
+/**
+ * A pino logger at `level`, writing to stderr, or to `write` (one call per
+ * line). stderr is written synchronously, as Node writes it to pipes and
+ * files anyway, so the last lines before a crash are not lost.
+ */
+export function createLogger(level: Level = 'info', write?: (line: string) => void): Logger {
+  const destination = write ? { write } : pino.destination({ dest: 2, sync: true });
+  const p = pino(
+    {
+      level,
+      base: undefined,
+      messageKey: 'msg',
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+      mixin: () => {
+        const reqId = currentRequestId();
+        return reqId === undefined ? {} : { reqId };
+      },
+    },
+    destination,
+  );
+  return wrap(p, level);
+}
+
+function wrap(p: PinoLogger, level: Level): Logger {
   const at = (lvl: Level) => (msg: string, fields?: Record<string, unknown>) => {
-    if (ORDER[lvl] < min) return;
-    write(JSON.stringify({ time: new Date().toISOString(), level: lvl, msg, ...fields }) + '\n');
+    if (fields) p[lvl](fields, msg);
+    else p[lvl](msg);
   };
-  const log: Logger = { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
-  if (min <= ORDER.trace) log.trace = at('trace');
+  const log: Logger = {
+    debug: at('debug'),
+    info: at('info'),
+    warn: at('warn'),
+    error: at('error'),
+    child: (fields) => wrap(p.child(fields), level),
+  };
+  if (ORDER[level] <= ORDER.trace) log.trace = at('trace');
   return log;
 }
 
 export const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
-/** Accepts a Logger, a plain function (tests), or nothing. */
+/** Accepts a Logger, a plain function (tests: one line of text per call), or nothing (stderr). */
 export function toLogger(log: Logger | ((msg: string) => void) | undefined, level: Level = 'info'): Logger {
   if (!log) return createLogger(level);
-  if (typeof log === 'function') {
-    const f = log;
-    const at = (lvl: Level) => (msg: string, fields?: Record<string, unknown>) => {
-      if (ORDER[lvl] >= ORDER[level]) f(`${lvl} ${msg}${fields ? ' ' + JSON.stringify(fields) : ''}`);
-    };
-    return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
-  }
+  if (typeof log === 'function') return functionLogger(log, level, {});
+  return log;
+}
+
+function functionLogger(f: (msg: string) => void, level: Level, bound: Record<string, unknown>): Logger {
+  const at = (lvl: Level) => (msg: string, fields?: Record<string, unknown>) => {
+    if (ORDER[lvl] < ORDER[level]) return;
+    const reqId = currentRequestId();
+    const all = { ...bound, ...(reqId === undefined ? {} : { reqId }), ...fields };
+    f(`${lvl} ${msg}${Object.keys(all).length > 0 ? ' ' + JSON.stringify(all) : ''}`);
+  };
+  const log: Logger = {
+    debug: at('debug'),
+    info: at('info'),
+    warn: at('warn'),
+    error: at('error'),
+    child: (fields) => functionLogger(f, level, { ...bound, ...fields }),
+  };
+  if (ORDER[level] <= ORDER.trace) log.trace = at('trace');
   return log;
 }

@@ -1,0 +1,759 @@
+// The cpc dashboard: a small page script over the JSON API (/api/v1) and the
+// event stream (/api/v1/events). Views load what they show through the API
+// and then keep it current from the stream; nothing is polled but the clock.
+// Everything that comes from the server is put in the page as text, never as
+// markup, since job names, commands and logs are whatever users wrote.
+
+const STATES = ['waiting', 'queued', 'running', 'done', 'failed', 'cancelled'];
+const PAGE_SIZE = 50;
+/** Characters of a log shown per page. */
+const LOG_PAGE = 64 * 1024;
+const TOKEN_KEY = 'cpc.token';
+const USER_KEY = 'cpc.user';
+
+const session = {
+  token: sessionStorage.getItem(TOKEN_KEY),
+  user: sessionStorage.getItem(USER_KEY),
+  superuser: false,
+};
+
+// ---- small helpers ------------------------------------------------------------
+
+/** Builds an element; strings and numbers among the children become text nodes. */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === 'class') el.className = v;
+    else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c === undefined || c === null || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+const $ = (sel, root = document) => root.querySelector(sel);
+
+function ago(ts, now = Date.now()) {
+  if (ts === undefined || ts === null) return '';
+  const d = now - ts;
+  const abs = Math.abs(d);
+  if (abs < 1000) return 'now';
+  let t;
+  if (abs < 60_000) t = `${Math.floor(abs / 1000)}s`;
+  else if (abs < 3_600_000) t = `${Math.floor(abs / 60_000)}m ${Math.floor((abs % 60_000) / 1000)}s`;
+  else if (abs < 172_800_000) t = `${Math.floor(abs / 3_600_000)}h ${Math.floor((abs % 3_600_000) / 60_000)}m`;
+  else t = `${Math.floor(abs / 86_400_000)}d`;
+  return d >= 0 ? `${t} ago` : `in ${t}`;
+}
+
+function duration(ms) {
+  if (ms === undefined || ms === null || ms < 0) return '';
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  const s = ms / 1000;
+  if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m ${Math.round(s % 60)}s`;
+  return `${Math.floor(m / 60)}h ${m % 60}m`;
+}
+
+const when = (ts) => (ts ? new Date(ts).toLocaleString() : '');
+const stateBadge = (state) => h('span', { class: `state ${state}`, 'data-state': state }, state);
+const shortId = (id) => id.slice(-12);
+const commandText = (job) =>
+  job.shell !== undefined ? job.shell : (job.argv ?? []).map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
+
+function countsView(counts) {
+  return h(
+    'span',
+    { class: 'counts' },
+    STATES.map((s) => h('span', { class: 'count', 'data-count': s }, stateBadge(s), h('b', {}, counts?.[s] ?? 0))),
+  );
+}
+
+function total(counts) {
+  return STATES.reduce((n, s) => n + (counts?.[s] ?? 0), 0);
+}
+
+/** Calls `fn` at most once per `ms`, the last call winning. */
+function throttle(fn, ms) {
+  let timer = null;
+  let last = 0;
+  return () => {
+    if (timer) return;
+    const wait = Math.max(0, last + ms - Date.now());
+    timer = setTimeout(() => {
+      timer = null;
+      last = Date.now();
+      fn();
+    }, wait);
+  };
+}
+
+// ---- API ------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(code, message, status) {
+    super(message);
+    this.code = code;
+    this.status = status;
+  }
+}
+
+async function api(path, { method = 'GET', body, text = false, query } = {}) {
+  const headers = { accept: text ? 'text/plain' : 'application/json' };
+  if (session.token) headers.authorization = `Bearer ${session.token}`;
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  let url = `/api/v1${path}`;
+  if (query) {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== null && v !== '') q.set(k, String(v));
+    if ([...q].length > 0) url += `?${q}`;
+  }
+  const res = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: 'no-store' });
+  if (!res.ok) {
+    let err = { code: 'HTTP_' + res.status, message: res.statusText };
+    try {
+      err = (await res.json()).error ?? err;
+    } catch {
+      // not JSON
+    }
+    if (res.status === 401 && path !== '/login') endSession('Your session ended; log in again.');
+    throw new ApiError(err.code, err.message, res.status);
+  }
+  return text ? res.text() : res.json();
+}
+
+// ---- session -----------------------------------------------------------------------
+
+function showLogin(message = '') {
+  $('#login').hidden = false;
+  $('#view').replaceChildren();
+  $('#nav').hidden = true;
+  $('#logout').hidden = true;
+  $('#live').hidden = true;
+  $('#who').textContent = '';
+  $('#login-error').textContent = message;
+  $('#login-form input[name=user]').focus();
+}
+
+function endSession(message) {
+  session.token = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(USER_KEY);
+  stream.stop();
+  showLogin(message);
+}
+
+async function startSession() {
+  const me = await api('/whoami');
+  session.user = me.user;
+  session.superuser = me.superuser;
+  $('#login').hidden = true;
+  $('#nav').hidden = false;
+  $('#nav-peers').hidden = !me.superuser;
+  $('#logout').hidden = false;
+  $('#live').hidden = false;
+  $('#who').textContent = me.user + (me.superuser ? ' (super user)' : '');
+  stream.start();
+  route();
+}
+
+$('#login-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const form = e.target;
+  const user = form.user.value.trim();
+  const password = form.password.value;
+  $('#login-error').textContent = '';
+  try {
+    const reply = await api('/login', { method: 'POST', body: { user, password } });
+    session.token = reply.token;
+    sessionStorage.setItem(TOKEN_KEY, reply.token);
+    sessionStorage.setItem(USER_KEY, reply.user);
+    form.password.value = '';
+    await startSession();
+  } catch (err) {
+    $('#login-error').textContent = err.message;
+  }
+});
+
+$('#logout').addEventListener('click', async () => {
+  try {
+    await api('/logout', { method: 'POST', body: {} });
+  } catch {
+    // the session ends here either way
+  }
+  endSession('');
+});
+
+// ---- event stream ---------------------------------------------------------------------
+
+/**
+ * One websocket to /api/v1/events, reconnecting with the last position seen
+ * so that nothing is missed; when the server can no longer resume (`reset`),
+ * the current view reloads.
+ */
+const stream = {
+  ws: null,
+  cursor: undefined,
+  retryMs: 500,
+  timer: null,
+  running: false,
+
+  start() {
+    this.running = true;
+    this.connect();
+  },
+
+  stop() {
+    this.running = false;
+    clearTimeout(this.timer);
+    this.cursor = undefined;
+    if (this.ws) this.ws.close(1000);
+    this.ws = null;
+  },
+
+  connect() {
+    if (!this.running || !session.token) return;
+    const ws = new WebSocket(`wss://${location.host}/api/v1/events`, ['cpc.events.v1']);
+    this.ws = ws;
+    ws.onopen = () => {
+      const hello = { type: 'hello', token: session.token };
+      if (this.cursor !== undefined) hello.cursor = this.cursor;
+      ws.send(JSON.stringify(hello));
+    };
+    ws.onmessage = (m) => this.receive(JSON.parse(m.data));
+    ws.onclose = (e) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      setLive(false);
+      if (e.code === 4401) return endSession('Your session ended; log in again.');
+      if (!this.running) return;
+      this.timer = setTimeout(() => this.connect(), this.retryMs);
+      this.retryMs = Math.min(10_000, this.retryMs * 2);
+    };
+  },
+
+  receive(msg) {
+    switch (msg.type) {
+      case 'ready':
+        this.retryMs = 500;
+        this.cursor = msg.seq;
+        setLive(true);
+        return;
+      case 'reset':
+        this.retryMs = 500;
+        this.cursor = msg.seq;
+        setLive(true);
+        view.reload?.();
+        return;
+      case 'position':
+        this.cursor = Math.max(this.cursor ?? 0, msg.seq);
+        return;
+      case 'event':
+        this.cursor = Math.max(this.cursor ?? 0, msg.seq);
+        view.onEvent?.(msg);
+        return;
+      case 'peers':
+        peersCache = msg.peers;
+        view.onPeers?.(msg.peers);
+        return;
+      default:
+        return;
+    }
+  },
+};
+
+function setLive(up) {
+  const el = $('#live');
+  el.className = `live ${up ? 'up' : 'down'}`;
+  el.textContent = up ? 'live' : 'reconnecting';
+  el.dataset.live = up ? 'up' : 'down';
+}
+
+// ---- routing ----------------------------------------------------------------------------
+
+/** The view on screen: its handlers for stream events, clock ticks and reloads. */
+let view = {};
+let peersCache = null;
+
+function route() {
+  if (!session.token) return showLogin();
+  const hash = location.hash.replace(/^#/, '') || '/';
+  const [path, qs] = hash.split('?');
+  const query = new URLSearchParams(qs ?? '');
+  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  const root = $('#view');
+  view = {};
+  for (const a of document.querySelectorAll('#nav a')) a.classList.remove('active');
+  const nav = (name) => $(`#nav a[data-nav=${name}]`)?.classList.add('active');
+  if (parts[0] === 'p' && parts[1]) {
+    nav('projects');
+    view = projectView(root, parts[1], query);
+  } else if (parts[0] === 'j' && parts[1]) {
+    nav('projects');
+    view = jobView(root, parts[1]);
+  } else if (parts[0] === 'workers') {
+    nav('workers');
+    view = workersView(root);
+  } else if (parts[0] === 'leases') {
+    nav('leases');
+    view = leasesView(root);
+  } else if (parts[0] === 'peers') {
+    nav('peers');
+    view = peersView(root);
+  } else {
+    nav('projects');
+    view = projectsView(root);
+  }
+  view.reload?.();
+}
+
+window.addEventListener('hashchange', route);
+setInterval(() => view.onTick?.(), 1000);
+
+function failure(root, err) {
+  root.replaceChildren(h('p', { class: 'error', role: 'alert' }, err.message));
+}
+
+// ---- projects -------------------------------------------------------------------------------
+
+function projectsView(root) {
+  const rows = new Map();
+  const tbody = h('tbody');
+  root.replaceChildren(
+    h('h1', {}, 'Projects'),
+    h('table', { id: 'projects' }, h('thead', {}, h('tr', {}, h('th', {}, 'project'), h('th', {}, 'owner'), h('th', {}, 'jobs by state'), h('th', { class: 'num' }, 'total'))), tbody),
+  );
+  const row = (p) =>
+    h(
+      'tr',
+      { 'data-project': p.name },
+      h('td', {}, h('a', { href: `#/p/${encodeURIComponent(p.name)}` }, p.name)),
+      h('td', {}, p.owner),
+      h('td', {}, countsView(p.counts)),
+      h('td', { class: 'num' }, total(p.counts)),
+    );
+  const reload = async () => {
+    try {
+      const { projects } = await api('/projects');
+      rows.clear();
+      tbody.replaceChildren(...projects.map((p) => {
+        const r = row(p);
+        rows.set(p.name, r);
+        return r;
+      }));
+      if (projects.length === 0) tbody.append(h('tr', {}, h('td', { colspan: 4, class: 'muted' }, 'No projects yet.')));
+    } catch (err) {
+      failure(root, err);
+    }
+  };
+  const later = throttle(reload, 1000);
+  return {
+    reload,
+    onEvent(ev) {
+      for (const p of ev.projects ?? []) {
+        const r = rows.get(p.name);
+        if (p.removed || !r) later();
+        else r.replaceWith(rows.set(p.name, row(p)).get(p.name));
+      }
+    },
+  };
+}
+
+// ---- one project's jobs -----------------------------------------------------------------------
+
+function projectView(root, name, query) {
+  const state = STATES.includes(query.get('state')) ? query.get('state') : '';
+  const after = query.get('after') ?? '';
+  // Earlier pages' cursors, to page back (the API pages forward only).
+  const back = (query.get('back') ?? '').split(',').filter(Boolean);
+  const link = (q) => {
+    const s = new URLSearchParams();
+    for (const [k, v] of Object.entries(q)) if (v) s.set(k, v);
+    const t = s.toString();
+    return `#/p/${encodeURIComponent(name)}${t ? `?${t}` : ''}`;
+  };
+  const counts = h('div', { id: 'project-counts' });
+  const tbody = h('tbody');
+  const rows = new Map();
+  const pager = h('div', { class: 'pager' });
+  root.replaceChildren(
+    h('h1', {}, h('a', { href: '#/' }, 'Projects'), ' / ', name),
+    counts,
+    h(
+      'div',
+      { class: 'filters', id: 'state-filter' },
+      h('a', { href: link({}), class: state === '' ? 'active' : '' }, 'all'),
+      STATES.map((s) => h('a', { href: link({ state: s }), class: state === s ? 'active' : '', 'data-filter': s }, s)),
+    ),
+    h(
+      'table',
+      { id: 'jobs' },
+      h('thead', {}, h('tr', {}, ['job', 'name', 'state', 'command', 'tries', 'exit', 'took', 'updated'].map((c) => h('th', { class: c === 'tries' || c === 'exit' ? 'num' : '' }, c)))),
+      tbody,
+    ),
+    pager,
+  );
+  const row = (j) =>
+    h(
+      'tr',
+      { 'data-job-id': j.id },
+      h('td', { class: 'mono' }, h('a', { href: `#/j/${j.id}`, title: j.id }, shortId(j.id))),
+      h('td', {}, j.name ?? ''),
+      h('td', { class: 'job-state' }, stateBadge(j.state)),
+      h('td', { class: 'mono' }, commandText(j).slice(0, 80)),
+      h('td', { class: 'num' }, j.attempts.length ?? j.attempts),
+      h('td', { class: 'num' }, j.exitCode ?? ''),
+      h('td', {}, duration(j.durationMs)),
+      h('td', { 'data-ts': j.updatedAt, title: when(j.updatedAt) }, ago(j.updatedAt)),
+    );
+  const reload = async () => {
+    try {
+      const [project, page] = await Promise.all([
+        api(`/projects/${encodeURIComponent(name)}`),
+        api(`/projects/${encodeURIComponent(name)}/jobs`, { query: { state, after, limit: PAGE_SIZE } }),
+      ]);
+      counts.replaceChildren(countsView(project.counts), h('span', { class: 'muted' }, ` ${total(project.counts)} jobs`));
+      rows.clear();
+      tbody.replaceChildren(...page.jobs.map((j) => {
+        const r = row(j);
+        rows.set(j.id, r);
+        return r;
+      }));
+      if (page.jobs.length === 0) tbody.append(h('tr', {}, h('td', { colspan: 8, class: 'muted' }, state ? `No ${state} jobs.` : 'No jobs.')));
+      const prev = back.length > 0 ? link({ state, after: back[back.length - 1] === '-' ? '' : back[back.length - 1], back: back.slice(0, -1).join(',') }) : null;
+      const next = page.next ? link({ state, after: page.next, back: [...back, after || '-'].join(',') }) : null;
+      pager.replaceChildren(
+        h('button', { type: 'button', id: 'first-page', disabled: !after, onclick: () => (location.hash = link({ state })) }, 'First'),
+        h('button', { type: 'button', id: 'prev-page', disabled: !prev, onclick: () => prev && (location.hash = prev) }, 'Previous'),
+        h('button', { type: 'button', id: 'next-page', disabled: !next, onclick: () => next && (location.hash = next) }, 'Next'),
+        h('span', { class: 'muted' }, `page ${back.length + 1}, ${PAGE_SIZE} per page`),
+      );
+    } catch (err) {
+      failure(root, err);
+    }
+  };
+  // New jobs and jobs leaving the filter change which jobs are on the page;
+  // the page is fetched again, at most once a second however busy the project.
+  const later = throttle(reload, 1000);
+  return {
+    reload,
+    onEvent(ev) {
+      for (const p of ev.projects ?? []) {
+        if (p.name !== name) continue;
+        if (p.removed) return failure(root, new Error(`project '${name}' was removed`));
+        counts.replaceChildren(countsView(p.counts), h('span', { class: 'muted' }, ` ${total(p.counts)} jobs`));
+      }
+      for (const j of ev.jobs ?? []) {
+        if (j.project !== name) continue;
+        const r = rows.get(j.id);
+        if (!r || (state && j.state !== state)) {
+          later();
+          continue;
+        }
+        r.querySelector('.job-state').replaceChildren(stateBadge(j.state));
+        r.children[4].textContent = j.attempts;
+        if (j.attempt?.exitCode !== undefined && j.attempt.exitCode !== null) r.children[5].textContent = j.attempt.exitCode;
+        r.children[7].dataset.ts = j.updatedAt;
+        r.children[7].textContent = ago(j.updatedAt);
+      }
+      if ((ev.omitted ?? []).some((o) => o.project === name)) later();
+    },
+    onTick() {
+      for (const td of tbody.querySelectorAll('td[data-ts]')) td.textContent = ago(Number(td.dataset.ts));
+    },
+  };
+}
+
+// ---- one job ------------------------------------------------------------------------------------
+
+function jobView(root, id) {
+  const head = h('div');
+  const attempts = h('div');
+  const logs = h('div', { id: 'logs' });
+  root.replaceChildren(head, h('h2', {}, 'Attempts'), attempts, h('h2', {}, 'Logs'), logs);
+  let job = null;
+  const log = { attempt: null, stream: 'stdout', text: null, page: 0 };
+
+  const showLog = async () => {
+    if (!job) return;
+    const tabs = h(
+      'div',
+      { class: 'tabs' },
+      job.attempts.map((a) =>
+        h('button', { type: 'button', class: a.n === log.attempt ? 'active' : '', 'data-attempt': a.n, onclick: () => openLog(a.n, log.stream) }, `attempt ${a.n}`),
+      ),
+      ' ',
+      ['stdout', 'stderr'].map((s) =>
+        h('button', { type: 'button', class: s === log.stream ? 'active' : '', 'data-stream': s, onclick: () => openLog(log.attempt, s) }, s),
+      ),
+    );
+    if (job.attempts.length === 0) return logs.replaceChildren(h('p', { class: 'muted' }, 'The job has not run yet.'));
+    if (log.attempt === null) return logs.replaceChildren(tabs, h('p', { class: 'muted' }, 'Choose an attempt.'));
+    if (log.text === null) return logs.replaceChildren(tabs, h('p', { class: 'muted' }, 'Loading…'));
+    const pages = Math.max(1, Math.ceil(log.text.length / LOG_PAGE));
+    const page = Math.min(log.page, pages - 1);
+    const text = log.text.slice(page * LOG_PAGE, (page + 1) * LOG_PAGE);
+    logs.replaceChildren(
+      tabs,
+      h(
+        'div',
+        { class: 'pager' },
+        h('button', { type: 'button', id: 'log-prev', disabled: page === 0, onclick: () => ((log.page = page - 1), showLog()) }, 'Previous'),
+        h('button', { type: 'button', id: 'log-next', disabled: page >= pages - 1, onclick: () => ((log.page = page + 1), showLog()) }, 'Next'),
+        h('span', { class: 'muted' }, `page ${page + 1} of ${pages}, ${log.text.length} characters`),
+      ),
+      h('pre', { class: 'log', id: 'log-text', 'data-stream': log.stream, 'data-attempt': log.attempt }, text === '' ? '(empty)' : text),
+    );
+  };
+
+  const openLog = async (attempt, streamName) => {
+    log.attempt = attempt;
+    log.stream = streamName;
+    log.text = null;
+    log.page = 0;
+    await showLog();
+    try {
+      log.text = await api(`/jobs/${encodeURIComponent(id)}/logs`, { query: { stream: streamName, attempt }, text: true });
+    } catch (err) {
+      log.text = '';
+      logs.append(h('p', { class: 'error' }, err.message));
+      return;
+    }
+    await showLog();
+  };
+
+  const render = () => {
+    const last = job.attempts[job.attempts.length - 1];
+    head.replaceChildren(
+      h('h1', {}, h('a', { href: `#/p/${encodeURIComponent(job.project)}` }, job.project), ' / ', h('span', { class: 'mono' }, job.id)),
+      h(
+        'dl',
+        { class: 'fields', id: 'job-fields' },
+        [
+          ['name', job.name ?? ''],
+          ['state', h('span', { id: 'job-state' }, stateBadge(job.state), ' ', job.reason)],
+          ['command', h('span', { class: 'mono' }, job.shell !== undefined ? 'sh -c ' : '', commandText(job))],
+          ['env', Object.entries(job.env ?? {}).map(([k, v]) => `${k}=${v}`).join(' ')],
+          ['resources', `${job.resources.cores} cores, ${job.resources.memoryMb} MB`],
+          ['priority', job.priority],
+          ['retries', job.maxRetries],
+          ['timeout', job.timeoutS === null ? 'none' : `${job.timeoutS} s`],
+          ['after', job.after.join(' ')],
+          ['created', when(job.createdAt)],
+          ['updated', when(job.updatedAt)],
+          ['exit code', job.exitCode ?? ''],
+          ['took', duration(job.durationMs)],
+          ['ran on', last ? `${last.workerName}${last.via !== 'local' ? ` via ${last.via}` : ''}` : ''],
+        ].flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]),
+      ),
+    );
+    attempts.replaceChildren(
+      job.attempts.length === 0
+        ? h('p', { class: 'muted' }, 'No attempts yet.')
+        : h(
+            'table',
+            { id: 'attempts' },
+            h('thead', {}, h('tr', {}, ['n', 'worker', 'via', 'started', 'ended', 'took', 'how', 'exit', 'reason'].map((c) => h('th', {}, c)))),
+            h(
+              'tbody',
+              {},
+              job.attempts.map((a) =>
+                h(
+                  'tr',
+                  { 'data-attempt': a.n },
+                  h('td', {}, a.n),
+                  h('td', {}, a.workerName || a.workerId),
+                  h('td', {}, a.via),
+                  h('td', {}, when(a.startedAt)),
+                  h('td', {}, when(a.endedAt)),
+                  h('td', {}, duration((a.endedAt ?? Date.now()) - a.startedAt)),
+                  h('td', {}, a.how ? a.how : stateBadge('running')),
+                  h('td', {}, a.signal ?? a.exitCode ?? ''),
+                  h('td', {}, a.reason ?? ''),
+                ),
+              ),
+            ),
+          ),
+    );
+  };
+
+  const reload = async () => {
+    try {
+      job = await api(`/jobs/${encodeURIComponent(id)}`);
+    } catch (err) {
+      return failure(root, err);
+    }
+    render();
+    const ended = job.attempts.filter((a) => a.endedAt !== undefined);
+    // Open the latest finished attempt's output, unless one was chosen already.
+    if (log.attempt === null && ended.length > 0) await openLog(ended[ended.length - 1].n, 'stdout');
+    else if (log.attempt !== null && log.text === '' && job.attempts.some((a) => a.n === log.attempt && a.endedAt !== undefined)) await openLog(log.attempt, log.stream);
+    else await showLog();
+  };
+  const later = throttle(reload, 300);
+  return {
+    reload,
+    onEvent(ev) {
+      if ((ev.jobs ?? []).some((j) => j.id === id)) later();
+    },
+  };
+}
+
+// ---- workers ----------------------------------------------------------------------------------------
+
+function workersView(root) {
+  const tbody = h('tbody');
+  root.replaceChildren(
+    h('h1', {}, 'Workers'),
+    h(
+      'table',
+      { id: 'workers' },
+      h('thead', {}, h('tr', {}, ['worker', 'host', 'cores', 'memory', 'running jobs', 'last heartbeat', 'registered'].map((c) => h('th', {}, c)))),
+      tbody,
+    ),
+  );
+  const meter = (used, all, unit) =>
+    h('span', {}, h('span', { class: 'bar' }, h('span', { style: `width:${all > 0 ? Math.round((100 * used) / all) : 0}%` })), `${used} / ${all}${unit}`);
+  const reload = async () => {
+    try {
+      const [{ workers }, { leases }] = await Promise.all([api('/workers'), api('/heartbeats')]);
+      const byWorker = new Map();
+      for (const l of leases) {
+        if (!byWorker.has(l.workerId)) byWorker.set(l.workerId, []);
+        byWorker.get(l.workerId).push(l);
+      }
+      tbody.replaceChildren(
+        ...workers.map((w) =>
+          h(
+            'tr',
+            { 'data-worker-id': w.id },
+            h('td', {}, w.name, h('div', { class: 'muted mono' }, w.id)),
+            h('td', {}, w.host),
+            h('td', {}, meter(w.used.cores, w.resources.cores, '')),
+            h('td', {}, meter(w.used.memoryMb, w.resources.memoryMb, ' MB')),
+            h(
+              'td',
+              { class: 'running' },
+              (byWorker.get(w.id) ?? []).map((l) => h('div', {}, h('a', { class: 'mono', href: `#/j/${l.jobId}`, title: l.jobId }, shortId(l.jobId)), ` ${l.project}`)),
+              w.running > (byWorker.get(w.id)?.length ?? 0) ? h('div', { class: 'muted' }, `${w.running - (byWorker.get(w.id)?.length ?? 0)} of other projects`) : null,
+            ),
+            h('td', { 'data-ts': w.lastSeen, title: when(w.lastSeen) }, ago(w.lastSeen)),
+            h('td', {}, when(w.registeredAt)),
+          ),
+        ),
+      );
+      if (workers.length === 0) tbody.append(h('tr', {}, h('td', { colspan: 7, class: 'muted' }, 'No workers registered.')));
+    } catch (err) {
+      failure(root, err);
+    }
+  };
+  const later = throttle(reload, 1000);
+  return {
+    reload,
+    onEvent(ev) {
+      if (ev.workers || ev.leases) later();
+    },
+    onTick() {
+      for (const td of tbody.querySelectorAll('td[data-ts]')) td.textContent = ago(Number(td.dataset.ts));
+    },
+  };
+}
+
+// ---- leases -------------------------------------------------------------------------------------------
+
+function leasesView(root) {
+  const tbody = h('tbody');
+  root.replaceChildren(
+    h('h1', {}, 'Leases'),
+    h('p', { class: 'muted' }, 'Running attempts and the deadline by which their worker must send a heartbeat.'),
+    h('table', { id: 'leases' }, h('thead', {}, h('tr', {}, ['job', 'project', 'attempt', 'worker', 'via', 'deadline'].map((c) => h('th', {}, c)))), tbody),
+  );
+  const deadline = (td) => {
+    const ts = Number(td.dataset.deadline);
+    td.textContent = ago(ts);
+    td.classList.toggle('late', ts < Date.now());
+  };
+  const reload = async () => {
+    try {
+      const { leases } = await api('/heartbeats');
+      tbody.replaceChildren(
+        ...leases.map((l) => {
+          const td = h('td', { 'data-deadline': l.deadline, title: when(l.deadline) });
+          deadline(td);
+          return h(
+            'tr',
+            { 'data-lease': l.jobId },
+            h('td', {}, h('a', { class: 'mono', href: `#/j/${l.jobId}`, title: l.jobId }, shortId(l.jobId))),
+            h('td', {}, l.project),
+            h('td', {}, l.attempt),
+            h('td', {}, l.workerName),
+            h('td', {}, l.via),
+            td,
+          );
+        }),
+      );
+      if (leases.length === 0) tbody.append(h('tr', {}, h('td', { colspan: 6, class: 'muted' }, 'Nothing is running.')));
+    } catch (err) {
+      failure(root, err);
+    }
+  };
+  const later = throttle(reload, 1000);
+  return {
+    reload,
+    onEvent(ev) {
+      if (ev.leases) later();
+    },
+    onTick() {
+      for (const td of tbody.querySelectorAll('td[data-deadline]')) deadline(td);
+    },
+  };
+}
+
+// ---- peers -------------------------------------------------------------------------------------------
+
+function peersView(root) {
+  const tbody = h('tbody');
+  root.replaceChildren(
+    h('h1', {}, 'Peers'),
+    h('p', { class: 'muted' }, 'Trusted servers, in the order they are asked for work.'),
+    h('table', { id: 'peers' }, h('thead', {}, h('tr', {}, ['priority', 'server', 'address', 'link', 'CA fingerprint', 'trusted'].map((c) => h('th', {}, c)))), tbody),
+  );
+  const render = (peers) => {
+    tbody.replaceChildren(
+      ...[...peers]
+        .sort((a, b) => a.priority - b.priority)
+        .map((p) =>
+          h(
+            'tr',
+            { 'data-peer': p.serverId },
+            h('td', { class: 'num' }, p.priority),
+            h('td', {}, p.name, h('div', { class: 'muted mono' }, p.serverId)),
+            h('td', { class: 'mono' }, `${p.host}:${p.securePort}`),
+            h('td', { 'data-link': p.link }, h('span', { class: `state ${p.link === 'up' ? 'done' : p.link === 'connecting' ? 'queued' : 'failed'}` }, p.link)),
+            h('td', { class: 'mono' }, p.caFingerprint.slice(0, 23) + '…'),
+            h('td', {}, when(p.trustedAt)),
+          ),
+        ),
+    );
+    if (peers.length === 0) tbody.append(h('tr', {}, h('td', { colspan: 6, class: 'muted' }, 'No trusted peers.')));
+  };
+  const reload = async () => {
+    if (!session.superuser) return failure(root, new Error('Only super users see the peers.'));
+    try {
+      render((await api('/peers')).connected);
+    } catch (err) {
+      failure(root, err);
+    }
+  };
+  return { reload, onPeers: render };
+}
+
+// ---- start ---------------------------------------------------------------------------------------------
+
+if (session.token) startSession().catch(() => showLogin());
+else showLogin();
