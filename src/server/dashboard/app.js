@@ -539,7 +539,7 @@ function jobView(root, id) {
           ['state', h('span', { id: 'job-state' }, stateBadge(job.state), ' ', job.reason)],
           ['command', h('span', { class: 'mono' }, job.shell !== undefined ? 'sh -c ' : '', commandText(job))],
           ['env', Object.entries(job.env ?? {}).map(([k, v]) => `${k}=${v}`).join(' ')],
-          ['resources', `${job.resources.cores} cores, ${job.resources.memoryMb} MB`],
+          ['resources', `${job.resources.cores} core${job.resources.cores === 1 ? '' : 's'}, ${job.resources.memoryMb} MB`],
           ['priority', job.priority],
           ['retries', job.maxRetries],
           ['timeout', job.timeoutS === null ? 'none' : `${job.timeoutS} s`],

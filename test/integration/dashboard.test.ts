@@ -1,0 +1,185 @@
+/**
+ * The web dashboard in a real browser (Debian's chromium, driven by
+ * playwright-core): log in, watch a submitted job go from queued to done
+ * without reloading, open its logs; workers, leases and peers pages; and a
+ * project of 100 000 jobs that still pages at once. A screenshot of the job
+ * page is kept in test-artifacts/.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { ApiClient } from '../../src/client/api/client.js';
+import { ROOT, cleanup, resultOf, startTestServer, tempDir, type SimWorker, type TestServer } from '../helpers/server.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+const ARTIFACTS = join(ROOT, 'test-artifacts');
+const FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+// CI installs chromium (.ci/run); only a developer machine without it skips.
+const missing = !existsSync(CHROMIUM);
+if (missing && process.env.CI) throw new Error(`${CHROMIUM} is missing; .ci/run installs it`);
+
+describe('dashboard in a browser', { skip: missing ? `${CHROMIUM} is not installed` : false }, () => {
+  let ts: TestServer;
+  let context: BrowserContext;
+  let page: Page;
+  let worker: SimWorker;
+  let admin: ApiClient;
+
+  before(async () => {
+    ts = await startTestServer();
+    admin = ts.admin;
+    await admin.createProject('demo');
+    worker = await ts.worker({ name: 'node-7', cores: 4, memoryMb: 2048 });
+    context = await chromium.launchPersistentContext(await tempDir('cpc-chromium-'), {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: FLAGS,
+      ignoreHTTPSErrors: true,
+      viewport: { width: 1280, height: 900 },
+    });
+    page = context.pages()[0] ?? (await context.newPage());
+    page.setDefaultTimeout(15_000);
+  });
+
+  after(async () => {
+    await context?.close();
+    await cleanup();
+  });
+
+  it('logs in, and refuses a wrong password', async () => {
+    await page.goto(ts.server.url + '/');
+    await page.locator('#login-form').waitFor();
+    await page.fill('input[name=user]', 'cpc-admin');
+    await page.fill('input[name=password]', 'not the password');
+    await page.click('#login-form button[type=submit]');
+    await page.locator('#login-error', { hasText: 'wrong user name or password' }).waitFor();
+    await page.fill('input[name=password]', ts.adminPassword);
+    await page.click('#login-form button[type=submit]');
+    await page.locator('#projects tr[data-project="demo"]').waitFor();
+    await page.locator('#live[data-live="up"]').waitFor();
+    assert.equal(await page.locator('#who').textContent(), 'cpc-admin (super user)');
+  });
+
+  it('shows a submitted job going from queued to done without reloading, and its logs', async () => {
+    await page.click('#projects a:text-is("demo")');
+    await page.locator('#jobs').waitFor();
+    // Anything that reloads the page loses this.
+    await page.evaluate(() => ((window as unknown as { stayed: boolean }).stayed = true));
+    let loads = 0;
+    page.on('load', () => loads++);
+
+    const { ids } = await admin.submit('demo', [{ argv: ['sh', '-c', 'echo hello'], name: 'greeting' }]);
+    const id = ids[0]!;
+    const row = page.locator(`#jobs tr[data-job-id="${id}"]`);
+    await row.locator('[data-state="queued"]').waitFor();
+    await page.locator('#project-counts [data-count="queued"] b', { hasText: '1' }).waitFor();
+
+    const { jobs } = await worker.client.claim(worker.workerId, { waitS: 0 });
+    assert.equal(jobs[0]?.id, id);
+    await row.locator('[data-state="running"]').waitFor();
+
+    const stdout = Array.from({ length: 5000 }, (_, i) => `line ${i} of the job's output\n`).join('');
+    await worker.client.result(worker.workerId, resultOf(id, jobs[0]!.attempt, { stdout, stderr: 'a warning on stderr\n', durationMs: 1234 }));
+    await row.locator('[data-state="done"]').waitFor();
+    await page.locator('#project-counts [data-count="done"] b', { hasText: '1' }).waitFor();
+
+    assert.equal(loads, 0, 'the page was not reloaded');
+    assert.equal(await page.evaluate(() => (window as unknown as { stayed?: boolean }).stayed), true);
+
+    await row.locator('a').first().click();
+    await page.locator('#job-state [data-state="done"]').waitFor();
+    await page.locator('#attempts tr[data-attempt="1"]', { hasText: 'node-7' }).waitFor();
+    // Full logs, a page at a time: the first page, then the next.
+    const log = page.locator('#log-text[data-stream="stdout"]');
+    await log.waitFor();
+    assert.match((await log.textContent()) ?? '', /^line 0 of the job's output/);
+    await page.locator('.pager', { hasText: /page 1 of 3/ }).waitFor();
+    await page.click('#log-next');
+    await page.locator('#log-text', { hasText: 'line 3000 of the job' }).waitFor();
+    await page.click('#log-next');
+    await page.locator('#log-text', { hasText: 'line 4999 of the job' }).waitFor();
+    assert.equal(await page.locator('#log-next').isDisabled(), true);
+    await page.click('#log-prev');
+    await page.click('#log-prev');
+    await page.locator('#log-text', { hasText: 'line 0 of the job' }).waitFor();
+
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, 'dashboard-job.png'), fullPage: false });
+
+    await page.click('#logs button[data-stream="stderr"]');
+    await page.locator('#log-text[data-stream="stderr"]', { hasText: 'a warning on stderr' }).waitFor();
+  });
+
+  it('shows workers with their running jobs and heartbeat age, leases with deadlines, and peers', async () => {
+    const { ids } = await admin.submit('demo', [{ argv: ['sleep', '60'], cores: 2, memoryMb: 512 }]);
+    const { jobs } = await worker.client.claim(worker.workerId, { waitS: 0 });
+    assert.equal(jobs[0]?.id, ids[0]);
+
+    await page.click('#nav a[data-nav="workers"]');
+    const w = page.locator(`#workers tr[data-worker-id="${worker.workerId}"]`);
+    await w.waitFor();
+    await w.locator('.running a', { hasText: ids[0]!.slice(-12) }).waitFor();
+    assert.match((await w.textContent()) ?? '', /2 \/ 4/);
+    assert.match((await w.locator('td[data-ts]').textContent()) ?? '', /now|ago/);
+
+    await page.click('#nav a[data-nav="leases"]');
+    const lease = page.locator(`#leases tr[data-lease="${ids[0]}"]`);
+    await lease.waitFor();
+    assert.match((await lease.textContent()) ?? '', /node-7/);
+    assert.match((await lease.locator('td[data-deadline]').textContent()) ?? '', /^in |ago$/);
+
+    // It leaves the list live when the job is cancelled.
+    await admin.cancel(ids);
+    await lease.waitFor({ state: 'detached' });
+
+    await page.click('#nav a[data-nav="peers"]');
+    await page.locator('#peers', { hasText: 'No trusted peers.' }).waitFor();
+  });
+
+  it('pages through a project of 100 000 jobs at once, with state filters', async () => {
+    await admin.createProject('big');
+    await admin.submit('big', Array.from({ length: 100_000 }, (_, i) => ({ argv: ['true'], name: `n${i}` })));
+    const started = Date.now();
+    await page.evaluate(() => (location.hash = '#/p/big'));
+    await page.locator('#project-counts [data-count="queued"] b', { hasText: '100000' }).waitFor();
+    await page.locator('#jobs tbody tr').nth(49).waitFor();
+    assert.equal(await page.locator('#jobs tbody tr').count(), 50);
+    const firstName = await page.locator('#jobs tbody tr td:nth-child(2)').first().textContent();
+    assert.equal(firstName, 'n0');
+
+    for (let i = 1; i <= 3; i++) {
+      await page.click('#next-page');
+      await page.locator('#jobs tbody tr td:nth-child(2)', { hasText: new RegExp(`^n${i * 50}$`) }).waitFor();
+    }
+    await page.click('#prev-page');
+    await page.locator('#jobs tbody tr td:nth-child(2)', { hasText: /^n100$/ }).waitFor();
+    await page.click('#first-page');
+    await page.locator('#jobs tbody tr td:nth-child(2)', { hasText: /^n0$/ }).waitFor();
+
+    await page.click('#state-filter a[data-filter="done"]');
+    await page.locator('#jobs', { hasText: 'No done jobs.' }).waitFor();
+    await page.click('#state-filter a[data-filter="queued"]');
+    await page.locator('#jobs tbody tr').nth(49).waitFor();
+    const elapsed = Date.now() - started;
+    assert.ok(elapsed < 10_000, `paging 100 000 jobs took ${elapsed} ms`);
+
+    // A change to one of them shows on the page as it happens.
+    const { jobs } = await worker.client.claim(worker.workerId, { waitS: 0, max: 1 });
+    const claimed = jobs[0]!;
+    await page.click('#state-filter a:text-is("all")');
+    const row = page.locator(`#jobs tr[data-job-id="${claimed.id}"]`);
+    await row.locator('[data-state="running"]').waitFor();
+  });
+});
