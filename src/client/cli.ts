@@ -15,6 +15,7 @@ import { federationCommands } from './commands/federation.js';
 import { jobCommands } from './commands/jobs.js';
 import { projectCommands } from './commands/projects.js';
 import { serverCommands } from './commands/servers.js';
+import { userCommands } from './commands/users.js';
 import { workerCommands } from './commands/workers.js';
 
 export const GLOBAL_OPTIONS: OptionSpec[] = [
@@ -24,7 +25,7 @@ export const GLOBAL_OPTIONS: OptionSpec[] = [
   { flags: '-p, --project <name>', description: 'use this project instead of the current one' },
 ];
 
-export const COMMAND_GROUPS: readonly (readonly CommandSpec[])[] = [serverCommands, projectCommands, jobCommands, workerCommands, federationCommands];
+export const COMMAND_GROUPS: readonly (readonly CommandSpec[])[] = [serverCommands, userCommands, projectCommands, jobCommands, workerCommands, federationCommands];
 
 export function processIo(): Io {
   return { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env };

@@ -29,18 +29,24 @@ export const ERROR_STATUS = {
   ATTEMPT_NOT_FOUND: 404,
   LOG_NOT_FOUND: 404,
   PEER_NOT_FOUND: 404,
+  USER_NOT_FOUND: 404,
   REQUEST_NOT_FOUND: 404,
   METHOD_NOT_ALLOWED: 405,
   // 409: the request conflicts with the current state
   PROJECT_EXISTS: 409,
+  USER_EXISTS: 409,
   INVALID_STATE: 409,
   STALE_ATTEMPT: 409,
   PEER_CA_MISMATCH: 409,
   FINGERPRINT_MISMATCH: 409,
-  // 413/415: size and media type limits at the edge
+  // 408/413/415/429/431: limits at the edge, each with its own code
+  HEADERS_TIMEOUT: 408,
+  REQUEST_TIMEOUT: 408,
   BODY_TOO_LARGE: 413,
+  LOG_TOO_LARGE: 413,
   UNSUPPORTED_MEDIA_TYPE: 415,
   TOO_MANY_REQUESTS: 429,
+  HEADERS_TOO_LARGE: 431,
   // 5xx: our fault or our state
   INTERNAL: 500,
   SHUTTING_DOWN: 503,

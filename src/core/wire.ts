@@ -3,24 +3,33 @@
  * cpcc and cpc-worker. Every path is under /api/v1; every body is JSON; every
  * error is `{ error: { code, message } }` with a code from errors.ts.
  *
+ *   (outside /api/v1: GET /api/openapi.json, this table as an OpenAPI 3.1 document)
+ *
  *   anonymous   GET  /info                              → ServerInfo
  *               POST /login            LoginRequest     → LoginReply
  *   user        POST /logout                            → { ok }
  *               GET  /whoami                            → WhoAmI
+ *               PUT  /me/password      { current, password } → PasswordChanged
  *               GET  /projects                          → { projects: ProjectView[] }
  *               POST /projects         { name }         → ProjectView
- *               GET  /projects/:p                       → ProjectView
- *               DELETE /projects/:p                     → { removed }
- *               POST /projects/:p/jobs SubmitRequest    → SubmitReply
+ *   member      GET  /projects/:p                       → ProjectView
+ *   owner       DELETE /projects/:p                     → { removed }
+ *               POST /projects/:p/members { user }      → ProjectView
+ *               DELETE /projects/:p/members/:user       → ProjectView
+ *   member      POST /projects/:p/jobs SubmitRequest    → SubmitReply
  *               GET  /projects/:p/jobs ?state&limit&after&archived → JobList
- *               GET  /jobs/:id                          → JobView
+ *   job         GET  /jobs/:id                          → JobView
  *               GET  /jobs/:id/logs ?stream&attempt     → text/plain
- *               POST /jobs/cancel      { ids }          → { cancelled }
+ *   user        POST /jobs/cancel      { ids }          → { cancelled }
  *               POST /jobs/retry       { ids }          → { retried }
  *               GET  /queue ?limit                      → JobList
  *               GET  /workers                           → { workers: WorkerView[] }
  *               GET  /heartbeats                        → { leases: LeaseView[] }
- *   super user  POST /worker-tokens    { name }         → WorkerTokenCreated
+ *   super user  GET  /users                             → { users: UserView[] }
+ *               POST /users            AddUserRequest   → UserView
+ *               DELETE /users/:name                     → UserRemoved
+ *               PUT  /users/:name/password { password } → PasswordChanged
+ *               POST /worker-tokens    { name }         → WorkerTokenCreated
  *               GET  /worker-tokens                     → { tokens: WorkerTokenView[] }
  *               DELETE /worker-tokens/:id               → { revoked }
  *               POST /peers/connect    ConnectServerRequest → ConnectServerReply
@@ -29,7 +38,6 @@
  *               POST /peers/trust-all  { expect? }      → TrustReply
  *               PUT  /peers/:id/priority { priority }   → { connected: PeerView[] }
  *               DELETE /peers/:id                       → DisconnectReply
- *               WS   /events            (see "event stream" below)
  *   worker      POST /workers          RegisterRequest  → RegisterReply
  *               POST /workers/:id/claim ClaimRequest    → ClaimReply   (long-poll)
  *               POST /workers/:id/release               → { released }  (answers its waiting claim now)
@@ -65,6 +73,31 @@ export interface LoginReply {
 export interface WhoAmI {
   user: string;
   superuser: boolean;
+}
+
+export interface UserView {
+  name: string;
+  superuser: boolean;
+  createdAt: number;
+}
+
+export interface AddUserRequest {
+  name: string;
+  password: string;
+  superuser?: boolean;
+}
+
+export interface UserRemoved {
+  removed: string;
+  tokensRevoked: number;
+  /** Projects the user was a member of, and no longer is. */
+  projectsLeft: string[];
+}
+
+/** A password was set; the user's other login tokens were revoked. */
+export interface PasswordChanged {
+  user: string;
+  tokensRevoked: number;
 }
 
 export interface ProjectView {
@@ -233,7 +266,8 @@ export interface ResultReply {
 }
 
 export interface ErrorReply {
-  error: { code: string; message: string };
+  /** `retryAfterS` comes with TOO_MANY_REQUESTS. */
+  error: { code: string; message: string; retryAfterS?: number };
 }
 
 // ---- federation: connection requests and trusted peers ----------------------
@@ -309,129 +343,3 @@ export interface DisconnectReply {
   /** Whether the peer heard the signed notice. */
   told: boolean;
 }
-
-// ---- event stream (websocket) -------------------------------------------------
-//
-// `wss://host:port/api/v1/events`. The client's first message is a
-// StreamHello; the token goes in it, or as a websocket subprotocol
-// `cpc.token.<token>` next to `cpc.events.v1` (never in the URL). The server
-// answers `ready` (then, when resuming, the events after the cursor) or
-// `reset`, and then sends every event the user may see as it becomes durable.
-//
-// Every event has `seq`, its position in the server's journal. A client keeps
-// the last `seq` it saw (from `ready`, `reset`, `event` and `position`) and
-// sends it as `cursor` when it reconnects: it then gets exactly the events it
-// missed, also across a server restart. When the server no longer holds them
-// (it keeps a bounded window of recent events), it answers `reset`: the
-// client must reload its view through the API and go on from `reset.seq`.
-// Peer link states are not journal events: super users get the current list
-// (`peers`) on every connect and whenever a link, trust or priority changes.
-
-export const EVENTS_PATH = '/api/v1/events';
-export const EVENTS_PROTOCOL = 'cpc.events.v1';
-export const EVENTS_TOKEN_PROTOCOL = 'cpc.token.';
-
-export interface StreamHello {
-  type: 'hello';
-  token?: string;
-  /** The last `seq` seen; leave out to start from now. */
-  cursor?: number;
-  /** Only this project's jobs, leases and counts (workers are sent all the same). */
-  project?: string;
-}
-
-export interface StreamReady {
-  type: 'ready';
-  /** Where the client now stands; resumed events that follow have larger seq. */
-  seq: number;
-  resumed: boolean;
-  user: string;
-  superuser: boolean;
-}
-
-export interface StreamReset {
-  type: 'reset';
-  seq: number;
-  reason: string;
-}
-
-/** Nothing the client may see happened up to `seq`; keep it as the cursor. */
-export interface StreamPosition {
-  type: 'position';
-  seq: number;
-}
-
-export interface StreamPeers {
-  type: 'peers';
-  peers: PeerView[];
-}
-
-export interface StreamError {
-  type: 'error';
-  code: string;
-  message: string;
-}
-
-export interface StreamProject {
-  name: string;
-  owner: string;
-  members: string[];
-  /** Counts by state after the event, archived jobs included. */
-  counts: StateCounts;
-  removed?: true;
-}
-
-export interface StreamJob {
-  id: string;
-  project: string;
-  name?: string;
-  state: JobState;
-  /** The state before the event; null for a job the event submitted. */
-  from: JobState | null;
-  reason: string;
-  updatedAt: number;
-  attempts: number;
-  /** The last attempt, when there is one. */
-  attempt?: Attempt;
-}
-
-export interface StreamLease {
-  jobId: string;
-  project: string;
-  attempt: number;
-  workerId: string;
-  workerName: string;
-  via: string;
-  /** null: the lease ended (the attempt finished, was lost or was cancelled). */
-  deadline: number | null;
-}
-
-export interface StreamWorker {
-  id: string;
-  name?: string;
-  host?: string;
-  resources?: Resources;
-  used?: Resources;
-  labels?: string[];
-  running?: number;
-  registeredAt?: number;
-  lastSeen?: number;
-  /** Set when the worker was removed: why. */
-  removed?: string;
-}
-
-export interface StreamEvent {
-  type: 'event';
-  seq: number;
-  at: number;
-  /** The journal event's type, e.g. `jobs-claimed`. */
-  kind: string;
-  projects?: StreamProject[];
-  jobs?: StreamJob[];
-  leases?: StreamLease[];
-  workers?: StreamWorker[];
-  /** Job changes not listed because one event changed too many: reload these projects' lists. */
-  omitted?: { project: string; jobs: number }[];
-}
-
-export type StreamMessage = StreamReady | StreamReset | StreamPosition | StreamPeers | StreamError | StreamEvent;

@@ -57,7 +57,7 @@ export class Accounts {
     private readonly db: Low<AccountsDoc>,
     private readonly tokenTtlMs: number,
   ) {
-    for (const t of db.data.tokens) this.byId.set(t.id, t);
+    this.reindex();
   }
 
   static async open(home: string, tokenTtlS: number): Promise<Accounts> {
@@ -73,24 +73,70 @@ export class Accounts {
     return this.db.data.users.find((u) => u.name === name);
   }
 
-  async addUser(name: string, password: string, superuser: boolean): Promise<void> {
-    if (!USER_NAME.test(name)) throw fail('INVALID_FIELD', `user name '${name}' is not valid`);
-    if (this.user(name)) throw fail('INVALID_STATE', `user '${name}' already exists`);
-    const salt = randomBytes(16);
-    const hash = await scryptAsync(password, salt, 32);
-    this.db.data.users.push({ name, salt: salt.toString('hex'), hash: hash.toString('hex'), superuser, createdAt: Date.now() });
-    await this.db.write();
+  users(): readonly UserRecord[] {
+    return this.db.data.users;
   }
 
-  /** Checks a password and issues a user token; the same error for an unknown user and a wrong password. */
-  async login(name: string, password: string): Promise<{ token: string; record: TokenRecord; user: UserRecord }> {
+  async addUser(name: string, password: string, superuser: boolean): Promise<UserRecord> {
+    if (!USER_NAME.test(name)) throw fail('INVALID_FIELD', `user name '${name}' is not valid`);
+    if (this.user(name)) throw fail('USER_EXISTS', `user '${name}' already exists`);
+    const salt = randomBytes(16);
+    const hash = await scryptAsync(password, salt, 32);
+    // Checked again: another request may have added the name while scrypt ran.
+    if (this.user(name)) throw fail('USER_EXISTS', `user '${name}' already exists`);
+    const record: UserRecord = { name, salt: salt.toString('hex'), hash: hash.toString('hex'), superuser, createdAt: Date.now() };
+    await this.change(() => this.db.data.users.push(record));
+    return record;
+  }
+
+  /** Whether `password` is the user's; the same cost whether or not the user exists. */
+  async checkPassword(name: string, password: string): Promise<UserRecord | null> {
     const user = this.user(name);
     // Hash even for unknown users so that timing does not tell which names exist.
     const salt = user ? Buffer.from(user.salt, 'hex') : randomBytes(16);
     const hash = await scryptAsync(password, salt, 32);
-    if (!user || !timingSafeEqual(hash, Buffer.from(user.hash, 'hex'))) {
-      throw fail('BAD_CREDENTIALS', 'wrong user name or password');
+    return user && timingSafeEqual(hash, Buffer.from(user.hash, 'hex')) ? user : null;
+  }
+
+  /**
+   * Sets a new password and revokes the user's login tokens, all but `keep`
+   * (the session that made the change, when users change their own).
+   * Returns how many tokens were revoked.
+   */
+  async setPassword(name: string, password: string, keep?: string): Promise<number> {
+    if (!this.user(name)) throw fail('USER_NOT_FOUND', `no user named '${name}'`);
+    const salt = randomBytes(16);
+    const hash = await scryptAsync(password, salt, 32);
+    let revoked = 0;
+    await this.change(() => {
+      const user = this.user(name);
+      if (!user) throw fail('USER_NOT_FOUND', `no user named '${name}'`);
+      user.salt = salt.toString('hex');
+      user.hash = hash.toString('hex');
+      revoked = this.dropUserTokens(name, keep);
+    });
+    return revoked;
+  }
+
+  /** Removes a user and every login token of theirs; refuses to remove the last super user. */
+  async removeUser(name: string): Promise<number> {
+    const user = this.user(name);
+    if (!user) throw fail('USER_NOT_FOUND', `no user named '${name}'`);
+    if (user.superuser && this.db.data.users.filter((u) => u.superuser).length === 1) {
+      throw fail('INVALID_STATE', `'${name}' is the last super user; make another one first`);
     }
+    let revoked = 0;
+    await this.change(() => {
+      this.db.data.users = this.db.data.users.filter((u) => u.name !== name);
+      revoked = this.dropUserTokens(name);
+    });
+    return revoked;
+  }
+
+  /** Checks a password and issues a user token; the same error for an unknown user and a wrong password. */
+  async login(name: string, password: string): Promise<{ token: string; record: TokenRecord; user: UserRecord }> {
+    const user = await this.checkPassword(name, password);
+    if (!user) throw fail('BAD_CREDENTIALS', 'wrong user name or password');
     const { token, record } = await this.issue('user', name, Date.now() + this.tokenTtlMs);
     return { token, record, user };
   }
@@ -107,10 +153,10 @@ export class Accounts {
       expiresAt,
       revoked: false,
     };
-    this.db.data.tokens.push(record);
-    this.byId.set(id, record);
-    this.dropExpired();
-    await this.db.write();
+    await this.change(() => {
+      this.db.data.tokens.push(record);
+      this.dropExpired();
+    });
     return { token: `cpc_${id}_${secret}`, record };
   }
 
@@ -129,12 +175,48 @@ export class Accounts {
     return { kind: 'user', user: user.name, superuser: user.superuser, tokenId: record.id };
   }
 
+  /**
+   * Revokes a token. A user token is deleted (it is of no use to anyone); a
+   * worker token stays listed, marked revoked, so admins see what was cut off.
+   */
   async revoke(tokenId: string, kind?: TokenKind): Promise<TokenRecord> {
     const record = this.byId.get(tokenId);
     if (!record || (kind && record.kind !== kind)) throw fail('TOKEN_NOT_FOUND', `no token with id '${tokenId}'`);
-    record.revoked = true;
-    await this.db.write();
+    await this.change(() => {
+      if (record.kind === 'user') this.db.data.tokens = this.db.data.tokens.filter((t) => t.id !== tokenId);
+      else record.revoked = true;
+    });
     return record;
+  }
+
+  /** Login tokens of a user, but for `keep`; returns how many went. */
+  private dropUserTokens(name: string, keep?: string): number {
+    const before = this.db.data.tokens.length;
+    this.db.data.tokens = this.db.data.tokens.filter((t) => t.kind !== 'user' || t.name !== name || t.id === keep);
+    return before - this.db.data.tokens.length;
+  }
+
+  /**
+   * Applies a change to the document and writes it. If the write fails, the
+   * change is undone in memory too, so that what is served never differs
+   * from what is on disk.
+   */
+  private async change(apply: () => void): Promise<void> {
+    const before = structuredClone(this.db.data);
+    try {
+      apply();
+      await this.db.write();
+    } catch (err) {
+      this.db.data = before;
+      throw err;
+    } finally {
+      this.reindex();
+    }
+  }
+
+  private reindex(): void {
+    this.byId.clear();
+    for (const t of this.db.data.tokens) this.byId.set(t.id, t);
   }
 
   workerTokens(): TokenRecord[] {
@@ -145,7 +227,6 @@ export class Accounts {
   private dropExpired(): void {
     const now = Date.now();
     const expired = (t: TokenRecord) => t.kind === 'user' && t.expiresAt !== null && t.expiresAt <= now;
-    for (const t of this.db.data.tokens) if (expired(t)) this.byId.delete(t.id);
     this.db.data.tokens = this.db.data.tokens.filter((t) => !expired(t));
   }
 }

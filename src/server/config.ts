@@ -36,21 +36,22 @@ export const configSchema = z.strictObject({
   /** Each of stdout and stderr is kept up to this size per attempt (the end of it). */
   maxLogBytes: z.int().min(1024).max(256 * MiB),
   tokenTtlS: z.number().min(60).max(365 * DAY),
+  /** A client that has not sent all its request headers by then is cut off (HEADERS_TIMEOUT). */
+  headersTimeoutS: z.number().min(0.1).max(HOUR),
+  /** A client that has not sent its whole request, body included, by then is cut off (REQUEST_TIMEOUT). */
+  requestTimeoutS: z.number().min(0.1).max(DAY),
+  /** Request headers past this size are refused (HEADERS_TOO_LARGE). */
+  maxHeaderBytes: z.int().min(1024).max(1 * MiB),
+  /** Long-poll claims open at once for workers of one worker token (TOO_MANY_REQUESTS past it). */
+  maxClaimsPerToken: z.int().min(1).max(1_000_000),
+  /** Failed logins for one user name, and from one address, before further tries are delayed. */
+  loginFailuresPerUser: z.int().min(1).max(1_000_000),
+  loginFailuresPerAddress: z.int().min(1).max(1_000_000),
+  /** The longest a user name or address is made to wait after failed logins (the delay doubles up to it). */
+  loginMaxDelayS: z.number().min(1).max(DAY),
   /** A snapshot is written when the journal has grown this much since the last. */
   snapshotAfterBytes: z.int().min(1024).max(16 * 1024 * MiB),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']),
-  /**
-   * Who may read /metrics: `token` (a bearer token equal to `metricsToken`, or
-   * a super user's token), `open` (anyone who reaches the secure port), `off`.
-   */
-  metrics: z.enum(['token', 'open', 'off']),
-  /** The scrapers' bearer token; at least 16 printable characters. */
-  metricsToken: z
-    .string()
-    .min(16)
-    .max(512)
-    .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces')
-    .optional(),
 });
 
 export type ServerConfig = z.infer<typeof configSchema>;
@@ -67,9 +68,15 @@ export const DEFAULTS: ServerConfig = {
   maxJobsPerSubmit: 100_000,
   maxLogBytes: 1 * MiB,
   tokenTtlS: 30 * DAY,
+  headersTimeoutS: 30,
+  requestTimeoutS: 2 * MINUTE,
+  maxHeaderBytes: 16 * 1024,
+  maxClaimsPerToken: 1000,
+  loginFailuresPerUser: 5,
+  loginFailuresPerAddress: 20,
+  loginMaxDelayS: 15 * MINUTE,
   snapshotAfterBytes: 64 * MiB,
   logLevel: 'info',
-  metrics: 'token',
 };
 
 const ENV: Record<string, keyof ServerConfig> = {
@@ -80,8 +87,6 @@ const ENV: Record<string, keyof ServerConfig> = {
   CPC_UNSECURE_PORT: 'unsecurePort',
   CPC_HEARTBEAT_INTERVAL: 'heartbeatIntervalS',
   CPC_LOG_LEVEL: 'logLevel',
-  CPC_METRICS: 'metrics',
-  CPC_METRICS_TOKEN: 'metricsToken',
 };
 
 export function defaultHome(): string {

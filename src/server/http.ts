@@ -1,25 +1,42 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { z } from 'zod';
 import { CpcError, fail } from '../core/errors.js';
+import type { AuthRule, Granted } from './auth.js';
 import type { Logger } from './logger.js';
+import { check, NO_BODY, NO_QUERY, PATH_PARAMS } from './schemas.js';
 
 /**
- * The one HTTP wrapper: handlers get a parsed request and return a value (sent
- * as JSON) or a `Reply`, or throw. CpcErrors become their status and
- * `{error:{code,message}}`; anything else is a 500 that is logged loudly and
- * says nothing about the inside.
+ * The one HTTP wrapper. Every route is declared with the rule that says who
+ * may call it and the schemas of its path, query and body, so that nothing
+ * reaches a handler unchecked:
+ *
+ *   route match → who is asking, and may they (before a byte of the body is
+ *   read) → body (size limit, JSON) → params, query and body against their
+ *   schemas → handler.
+ *
+ * Handlers return a value (sent as JSON) or a `Reply`, or throw. CpcErrors
+ * become their status and `{error:{code,message}}`; anything else is a 500
+ * that is logged loudly and says nothing about the inside.
  */
 
-export interface Request<P extends Record<string, string> = Record<string, string>> {
+export type Method = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'DELETE';
+
+export interface BaseRequest<P = Record<string, string>, Q = Record<string, unknown>, B = unknown> {
   method: string;
   path: string;
   params: P;
-  query: URLSearchParams;
+  query: Q;
   headers: IncomingMessage['headers'];
-  body: unknown;
+  body: B;
   raw: IncomingMessage;
   /** Aborted when the client goes away (long-polls stop waiting). */
   signal: AbortSignal;
 }
+
+/** What a handler is given: the checked request and what its rule granted (who, and the project or job). */
+export type Request<A extends AuthRule = AuthRule, P = Record<string, string>, Q = Record<string, unknown>, B = unknown> = BaseRequest<P, Q, B> &
+  Granted[A];
 
 export class Reply {
   constructor(
@@ -31,34 +48,86 @@ export class Reply {
   static text(body: string, status = 200): Reply {
     return new Reply(status, body, 'text/plain; charset=utf-8');
   }
+
+  static json(value: unknown, status = 200): Reply {
+    return new Reply(status, JSON.stringify(value), 'application/json');
+  }
 }
 
-export type Handler = (req: Request) => unknown;
+export interface RouteSpec<A extends AuthRule, P extends z.ZodType, Q extends z.ZodType, B extends z.ZodType> {
+  /** Who may call the route; checked before the body is read. */
+  auth: A;
+  /** One line for the API description. */
+  summary: string;
+  /** Path parameters; each is a string before the schema sees it. */
+  params?: P;
+  /** Query parameters; without a schema, none are accepted. */
+  query?: Q;
+  /** The JSON body; without a schema, none (or `{}`) is accepted. */
+  body?: B;
+  /** The reply is text/plain instead of JSON. */
+  text?: boolean;
+}
 
-interface Route {
-  method: string;
+export type Handler<A extends AuthRule, P, Q, B> = (req: Request<A, P, Q, B>) => unknown;
+
+/** A route as the wrapper, the API description and the tests see it. */
+export interface Route {
+  method: Method;
   pattern: string;
+  auth: AuthRule;
+  summary: string;
+  params: z.ZodType;
+  query: z.ZodType;
+  body: z.ZodType;
+  text: boolean;
   parts: string[];
-  handler: Handler;
+  handler: (req: Request) => unknown;
 }
 
 export class Router {
-  private readonly routes: Route[] = [];
+  private readonly table: Route[] = [];
 
-  add(method: string, pattern: string, handler: Handler): this {
-    this.routes.push({ method, pattern, parts: pattern.split('/').filter(Boolean), handler });
+  /**
+   * Adds a route. The rule is not optional: a route nobody decided the
+   * access to cannot be written down.
+   */
+  add<A extends AuthRule, P extends z.ZodType = typeof PATH_PARAMS, Q extends z.ZodType = typeof NO_QUERY, B extends z.ZodType = typeof NO_BODY>(
+    method: Method,
+    pattern: string,
+    spec: RouteSpec<A, P, Q, B>,
+    handler: Handler<A, z.output<P>, z.output<Q>, z.output<B>>,
+  ): this {
+    if (this.table.some((r) => r.method === method && r.pattern === pattern)) throw new Error(`route ${method} ${pattern} added twice`);
+    this.table.push({
+      method,
+      pattern,
+      auth: spec.auth,
+      summary: spec.summary,
+      params: spec.params ?? PATH_PARAMS,
+      query: spec.query ?? NO_QUERY,
+      body: spec.body ?? NO_BODY,
+      text: spec.text ?? false,
+      parts: pattern.split('/').filter(Boolean),
+      handler: handler as (req: Request) => unknown,
+    });
     return this;
   }
 
+  /** Every route, in the order added. */
+  routes(): readonly Route[] {
+    return this.table;
+  }
+
   /** The route for a method and path; throws ROUTE_NOT_FOUND or METHOD_NOT_ALLOWED. */
-  match(method: string, path: string): { handler: Handler; params: Record<string, string>; pattern: string } {
+  match(method: string, path: string): { route: Route; params: Record<string, string> } {
     const parts = path.split('/').filter(Boolean);
     let pathMatched = false;
-    for (const route of this.routes) {
+    for (const route of this.table) {
       const params = matchParts(route.parts, parts);
       if (!params) continue;
       pathMatched = true;
-      if (route.method === method) return { handler: route.handler, params, pattern: route.pattern };
+      if (route.method === method) return { route, params };
     }
     if (pathMatched) throw fail('METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`);
     throw fail('ROUTE_NOT_FOUND', `no route ${method} ${path}`);
@@ -67,7 +136,7 @@ export class Router {
 
 function matchParts(pattern: string[], parts: string[]): Record<string, string> | null {
   if (pattern.length !== parts.length) return null;
-  const params: Record<string, string> = {};
+  const params: Record<string, string> = Object.create(null) as Record<string, string>;
   for (let i = 0; i < pattern.length; i++) {
     const p = pattern[i]!;
     if (p.startsWith(':')) {
@@ -85,13 +154,32 @@ function matchParts(pattern: string[], parts: string[]): Record<string, string> 
   return params;
 }
 
+/** What the rule of a route needs to know about a request, before its body is read. */
+export interface Credentials {
+  authorization: string | undefined;
+  socket: Socket;
+  params: Record<string, string>;
+}
+
+export type Authorize = <A extends AuthRule>(rule: A, creds: Credentials) => Granted[A] | Promise<Granted[A]>;
+
+/** For listeners that serve only anonymous routes (the unsecure port). */
+export const anonymousOnly: Authorize = (rule) => {
+  if (rule !== 'anonymous') throw fail('UNAUTHENTICATED', 'this listener serves no authenticated routes');
+  return { who: null } as Granted[typeof rule];
+};
+
 export interface HttpOptions {
   router: Router;
   prefix: string;
   maxBodyBytes: number;
   log: Logger;
+  /** Decides who is asking and whether the route's rule lets them in (auth.ts). */
+  authorize: Authorize;
   /** While true, new requests get SHUTTING_DOWN. */
   closing: () => boolean;
+  /** Documents served as they are to anyone on GET, by exact path (the API description). */
+  documents?: Record<string, () => Reply>;
   /**
    * Serves what is not under the API prefix (pages, metrics); returns false
    * for a path it does not serve, which then gets ROUTE_NOT_FOUND.
@@ -107,10 +195,14 @@ export function makeRequestListener(opts: HttpOptions) {
   };
 }
 
+/** Marks a request whose body was read to its end, so the connection may be kept. */
+const bodyDone = new WeakSet<IncomingMessage>();
+
 async function handle(opts: HttpOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const started = performance.now();
   const method = req.method ?? 'GET';
-  const url = new URL(req.url ?? '/', 'http://x');
+  let path = '/';
+  let query = new URLSearchParams();
   const controller = new AbortController();
   res.on('close', () => {
     if (!res.writableFinished) controller.abort();
@@ -118,70 +210,127 @@ async function handle(opts: HttpOptions, req: IncomingMessage, res: ServerRespon
   let status = 500;
   let route: string | null = null;
   try {
-    if (opts.closing()) throw fail('SHUTTING_DOWN', 'the server is shutting down');
-    if (!url.pathname.startsWith(opts.prefix + '/') && url.pathname !== opts.prefix) {
-      if (opts.outside && (await opts.outside(req, res))) return;
-      throw fail('ROUTE_NOT_FOUND', `no route ${method} ${url.pathname}`);
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://x');
+    } catch {
+      throw fail('BAD_REQUEST', 'the request target is not a valid path');
     }
-    const { handler, params, pattern } = opts.router.match(method, url.pathname.slice(opts.prefix.length));
-    route = pattern;
-    const body = await readBody(req, opts.maxBodyBytes);
-    const out = await handler({
+    path = url.pathname;
+    query = url.searchParams;
+    if (opts.closing()) throw fail('SHUTTING_DOWN', 'the server is shutting down');
+    const document = (method === 'GET' || method === 'HEAD') && opts.documents && Object.hasOwn(opts.documents, path) ? opts.documents[path] : undefined;
+    if (document) {
+      status = send(req, res, document());
+      return;
+    }
+    if (!path.startsWith(opts.prefix + '/') && path !== opts.prefix) {
+      if (opts.outside && (await opts.outside(req, res))) return;
+      throw fail('ROUTE_NOT_FOUND', `no route ${method} ${path}`);
+    }
+    const match = opts.router.match(method, path.slice(opts.prefix.length));
+    const r = match.route;
+    route = r.pattern;
+    // Who is asking is settled before the body is read: a caller the route
+    // refuses cannot make the server buffer anything.
+    const creds: Credentials = { authorization: req.headers.authorization, socket: req.socket, params: match.params };
+    let granted = await opts.authorize(r.auth, creds);
+    const raw = await readBody(req, opts.maxBodyBytes);
+    // Reading a body takes time, in which the token may have been revoked or
+    // the project removed: the handler gets what holds now.
+    if (raw !== undefined && r.auth !== 'anonymous') granted = await opts.authorize(r.auth, creds);
+    const params = check(r.params, match.params, 'path');
+    const q = check(r.query, queryObject(query), 'query');
+    const body = check(r.body, raw, 'body');
+    const out = await r.handler({
+      ...granted,
       method,
-      path: url.pathname,
+      path,
       params,
-      query: url.searchParams,
+      query: q,
       headers: req.headers,
       body,
       raw: req,
       signal: controller.signal,
-    });
-    status = send(res, out instanceof Reply ? out : new Reply(200, JSON.stringify(out ?? {}), 'application/json'));
+    } as Request);
+    status = send(req, res, out instanceof Reply ? out : Reply.json(out ?? {}));
   } catch (err) {
     const e = err instanceof CpcError ? err : null;
-    if (!e) opts.log.error('request failed', { method, path: url.pathname, err: errorText(err) });
+    if (!e) opts.log.error('request failed', { method, path, err: errorText(err) });
     const code = e?.code ?? 'INTERNAL';
     const message = e?.message ?? 'internal error; see the server log';
-    status = send(res, new Reply(e?.status ?? 500, JSON.stringify({ error: { code, message } }), 'application/json'));
-    if (e && status < 500) opts.log.debug('request refused', { method, path: url.pathname, code });
+    const details = e?.details ?? {};
+    const reply = Reply.json({ error: { ...details, code, message } }, e?.status ?? 500);
+    status = send(req, res, reply, typeof details.retryAfterS === 'number' ? { 'retry-after': String(details.retryAfterS) } : {});
+    if (e && status < 500) opts.log.debug('request refused', { method, path, code });
   }
   const ms = performance.now() - started;
   opts.observe?.(method, route, status, ms);
-  opts.log.trace?.('request', { method, path: url.pathname, status, ms: +ms.toFixed(2) });
+  opts.log.trace?.('request', { method, path, status, ms: +ms.toFixed(2) });
 }
 
-function send(res: ServerResponse, reply: Reply): number {
+function send(req: IncomingMessage, res: ServerResponse, reply: Reply, extra: Record<string, string> = {}): number {
   if (res.headersSent || res.destroyed) return reply.status;
-  res.writeHead(reply.status, {
+  const headers: Record<string, string | number> = {
     'content-type': reply.contentType,
     'content-length': Buffer.byteLength(reply.body),
     'cache-control': 'no-store',
-  });
-  res.end(reply.body);
+    ...extra,
+  };
+  // A body left unread (refused before or while reading it) is not drained:
+  // the connection is closed once the reply is out.
+  if (hasBody(req) && !bodyDone.has(req)) headers.connection = 'close';
+  res.writeHead(reply.status, headers);
+  res.end(req.method === 'HEAD' ? undefined : reply.body);
   return reply.status;
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return (length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined;
 }
 
 /** Reads and parses a JSON body, refusing it past `limit` bytes without reading the rest. */
 async function readBody(req: IncomingMessage, limit: number): Promise<unknown> {
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > limit) {
-    req.resume();
-    throw fail('BODY_TOO_LARGE', `request body of ${declared} bytes is over the limit of ${limit}`);
+  if (!hasBody(req)) {
+    bodyDone.add(req);
+    return undefined;
   }
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > limit) throw fail('BODY_TOO_LARGE', `request body of ${declared} bytes is over the limit of ${limit}`);
+  const type = String(req.headers['content-type'] ?? '');
+  // Listeners rather than an async iterator: leaving an iterator early
+  // destroys the socket, and the client would never hear why.
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) {
-      req.resume();
-      throw fail('BODY_TOO_LARGE', `request body is over the limit of ${limit} bytes`);
-    }
-    chunks.push(chunk);
-  }
+  await new Promise<void>((resolve, reject) => {
+    const done = (err?: unknown): void => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('aborted', onAborted);
+      if (err) {
+        req.pause();
+        reject(err);
+      } else resolve();
+    };
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > limit) done(fail('BODY_TOO_LARGE', `request body is over the limit of ${limit} bytes`));
+      else chunks.push(chunk);
+    };
+    const onEnd = (): void => done();
+    const onError = (err: unknown): void => done(err);
+    const onAborted = (): void => done(fail('BAD_REQUEST', 'the client went away while sending the body'));
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+    req.on('aborted', onAborted);
+  });
+  bodyDone.add(req);
   if (size === 0) return undefined;
-  const type = String(req.headers['content-type'] ?? '');
   if (!/^application\/json\b/i.test(type)) {
-    throw fail('UNSUPPORTED_MEDIA_TYPE', `request body must be application/json, not '${type || 'unspecified'}'`);
+    throw fail('UNSUPPORTED_MEDIA_TYPE', `request body must be application/json, not '${type.slice(0, 100) || 'unspecified'}'`);
   }
   try {
     return JSON.parse(Buffer.concat(chunks, size).toString('utf8'));
@@ -190,6 +339,87 @@ async function readBody(req: IncomingMessage, limit: number): Promise<unknown> {
   }
 }
 
+export function queryObject(q: URLSearchParams): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = Object.create(null) as Record<string, string | string[]>;
+  for (const [k, v] of q) {
+    const had = out[k];
+    // A repeated parameter stays visible as such, so that the schema refuses it.
+    out[k] = had === undefined ? v : Array.isArray(had) ? [...had, v] : [had, v];
+  }
+  return out;
+}
+
 export function errorText(err: unknown): string {
   return err instanceof Error ? (err.stack ?? err.message) : String(err);
+}
+
+// ---- limits of the listener itself ---------------------------------------------
+
+export interface EdgeLimits {
+  headersTimeoutS: number;
+  requestTimeoutS: number;
+  maxHeaderBytes: number;
+}
+
+/**
+ * Options for `http(s).createServer` that cut off slow clients: all headers
+ * within `headersTimeoutS`, the whole request within `requestTimeoutS` (the
+ * time a handler takes to answer, such as a long-poll, does not count).
+ * Node checks these periodically; the period follows the shortest limit.
+ */
+export function edgeServerOptions(limits: EdgeLimits) {
+  const shortest = Math.min(limits.headersTimeoutS, limits.requestTimeoutS) * 1000;
+  return {
+    headersTimeout: limits.headersTimeoutS * 1000,
+    // Node wants the request timeout no shorter than the headers timeout.
+    requestTimeout: Math.max(limits.requestTimeoutS, limits.headersTimeoutS) * 1000,
+    maxHeaderSize: limits.maxHeaderBytes,
+    connectionsCheckingInterval: Math.round(Math.min(5000, Math.max(50, shortest / 4))),
+  };
+}
+
+interface InFlight {
+  req: IncomingMessage;
+  res: ServerResponse;
+}
+
+/**
+ * Answers what Node refuses before a request reaches the listener (too slow,
+ * headers too large, not HTTP) with the same `{error:{code,message}}` as
+ * every other refusal, each limit with its own code, then closes the
+ * connection.
+ */
+export function guardServer(server: Server, log: Logger): void {
+  const current = new WeakMap<Socket, InFlight>();
+  server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => current.set(req.socket, { req, res }));
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    const inFlight = current.get(socket);
+    let code: 'HEADERS_TIMEOUT' | 'REQUEST_TIMEOUT' | 'HEADERS_TOO_LARGE' | 'BAD_REQUEST';
+    let message: string;
+    if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      // Headers that arrived in time made a request; the body did not follow in time.
+      const bodyLate = inFlight !== undefined && !inFlight.req.complete && !inFlight.res.writableEnded;
+      code = bodyLate ? 'REQUEST_TIMEOUT' : 'HEADERS_TIMEOUT';
+      message = bodyLate ? 'the request was not sent in time' : 'the request headers were not sent in time';
+    } else if (err.code === 'HPE_HEADER_OVERFLOW') {
+      code = 'HEADERS_TOO_LARGE';
+      message = 'the request headers are over the size limit';
+    } else {
+      code = 'BAD_REQUEST';
+      message = 'the request is not valid HTTP';
+    }
+    log.debug('connection refused', { code, reason: err.code });
+    const answered = inFlight?.res.headersSent === true;
+    if (socket.writable && !answered && err.code !== 'ECONNRESET') {
+      const body = JSON.stringify({ error: { code, message } });
+      const status = code === 'HEADERS_TOO_LARGE' ? 431 : code === 'BAD_REQUEST' ? 400 : 408;
+      socket.end(
+        `HTTP/1.1 ${status} ${code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\ncache-control: no-store\r\n\r\n${body}`,
+      );
+      // A client that stops reading must not keep the socket.
+      setTimeout(() => socket.destroy(), 1000).unref();
+    } else {
+      socket.destroy();
+    }
+  });
 }

@@ -1,12 +1,15 @@
 import { z } from 'zod';
-import { fail } from '../core/errors.js';
+import { fail, isErrorCode, type ErrorCode } from '../core/errors.js';
 import type { JobSpec } from '../core/types.js';
 import type { JobInput } from '../core/wire.js';
+import { USER_NAME } from './accounts.js';
 
 /**
- * Every request body and query is checked here, at the edge, before anything
- * else sees it. zod gives one description per shape that both checks and
- * types the input, with messages that name the field.
+ * Every request body, query and path is checked here, at the edge, before
+ * anything else sees it; the HTTP wrapper applies the schemas each route
+ * declares (http.ts). zod gives one description per shape that both checks
+ * and types the input, with messages that name the field, and the same
+ * description becomes the API's OpenAPI document (openapi.ts).
  */
 
 export interface Limits {
@@ -23,7 +26,40 @@ const envName = z
   // Object keys that JavaScript treats specially would be dropped silently.
   .refine((k) => k !== '__proto__' && k !== 'constructor' && k !== 'prototype', 'is a reserved name');
 
+/** What a route without a body accepts: nothing, or `{}`. */
+export const NO_BODY = z.strictObject({}).optional();
+/** What a route without query parameters accepts: none. */
+export const NO_QUERY = z.strictObject({});
+/** Path parameters of a route that declares no schema for them. */
+export const PATH_PARAMS = z.record(z.string(), z.string().max(1024));
+
+/**
+ * A limit with its own error code: `size` measures the raw value, and past
+ * `max` the request is refused with `code` before the rest is looked at.
+ * The inner schema states the limit too, for the API description.
+ */
+export function limited<S extends z.ZodType>(inner: S, size: (v: unknown) => number | null, max: number, code: ErrorCode, what: string) {
+  return z.preprocess((v, ctx) => {
+    const n = size(v);
+    if (n !== null && n > max) ctx.issues.push({ code: 'custom', message: `${what} (${n} > ${max})`, input: v, params: { code } });
+    return v;
+  }, inner);
+}
+
+const arrayLength = (v: unknown) => (Array.isArray(v) ? v.length : null);
+const stringLength = (v: unknown) => (typeof v === 'string' ? v.length : null);
+
+export const userNameSchema = z.string().regex(USER_NAME, 'must be 1-64 letters, digits, . _ @ - (starting with a letter or digit)');
+/** New passwords: long enough to resist guessing; scrypt takes any length, the limit only bounds the work. */
+export const newPasswordSchema = z.string().min(8, 'must be at least 8 characters').max(1024);
 export const loginSchema = z.strictObject({ user: name(64), password: z.string().min(1).max(1024) });
+export const addUserSchema = z.strictObject({ name: userNameSchema, password: newPasswordSchema, superuser: z.boolean().optional() });
+export const setPasswordSchema = z.strictObject({ password: newPasswordSchema });
+export const changeOwnPasswordSchema = z.strictObject({ current: z.string().min(1).max(1024), password: newPasswordSchema });
+export const grantSchema = z.strictObject({ user: userNameSchema });
+export const projectParams = z.strictObject({ project: name(64) });
+export const userParams = z.strictObject({ name: name(64) });
+export const memberParams = z.strictObject({ project: name(64), user: name(64) });
 export const createProjectSchema = z.strictObject({ name: name(64) });
 export const idsSchema = z.strictObject({ ids: z.array(id).min(1).max(10_000) });
 export const tokenNameSchema = z.strictObject({ name: name(64).regex(/^[\w.@-]+$/, 'must be letters, digits, _ . @ -') });
@@ -60,10 +96,13 @@ function perLimits<S>(build: (limits: Limits) => S): (limits: Limits) => S {
 
 export const submitSchema = perLimits((limits) =>
   z.strictObject({
-    jobs: z
-      .array(z.unknown())
-      .min(1)
-      .max(limits.maxJobsPerSubmit, `at most ${limits.maxJobsPerSubmit} jobs per request`),
+    jobs: limited(
+      z.array(jobInputSchema).min(1).max(limits.maxJobsPerSubmit),
+      arrayLength,
+      limits.maxJobsPerSubmit,
+      'TOO_MANY_JOBS',
+      `at most ${limits.maxJobsPerSubmit} jobs per request`,
+    ),
   }),
 );
 
@@ -92,8 +131,8 @@ export const resultSchema = perLimits((limits) =>
     exitCode: z.int().min(-255).max(255).nullable(),
     signal: z.string().max(32).nullable(),
     durationMs: z.number().min(0).max(1e12),
-    stdout: z.string().max(limits.maxLogBytes),
-    stderr: z.string().max(limits.maxLogBytes),
+    stdout: limited(z.string().max(limits.maxLogBytes), stringLength, limits.maxLogBytes, 'LOG_TOO_LARGE', 'stdout is over the log limit'),
+    stderr: limited(z.string().max(limits.maxLogBytes), stringLength, limits.maxLogBytes, 'LOG_TOO_LARGE', 'stderr is over the log limit'),
     stdoutBytes: z.int().min(0),
     stderrBytes: z.int().min(0),
   }),
@@ -116,19 +155,24 @@ export const limitQuery = z.strictObject({ limit: z.coerce.number().int().min(1)
 export const jobIdParam = id;
 export const shortString = shortText;
 
-/** Parses `value` with `schema`, or throws INVALID_FIELD naming the first bad field. */
-export function check<S extends z.ZodType>(schema: S, value: unknown, what = 'body'): z.infer<S> {
+/**
+ * Parses `value` with `schema`, or throws: the code of a limit that was hit
+ * (see `limited`), BAD_REQUEST for a missing value, otherwise INVALID_FIELD
+ * naming the first bad field. Messages name fields, never echo values.
+ */
+export function check<S extends z.ZodType>(schema: S, value: unknown, what = 'body'): z.output<S> {
   const r = schema.safeParse(value);
   if (r.success) return r.data;
-  const issue = r.error.issues[0]!;
-  const where = issue.path.length > 0 ? `${what}.${issue.path.join('.')}` : what;
-  throw fail(value === undefined ? 'BAD_REQUEST' : 'INVALID_FIELD', `${where}: ${issue.message}`);
-}
-
-export function queryObject(q: URLSearchParams): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of q) out[k] = v;
-  return out;
+  const issues = r.error.issues;
+  const limitCode = (i: z.core.$ZodIssue): ErrorCode | undefined => {
+    const c = i.code === 'custom' ? (i.params as { code?: unknown } | undefined)?.code : undefined;
+    return isErrorCode(c) ? c : undefined;
+  };
+  const limit = issues.find((i) => limitCode(i) !== undefined);
+  const issue = limit ?? issues[0]!;
+  const where = issue.path.length > 0 ? `${what}.${issue.path.map(String).join('.')}` : what;
+  const code: ErrorCode = limit ? limitCode(limit)! : value === undefined ? 'BAD_REQUEST' : 'INVALID_FIELD';
+  throw fail(code, `${where}: ${value === undefined && !limit ? 'missing' : issue.message}`);
 }
 
 /** Fills in defaults; the shape was checked by jobInputSchema. */

@@ -5,8 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { planLeaseRecovery } from '../core/recovery.js';
 import type { Model } from '../core/model.js';
-import { JOB_STATES, emptyCounts } from '../core/types.js';
-import { API_PREFIX, EVENTS_PATH, type PeerView } from '../core/wire.js';
+import { API_PREFIX } from '../core/wire.js';
 import { Handshake } from '../federation/handshake.js';
 import { loadOrCreateIdentity, type ServerIdentity } from '../federation/identity.js';
 import { LinkManager } from '../federation/links.js';
@@ -19,23 +18,16 @@ import type { Context } from './context.js';
 import { Delegation } from './delegation.js';
 import { WorkAnnouncer } from './work-announcer.js';
 import { Dispatcher } from './dispatcher.js';
-import { Router, makeRequestListener } from './http.js';
+import { apiRouter } from './api.js';
+import { authorizer } from './auth.js';
+import { Reply, edgeServerOptions, guardServer, makeRequestListener } from './http.js';
+import { openApiDocument } from './openapi.js';
 import { LogStore } from './log-store.js';
 import { toLogger, type Logger } from './logger.js';
 import { PeerTls } from './peer-tls.js';
-import { jobRoutes } from './routes/jobs.js';
-import { peerRoutes } from './routes/peers.js';
-import { projectRoutes } from './routes/projects.js';
-import { sessionRoutes } from './routes/session.js';
-import { workerRoutes } from './routes/workers.js';
-import { pagesHandler } from './dashboard/serve.js';
-import { EventHub } from './events/hub.js';
-import { EventSocket } from './events/socket.js';
-import { Metrics } from './metrics.js';
-import { withRequestId } from './request-id.js';
 import { Store } from './store.js';
 import { Sweeper } from './sweeper.js';
-import { unsecureListener } from './unsecure.js';
+import { unsecureListener, unsecureRoutes } from './unsecure.js';
 
 export interface ServerOptions extends Partial<ServerConfig> {
   home: string;
@@ -57,9 +49,6 @@ export interface RunningServer {
   config: ServerConfig;
   model: Model;
   ctx: Context;
-  /** The event stream (positions, subscribers). */
-  events: EventHub;
-  metrics: Metrics;
   createWorkerToken(name: string): Promise<string>;
   /** Gives the secure listener the current trusted CAs, without a restart; done on every trust change. */
   reloadTls(): void;
@@ -91,45 +80,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     writeFileSync(join(home, INITIAL_PASSWORD_FILE), adminPassword + '\n', { mode: 0o600 });
   }
 
-  // Gauges are read when scraped, from what exists by then.
-  const metrics: Metrics = new Metrics({
-    jobs: () => {
-      const all = emptyCounts();
-      for (const name of store.model.projects.keys()) {
-        const c = store.model.countsOf(name);
-        for (const s of JOB_STATES) all[s] += c[s];
-      }
-      return all;
-    },
-    projects: () => store.model.projects.size,
-    workers: () => store.model.workers.size,
-    leases: () => store.model.leases.size,
-    claimsWaiting: () => ctx.dispatcher.waitingCount,
-    peers: (): { trusted: number; up: number } => ({ trusted: trust.peers().length, up: links.upCount() }),
-    streamClients: () => hub.subscribers,
-    journalPosition: () => store.seq,
-  });
-  const store = await Store.open({
-    home,
-    snapshotAfterBytes: config.snapshotAfterBytes,
-    log,
-    onFsync: (ms, records) => metrics.fsync(ms, records),
-  });
-  store.onEvent((event) => metrics.event(event));
-  const peerViews = (): PeerView[] =>
-    trust.peers().map((p) => ({
-      serverId: p.serverId,
-      name: p.name,
-      host: p.host,
-      unsecurePort: p.unsecurePort,
-      securePort: p.securePort,
-      caFingerprint: p.caFingerprint,
-      priority: p.priority,
-      trustedAt: p.trustedAt,
-      link: ctx.linkState?.(p.serverId) ?? 'down',
-    }));
-  // Before recovery commits anything, so that the stream has every change of this run.
-  const hub = new EventHub(store, { peers: () => peerViews() });
+  const store = await Store.open({ home, snapshotAfterBytes: config.snapshotAfterBytes, log });
   const { replayed, snapshotSegment, truncated } = store.recovered;
   log.info('state loaded', {
     jobs: store.model.jobs.size,
@@ -176,12 +127,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   ctx.delegation = new Delegation(ctx);
   ctx.dispatcher.remote = ctx.delegation;
 
-  const router = new Router();
-  sessionRoutes(router, ctx);
-  projectRoutes(router, ctx);
-  jobRoutes(router, ctx);
-  workerRoutes(router, ctx);
-  peerRoutes(router, ctx);
+  const router = apiRouter(ctx);
+  let openapi: string | undefined;
+  const documents = {
+    // Made on first request, from the same route table that checks requests.
+    '/api/openapi.json': () => Reply.json(JSON.parse((openapi ??= JSON.stringify(openApiDocument(router, unsecureRoutes(ctx), ctx.version))))),
+  };
 
   const peerTls = new PeerTls(identity, trust, log);
   secure = createHttpsServer(
@@ -191,29 +142,23 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       // send none. peer-tls.ts refuses a bad certificate before any HTTP.
       requestCert: true,
       rejectUnauthorized: false,
-      // Slow or silent clients are cut off; long-polls stay well under these.
-      requestTimeout: 330_000,
-      headersTimeout: 30_000,
+      // Slow or silent clients are cut off (a long-poll's wait for its answer does not count).
+      ...edgeServerOptions(config),
       keepAliveTimeout: 65_000,
     },
-    withRequestId(
-      makeRequestListener({
-        router,
-        prefix: API_PREFIX,
-        maxBodyBytes: config.maxBodyBytes,
-        log,
-        closing: () => closing,
-        outside: pagesHandler({
-          metrics,
-          metricsMode: config.metrics,
-          metricsToken: config.metricsToken,
-          superuser: (token) => isSuperuser(accounts, token),
-        }),
-        observe: (method, route, status, ms) => metrics.request(method, route, status, ms),
-      }),
-    ),
+    makeRequestListener({
+      router,
+      prefix: API_PREFIX,
+      maxBodyBytes: config.maxBodyBytes,
+      log,
+      authorize: authorizer(ctx),
+      documents,
+      closing: () => closing,
+    }),
   );
-  const unsecure: HttpServer = createHttpServer({ requestTimeout: 30_000, headersTimeout: 10_000 }, unsecureListener(ctx, () => closing));
+  const unsecure: HttpServer = createHttpServer(edgeServerOptions(config), unsecureListener(ctx, () => closing));
+  guardServer(secure, log);
+  guardServer(unsecure, log);
   await listen(secure, config.securePort, config.host);
   await listen(unsecure, config.unsecurePort, config.host);
   const securePort = (secure.address() as AddressInfo).port;
@@ -241,27 +186,13 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     onUp: (peerId) => ctx.delegation.linkUp(peerId),
     log: (level, msg, fields) => log[level](msg, fields),
   });
-  const eventSocket = new EventSocket({
-    hub,
-    authenticate: (token) => accounts.authenticate(token),
-    project: (name) => store.model.projects.get(name),
-    log,
-  });
-  // One listener routes websocket upgrades: the event stream, or the peer link.
-  secure.on('upgrade', (req, socket, head) => {
-    if (new URL(req.url ?? '/', 'http://x').pathname === EVENTS_PATH) eventSocket.upgrade(req, socket, head);
-    else links.accept(req, socket, head);
-  });
-  // Idle stream clients learn the position; super users, changed peer links.
-  const hubTimer = setInterval(() => hub.tick(), 2000);
-  hubTimer.unref();
+  links.attach(secure);
   ctx.delegation.links = links;
   ctx.delegation.directory = trust;
   ctx.linkState = (peerId) => links.state(peerId);
   trust.on('change', (e) => {
     if (e.kind === 'trusted' || e.kind === 'removed') reloadTls();
     if (e.kind === 'trusted' || e.kind === 'moved') links.ensure(e.serverId);
-    hub.peersChanged();
     if (e.kind === 'removed') {
       links.drop(e.serverId);
       void ctx.delegation.peerGone(e.serverId).catch((err: unknown) => log.error('could not re-queue a removed peer’s jobs', { err: String(err) }));
@@ -286,15 +217,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     closed ??= (async () => {
       closing = true;
       sweeper.stop();
-      clearInterval(hubTimer);
-      eventSocket.close();
       ctx.dispatcher.releaseAll();
       await handshake.close();
       links.close();
       await Promise.all([stop(secure!), stop(unsecure)]);
       await store.snapshot();
       await store.close();
-      hub.close();
       log.info('stopped');
     })();
     return closed;
@@ -313,21 +241,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     config,
     model: store.model,
     ctx,
-    events: hub,
-    metrics,
     createWorkerToken: async (name) => (await accounts.issue('worker', name, null)).token,
     reloadTls,
     close,
   };
-}
-
-function isSuperuser(accounts: Accounts, token: string): boolean {
-  try {
-    const who = accounts.authenticate(token);
-    return who.kind === 'user' && who.superuser;
-  } catch {
-    return false;
-  }
 }
 
 function formatHost(host: string): string {

@@ -7,8 +7,7 @@ import {
   statusRequestSchema,
 } from '../federation/handshake-schemas.js';
 import type { Context } from './context.js';
-import { Reply, Router, makeRequestListener } from './http.js';
-import { check } from './schemas.js';
+import { Reply, Router, anonymousOnly, makeRequestListener } from './http.js';
 
 /**
  * The plain-HTTP listener. It serves only what must happen before trust
@@ -31,28 +30,41 @@ export function unsecureRoutes(ctx: Context): Router {
     securePort: ctx.securePort(),
   });
   const caPem = () => new Reply(200, ctx.identity.caCertPem, 'application/x-pem-file');
-  for (const method of ['GET', 'HEAD']) {
-    router.add(method, '/ca', caInfo);
-    router.add(method, '/ca.pem', caPem);
+  // Everyone may ask: these come before any trust exists, and each is checked on its own merits.
+  const open = { auth: 'anonymous' } as const;
+  for (const method of ['GET', 'HEAD'] as const) {
+    router.add(method, '/ca', { ...open, summary: "this server's id, CA certificate and its fingerprint, and secure port" }, caInfo);
+    router.add(method, '/ca.pem', { ...open, summary: "this server's CA certificate (PEM)", text: true }, caPem);
   }
 
-  router.add('POST', '/connect-request', (req) => ctx.handshake.onConnectRequest(check(connectRequestSchema, req.body)));
-  router.add('POST', '/connect-accept', async (req) => {
-    await ctx.handshake.onAccept(check(acceptAnswerSchema, req.body));
+  router.add('POST', '/connect-request', { ...open, summary: 'a server asks to connect', body: connectRequestSchema }, (req) =>
+    ctx.handshake.onConnectRequest(req.body),
+  );
+  router.add('POST', '/connect-accept', { ...open, summary: 'a server this one asked answers that it trusts it', body: acceptAnswerSchema }, async (req) => {
+    await ctx.handshake.onAccept(req.body);
     return { ok: true };
   });
-  router.add('POST', '/connect-status', (req) => ctx.handshake.onStatus(check(statusRequestSchema, req.body)));
-  router.add('POST', '/disconnect', async (req) => {
-    await ctx.handshake.onDisconnect(check(disconnectNoticeSchema, req.body));
+  router.add('POST', '/connect-status', { ...open, summary: 'has the request been trusted yet?', body: statusRequestSchema }, (req) =>
+    ctx.handshake.onStatus(req.body),
+  );
+  router.add('POST', '/disconnect', { ...open, summary: 'a signed notice that a peer ended trust', body: disconnectNoticeSchema }, async (req) => {
+    await ctx.handshake.onDisconnect(req.body);
     return { ok: true };
   });
-  router.add('POST', '/peer-moved', async (req) => ({
+  router.add('POST', '/peer-moved', { ...open, summary: "a signed notice of a peer's new address", body: peerMovedNoticeSchema }, async (req) => ({
     ok: true,
-    changed: await ctx.handshake.onPeerMoved(check(peerMovedNoticeSchema, req.body)),
+    changed: await ctx.handshake.onPeerMoved(req.body),
   }));
   return router;
 }
 
 export function unsecureListener(ctx: Context, closing: () => boolean): (req: IncomingMessage, res: ServerResponse) => void {
-  return makeRequestListener({ router: unsecureRoutes(ctx), prefix: '', maxBodyBytes: UNSECURE_MAX_BODY_BYTES, log: ctx.log, closing });
+  return makeRequestListener({
+    router: unsecureRoutes(ctx),
+    prefix: '',
+    maxBodyBytes: UNSECURE_MAX_BODY_BYTES,
+    log: ctx.log,
+    authorize: anonymousOnly,
+    closing,
+  });
 }

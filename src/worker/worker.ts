@@ -484,7 +484,7 @@ export class Worker {
             this.fail(err);
             return;
           case 'rejected':
-            if ((code === 'BODY_TOO_LARGE' || code === 'INVALID_FIELD') && shrinkTails(req)) {
+            if ((code === 'BODY_TOO_LARGE' || code === 'LOG_TOO_LARGE' || code === 'INVALID_FIELD') && shrinkTails(req)) {
               this.log('warn', 'result refused as too large; sending shorter log tails', { job: job.id, attempt: job.attempt, code });
               continue;
             }

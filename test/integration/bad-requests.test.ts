@@ -195,7 +195,7 @@ const cases: Case[] = [
   // ---- submissions ----------------------------------------------------------------------
   bad('a job list that is not an array', 400, 'INVALID_FIELD', () => admin.call('POST', '/projects/alpha/jobs', { jobs: { argv: ['true'] } })),
   bad('an empty job list', 400, 'INVALID_FIELD', () => submit(admin, 'alpha', [])),
-  bad('more jobs than one submission may hold', 400, 'INVALID_FIELD', () =>
+  bad('more jobs than one submission may hold', 400, 'TOO_MANY_JOBS', () =>
     submit(admin, 'alpha', Array.from({ length: MAX_JOBS + 1 }, () => job())),
   ),
   bad('a job with both argv and shell', 400, 'INVALID_FIELD', () => submit(admin, 'alpha', [{ argv: ['true'], shell: 'true' }])),
@@ -285,7 +285,7 @@ const cases: Case[] = [
   bad('a result that ended in an unknown way', 400, 'INVALID_FIELD', () =>
     w1.client.result(w1.workerId, resultOf(ids.running, 1, { how: 'exploded' as never })),
   ),
-  bad('a result whose output is over the log limit', 400, 'INVALID_FIELD', () =>
+  bad('a result whose output is over the log limit', 413, 'LOG_TOO_LARGE', () =>
     w1.client.result(w1.workerId, resultOf(ids.running, 1, { stdout: 'z'.repeat(MAX_LOG + 1) })),
   ),
   bad('a worker token name with a space', 400, 'INVALID_FIELD', () => admin.call('POST', '/worker-tokens', { name: 'two words' })),

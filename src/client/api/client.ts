@@ -23,6 +23,7 @@ import type {
   WorkerView,
 } from '../../core/wire.js';
 import type { ConnectServerReply, DisconnectReply, PeerView, PeersView, TrustReply } from '../../core/wire.js';
+import type { PasswordChanged, UserRemoved, UserView } from '../../core/wire.js';
 import { API_PREFIX } from '../../core/wire.js';
 
 /**
@@ -55,6 +56,8 @@ export class ApiError extends Error {
     readonly code: string,
     message: string,
     readonly status: number = 0,
+    /** With TOO_MANY_REQUESTS: seconds to wait before trying again. */
+    readonly retryAfterS?: number,
   ) {
     super(message);
     this.name = 'ApiError';
@@ -154,9 +157,10 @@ export class ApiClient {
       } catch {
         parsed = undefined;
       }
-      const e = (parsed as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
+      const e = (parsed as { error?: { code?: unknown; message?: unknown; retryAfterS?: unknown } } | undefined)?.error;
       if (e && typeof e.code === 'string') {
-        throw new ApiError(e.code, typeof e.message === 'string' ? e.message : e.code, res.statusCode);
+        const retryAfterS = typeof e.retryAfterS === 'number' ? e.retryAfterS : undefined;
+        throw new ApiError(e.code, typeof e.message === 'string' ? e.message : e.code, res.statusCode, retryAfterS);
       }
       throw new ApiError('BAD_RESPONSE', `${this.url} answered HTTP ${res.statusCode} without an error body`, res.statusCode);
     }
@@ -250,6 +254,40 @@ export class ApiClient {
 
   revokeWorkerToken(id: string): Promise<{ revoked: string }> {
     return this.call('DELETE', `/worker-tokens/${encodeURIComponent(id)}`);
+  }
+
+  // ---- users and access ------------------------------------------------------
+
+  /** Changes this user's own password; their other tokens are revoked, this one stays. */
+  changePassword(current: string, password: string): Promise<PasswordChanged> {
+    return this.call('PUT', '/me/password', { current, password });
+  }
+
+  /** Gives a user full access to a project (its owner or a super user). */
+  grantAccess(project: string, user: string): Promise<ProjectView> {
+    return this.call('POST', `/projects/${encodeURIComponent(project)}/members`, { user });
+  }
+
+  revokeAccess(project: string, user: string): Promise<ProjectView> {
+    return this.call('DELETE', `/projects/${encodeURIComponent(project)}/members/${encodeURIComponent(user)}`);
+  }
+
+  /** Super user: every user. */
+  users(): Promise<{ users: UserView[] }> {
+    return this.call('GET', '/users');
+  }
+
+  addUser(name: string, password: string, superuser = false): Promise<UserView> {
+    return this.call('POST', '/users', superuser ? { name, password, superuser } : { name, password });
+  }
+
+  removeUser(name: string): Promise<UserRemoved> {
+    return this.call('DELETE', `/users/${encodeURIComponent(name)}`);
+  }
+
+  /** Super user: sets another user's password; all their tokens are revoked. */
+  setPassword(name: string, password: string): Promise<PasswordChanged> {
+    return this.call('PUT', `/users/${encodeURIComponent(name)}/password`, { password });
   }
 
   // ---- federation (super user) ----------------------------------------------

@@ -15,10 +15,8 @@ import type {
 import { DEFAULT_UNSECURE_PORT, type TrustOutcome } from '../../federation/handshake.js';
 import { serverIdSchema } from '../../federation/handshake-schemas.js';
 import type { Peer, ReceivedRequest, SentRequest } from '../../federation/trust-store.js';
-import { requireSuperuser } from '../auth.js';
 import type { Context } from '../context.js';
 import type { Router } from '../http.js';
-import { check } from '../schemas.js';
 
 const fingerprintSchema = z.string().min(1).max(200);
 
@@ -35,6 +33,7 @@ const trustAllSchema = z.strictObject({
   expect: z.array(z.strictObject({ serverId: serverIdSchema, caFingerprint: fingerprintSchema })).max(1000).optional(),
 });
 const prioritySchema = z.strictObject({ priority: z.int().min(0).max(1_000_000) });
+const peerParams = z.strictObject({ id: serverIdSchema });
 
 export function peerRoutes(router: Router, ctx: Context): void {
   const peerView = (p: Peer): PeerView => ({
@@ -50,10 +49,8 @@ export function peerRoutes(router: Router, ctx: Context): void {
   });
   const connected = () => ctx.trust.peers().map(peerView);
   const trusted = (o: TrustOutcome) => ({ ...peerView(o.peer), told: o.told });
-  const serverId = (raw: string | undefined) => check(serverIdSchema, raw, 'server id');
 
-  router.add('GET', '/peers', (req): PeersView => {
-    requireSuperuser(ctx, req);
+  router.add('GET', '/peers', { auth: 'superuser', summary: 'connection requests sent and received, and trusted peers in priority order' }, (): PeersView => {
     return {
       sent: ctx.trust.sentRequests().map(sentView),
       received: ctx.trust.receivedRequests().map(receivedView),
@@ -61,9 +58,8 @@ export function peerRoutes(router: Router, ctx: Context): void {
     };
   });
 
-  router.add('POST', '/peers/connect', async (req): Promise<ConnectServerReply> => {
-    requireSuperuser(ctx, req);
-    const body = check(connectSchema, req.body);
+  router.add('POST', '/peers/connect', { auth: 'superuser', summary: "send a connection request to a server's unsecure port", body: connectSchema }, async (req): Promise<ConnectServerReply> => {
+    const body = req.body;
     const out = await ctx.handshake.connect(body.host, body.port ?? DEFAULT_UNSECURE_PORT);
     return {
       sent: out.sent ? sentView(out.sent) : null,
@@ -73,31 +69,37 @@ export function peerRoutes(router: Router, ctx: Context): void {
     };
   });
 
-  router.add('POST', '/peers/trust-all', async (req): Promise<TrustReply> => {
-    requireSuperuser(ctx, req);
-    const body = check(trustAllSchema, req.body ?? {});
+  router.add('POST', '/peers/trust-all', { auth: 'superuser', summary: 'trust every waiting request (or those expected)', body: trustAllSchema.optional() }, async (req): Promise<TrustReply> => {
+    const body = req.body ?? {};
     const out = await ctx.handshake.trustAll(body.expect);
     return { trusted: out.trusted.map(trusted), skipped: out.skipped };
   });
 
-  router.add('POST', '/peers/:id/trust', async (req): Promise<TrustReply> => {
-    requireSuperuser(ctx, req);
-    const id = serverId(req.params.id);
-    const body = check(trustSchema, req.body ?? {});
+  router.add(
+    'POST',
+    '/peers/:id/trust',
+    { auth: 'superuser', summary: 'trust a server that asked to connect', params: peerParams, body: trustSchema.optional() },
+    async (req): Promise<TrustReply> => {
+    const id = req.params.id;
+    const body = req.body ?? {};
     const out = await ctx.handshake.trust(id, body.caFingerprint);
     return { trusted: [trusted(out)], skipped: [] };
-  });
+    },
+  );
 
-  router.add('PUT', '/peers/:id/priority', async (req): Promise<{ connected: PeerView[] }> => {
-    requireSuperuser(ctx, req);
-    const id = serverId(req.params.id);
-    const body = check(prioritySchema, req.body);
+  router.add(
+    'PUT',
+    '/peers/:id/priority',
+    { auth: 'superuser', summary: 'move a peer to a place in the order peers are asked for work', params: peerParams, body: prioritySchema },
+    async (req): Promise<{ connected: PeerView[] }> => {
+    const id = req.params.id;
+    const body = req.body;
     return { connected: (await ctx.trust.setPriority(id, body.priority)).map(peerView) };
-  });
+    },
+  );
 
-  router.add('DELETE', '/peers/:id', async (req): Promise<DisconnectReply> => {
-    requireSuperuser(ctx, req);
-    const id = serverId(req.params.id);
+  router.add('DELETE', '/peers/:id', { auth: 'superuser', summary: 'end trust in a peer (and tell it), or withdraw requests', params: peerParams }, async (req): Promise<DisconnectReply> => {
+    const id = req.params.id;
     const out = await ctx.handshake.disconnect(id);
     return { serverId: id, ...out };
   });

@@ -1,11 +1,17 @@
 import type { LoginReply, ServerInfo, WhoAmI } from '../../core/wire.js';
-import { requireUser } from '../auth.js';
 import type { Context } from '../context.js';
 import type { Router } from '../http.js';
-import { check, loginSchema } from '../schemas.js';
+import { loginSchema } from '../schemas.js';
+import { LoginThrottle } from '../throttle.js';
 
 export function sessionRoutes(router: Router, ctx: Context): void {
-  router.add('GET', '/info', (): ServerInfo => ({
+  const throttle = new LoginThrottle({
+    perUser: ctx.config.loginFailuresPerUser,
+    perAddress: ctx.config.loginFailuresPerAddress,
+    maxDelayMs: ctx.config.loginMaxDelayS * 1000,
+  });
+
+  router.add('GET', '/info', { auth: 'anonymous', summary: 'who this server is' }, (): ServerInfo => ({
     serverId: ctx.identity.serverId,
     name: ctx.config.name,
     version: ctx.version,
@@ -14,21 +20,26 @@ export function sessionRoutes(router: Router, ctx: Context): void {
     time: Date.now(),
   }));
 
-  router.add('POST', '/login', async (req): Promise<LoginReply> => {
-    const body = check(loginSchema, req.body);
-    const { token, record, user } = await ctx.accounts.login(body.user, body.password);
-    ctx.log.info('user logged in', { user: user.name });
-    return { token, user: user.name, superuser: user.superuser, expiresAt: record.expiresAt ?? 0 };
-  });
+  router.add(
+    'POST',
+    '/login',
+    { auth: 'anonymous', summary: 'exchange a password for a token (failed tries slow further ones down)', body: loginSchema },
+    async (req): Promise<LoginReply> => {
+      const attempt = throttle.begin(req.body.user, req.raw.socket.remoteAddress ?? 'unknown');
+      const { token, record, user } = await ctx.accounts.login(req.body.user, req.body.password);
+      attempt.succeeded();
+      ctx.log.info('user logged in', { user: user.name });
+      return { token, user: user.name, superuser: user.superuser, expiresAt: record.expiresAt ?? 0 };
+    },
+  );
 
-  router.add('POST', '/logout', async (req) => {
-    const who = requireUser(ctx, req);
-    await ctx.accounts.revoke(who.tokenId);
+  router.add('POST', '/logout', { auth: 'user', summary: 'revoke the token of this request' }, async (req) => {
+    await ctx.accounts.revoke(req.who.tokenId);
     return { ok: true };
   });
 
-  router.add('GET', '/whoami', (req): WhoAmI => {
-    const who = requireUser(ctx, req);
-    return { user: who.user, superuser: who.superuser };
-  });
+  router.add('GET', '/whoami', { auth: 'user', summary: 'the user this token belongs to' }, (req): WhoAmI => ({
+    user: req.who.user,
+    superuser: req.who.superuser,
+  }));
 }

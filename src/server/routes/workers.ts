@@ -11,14 +11,24 @@ import type {
   WorkerTokenView,
   WorkerView,
 } from '../../core/wire.js';
-import { requireSuperuser, requireUser, requireWorker, type WorkerIdentity } from '../auth.js';
+import { z } from 'zod';
+import type { WorkerIdentity } from '../auth.js';
 import type { Context } from '../context.js';
 import type { Router } from '../http.js';
 import { acceptResult } from '../results.js';
-import { check, claimSchema, heartbeatSchema, registerSchema, resultSchema, tokenNameSchema } from '../schemas.js';
+import { claimSchema, heartbeatSchema, jobIdParam, registerSchema, resultSchema, tokenNameSchema } from '../schemas.js';
+
+const workerParams = z.strictObject({ id: jobIdParam });
+const tokenParams = z.strictObject({ id: z.string().max(64) });
 
 export function workerRoutes(router: Router, ctx: Context): void {
   const model = ctx.store.model;
+  /**
+   * Long-polls open per worker token. A worker's newer claim replaces its
+   * older one (dispatcher.ts), but one token may register any number of
+   * workers, so the token as a whole is capped.
+   */
+  const claimsOpen = new Map<string, number>();
 
   /** The worker a request names, if it was registered with the caller's token. */
   const ownWorker = (who: WorkerIdentity, id: string): Worker => {
@@ -27,9 +37,8 @@ export function workerRoutes(router: Router, ctx: Context): void {
     return worker;
   };
 
-  router.add('POST', '/workers', async (req): Promise<RegisterReply> => {
-    const who = requireWorker(ctx, req);
-    const body = check(registerSchema, req.body);
+  router.add('POST', '/workers', { auth: 'worker', summary: 'register a worker with its resources', body: registerSchema }, async (req): Promise<RegisterReply> => {
+    const { who, body } = req;
     const id = uuidv7();
     await ctx.store.commit({
       t: 'worker-registered',
@@ -45,24 +54,41 @@ export function workerRoutes(router: Router, ctx: Context): void {
     return { workerId: id, heartbeatIntervalS: ctx.config.heartbeatIntervalS, leaseS: ctx.leaseMs / 1000 };
   });
 
-  router.add('POST', '/workers/:id/claim', async (req): Promise<ClaimReply> => {
-    const who = requireWorker(ctx, req);
-    const worker = ownWorker(who, req.params.id!);
-    const body = check(claimSchema, req.body);
-    worker.lastSeen = Date.now();
-    return { jobs: await ctx.dispatcher.claim(worker.id, body.max ?? 4096, body.waitS, req.signal) };
-  });
+  router.add(
+    'POST',
+    '/workers/:id/claim',
+    { auth: 'worker', summary: 'jobs that fit the worker (long-poll: answered when some fit, or empty after waitS)', params: workerParams, body: claimSchema },
+    async (req): Promise<ClaimReply> => {
+      const { who, body } = req;
+      const worker = ownWorker(who, req.params.id);
+      const open = claimsOpen.get(who.tokenId) ?? 0;
+      if (open >= ctx.config.maxClaimsPerToken) {
+        throw fail('TOO_MANY_REQUESTS', `workers of this token have ${open} claims open already, the most allowed`, { retryAfterS: 1 });
+      }
+      claimsOpen.set(who.tokenId, open + 1);
+      try {
+        worker.lastSeen = Date.now();
+        return { jobs: await ctx.dispatcher.claim(worker.id, body.max ?? 4096, body.waitS, req.signal) };
+      } finally {
+        const left = (claimsOpen.get(who.tokenId) ?? 1) - 1;
+        if (left > 0) claimsOpen.set(who.tokenId, left);
+        else claimsOpen.delete(who.tokenId);
+      }
+    },
+  );
 
-  router.add('POST', '/workers/:id/release', (req) => {
-    const who = requireWorker(ctx, req);
-    const worker = ownWorker(who, req.params.id!);
+  router.add('POST', '/workers/:id/release', { auth: 'worker', summary: "answer the worker's waiting claim now", params: workerParams }, (req) => {
+    const worker = ownWorker(req.who, req.params.id);
     return { released: ctx.dispatcher.release(worker.id) };
   });
 
-  router.add('POST', '/workers/:id/heartbeat', (req): HeartbeatReply => {
-    const who = requireWorker(ctx, req);
-    const worker = ownWorker(who, req.params.id!);
-    const { attempts } = check(heartbeatSchema, req.body);
+  router.add(
+    'POST',
+    '/workers/:id/heartbeat',
+    { auth: 'worker', summary: 'renew the leases of the attempts the worker runs; lists those to abandon', params: workerParams, body: heartbeatSchema },
+    (req): HeartbeatReply => {
+    const worker = ownWorker(req.who, req.params.id);
+    const { attempts } = req.body;
     const now = Date.now();
     const deadline = now + ctx.leaseMs;
     // Mine or forward: peers' jobs this worker runs are renewed by delegation.
@@ -86,21 +112,25 @@ export function workerRoutes(router: Router, ctx: Context): void {
       ctx.store.commitLater({ t: 'leases-renewed', at: now, workerId: worker.id, deadline, attempts: renewed });
     }
     return { abandon, heartbeatIntervalS: ctx.config.heartbeatIntervalS };
-  });
+    },
+  );
 
-  router.add('POST', '/workers/:id/results', async (req): Promise<ResultReply> => {
-    const who = requireWorker(ctx, req);
-    const worker = ownWorker(who, req.params.id!);
-    const body = check(resultSchema(ctx.config), req.body);
+  router.add(
+    'POST',
+    '/workers/:id/results',
+    { auth: 'worker', summary: 'report how an attempt ended, with the ends of its output', params: workerParams, body: resultSchema(ctx.config) },
+    async (req): Promise<ResultReply> => {
+    const worker = ownWorker(req.who, req.params.id);
+    const body = req.body;
     // Mine or forward: a peer's job goes home through the delegation outbox.
     if (model.foreign.has(body.jobId)) return ctx.delegation.result(worker.id, body);
     // A job this server does not hold (anymore) cannot be this worker's to finish.
     if (!model.job(body.jobId)) throw fail('STALE_ATTEMPT', `job ${body.jobId} is not leased to this worker (it may have been given up)`);
     return acceptResult(ctx, worker.id, body, 'local');
-  });
+    },
+  );
 
-  router.add('GET', '/workers', (req): { workers: WorkerView[] } => {
-    requireUser(ctx, req);
+  router.add('GET', '/workers', { auth: 'user', summary: 'the workers registered here' }, (): { workers: WorkerView[] } => {
     const workers = [...model.workers.values()].map((w) => ({
       id: w.id,
       name: w.name,
@@ -115,23 +145,20 @@ export function workerRoutes(router: Router, ctx: Context): void {
     return { workers };
   });
 
-  router.add('POST', '/worker-tokens', async (req): Promise<WorkerTokenCreated> => {
-    requireSuperuser(ctx, req);
-    const { name } = check(tokenNameSchema, req.body);
+  router.add('POST', '/worker-tokens', { auth: 'superuser', summary: 'issue a worker token (shown once)', body: tokenNameSchema }, async (req): Promise<WorkerTokenCreated> => {
+    const { name } = req.body;
     const { token, record } = await ctx.accounts.issue('worker', name, null);
     return { id: record.id, name, token };
   });
 
-  router.add('GET', '/worker-tokens', (req): { tokens: WorkerTokenView[] } => {
-    requireSuperuser(ctx, req);
+  router.add('GET', '/worker-tokens', { auth: 'superuser', summary: 'the worker tokens, valid and revoked' }, (): { tokens: WorkerTokenView[] } => {
     return {
       tokens: ctx.accounts.workerTokens().map((t) => ({ id: t.id, name: t.name, createdAt: t.createdAt, revoked: t.revoked })),
     };
   });
 
-  router.add('DELETE', '/worker-tokens/:id', async (req) => {
-    requireSuperuser(ctx, req);
-    const record = await ctx.accounts.revoke(req.params.id!, 'worker');
+  router.add('DELETE', '/worker-tokens/:id', { auth: 'superuser', summary: 'revoke a worker token', params: tokenParams }, async (req) => {
+    const record = await ctx.accounts.revoke(req.params.id, 'worker');
     return { revoked: record.id };
   });
 }

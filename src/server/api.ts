@@ -1,0 +1,20 @@
+import type { Context } from './context.js';
+import { Router } from './http.js';
+import { jobRoutes } from './routes/jobs.js';
+import { peerRoutes } from './routes/peers.js';
+import { projectRoutes } from './routes/projects.js';
+import { sessionRoutes } from './routes/session.js';
+import { userRoutes } from './routes/users.js';
+import { workerRoutes } from './routes/workers.js';
+
+/** Every route of the secure API (under /api/v1), each with its access rule and schemas. */
+export function apiRouter(ctx: Context): Router {
+  const router = new Router();
+  sessionRoutes(router, ctx);
+  projectRoutes(router, ctx);
+  userRoutes(router, ctx);
+  jobRoutes(router, ctx);
+  workerRoutes(router, ctx);
+  peerRoutes(router, ctx);
+  return router;
+}
