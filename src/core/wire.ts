@@ -38,6 +38,7 @@
  *               POST /peers/trust-all  { expect? }      → TrustReply
  *               PUT  /peers/:id/priority { priority }   → { connected: PeerView[] }
  *               DELETE /peers/:id                       → DisconnectReply
+ *               WS   /events            (see "event stream" below)
  *   worker      POST /workers          RegisterRequest  → RegisterReply
  *               POST /workers/:id/claim ClaimRequest    → ClaimReply   (long-poll)
  *               POST /workers/:id/release               → { released }  (answers its waiting claim now)
@@ -343,3 +344,129 @@ export interface DisconnectReply {
   /** Whether the peer heard the signed notice. */
   told: boolean;
 }
+
+// ---- event stream (websocket) -------------------------------------------------
+//
+// `wss://host:port/api/v1/events`. The client's first message is a
+// StreamHello; the token goes in it, or as a websocket subprotocol
+// `cpc.token.<token>` next to `cpc.events.v1` (never in the URL). The server
+// answers `ready` (then, when resuming, the events after the cursor) or
+// `reset`, and then sends every event the user may see as it becomes durable.
+//
+// Every event has `seq`, its position in the server's journal. A client keeps
+// the last `seq` it saw (from `ready`, `reset`, `event` and `position`) and
+// sends it as `cursor` when it reconnects: it then gets exactly the events it
+// missed, also across a server restart. When the server no longer holds them
+// (it keeps a bounded window of recent events), it answers `reset`: the
+// client must reload its view through the API and go on from `reset.seq`.
+// Peer link states are not journal events: super users get the current list
+// (`peers`) on every connect and whenever a link, trust or priority changes.
+
+export const EVENTS_PATH = '/api/v1/events';
+export const EVENTS_PROTOCOL = 'cpc.events.v1';
+export const EVENTS_TOKEN_PROTOCOL = 'cpc.token.';
+
+export interface StreamHello {
+  type: 'hello';
+  token?: string;
+  /** The last `seq` seen; leave out to start from now. */
+  cursor?: number;
+  /** Only this project's jobs, leases and counts (workers are sent all the same). */
+  project?: string;
+}
+
+export interface StreamReady {
+  type: 'ready';
+  /** Where the client now stands; resumed events that follow have larger seq. */
+  seq: number;
+  resumed: boolean;
+  user: string;
+  superuser: boolean;
+}
+
+export interface StreamReset {
+  type: 'reset';
+  seq: number;
+  reason: string;
+}
+
+/** Nothing the client may see happened up to `seq`; keep it as the cursor. */
+export interface StreamPosition {
+  type: 'position';
+  seq: number;
+}
+
+export interface StreamPeers {
+  type: 'peers';
+  peers: PeerView[];
+}
+
+export interface StreamError {
+  type: 'error';
+  code: string;
+  message: string;
+}
+
+export interface StreamProject {
+  name: string;
+  owner: string;
+  members: string[];
+  /** Counts by state after the event, archived jobs included. */
+  counts: StateCounts;
+  removed?: true;
+}
+
+export interface StreamJob {
+  id: string;
+  project: string;
+  name?: string;
+  state: JobState;
+  /** The state before the event; null for a job the event submitted. */
+  from: JobState | null;
+  reason: string;
+  updatedAt: number;
+  attempts: number;
+  /** The last attempt, when there is one. */
+  attempt?: Attempt;
+}
+
+export interface StreamLease {
+  jobId: string;
+  project: string;
+  attempt: number;
+  workerId: string;
+  workerName: string;
+  via: string;
+  /** null: the lease ended (the attempt finished, was lost or was cancelled). */
+  deadline: number | null;
+}
+
+export interface StreamWorker {
+  id: string;
+  name?: string;
+  host?: string;
+  resources?: Resources;
+  used?: Resources;
+  labels?: string[];
+  running?: number;
+  registeredAt?: number;
+  lastSeen?: number;
+  /** Set when the worker was removed: why. */
+  removed?: string;
+}
+
+export interface StreamEvent {
+  type: 'event';
+  seq: number;
+  at: number;
+  /** The journal event's type, e.g. `jobs-claimed`. */
+  kind: string;
+  projects?: StreamProject[];
+  jobs?: StreamJob[];
+  leases?: StreamLease[];
+  workers?: StreamWorker[];
+  /** Job changes not listed because one event changed too many: reload these projects' lists. */
+  omitted?: { project: string; jobs: number }[];
+}
+
+export type StreamMessage = StreamReady | StreamReset | StreamPosition | StreamPeers | StreamError | StreamEvent;

@@ -52,6 +52,18 @@ export const configSchema = z.strictObject({
   /** A snapshot is written when the journal has grown this much since the last. */
   snapshotAfterBytes: z.int().min(1024).max(16 * 1024 * MiB),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']),
+  /**
+   * Who may read /metrics: `token` (a bearer token equal to `metricsToken`, or
+   * a super user's token), `open` (anyone who reaches the secure port), `off`.
+   */
+  metrics: z.enum(['token', 'open', 'off']),
+  /** The scrapers' bearer token; at least 16 printable characters. */
+  metricsToken: z
+    .string()
+    .min(16)
+    .max(512)
+    .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces')
+    .optional(),
 });
 
 export type ServerConfig = z.infer<typeof configSchema>;
@@ -77,6 +89,7 @@ export const DEFAULTS: ServerConfig = {
   loginMaxDelayS: 15 * MINUTE,
   snapshotAfterBytes: 64 * MiB,
   logLevel: 'info',
+  metrics: 'token',
 };
 
 const ENV: Record<string, keyof ServerConfig> = {
@@ -87,6 +100,8 @@ const ENV: Record<string, keyof ServerConfig> = {
   CPC_UNSECURE_PORT: 'unsecurePort',
   CPC_HEARTBEAT_INTERVAL: 'heartbeatIntervalS',
   CPC_LOG_LEVEL: 'logLevel',
+  CPC_METRICS: 'metrics',
+  CPC_METRICS_TOKEN: 'metricsToken',
 };
 
 export function defaultHome(): string {

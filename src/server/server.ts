@@ -5,7 +5,8 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { planLeaseRecovery } from '../core/recovery.js';
 import type { Model } from '../core/model.js';
-import { API_PREFIX } from '../core/wire.js';
+import { JOB_STATES, emptyCounts } from '../core/types.js';
+import { API_PREFIX, EVENTS_PATH, type PeerView } from '../core/wire.js';
 import { Handshake } from '../federation/handshake.js';
 import { loadOrCreateIdentity, type ServerIdentity } from '../federation/identity.js';
 import { LinkManager } from '../federation/links.js';
@@ -25,6 +26,11 @@ import { openApiDocument } from './openapi.js';
 import { LogStore } from './log-store.js';
 import { toLogger, type Logger } from './logger.js';
 import { PeerTls } from './peer-tls.js';
+import { pagesHandler } from './dashboard/serve.js';
+import { EventHub } from './events/hub.js';
+import { EventSocket } from './events/socket.js';
+import { Metrics } from './metrics.js';
+import { withRequestId } from './request-id.js';
 import { Store } from './store.js';
 import { Sweeper } from './sweeper.js';
 import { unsecureListener, unsecureRoutes } from './unsecure.js';
@@ -49,6 +55,9 @@ export interface RunningServer {
   config: ServerConfig;
   model: Model;
   ctx: Context;
+  /** The event stream (positions, subscribers). */
+  events: EventHub;
+  metrics: Metrics;
   createWorkerToken(name: string): Promise<string>;
   /** Gives the secure listener the current trusted CAs, without a restart; done on every trust change. */
   reloadTls(): void;
@@ -80,7 +89,45 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     writeFileSync(join(home, INITIAL_PASSWORD_FILE), adminPassword + '\n', { mode: 0o600 });
   }
 
-  const store = await Store.open({ home, snapshotAfterBytes: config.snapshotAfterBytes, log });
+  // Gauges are read when scraped, from what exists by then.
+  const metrics: Metrics = new Metrics({
+    jobs: () => {
+      const all = emptyCounts();
+      for (const name of store.model.projects.keys()) {
+        const c = store.model.countsOf(name);
+        for (const s of JOB_STATES) all[s] += c[s];
+      }
+      return all;
+    },
+    projects: () => store.model.projects.size,
+    workers: () => store.model.workers.size,
+    leases: () => store.model.leases.size,
+    claimsWaiting: () => ctx.dispatcher.waitingCount,
+    peers: (): { trusted: number; up: number } => ({ trusted: trust.peers().length, up: links.upCount() }),
+    streamClients: () => hub.subscribers,
+    journalPosition: () => store.seq,
+  });
+  const store = await Store.open({
+    home,
+    snapshotAfterBytes: config.snapshotAfterBytes,
+    log,
+    onFsync: (ms, records) => metrics.fsync(ms, records),
+  });
+  store.onEvent((event) => metrics.event(event));
+  const peerViews = (): PeerView[] =>
+    trust.peers().map((p) => ({
+      serverId: p.serverId,
+      name: p.name,
+      host: p.host,
+      unsecurePort: p.unsecurePort,
+      securePort: p.securePort,
+      caFingerprint: p.caFingerprint,
+      priority: p.priority,
+      trustedAt: p.trustedAt,
+      link: ctx.linkState?.(p.serverId) ?? 'down',
+    }));
+  // Before recovery commits anything, so that the stream has every change of this run.
+  const hub = new EventHub(store, { peers: () => peerViews() });
   const { replayed, snapshotSegment, truncated } = store.recovered;
   log.info('state loaded', {
     jobs: store.model.jobs.size,
@@ -146,15 +193,24 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       ...edgeServerOptions(config),
       keepAliveTimeout: 65_000,
     },
-    makeRequestListener({
-      router,
-      prefix: API_PREFIX,
-      maxBodyBytes: config.maxBodyBytes,
-      log,
-      authorize: authorizer(ctx),
-      documents,
-      closing: () => closing,
-    }),
+    withRequestId(
+      makeRequestListener({
+        router,
+        prefix: API_PREFIX,
+        maxBodyBytes: config.maxBodyBytes,
+        log,
+        authorize: authorizer(ctx),
+        documents,
+        closing: () => closing,
+        outside: pagesHandler({
+          metrics,
+          metricsMode: config.metrics,
+          metricsToken: config.metricsToken,
+          superuser: (token) => isSuperuser(accounts, token),
+        }),
+        observe: (method, route, status, ms) => metrics.request(method, route, status, ms),
+      }),
+    ),
   );
   const unsecure: HttpServer = createHttpServer(edgeServerOptions(config), unsecureListener(ctx, () => closing));
   guardServer(secure, log);
@@ -186,13 +242,27 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     onUp: (peerId) => ctx.delegation.linkUp(peerId),
     log: (level, msg, fields) => log[level](msg, fields),
   });
-  links.attach(secure);
+  const eventSocket = new EventSocket({
+    hub,
+    authenticate: (token) => accounts.authenticate(token),
+    project: (name) => store.model.projects.get(name),
+    log,
+  });
+  // One listener routes websocket upgrades: the event stream, or the peer link.
+  secure.on('upgrade', (req, socket, head) => {
+    if (new URL(req.url ?? '/', 'http://x').pathname === EVENTS_PATH) eventSocket.upgrade(req, socket, head);
+    else links.accept(req, socket, head);
+  });
+  // Idle stream clients learn the position; super users, changed peer links.
+  const hubTimer = setInterval(() => hub.tick(), 2000);
+  hubTimer.unref();
   ctx.delegation.links = links;
   ctx.delegation.directory = trust;
   ctx.linkState = (peerId) => links.state(peerId);
   trust.on('change', (e) => {
     if (e.kind === 'trusted' || e.kind === 'removed') reloadTls();
     if (e.kind === 'trusted' || e.kind === 'moved') links.ensure(e.serverId);
+    hub.peersChanged();
     if (e.kind === 'removed') {
       links.drop(e.serverId);
       void ctx.delegation.peerGone(e.serverId).catch((err: unknown) => log.error('could not re-queue a removed peer’s jobs', { err: String(err) }));
@@ -217,12 +287,15 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     closed ??= (async () => {
       closing = true;
       sweeper.stop();
+      clearInterval(hubTimer);
+      eventSocket.close();
       ctx.dispatcher.releaseAll();
       await handshake.close();
       links.close();
       await Promise.all([stop(secure!), stop(unsecure)]);
       await store.snapshot();
       await store.close();
+      hub.close();
       log.info('stopped');
     })();
     return closed;
@@ -241,10 +314,21 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     config,
     model: store.model,
     ctx,
+    events: hub,
+    metrics,
     createWorkerToken: async (name) => (await accounts.issue('worker', name, null)).token,
     reloadTls,
     close,
   };
+}
+
+function isSuperuser(accounts: Accounts, token: string): boolean {
+  try {
+    const who = accounts.authenticate(token);
+    return who.kind === 'user' && who.superuser;
+  } catch {
+    return false;
+  }
 }
 
 function formatHost(host: string): string {
