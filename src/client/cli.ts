@@ -16,6 +16,7 @@ import { jobCommands } from './commands/jobs.js';
 import { projectCommands } from './commands/projects.js';
 import { serverCommands } from './commands/servers.js';
 import { userCommands } from './commands/users.js';
+import { watchCommands } from './commands/watch.js';
 import { workerCommands } from './commands/workers.js';
 
 export const GLOBAL_OPTIONS: OptionSpec[] = [
@@ -25,7 +26,15 @@ export const GLOBAL_OPTIONS: OptionSpec[] = [
   { flags: '-p, --project <name>', description: 'use this project instead of the current one' },
 ];
 
-export const COMMAND_GROUPS: readonly (readonly CommandSpec[])[] = [serverCommands, userCommands, projectCommands, jobCommands, workerCommands, federationCommands];
+export const COMMAND_GROUPS: readonly (readonly CommandSpec[])[] = [
+  serverCommands,
+  userCommands,
+  projectCommands,
+  jobCommands,
+  watchCommands,
+  workerCommands,
+  federationCommands,
+];
 
 export function processIo(): Io {
   return { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env };
