@@ -2,13 +2,15 @@
  * /metrics: Prometheus text that a parser library reads and that also holds
  * to the format's rules checked strictly here; counters and gauges that move
  * with real traffic (submits, dispatches, heartbeats, a lease expiry, fsyncs,
- * requests by route); and access by token, open, or off.
+ * requests by route); and access by token, open, or off. Also the log
+ * lines: JSON, at the configured level, with the request's id.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Agent, request } from 'undici';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { resolveConfig } from '../../src/server/config.js';
+import { createLogger } from '../../src/server/logger.js';
 import { cleanup, makeClient, resultOf, startTestServer, until, type TestServer } from '../helpers/server.js';
 
 after(cleanup);
@@ -226,5 +228,59 @@ describe('/metrics settings', () => {
   it('refuses a metrics token that is too short', () => {
     assert.throws(() => resolveConfig('/nonexistent', { metricsToken: 'short' }, {}), /metricsToken/);
     assert.equal(resolveConfig('/nonexistent', {}, { CPC_METRICS: 'off' }).metrics, 'off');
+  });
+});
+
+describe('log lines', () => {
+  async function login(ts: TestServer, requestId?: string): Promise<string> {
+    const dispatcher = new Agent({ connect: { ca: ts.server.caPem, rejectUnauthorized: false } });
+    try {
+      const res = await request(ts.server.url + '/api/v1/login', {
+        dispatcher,
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...(requestId === undefined ? {} : { 'x-request-id': requestId }) },
+        body: JSON.stringify({ user: 'cpc-admin', password: ts.adminPassword }),
+      });
+      await res.body.text();
+      assert.equal(res.statusCode, 200);
+      return String(res.headers['x-request-id']);
+    } finally {
+      await dispatcher.close();
+    }
+  }
+
+  it('are JSON with level, time and message, and carry the id of the request they belong to', async () => {
+    const lines: string[] = [];
+    const ts = await startTestServer({ log: createLogger('debug', (l) => lines.push(l)) });
+    const parsed = () => lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+
+    assert.equal(await login(ts, 'trace-me-123'), 'trace-me-123', 'a sane incoming id is kept and echoed');
+    const line = parsed().find((l) => l.msg === 'user logged in' && l.reqId === 'trace-me-123');
+    assert.ok(line, `a log line with the request id among ${lines.join('')}`);
+    assert.equal(line.level, 'info');
+    assert.match(String(line.time), /^\d{4}-\d\d-\d\dT/);
+
+    const made = await login(ts, 'no good: "quotes" and spaces');
+    assert.match(made, /^[A-Za-z0-9_-]{12}$/, 'an unusable id is replaced by a new one');
+    assert.ok(parsed().some((l) => l.msg === 'user logged in' && l.reqId === made));
+    const another = await login(ts);
+    assert.notEqual(another, made, 'every request gets its own');
+    assert.ok(parsed().filter((l) => l.msg === 'listening').every((l) => l.reqId === undefined), 'lines outside requests have none');
+  });
+
+  it('follow the configured level', async () => {
+    const quiet: string[] = [];
+    const ts = await startTestServer({ log: (l: string) => quiet.push(l), logLevel: 'warn' });
+    await login(ts, 'quiet-1');
+    assert.ok(!quiet.some((l) => l.includes('user logged in')), 'info lines are left out at warn');
+    const chatty: string[] = [];
+    const ts2 = await startTestServer({ log: (l: string) => chatty.push(l), logLevel: 'info' });
+    await login(ts2, 'chatty-1');
+    assert.ok(chatty.some((l) => l.startsWith('info user logged in') && l.includes('"reqId":"chatty-1"')));
+    const pino: string[] = [];
+    const log = createLogger('warn', (l) => pino.push(l));
+    log.info('not written');
+    log.warn('written', { n: 1 });
+    assert.deepEqual(pino.map((l) => JSON.parse(l).msg), ['written']);
   });
 });

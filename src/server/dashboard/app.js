@@ -258,7 +258,6 @@ const stream = {
         view.onEvent?.(msg);
         return;
       case 'peers':
-        peersCache = msg.peers;
         view.onPeers?.(msg.peers);
         return;
       default:
@@ -278,7 +277,6 @@ function setLive(up) {
 
 /** The view on screen: its handlers for stream events, clock ticks and reloads. */
 let view = {};
-let peersCache = null;
 
 function route() {
   if (!session.token) return showLogin();
@@ -309,7 +307,34 @@ function route() {
     nav('projects');
     view = projectsView(root);
   }
+  guard(view);
   view.reload?.();
+}
+
+/**
+ * Holds stream events while the view loads and applies them after: an API
+ * answer may be older than an event that arrived before it, and must not
+ * hide it. Views reload through `view.reload`, so every load is guarded.
+ */
+function guard(v) {
+  const load = v.reload;
+  const apply = v.onEvent;
+  if (!load) return;
+  let loading = null;
+  let held = [];
+  const run = async () => {
+    try {
+      await load();
+    } finally {
+      loading = null;
+      const later = held;
+      held = [];
+      for (const ev of later) apply?.(ev);
+    }
+  };
+  // A view left behind (the user moved on) loads nothing more.
+  v.reload = () => (view !== v ? Promise.resolve() : (loading ??= run()));
+  if (apply) v.onEvent = (ev) => (loading ? held.push(ev) : apply(ev));
 }
 
 window.addEventListener('hashchange', route);
@@ -351,8 +376,8 @@ function projectsView(root) {
       failure(root, err);
     }
   };
-  const later = throttle(reload, 1000);
-  return {
+  const later = throttle(() => self.reload(), 1000);
+  const self = {
     reload,
     onEvent(ev) {
       for (const p of ev.projects ?? []) {
@@ -362,6 +387,7 @@ function projectsView(root) {
       }
     },
   };
+  return self;
 }
 
 // ---- one project's jobs -----------------------------------------------------------------------
@@ -439,8 +465,8 @@ function projectView(root, name, query) {
   };
   // New jobs and jobs leaving the filter change which jobs are on the page;
   // the page is fetched again, at most once a second however busy the project.
-  const later = throttle(reload, 1000);
-  return {
+  const later = throttle(() => self.reload(), 1000);
+  const self = {
     reload,
     onEvent(ev) {
       for (const p of ev.projects ?? []) {
@@ -467,6 +493,7 @@ function projectView(root, name, query) {
       for (const td of tbody.querySelectorAll('td[data-ts]')) td.textContent = ago(Number(td.dataset.ts));
     },
   };
+  return self;
 }
 
 // ---- one job ------------------------------------------------------------------------------------
@@ -595,13 +622,14 @@ function jobView(root, id) {
     else if (log.attempt !== null && log.text === '' && job.attempts.some((a) => a.n === log.attempt && a.endedAt !== undefined)) await openLog(log.attempt, log.stream);
     else await showLog();
   };
-  const later = throttle(reload, 300);
-  return {
+  const later = throttle(() => self.reload(), 300);
+  const self = {
     reload,
     onEvent(ev) {
       if ((ev.jobs ?? []).some((j) => j.id === id)) later();
     },
   };
+  return self;
 }
 
 // ---- workers ----------------------------------------------------------------------------------------
@@ -652,8 +680,8 @@ function workersView(root) {
       failure(root, err);
     }
   };
-  const later = throttle(reload, 1000);
-  return {
+  const later = throttle(() => self.reload(), 1000);
+  const self = {
     reload,
     onEvent(ev) {
       if (ev.workers || ev.leases) later();
@@ -662,6 +690,7 @@ function workersView(root) {
       for (const td of tbody.querySelectorAll('td[data-ts]')) td.textContent = ago(Number(td.dataset.ts));
     },
   };
+  return self;
 }
 
 // ---- leases -------------------------------------------------------------------------------------------
@@ -702,8 +731,8 @@ function leasesView(root) {
       failure(root, err);
     }
   };
-  const later = throttle(reload, 1000);
-  return {
+  const later = throttle(() => self.reload(), 1000);
+  const self = {
     reload,
     onEvent(ev) {
       if (ev.leases) later();
@@ -712,6 +741,7 @@ function leasesView(root) {
       for (const td of tbody.querySelectorAll('td[data-deadline]')) deadline(td);
     },
   };
+  return self;
 }
 
 // ---- peers -------------------------------------------------------------------------------------------
