@@ -208,7 +208,9 @@ export function renewLeases(
   for (const { jobId, attempt } of attempts) {
     const lease = model.leases.get(jobId);
     if (lease && lease.attempt === attempt && lease.workerId === workerId && lease.via === via) {
-      model.leases.renew(jobId, attempt, deadline);
+      // The lease in hand is renewed directly: this loop runs for every
+      // attempt of every heartbeat, and a second map lookup per attempt shows.
+      if (deadline > lease.deadline) lease.deadline = deadline;
       out.renewed++;
       continue;
     }
