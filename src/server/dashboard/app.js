@@ -1,11 +1,15 @@
 // The cpc dashboard: a small page script over the JSON API (/api/v1) and the
 // event stream (/api/v1/events). Views load what they show through the API
-// and then keep it current from the stream; nothing is polled but the clock.
+// and then keep it current from the stream. Only heartbeats are not all in
+// the stream (they are journaled coarsely), so the workers and leases views
+// also fetch their lists every few seconds.
 // Everything that comes from the server is put in the page as text, never as
 // markup, since job names, commands and logs are whatever users wrote.
 
 const STATES = ['waiting', 'queued', 'running', 'done', 'failed', 'cancelled'];
 const PAGE_SIZE = 50;
+/** Seconds between fetches of the workers' and leases' lists (heartbeats move them). */
+const HEARTBEAT_REFRESH_S = 5;
 /** Characters of a log shown per page. */
 const LOG_PAGE = 64 * 1024;
 const TOKEN_KEY = 'cpc.token';
@@ -688,8 +692,10 @@ function workersView(root) {
     },
     onTick() {
       for (const td of tbody.querySelectorAll('td[data-ts]')) td.textContent = ago(Number(td.dataset.ts));
+      if (++ticks % HEARTBEAT_REFRESH_S === 0) later();
     },
   };
+  let ticks = 0;
   return self;
 }
 
@@ -739,8 +745,10 @@ function leasesView(root) {
     },
     onTick() {
       for (const td of tbody.querySelectorAll('td[data-deadline]')) deadline(td);
+      if (++ticks % HEARTBEAT_REFRESH_S === 0) later();
     },
   };
+  let ticks = 0;
   return self;
 }
 
