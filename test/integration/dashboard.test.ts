@@ -38,7 +38,7 @@ describe('dashboard in a browser', { skip: missing ? `${CHROMIUM} is not install
   let admin: ApiClient;
 
   before(async () => {
-    ts = await startTestServer();
+    ts = await startTestServer({ publicHost: '127.0.0.1', name: 'site-a' });
     admin = ts.admin;
     await admin.createProject('demo');
     worker = await ts.worker({ name: 'node-7', cores: 4, memoryMb: 2048 });
@@ -147,6 +147,19 @@ describe('dashboard in a browser', { skip: missing ? `${CHROMIUM} is not install
 
     await page.click('#nav a[data-nav="peers"]');
     await page.locator('#peers', { hasText: 'No trusted peers.' }).waitFor();
+  });
+
+  it('shows peers with their priority and link state as they change', async () => {
+    await page.click('#nav a[data-nav="peers"]');
+    await page.locator('#peers', { hasText: 'No trusted peers.' }).waitFor();
+    const b = await startTestServer({ publicHost: '127.0.0.1', name: 'site-b' });
+    await admin.connectServer('127.0.0.1', b.server.unsecurePort);
+    await b.admin.trustPeer(ts.server.serverId);
+    const row = page.locator(`#peers tr[data-peer="${b.server.serverId}"]`);
+    await row.locator('td[data-link="up"]').waitFor();
+    assert.match((await row.textContent()) ?? '', /^0site-b/);
+    await b.server.close();
+    await row.locator('td[data-link="up"]').waitFor({ state: 'detached' });
   });
 
   it('pages through a project of 100 000 jobs at once, with state filters', async () => {
