@@ -173,6 +173,19 @@ describe('event stream', () => {
     s.stream.close();
   });
 
+  it('lists at most 1000 job changes of one event and counts the rest', async () => {
+    const s = record(ts, bob.token!);
+    await s.stream.opened();
+    const { ids } = await bob.submit('beta', Array.from({ length: 1500 }, () => ({ argv: ['true'] })));
+    const ev = await until('the submit event', () => s.events().find((e) => e.kind === 'jobs-submitted' && e.jobs?.some((j) => j.id === ids[0])));
+    assert.equal(ev.jobs!.length, 1000);
+    assert.ok(ev.jobs!.every((j) => j.from === null && j.state === 'queued'));
+    assert.deepEqual(ev.omitted, [{ project: 'beta', jobs: 500 }]);
+    assert.equal(ev.projects?.find((p) => p.name === 'beta')?.counts.queued, (await bob.project('beta')).counts.queued);
+    await bob.cancel(ids);
+    s.stream.close();
+  });
+
   it('refuses bad tokens, worker tokens, bad hellos and other origins', async () => {
     const bad = record(ts, 'cpc_0000000000000000_' + 'A'.repeat(43));
     await assert.rejects(bad.stream.opened(), (e: { code?: string }) => e.code === 'UNAUTHENTICATED');

@@ -83,6 +83,7 @@ export class EventHub {
   private readonly audiences = new Map<string, Audience>();
   private readonly changes = new Map<string, JobChange>();
   private readonly omittedNow = new Map<string, number>();
+  private readonly omittedIds = new Set<string>();
   private readonly unsubscribe: (() => void)[] = [];
   private peersJson = '';
   private readonly opts: Required<Omit<HubOptions, 'peers'>> & Pick<HubOptions, 'peers'>;
@@ -190,9 +191,11 @@ export class EventHub {
   // ---- capture: while the event is applied ---------------------------------
 
   private collect(change: JobChange): void {
-    const seen = this.changes.get(change.job.id);
-    if (seen) return; // the first `from` is the one before the event; the job itself is read at the end
+    const id = change.job.id;
+    // The first `from` is the state before the event; the job itself is read when the event is done.
+    if (this.changes.has(id) || this.omittedIds.has(id)) return;
     if (this.changes.size >= this.opts.jobsPerEvent) {
+      this.omittedIds.add(id);
       this.omittedNow.set(change.job.project, (this.omittedNow.get(change.job.project) ?? 0) + 1);
       return;
     }
@@ -205,6 +208,7 @@ export class EventHub {
     const omittedNow = [...this.omittedNow];
     this.changes.clear();
     this.omittedNow.clear();
+    this.omittedIds.clear();
 
     const projects = new Set<string>();
     const removed: string[] = [];
