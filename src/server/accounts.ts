@@ -52,6 +52,7 @@ export type Identity =
 export class Accounts {
   /** Tokens by id: every authenticated request looks one up. */
   private readonly byId = new Map<string, TokenRecord>();
+  private readonly verified = new Map<string, TokenRecord>();
 
   private constructor(
     private readonly db: Low<AccountsDoc>,
@@ -162,17 +163,34 @@ export class Accounts {
 
   /** The identity a bearer token stands for, or UNAUTHENTICATED. */
   authenticate(token: string): Identity {
-    const m = /^cpc_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/.exec(token);
-    const record = m ? this.byId.get(m[1]!) : undefined;
-    if (!m || !record || !safeEqualHex(record.secretSha256, sha256(m[2]!))) {
-      throw fail('UNAUTHENTICATED', 'the token is not valid; log in again');
-    }
+    const record = this.verify(token);
     if (record.revoked) throw fail('UNAUTHENTICATED', 'the token was revoked');
     if (record.expiresAt !== null && record.expiresAt <= Date.now()) throw fail('UNAUTHENTICATED', 'the token has expired; log in again');
     if (record.kind === 'worker') return { kind: 'worker', name: record.name, tokenId: record.id };
     const user = this.user(record.name);
     if (!user) throw fail('UNAUTHENTICATED', 'the token belongs to a user who no longer exists');
     return { kind: 'user', user: user.name, superuser: user.superuser, tokenId: record.id };
+  }
+
+  /**
+   * The record a token's secret matches, or UNAUTHENTICATED. Tokens already
+   * checked are remembered (a worker sends the same one many times a second,
+   * and hashing it each time showed in profiles); a remembered token counts
+   * only while its record is still the one on file, so a removed token is
+   * never let in from memory. Revocation and expiry are checked by the caller
+   * on every request.
+   */
+  private verify(token: string): TokenRecord {
+    const known = this.verified.get(token);
+    if (known && this.byId.get(known.id) === known) return known;
+    const m = /^cpc_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/.exec(token);
+    const record = m ? this.byId.get(m[1]!) : undefined;
+    if (!m || !record || !safeEqualHex(record.secretSha256, sha256(m[2]!))) {
+      throw fail('UNAUTHENTICATED', 'the token is not valid; log in again');
+    }
+    if (this.verified.size >= 10_000) this.verified.clear();
+    this.verified.set(token, record);
+    return record;
   }
 
   /**

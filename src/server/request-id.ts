@@ -23,8 +23,16 @@ export function currentRequestId(): string | undefined {
   return storage.getStore();
 }
 
+/**
+ * Ids are a random prefix per process and a counter: unique across restarts
+ * and servers for log correlation, and far cheaper than fresh random bytes
+ * per request, which showed in the dispatch profile.
+ */
+const PREFIX = randomBytes(6).toString('base64url');
+let counter = 0;
+
 export function newRequestId(): string {
-  return randomBytes(9).toString('base64url');
+  return `${PREFIX}-${(++counter).toString(36)}`;
 }
 
 /** The incoming id if it is acceptable, else a new one. */

@@ -261,7 +261,7 @@ describe('log lines', () => {
     assert.match(String(line.time), /^\d{4}-\d\d-\d\dT/);
 
     const made = await login(ts, 'no good: "quotes" and spaces');
-    assert.match(made, /^[A-Za-z0-9_-]{12}$/, 'an unusable id is replaced by a new one');
+    assert.match(made, /^[A-Za-z0-9_-]{8}-[0-9a-z]+$/, 'an unusable id is replaced by a new one');
     assert.ok(parsed().some((l) => l.msg === 'user logged in' && l.reqId === made));
     const another = await login(ts);
     assert.notEqual(another, made, 'every request gets its own');
