@@ -17,6 +17,7 @@ import { ADMIN_USER, Accounts, generatePassword } from './accounts.js';
 import { leaseSeconds, resolveConfig, type ServerConfig } from './config.js';
 import type { Context } from './context.js';
 import { Delegation } from './delegation.js';
+import { peerView } from './views.js';
 import { WorkAnnouncer } from './work-announcer.js';
 import { Dispatcher } from './dispatcher.js';
 import { apiRouter } from './api.js';
@@ -114,18 +115,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     onFsync: (ms, records) => metrics.fsync(ms, records),
   });
   store.onEvent((event) => metrics.event(event));
-  const peerViews = (): PeerView[] =>
-    trust.peers().map((p) => ({
-      serverId: p.serverId,
-      name: p.name,
-      host: p.host,
-      unsecurePort: p.unsecurePort,
-      securePort: p.securePort,
-      caFingerprint: p.caFingerprint,
-      priority: p.priority,
-      trustedAt: p.trustedAt,
-      link: ctx.linkState?.(p.serverId) ?? 'down',
-    }));
+  const peerViews = (): PeerView[] => trust.peers().map((p) => peerView(p, ctx.linkState?.(p.serverId) ?? 'down'));
   // Before recovery commits anything, so that the stream has every change of this run.
   const hub = new EventHub(store, { peers: () => peerViews() });
   const { replayed, snapshotSegment, truncated } = store.recovered;

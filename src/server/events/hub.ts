@@ -1,5 +1,5 @@
 import type { Event } from '../../core/events.js';
-import type { JobChange, Model } from '../../core/model.js';
+import type { JobChange } from '../../core/model.js';
 import type { Job } from '../../core/types.js';
 import type {
   PeerView,

@@ -16,6 +16,7 @@ import { DEFAULT_UNSECURE_PORT, type TrustOutcome } from '../../federation/hands
 import { serverIdSchema } from '../../federation/handshake-schemas.js';
 import type { Peer, ReceivedRequest, SentRequest } from '../../federation/trust-store.js';
 import type { Context } from '../context.js';
+import { peerView } from '../views.js';
 import type { Router } from '../http.js';
 
 const fingerprintSchema = z.string().min(1).max(200);
@@ -36,19 +37,9 @@ const prioritySchema = z.strictObject({ priority: z.int().min(0).max(1_000_000) 
 const peerParams = z.strictObject({ id: serverIdSchema });
 
 export function peerRoutes(router: Router, ctx: Context): void {
-  const peerView = (p: Peer): PeerView => ({
-    serverId: p.serverId,
-    name: p.name,
-    host: p.host,
-    unsecurePort: p.unsecurePort,
-    securePort: p.securePort,
-    caFingerprint: p.caFingerprint,
-    priority: p.priority,
-    trustedAt: p.trustedAt,
-    link: ctx.linkState?.(p.serverId) ?? 'down',
-  });
-  const connected = () => ctx.trust.peers().map(peerView);
-  const trusted = (o: TrustOutcome) => ({ ...peerView(o.peer), told: o.told });
+  const view = (p: Peer): PeerView => peerView(p, ctx.linkState?.(p.serverId) ?? 'down');
+  const connected = () => ctx.trust.peers().map(view);
+  const trusted = (o: TrustOutcome) => ({ ...view(o.peer), told: o.told });
 
   router.add('GET', '/peers', { auth: 'superuser', summary: 'connection requests sent and received, and trusted peers in priority order' }, (): PeersView => {
     return {
@@ -63,7 +54,7 @@ export function peerRoutes(router: Router, ctx: Context): void {
     const out = await ctx.handshake.connect(body.host, body.port ?? DEFAULT_UNSECURE_PORT);
     return {
       sent: out.sent ? sentView(out.sent) : null,
-      connected: out.peer ? peerView(out.peer) : null,
+      connected: out.peer ? view(out.peer) : null,
       serverId: ctx.identity.serverId,
       caFingerprint: ctx.identity.caFingerprint,
     };
@@ -94,7 +85,7 @@ export function peerRoutes(router: Router, ctx: Context): void {
     async (req): Promise<{ connected: PeerView[] }> => {
     const id = req.params.id;
     const body = req.body;
-    return { connected: (await ctx.trust.setPriority(id, body.priority)).map(peerView) };
+    return { connected: (await ctx.trust.setPriority(id, body.priority)).map(view) };
     },
   );
 
