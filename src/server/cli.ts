@@ -183,6 +183,7 @@ function printWelcome(home: string, server: RunningServer, localWorker: boolean)
     `  secure port    ${server.url}`,
     `  unsecure port  ${server.unsecureUrl}`,
     `  CA SHA-256     ${server.caFingerprint}`,
+    `  dashboard      ${server.url}/   (the browser will ask you to accept the server's own CA)`,
     `  home           ${home}`,
     localWorker ? '  local worker   started' : '',
   ];
