@@ -9,7 +9,7 @@ import type {
 } from './events.js';
 import { fail } from './errors.js';
 import type { Model } from './model.js';
-import { FINAL_STATES, type AttemptEnd, type JobSpec, type JobState, type Resources } from './types.js';
+import { FINAL_STATES, type AttemptEnd, type JobSpec, type JobState, type ProcessOutcome, type Resources } from './types.js';
 
 /**
  * Commands turn a request into the event that records it, after checking it
@@ -144,15 +144,8 @@ export function planClaim(
   return event;
 }
 
-export interface AttemptReport {
+export interface AttemptReport extends ProcessOutcome {
   how: Extract<AttemptEnd, 'exited' | 'timeout' | 'start-failed'>;
-  exitCode: number | null;
-  signal: string | null;
-  durationMs: number;
-  stdoutTail: string;
-  stderrTail: string;
-  stdoutBytes: number;
-  stderrBytes: number;
 }
 
 /**

@@ -1,4 +1,4 @@
-import type { AttemptEnd, JobSpec, Resources } from './types.js';
+import type { AttemptEnd, JobSpec, ProcessOutcome, Resources } from './types.js';
 
 /**
  * Events are the durable facts of the server. The journal stores them, and
@@ -120,19 +120,12 @@ export interface LeasesRenewed {
   attempts: [string, number][];
 }
 
-export interface AttemptFinished {
+export interface AttemptFinished extends ProcessOutcome {
   t: 'attempt-finished';
   at: number;
   jobId: string;
   attempt: number;
   how: AttemptEnd;
-  exitCode: number | null;
-  signal: string | null;
-  durationMs: number;
-  stdoutTail: string;
-  stderrTail: string;
-  stdoutBytes: number;
-  stderrBytes: number;
 }
 
 /** The server took an attempt back (lease expired, worker lost); the job is re-queued. */

@@ -340,19 +340,17 @@ export class Model {
   private finish(e: Extract<Event, { t: 'attempt-finished' }>): void {
     const job = this.jobs.get(e.jobId)!;
     const attempt = this.endAttempt(job, e.attempt, e.how, e.at, e.exitCode, e.signal);
-    attempt.stdoutTail = e.stdoutTail;
-    attempt.stderrTail = e.stderrTail;
-    attempt.stdoutBytes = e.stdoutBytes;
-    attempt.stderrBytes = e.stderrBytes;
+    const { stdoutTail, stderrTail, stdoutBytes, stderrBytes } = e;
+    Object.assign(attempt, { stdoutTail, stderrTail, stdoutBytes, stderrBytes });
     job.result = {
       attempt: e.attempt,
       exitCode: e.exitCode,
       signal: e.signal,
       durationMs: e.durationMs,
-      stdoutTail: e.stdoutTail,
-      stderrTail: e.stderrTail,
-      stdoutBytes: e.stdoutBytes,
-      stderrBytes: e.stderrBytes,
+      stdoutTail,
+      stderrTail,
+      stdoutBytes,
+      stderrBytes,
     };
     if (e.how === 'exited' && e.exitCode === 0) {
       this.setState(job, 'done', `exit code 0 on ${attempt.workerName}`, e.at);

@@ -72,8 +72,8 @@ export interface Attempt {
   stderrBytes?: number;
 }
 
-export interface JobResult {
-  attempt: number;
+/** How an attempt's process ended and what it printed, as its worker reported it. */
+export interface ProcessOutcome {
   exitCode: number | null;
   signal: string | null;
   durationMs: number;
@@ -81,6 +81,10 @@ export interface JobResult {
   stderrTail: string;
   stdoutBytes: number;
   stderrBytes: number;
+}
+
+export interface JobResult extends ProcessOutcome {
+  attempt: number;
 }
 
 export interface Job {
