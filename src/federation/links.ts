@@ -5,6 +5,7 @@ import type { TLSSocket } from 'node:tls';
 import { WebSocket, WebSocketServer } from 'ws';
 import { serverIdentityChecker } from './certificates.js';
 import type { ServerIdentity } from './identity.js';
+import type { Peer, TrustStore } from './trust-store.js';
 import { MAX_FRAME_BYTES, PeerLink, type CallHandler, type Hello, type Shape } from './link.js';
 
 /**
@@ -17,28 +18,14 @@ import { MAX_FRAME_BYTES, PeerLink, type CallHandler, type Hello, type Shape } f
 
 export const LINK_PATH = '/api/v1/peer/link';
 
-export interface PeerAddress {
-  serverId: string;
-  name: string;
-  host: string;
-  unsecurePort: number;
-  securePort: number;
-  caPem: string;
-  priority: number;
-}
-
-/** The trusted peers, as the trust store keeps them. */
-export interface PeerDirectory {
-  peers(): PeerAddress[];
-  peer(serverId: string): PeerAddress | undefined;
-  updateAddress(serverId: string, addr: { host: string; unsecurePort: number; securePort: number }): Promise<boolean>;
-}
+/** The trusted peers: the trust store, seen as the links need it. */
+export type PeerDirectory = Pick<TrustStore, 'peers' | 'peer' | 'updateAddress'>;
 
 export interface LinkManagerOptions {
   identity: ServerIdentity;
   directory: PeerDirectory;
   /** The trusted peer a TLS socket's client certificate proves, or null. */
-  peerOf: (socket: TLSSocket) => PeerAddress | null;
+  peerOf: (socket: TLSSocket) => Peer | null;
   /** This server's hello (ports and queued shapes as of now). */
   hello: () => Omit<Hello, 't'>;
   handle: CallHandler;

@@ -173,36 +173,30 @@ export class Delegation implements RemoteWork {
     const model = this.ctx.store.model;
     if (model.foreign.size === 0) return;
     const silent: ForeignAttempt[] = [];
-    const running = new Map<string, ForeignAttempt[]>();
+    const live: ForeignAttempt[] = [];
     for (const f of model.foreign.values()) {
-      if (f.result !== undefined) {
-        void this.deliver(f);
-      } else if (f.deadline <= now) {
-        silent.push(f);
-      } else {
-        const list = running.get(f.home);
-        if (list) list.push(f);
-        else running.set(f.home, [f]);
-      }
+      if (f.result !== undefined) void this.deliver(f);
+      else if (f.deadline <= now) silent.push(f);
+      else live.push(f);
     }
     if (silent.length > 0) {
       this.ctx.log.info('delegated attempts lost: their worker went silent', { attempts: silent.length });
       void this.close(silent, 'worker went silent').catch(() => {});
-      for (const [home, list] of group(silent)) {
+      for (const [home, list] of groupBy(silent, (f) => f.home)) {
         void this.links
           ?.link(home)
-          ?.call('lost', { attempts: list.map((f) => ({ jobId: f.jobId, attempt: f.attempt, workerId: f.workerId })) })
+          ?.call('lost', { attempts: list.map(attemptRef) })
           .catch(() => {});
       }
     }
-    for (const [home, list] of running) {
+    for (const [home, list] of groupBy(live, (f) => f.home)) {
       const link = this.links?.link(home);
       if (!link?.hello) continue;
       const every = Math.max(200, Math.min(link.hello.leaseS * 1000 / 3, link.hello.heartbeatIntervalS * 1000));
       if (now - (this.lastRenewal.get(home) ?? 0) < every) continue;
       this.lastRenewal.set(home, now);
       link
-        .call<PeerHeartbeatReply>('heartbeat', { attempts: list.map((f) => ({ jobId: f.jobId, attempt: f.attempt, workerId: f.workerId })) })
+        .call<PeerHeartbeatReply>('heartbeat', { attempts: list.map(attemptRef) })
         .then((reply) => this.dropAbandoned(reply.abandon ?? []))
         .catch(() => this.lastRenewal.delete(home));
     }
@@ -246,7 +240,7 @@ export class Delegation implements RemoteWork {
         const now = Date.now();
         const deadline = now + this.ctx.leaseMs;
         const abandon: PeerHeartbeatReply['abandon'] = [];
-        for (const [workerId, list] of byWorker(attempts)) {
+        for (const [workerId, list] of groupBy(attempts, (a) => a.workerId)) {
           const dropped = renewLeases(model, workerId, list, deadline, now, peerId).abandon;
           abandon.push(...dropped);
           const gone = new Set(dropped.map((a) => `${a.jobId}#${a.attempt}`));
@@ -270,7 +264,7 @@ export class Delegation implements RemoteWork {
         if (mine.length === 0) return { ok: true };
         const pairs = mine.map((a): [string, number] => [a.jobId, a.attempt]);
         if (method === 'return') {
-          for (const [workerId, list] of byWorker(mine)) {
+          for (const [workerId, list] of groupBy(mine, (a) => a.workerId)) {
             await this.ctx.store.commit({
               t: 'claims-returned',
               at: Date.now(),
@@ -320,22 +314,19 @@ export class Delegation implements RemoteWork {
   }
 }
 
-function byWorker<T extends { workerId: string }>(items: T[]): Map<string, T[]> {
-  const out = new Map<string, T[]>();
-  for (const item of items) {
-    const list = out.get(item.workerId);
-    if (list) list.push(item);
-    else out.set(item.workerId, [item]);
-  }
-  return out;
+/** How a foreign attempt is named in calls to its home. */
+function attemptRef(f: ForeignAttempt): { jobId: string; attempt: number; workerId: string } {
+  return { jobId: f.jobId, attempt: f.attempt, workerId: f.workerId };
 }
 
-function group(items: ForeignAttempt[]): Map<string, ForeignAttempt[]> {
-  const out = new Map<string, ForeignAttempt[]>();
-  for (const f of items) {
-    const list = out.get(f.home);
-    if (list) list.push(f);
-    else out.set(f.home, [f]);
+/** Items grouped by a key, each group in the order the items came. */
+function groupBy<T>(items: T[], key: (item: T) => string): Map<string, T[]> {
+  const out = new Map<string, T[]>();
+  for (const item of items) {
+    const k = key(item);
+    const list = out.get(k);
+    if (list) list.push(item);
+    else out.set(k, [item]);
   }
   return out;
 }
