@@ -7,16 +7,14 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, promises as fsp, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type TLSSocket } from 'node:tls';
-import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { ApiClient } from '../../src/client/api/client.js';
 import { startServer, type RunningServer, type ServerOptions } from '../../src/server/server.js';
+import { freePort, ROOT, until as waitUntil } from './server.js';
 
-export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const CPCC = join(ROOT, 'dist', 'bin', 'cpcc.js');
 
 const tempDirs: string[] = [];
@@ -39,33 +37,12 @@ export async function cleanup(): Promise<void> {
   await Promise.all(tempDirs.splice(0).map((d) => fsp.rm(d, { recursive: true, force: true })));
 }
 
-export async function until<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 15_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v as NonNullable<T>;
-      last = v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+/** The shared `until`, with the deadline as a plain number of milliseconds. */
+export function until<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 15_000): Promise<NonNullable<T>> {
+  return waitUntil(what, fn, { timeoutMs });
 }
 
-/** A TCP port that was free a moment ago (for a server that must come back on other ports). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
+export { freePort, ROOT };
 
 // ---- servers ----------------------------------------------------------------------
 
