@@ -17,6 +17,14 @@ async function site(make: Promise<Site>): Promise<Site> {
   return s;
 }
 
+/** An asking server trusted by a home server with a project 'p', their link up. */
+async function pair(asking: Site, home: Site): Promise<{ asking: Site; home: Site }> {
+  await connect(asking, home);
+  await linkUp(asking, home);
+  await home.admin.createProject('p');
+  return { asking, home };
+}
+
 async function worker(s: Site, cores = 1): Promise<SimWorker> {
   const w = await new SimWorker(s).register(cores);
   workers.push(w);
@@ -112,11 +120,7 @@ describe('a server that its peer cannot reach', () => {
 
 describe('a delegation round', () => {
   it('hands out only what fits the asking worker, leaving the rest queued at home', async () => {
-    const home = await site(startSite('home4'));
-    const asking = await site(startSite('asking4'));
-    await connect(asking, home);
-    await linkUp(asking, home);
-    await home.admin.createProject('p');
+    const { home, asking } = await pair(await site(startSite('asking4')), await site(startSite('home4')));
     const { ids } = await home.admin.submit('p', Array.from({ length: 5 }, () => ({ argv: ['true'] })));
     const w = await worker(asking, 2);
     const { jobs } = await w.claim();
@@ -130,11 +134,7 @@ describe('a delegation round', () => {
 
 describe('disconnecting a peer', () => {
   it('loses its attempts at home at once, and drops its jobs on the asking side', async () => {
-    const home = await site(startSite('home5'));
-    const asking = await site(startSite('asking5'));
-    await connect(asking, home);
-    await linkUp(asking, home);
-    await home.admin.createProject('p');
+    const { home, asking } = await pair(await site(startSite('asking5')), await site(startSite('home5')));
     const w = await worker(asking);
     const { ids } = await home.admin.submit('p', [{ argv: ['sleep', '60'] }]);
     const { jobs } = await w.claim();
