@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import type { PeerCertificate } from 'node:tls';
 import { Pool } from 'undici';
 import { serverIdOfPeer } from '../src/client/api/client.js';
-import { percentiles, profiled, reply } from './lib.js';
+import { closedLoop, reply } from './lib.js';
 
 const [url, caFile, serverId, secondsArg, concurrencyArg] = process.argv.slice(2);
 const seconds = Number(secondsArg);
@@ -27,34 +27,10 @@ const pool = new Pool(url!, {
 const body = JSON.stringify({ waitS: 2, max: 1 });
 const headers = { 'content-type': 'application/json', accept: 'application/json', authorization: `Bearer cpc_${'0'.repeat(16)}_${'x'.repeat(43)}` };
 
-let measuring = false;
-let stop = false;
-let requests = 0;
-const latencies: number[] = [];
-
-async function loop(): Promise<void> {
-  while (!stop) {
-    const t0 = performance.now();
-    const res = await pool.request({ path: '/api/v1/workers/x/claim', method: 'POST', headers, body });
-    const text = await res.body.text();
-    if (res.statusCode !== 200 || text.length !== 25) throw new Error(`unexpected reply ${res.statusCode} ${text}`);
-    if (measuring) {
-      requests++;
-      latencies.push(performance.now() - t0);
-    }
-  }
-}
-
-const loops = Array.from({ length: concurrency }, () => loop());
-await new Promise((r) => setTimeout(r, Math.min(1000, seconds * 500)));
-const result = await profiled('ceiling-client', async () => {
-  measuring = true;
-  const t0 = performance.now();
-  await new Promise((r) => setTimeout(r, seconds * 1000));
-  measuring = false;
-  return { requests, ms: performance.now() - t0 };
+const result = await closedLoop('ceiling-client', concurrency, seconds, async () => {
+  const res = await pool.request({ path: '/api/v1/workers/x/claim', method: 'POST', headers, body });
+  const text = await res.body.text();
+  if (res.statusCode !== 200 || text.length !== 25) throw new Error(`unexpected reply ${res.statusCode} ${text}`);
 });
-stop = true;
-await Promise.all(loops);
 await pool.close();
-reply({ ...result, ...percentiles(latencies) });
+reply(result);

@@ -173,3 +173,42 @@ export function reply(value: unknown): void {
     process.stdout.write(JSON.stringify(value) + '\n', () => process.exit(0)),
   );
 }
+
+/**
+ * A closed-loop load: `concurrency` loops each send one request after the
+ * other; after a warm-up of at most a second, requests and their latencies
+ * are counted for `seconds` (profiled under `name` when asked).
+ */
+export async function closedLoop(
+  name: string,
+  concurrency: number,
+  seconds: number,
+  send: () => Promise<void>,
+): Promise<{ requests: number; ms: number } & ReturnType<typeof percentiles>> {
+  let measuring = false;
+  let stop = false;
+  let requests = 0;
+  const latencies: number[] = [];
+  const loop = async (): Promise<void> => {
+    while (!stop) {
+      const t0 = performance.now();
+      await send();
+      if (measuring) {
+        requests++;
+        latencies.push(performance.now() - t0);
+      }
+    }
+  };
+  const loops = Array.from({ length: concurrency }, () => loop());
+  await new Promise((r) => setTimeout(r, Math.min(1000, seconds * 500)));
+  const result = await profiled(name, async () => {
+    measuring = true;
+    const t0 = performance.now();
+    await new Promise((r) => setTimeout(r, seconds * 1000));
+    measuring = false;
+    return { requests, ms: performance.now() - t0 };
+  });
+  stop = true;
+  await Promise.all(loops);
+  return { ...result, ...percentiles(latencies) };
+}
