@@ -218,6 +218,15 @@ export function renewLeases(
   return out;
 }
 
+/** The attempts of a heartbeat that were renewed: those named, less those to abandon. */
+export function renewedAttempts(
+  attempts: { jobId: string; attempt: number }[],
+  abandon: { jobId: string; attempt: number }[],
+): [string, number][] {
+  const dropped = new Set(abandon.map((a) => `${a.jobId}#${a.attempt}`));
+  return attempts.filter((a) => !dropped.has(`${a.jobId}#${a.attempt}`)).map((a): [string, number] => [a.jobId, a.attempt]);
+}
+
 export function planCancel(model: Model, ids: string[], reason: string, at: number): JobsCancelled {
   for (const id of ids) {
     const job = model.job(id);

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { planClaim, renewLeases } from '../core/commands.js';
+import { planClaim, renewedAttempts, renewLeases } from '../core/commands.js';
 import { fail } from '../core/errors.js';
 import type { ForeignAttempt } from '../core/model.js';
 import type { Resources } from '../core/types.js';
@@ -243,8 +243,7 @@ export class Delegation implements RemoteWork {
         for (const [workerId, list] of groupBy(attempts, (a) => a.workerId)) {
           const dropped = renewLeases(model, workerId, list, deadline, now, peerId).abandon;
           abandon.push(...dropped);
-          const gone = new Set(dropped.map((a) => `${a.jobId}#${a.attempt}`));
-          const renewed = list.filter((a) => !gone.has(`${a.jobId}#${a.attempt}`)).map((a): [string, number] => [a.jobId, a.attempt]);
+          const renewed = renewedAttempts(list, dropped);
           if (renewed.length > 0) this.ctx.store.commitLater({ t: 'leases-renewed', at: now, workerId, deadline, attempts: renewed });
         }
         return { abandon };

@@ -3,6 +3,7 @@ import { promises as fsp, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Resources } from '../core/types.js';
+import type { ResultRequest } from '../core/wire.js';
 
 /**
  * Runs one attempt of a job as a real subprocess in a folder of its own.
@@ -39,20 +40,10 @@ export interface RunnerOptions {
   baseEnv?: Record<string, string | undefined>;
 }
 
-export type AttemptHow = 'exited' | 'timeout' | 'start-failed';
+export type AttemptHow = ResultRequest['how'];
 
-export interface AttemptOutcome {
-  how: AttemptHow;
-  exitCode: number | null;
-  signal: string | null;
-  durationMs: number;
-  /** The last `maxLogBytes` bytes of each stream, decoded as UTF-8. */
-  stdout: string;
-  stderr: string;
-  /** How many bytes each stream had in all. */
-  stdoutBytes: number;
-  stderrBytes: number;
-}
+/** What the worker reports of an attempt: the result request without the attempt's name. */
+export type AttemptOutcome = Omit<ResultRequest, 'jobId' | 'attempt'>;
 
 export const DEFAULT_MAX_LOG_BYTES = 1024 * 1024;
 export const DEFAULT_KILL_GRACE_MS = 5000;

@@ -1,5 +1,5 @@
 import { v7 as uuidv7 } from 'uuid';
-import { renewLeases } from '../../core/commands.js';
+import { renewedAttempts, renewLeases } from '../../core/commands.js';
 import { fail } from '../../core/errors.js';
 import type { Worker } from '../../core/types.js';
 import type {
@@ -107,8 +107,7 @@ export function workerRoutes(router: Router, ctx: Context): void {
     const last = ctx.journaledDeadline.get(worker.id) ?? 0;
     if (abandon.length < attempts.length && deadline - last >= ctx.leaseMs / 4) {
       ctx.journaledDeadline.set(worker.id, deadline);
-      const dropped = new Set(abandon.map((a) => `${a.jobId}#${a.attempt}`));
-      const renewed = attempts.filter((a) => !dropped.has(`${a.jobId}#${a.attempt}`)).map((a): [string, number] => [a.jobId, a.attempt]);
+      const renewed = renewedAttempts(attempts, abandon);
       ctx.store.commitLater({ t: 'leases-renewed', at: now, workerId: worker.id, deadline, attempts: renewed });
     }
     return { abandon, heartbeatIntervalS: ctx.config.heartbeatIntervalS };
