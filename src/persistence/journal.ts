@@ -263,13 +263,8 @@ export class Journal {
     if (doomed.length > 0) await fsyncDir(this.opts.dir);
   }
 
-  /** Bytes in the current segment, including records not yet written. */
+  /** Bytes in the current segment, including records not yet written: all that came since the last rotation. */
   currentSegmentBytes(): number {
-    return this.current.bytes;
-  }
-
-  /** The same figure: the current segment holds exactly what came since the last rotation. */
-  bytesSinceRotate(): number {
     return this.current.bytes;
   }
 

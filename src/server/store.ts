@@ -192,7 +192,7 @@ export class Store {
   }
 
   private maybeSnapshot(): void {
-    if (this.snapshotting || this.journal.bytesSinceRotate() < this.opts.snapshotAfterBytes) return;
+    if (this.snapshotting || this.journal.currentSegmentBytes() < this.opts.snapshotAfterBytes) return;
     void this.snapshot();
   }
 
