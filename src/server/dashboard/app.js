@@ -24,6 +24,11 @@ const session = {
 // ---- small helpers ------------------------------------------------------------
 
 /** Builds an element; strings and numbers among the children become text nodes. */
+/** A table head from column names; the names in `numeric` are right-aligned. */
+function thead(columns, numeric = []) {
+  return h('thead', {}, h('tr', {}, columns.map((c) => h('th', numeric.includes(c) ? { class: 'num' } : {}, c))));
+}
+
 function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
@@ -423,7 +428,7 @@ function projectView(root, name, query) {
     h(
       'table',
       { id: 'jobs' },
-      h('thead', {}, h('tr', {}, ['job', 'name', 'state', 'command', 'tries', 'exit', 'took', 'updated'].map((c) => h('th', { class: c === 'tries' || c === 'exit' ? 'num' : '' }, c)))),
+      thead(['job', 'name', 'state', 'command', 'tries', 'exit', 'took', 'updated'], ['tries', 'exit']),
       tbody,
     ),
     pager,
@@ -589,7 +594,7 @@ function jobView(root, id) {
         : h(
             'table',
             { id: 'attempts' },
-            h('thead', {}, h('tr', {}, ['n', 'worker', 'via', 'started', 'ended', 'took', 'how', 'exit', 'reason'].map((c) => h('th', {}, c)))),
+            thead(['n', 'worker', 'via', 'started', 'ended', 'took', 'how', 'exit', 'reason']),
             h(
               'tbody',
               {},
@@ -645,7 +650,7 @@ function workersView(root) {
     h(
       'table',
       { id: 'workers' },
-      h('thead', {}, h('tr', {}, ['worker', 'host', 'cores', 'memory', 'running jobs', 'last heartbeat', 'registered'].map((c) => h('th', {}, c)))),
+      thead(['worker', 'host', 'cores', 'memory', 'running jobs', 'last heartbeat', 'registered']),
       tbody,
     ),
   );
@@ -706,7 +711,7 @@ function leasesView(root) {
   root.replaceChildren(
     h('h1', {}, 'Leases'),
     h('p', { class: 'muted' }, 'Running attempts and the deadline by which their worker must send a heartbeat.'),
-    h('table', { id: 'leases' }, h('thead', {}, h('tr', {}, ['job', 'project', 'attempt', 'worker', 'via', 'deadline'].map((c) => h('th', {}, c)))), tbody),
+    h('table', { id: 'leases' }, thead(['job', 'project', 'attempt', 'worker', 'via', 'deadline']), tbody),
   );
   const deadline = (td) => {
     const ts = Number(td.dataset.deadline);
@@ -759,7 +764,7 @@ function peersView(root) {
   root.replaceChildren(
     h('h1', {}, 'Peers'),
     h('p', { class: 'muted' }, 'Trusted servers, in the order they are asked for work.'),
-    h('table', { id: 'peers' }, h('thead', {}, h('tr', {}, ['priority', 'server', 'address', 'link', 'CA fingerprint', 'trusted'].map((c) => h('th', {}, c)))), tbody),
+    h('table', { id: 'peers' }, thead(['priority', 'server', 'address', 'link', 'CA fingerprint', 'trusted']), tbody),
   );
   const render = (peers) => {
     tbody.replaceChildren(
