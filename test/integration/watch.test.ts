@@ -34,7 +34,8 @@ function spawnWatch(home: string, args: string[], opts: { tty?: boolean } = {}):
   const command = [process.execPath, '--import', 'tsx', CPCC, 'watch', ...args];
   const child = opts.tty
     ? // script gives the command a pseudo-terminal and copies what it draws to stdout.
-      spawn('script', ['-q', '-e', '-c', `stty cols 120 rows 40; ${command.map((a) => `'${a}'`).join(' ')}`, '/dev/null'], { cwd: ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] })
+      // `exec` leaves no shell between: Ctrl-C must reach cpcc alone, not kill a waiting shell.
+      spawn('script', ['-q', '-e', '-c', `stty cols 120 rows 40; exec ${command.map((a) => `'${a}'`).join(' ')}`, '/dev/null'], { cwd: ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] })
     : spawn(command[0]!, command.slice(1), { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
