@@ -9,6 +9,7 @@ import { Worker, type LogLevel } from '../src/worker/worker.js';
 
 interface Flags {
   server: string;
+  bundle?: string;
   token?: string;
   ca?: string;
   serverId?: string;
@@ -59,6 +60,37 @@ function makeLogger(verbose: boolean) {
   };
 }
 
+/** What `cpc-server bundle` writes: everything a worker needs to reach its server. */
+interface Bundle {
+  url: string;
+  serverId: string;
+  caPem: string;
+  token: string;
+  name?: string;
+}
+
+/** The bundle in `file`, or why it cannot be used. */
+function readBundle(file: string): Bundle | string {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    return `cannot read ${file}: ${(err as Error).message}`;
+  }
+  let b: Partial<Record<keyof Bundle, unknown>>;
+  try {
+    b = JSON.parse(text) as typeof b;
+  } catch {
+    return `${file} is not JSON; make it with 'cpc-server bundle'`;
+  }
+  if (b === null || typeof b !== 'object' || Array.isArray(b)) return `${file} does not hold a bundle object`;
+  const missing = (['url', 'serverId', 'caPem', 'token'] as const).filter((k) => typeof b[k] !== 'string' || b[k] === '');
+  if (missing.length > 0) return `${file} lacks ${missing.join(', ')}; make it again with 'cpc-server bundle'`;
+  if (!(b.caPem as string).includes('-----BEGIN CERTIFICATE-----')) return `${file}: caPem holds no PEM certificate`;
+  if (b.name !== undefined && typeof b.name !== 'string') return `${file}: name must be a string`;
+  return b as Bundle;
+}
+
 function usageError(message: string): number {
   process.stderr.write(`cpc-worker: ${message}\n`);
   return 2;
@@ -68,7 +100,8 @@ async function main(argv: string[]): Promise<number> {
   const program = new Command('cpc-worker')
     .description('Run jobs from a cpc server on this machine.')
     .version(packageVersion())
-    .requiredOption('--server <url>', 'the server secure URL, https://host:port')
+    .option('--server <url>', 'the server secure URL, https://host:port (or from --bundle)')
+    .option('--bundle <file>', 'a connection file from cpc-server bundle: server, CA, server id, token and name; flags override it')
     .option('--token <token>', 'worker token (prefer the CPC_WORKER_TOKEN environment variable: flags show up in ps)')
     .option('--ca <file>', "the server's CA certificate (PEM)")
     .option('--server-id <id>', "accept only a server whose certificate carries this id")
@@ -94,6 +127,19 @@ async function main(argv: string[]): Promise<number> {
   const flags = program.opts<Flags>();
   const log = makeLogger(flags.verbose);
 
+  let bundle: Bundle | undefined;
+  if (flags.bundle !== undefined) {
+    const read = readBundle(flags.bundle);
+    if (typeof read === 'string') return usageError(`--bundle: ${read}`);
+    bundle = read;
+    flags.server ??= bundle.url;
+    flags.serverId ??= bundle.serverId;
+    flags.token ??= process.env.CPC_WORKER_TOKEN ?? bundle.token;
+    // One bundle may serve many machines; the host tells their workers apart.
+    if (bundle.name && program.getOptionValueSource('name') === 'default') flags.name = `${bundle.name}@${hostname()}`;
+  }
+  if (!flags.server) return usageError('give the server: --server URL, or --bundle FILE (made by cpc-server bundle)');
+
   const token = flags.token ?? process.env.CPC_WORKER_TOKEN;
   if (!token) return usageError('a worker token is needed: set CPC_WORKER_TOKEN (or pass --token)');
   let url: URL;
@@ -111,6 +157,8 @@ async function main(argv: string[]): Promise<number> {
       return usageError(`--ca: cannot read ${flags.ca}: ${(err as Error).message}`);
     }
     if (!caPem.includes('-----BEGIN CERTIFICATE-----')) return usageError(`--ca: ${flags.ca} holds no PEM certificate`);
+  } else if (bundle) {
+    caPem = bundle.caPem;
   } else if (url.protocol === 'https:') {
     log('warn', "no --ca given: the server's certificate must be trusted by the system");
   }

@@ -11,8 +11,10 @@ import { packageVersion } from '../version.js';
 import { configHome } from './config.js';
 import { EXIT_OK, EXIT_USAGE, reportError } from './output.js';
 import { Context, type Argument, type CommandSpec, type GlobalOptions, type Io, type OptionSpec } from './commands/context.js';
+import { adminCommands } from './commands/admin.js';
 import { federationCommands } from './commands/federation.js';
 import { jobCommands } from './commands/jobs.js';
+import { networkCommands } from './commands/network.js';
 import { projectCommands } from './commands/projects.js';
 import { serverCommands } from './commands/servers.js';
 import { userCommands } from './commands/users.js';
@@ -34,6 +36,8 @@ export const COMMAND_GROUPS: readonly (readonly CommandSpec[])[] = [
   watchCommands,
   workerCommands,
   federationCommands,
+  networkCommands,
+  adminCommands,
 ];
 
 export function processIo(): Io {

@@ -1,6 +1,7 @@
 import type {
   AttemptFinished,
   AttemptsLost,
+  ForeignClosed,
   JobsCancelled,
   JobsClaimed,
   JobsRetried,
@@ -268,6 +269,43 @@ export function planExpiry(model: Model, now: number): AttemptsLost | null {
     reason: 'no heartbeat before the lease deadline',
     attempts: expired.map((l) => [l.jobId, l.attempt]),
   };
+}
+
+/**
+ * What an admin's "this worker is gone" takes back: every attempt leased to
+ * the worker, lost now instead of when the leases run out, and the peers'
+ * jobs it runs for them (closed here; their home re-queues them). The jobs
+ * go the way a lease expiry sends them (re-queued, or failed after too many
+ * losses, see Model). A worker that was only lent to us by a peer counts too:
+ * it holds leases here without being registered.
+ */
+export function planWorkerLost(
+  model: Model,
+  workerId: string,
+  reason: string,
+  at: number,
+): { lost: AttemptsLost | null; closed: ForeignClosed | null } {
+  const leases = model.leases.ofWorker(workerId);
+  const foreign = [...model.foreign.values()].filter((f) => f.workerId === workerId && f.result === undefined);
+  if (!model.workers.has(workerId) && leases.length === 0 && foreign.length === 0) {
+    throw fail('WORKER_NOT_FOUND', `no worker with id '${workerId}'`);
+  }
+  leases.sort((a, b) => (a.jobId < b.jobId ? -1 : a.jobId > b.jobId ? 1 : 0));
+  return {
+    lost: leases.length === 0 ? null : { t: 'attempts-lost', at, how: 'worker-lost', reason, attempts: leases.map((l) => [l.jobId, l.attempt]) },
+    closed: foreign.length === 0 ? null : { t: 'foreign-closed', at, attempts: foreign.map((f) => [f.jobId, f.attempt]), reason },
+  };
+}
+
+/** The running attempt of one job, lost now as if its lease had run out (the job is re-queued by the same rules). */
+export function planAttemptLost(model: Model, jobId: string, reason: string, at: number): AttemptsLost {
+  const job = model.job(jobId);
+  if (!job) throw fail('JOB_NOT_FOUND', `no live job with id '${jobId}'`);
+  const lease = model.leases.get(jobId);
+  if (job.state !== 'running' || !lease) {
+    throw fail('INVALID_STATE', `job ${jobId} is ${job.state}, not running; only a running job's attempt can be marked lost`);
+  }
+  return { t: 'attempts-lost', at, how: 'worker-lost', reason, attempts: [[jobId, lease.attempt]] };
 }
 
 /** Finished jobs last changed before `before`, oldest first, at most `max`. */

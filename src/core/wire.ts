@@ -20,9 +20,11 @@
  *               GET  /projects/:p/jobs ?state&limit&after&archived → JobList
  *   job         GET  /jobs/:id                          → JobView
  *               GET  /jobs/:id/logs ?stream&attempt     → text/plain
+ *               POST /jobs/:id/lost                     → LostReply  (its running attempt is lost now)
  *   user        POST /jobs/cancel      { ids }          → { cancelled }
  *               POST /jobs/retry       { ids }          → { retried }
  *               GET  /queue ?limit                      → JobList
+ *               GET  /running ?project&limit            → JobList (oldest start first)
  *               GET  /workers                           → { workers: WorkerView[] }
  *               GET  /heartbeats                        → { leases: LeaseView[] }
  *   super user  GET  /users                             → { users: UserView[] }
@@ -38,6 +40,9 @@
  *               POST /peers/trust-all  { expect? }      → TrustReply
  *               PUT  /peers/:id/priority { priority }   → { connected: PeerView[] }
  *               DELETE /peers/:id                       → DisconnectReply
+ *               POST /workers/:id/lost                  → LostReply  (every attempt it holds is lost now)
+ *               GET  /network                           → NetworkView
+ *               POST /server/stop                       → StopReply  (then the server stops)
  *               WS   /events            (see "event stream" below)
  *   worker      POST /workers          RegisterRequest  → RegisterReply
  *               POST /workers/:id/claim ClaimRequest    → ClaimReply   (long-poll)
@@ -343,6 +348,32 @@ export interface DisconnectReply {
   removed: 'peer' | 'requests';
   /** Whether the peer heard the signed notice. */
   told: boolean;
+}
+
+// ---- admin: the Copernicus commands ---------------------------------------------
+
+/** The attempts an admin marked lost (worker-failed, command-failed), and where each job went. */
+export interface LostReply {
+  lost: { jobId: string; attempt: number; state: JobState }[];
+  /** Peers' jobs the worker ran for them, given up here (their home re-queues them). */
+  foreign: { jobId: string; attempt: number; home: string }[];
+}
+
+export interface StopReply {
+  stopping: true;
+  serverId: string;
+}
+
+/** A trusted peer with what this server saw of it (since it started). */
+export interface NetworkPeerView extends PeerView {
+  /** Now while its link is up; otherwise the last moment it was seen up, or null. */
+  lastSeen: number | null;
+}
+
+/** This server and its peers, for `cpcc network`. */
+export interface NetworkView {
+  server: { serverId: string; name: string; host: string; unsecurePort: number; securePort: number; version: string };
+  peers: NetworkPeerView[];
 }
 
 // ---- event stream (websocket) -------------------------------------------------

@@ -1,5 +1,6 @@
 import type { Context } from './context.js';
 import { Router } from './http.js';
+import { adminRoutes } from './routes/admin.js';
 import { jobRoutes } from './routes/jobs.js';
 import { peerRoutes } from './routes/peers.js';
 import { projectRoutes } from './routes/projects.js';
@@ -16,5 +17,6 @@ export function apiRouter(ctx: Context): Router {
   jobRoutes(router, ctx);
   workerRoutes(router, ctx);
   peerRoutes(router, ctx);
+  adminRoutes(router, ctx);
   return router;
 }

@@ -1,10 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { chmodSync, existsSync, mkdirSync, promises as fsp, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection, createServer as createNetServer, type Server as NetServer } from 'node:net';
+import { delimiter, join, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { CpcError } from '../core/errors.js';
 import { writeFileDurable } from '../persistence/durable-file.js';
+import { Accounts } from './accounts.js';
 import { configPath, configSchema, defaultHome, readConfigFile, resolveConfig, type ServerConfig } from './config.js';
 import { startServer, type RunningServer } from './server.js';
 
@@ -54,6 +56,16 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`home: ${home()}\nserver id: ${server.serverId}\nCA SHA-256 fingerprint: ${server.caFingerprint}\n`);
       if (server.adminPassword) process.stdout.write(`cpc-admin password: ${server.adminPassword}\n`);
       else process.stdout.write('already set up\n');
+    });
+
+  program
+    .command('bundle')
+    .description('write one connection file for a worker (address, CA certificate, a new worker token): cpc-worker --bundle FILE')
+    .option('-o, --output <file>', `where to write it, mode 0600; an existing file is never overwritten (default ${DEFAULT_BUNDLE})`)
+    .option('--name <name>', 'name of the new worker token, and of the worker unless it is given --name (default worker)')
+    .option('--url <url>', "the server's secure address as workers reach it (default: publicHost and the secure port)")
+    .action(async (o: BundleOptions) => {
+      code = await bundle(home(), o);
     });
 
   program
@@ -126,6 +138,9 @@ async function start(
     process.stderr.write(`cpc-server: a server is already running on ${home} (pid ${existing.pid})\n`);
     return 1;
   }
+  // `cpcc stop-server` takes the same way out as SIGTERM, once that is set up below.
+  let stopWanted = false;
+  let requestStop: (why: string) => void = () => (stopWanted = true);
   const server = await startServer({
     home,
     host: o.host,
@@ -133,7 +148,9 @@ async function start(
     securePort: o.port,
     unsecurePort: o.unsecurePort,
     heartbeatIntervalS: o.heartbeatInterval,
+    onStopRequest: () => requestStop('stop-server'),
   });
+  const control = await openControl(home, server);
   const info: RuntimeInfo = { pid: process.pid, url: server.url, unsecureUrl: server.unsecureUrl, serverId: server.serverId };
   writeFileSync(join(home, RUNTIME_FILE), JSON.stringify(info) + '\n', { mode: 0o600 });
 
@@ -143,7 +160,7 @@ async function start(
 
   await new Promise<void>((resolve) => {
     let stopping = false;
-    const onSignal = (signal: NodeJS.Signals) => {
+    const onSignal = (signal: string) => {
       if (stopping) return;
       stopping = true;
       process.stderr.write(`cpc-server: ${signal}: stopping\n`);
@@ -153,10 +170,205 @@ async function start(
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    requestStop = onSignal;
+    if (stopWanted) onSignal('stop-server');
   });
   await server.close();
+  await new Promise<void>((done) => (control ? control.close(() => done()) : done()));
+  rmSync(controlPath(home), { force: true });
   rmSync(join(home, RUNTIME_FILE), { force: true });
   return 0;
+}
+
+// ---- the control socket and bundles ---------------------------------------------
+
+/**
+ * A door into the running server for cpc-server's own commands on this
+ * machine (`bundle`). A worker token must be issued by the running server
+ * itself: it reads users.json once at start and rewrites it whole on every
+ * change, so a token another process wrote there would be unknown to it and
+ * gone at its next write. Its HTTPS API would need a super user's password or
+ * token here, and there may be none (the initial password is often changed).
+ * This socket asks for neither: it lives in a 0700 folder of the home, and
+ * whoever can open it can read the home (its keys, users.json) anyway.
+ */
+function controlPath(home: string): string {
+  return join(home, 'run', 'control.sock');
+}
+
+const CONTROL_MAX_BYTES = 4096;
+const TOKEN_NAME = /^[\w.@-]{1,64}$/;
+const DEFAULT_BUNDLE = 'cpc-worker-bundle.json';
+
+interface ControlReply {
+  id?: string;
+  token?: string;
+  error?: { code: string; message: string };
+}
+
+async function openControl(home: string, server: RunningServer): Promise<NetServer | null> {
+  const path = controlPath(home);
+  mkdirSync(join(home, 'run'), { recursive: true, mode: 0o700 });
+  chmodSync(join(home, 'run'), 0o700);
+  // A socket file left by a server that did not stop cleanly; the pid check in start() says none runs.
+  rmSync(path, { force: true });
+  const srv = createNetServer((socket) => {
+    let text = '';
+    const answer = (reply: ControlReply) => socket.end(JSON.stringify(reply) + '\n');
+    socket.setEncoding('utf8');
+    socket.setTimeout(5000, () => socket.destroy());
+    socket.on('error', () => {});
+    socket.on('data', (chunk: string) => {
+      text += chunk;
+      if (text.length > CONTROL_MAX_BYTES) return answer({ error: { code: 'BODY_TOO_LARGE', message: 'request too large' } });
+      const nl = text.indexOf('\n');
+      if (nl < 0) return;
+      let req: { op?: unknown; name?: unknown };
+      try {
+        req = JSON.parse(text.slice(0, nl)) as typeof req;
+      } catch {
+        return answer({ error: { code: 'INVALID_JSON', message: 'request is not JSON' } });
+      }
+      if (req.op !== 'worker-token' || typeof req.name !== 'string' || !TOKEN_NAME.test(req.name)) {
+        return answer({ error: { code: 'BAD_REQUEST', message: 'expected {"op":"worker-token","name":NAME}' } });
+      }
+      server.ctx.accounts.issue('worker', req.name, null).then(
+        ({ token, record }) => {
+          server.ctx.log.info('worker token issued for a bundle', { tokenId: record.id, name: req.name });
+          answer({ id: record.id, token });
+        },
+        (err: unknown) => answer({ error: { code: err instanceof CpcError ? err.code : 'INTERNAL', message: 'could not issue a token' } }),
+      );
+    });
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen(path, () => resolve());
+    });
+  } catch (err) {
+    process.stderr.write(`cpc-server: no control socket at ${path} (${(err as Error).message}); 'cpc-server bundle' cannot reach this server\n`);
+    return null;
+  }
+  chmodSync(path, 0o600);
+  return srv;
+}
+
+function askControl(home: string, request: object): Promise<ControlReply> {
+  return new Promise((resolve, reject) => {
+    const socket = createConnection(controlPath(home));
+    let text = '';
+    socket.setEncoding('utf8');
+    socket.setTimeout(10_000, () => socket.destroy(new Error('no answer in time')));
+    socket.on('data', (chunk: string) => (text += chunk));
+    socket.on('error', reject);
+    socket.on('end', () => {
+      try {
+        resolve(JSON.parse(text) as ControlReply);
+      } catch {
+        reject(new Error('a garbled answer'));
+      }
+    });
+    socket.write(JSON.stringify(request) + '\n');
+  });
+}
+
+interface BundleOptions {
+  output?: string;
+  name?: string;
+  url?: string;
+}
+
+/** What `cpc-worker --bundle FILE` reads. */
+export interface WorkerBundle {
+  url: string;
+  serverId: string;
+  caPem: string;
+  token: string;
+  name: string;
+}
+
+async function bundle(home: string, o: BundleOptions): Promise<number> {
+  const name = o.name ?? 'worker';
+  if (!TOKEN_NAME.test(name)) throw new CpcError('INVALID_FIELD', `--name must be 1-64 letters, digits, _ . @ -, got '${name}'`);
+  const file = resolvePath(o.output ?? DEFAULT_BUNDLE);
+  // Checked before a token is made, so that a refusal leaves no stray token; the write below refuses too.
+  if (existsSync(file)) throw new CpcError('INVALID_STATE', `${file} exists; remove it or choose another file with -o`);
+  const read = (f: string) => {
+    try {
+      return readFileSync(join(home, 'identity', f), 'utf8');
+    } catch {
+      throw new CpcError('INVALID_STATE', `${home} holds no server identity; run 'cpc-server --home ${home} setup' (or start it) first`);
+    }
+  };
+  const serverId = read('server-id').trim();
+  const caPem = read('ca.pem');
+
+  const running = runtime(home);
+  const live = running !== null && alive(running.pid);
+  let url: string;
+  if (o.url !== undefined) {
+    try {
+      url = new URL(o.url).toString().replace(/\/$/, '');
+    } catch {
+      throw new CpcError('INVALID_FIELD', `--url: not a URL: ${o.url}`);
+    }
+    if (!url.startsWith('https://')) throw new CpcError('INVALID_FIELD', `--url: expected an https:// URL, not ${o.url}`);
+  } else {
+    url = bundleUrl(resolveConfig(home), live ? running.url : null);
+  }
+
+  let token: string;
+  let tokenId: string;
+  if (live) {
+    let reply: ControlReply;
+    try {
+      reply = await askControl(home, { op: 'worker-token', name });
+    } catch (err) {
+      throw new CpcError('INTERNAL', `the server running on ${home} (pid ${running.pid}) did not answer on ${controlPath(home)}: ${(err as Error).message}`);
+    }
+    if (!reply.token || !reply.id) throw new CpcError('INTERNAL', `the server refused to issue a token: ${reply.error?.message ?? 'no reason given'}`);
+    token = reply.token;
+    tokenId = reply.id;
+  } else {
+    // No server runs on this home, so the document is ours to change; the
+    // next start reads it. (One started at this very moment could miss it.)
+    const accounts = await Accounts.open(home, resolveConfig(home).tokenTtlS);
+    const issued = await accounts.issue('worker', name, null);
+    token = issued.token;
+    tokenId = issued.record.id;
+  }
+
+  const content: WorkerBundle = { url, serverId, caPem, token, name };
+  try {
+    await fsp.writeFile(file, JSON.stringify(content, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
+  } catch (err) {
+    throw new CpcError('INTERNAL', `cannot write ${file}: ${(err as Error).message}; worker token ${tokenId} was issued, revoke it with 'cpcc worker-token revoke ${tokenId}'`);
+  }
+  process.stdout.write(
+    `wrote ${file} (mode 0600): worker token '${name}' (id ${tokenId}) for server ${serverId} at ${url}\n` +
+      `copy it to the worker machine and run: cpc-worker --bundle ${o.output ?? DEFAULT_BUNDLE}\n`,
+  );
+  return 0;
+}
+
+/**
+ * Where workers reach the server: a server listening on one address is
+ * reachable only there; one listening on every address, by its public name.
+ * The certificate is checked by server id, so any working address will do.
+ */
+function bundleUrl(config: ServerConfig, runningUrl: string | null): string {
+  const wildcard = config.host === '0.0.0.0' || config.host === '::';
+  let host = wildcard ? config.publicHost : config.host;
+  let port = config.securePort;
+  if (runningUrl !== null) {
+    const u = new URL(runningUrl);
+    // The running server names its listening address, or localhost when it listens on all.
+    host = u.hostname === 'localhost' ? config.publicHost : u.hostname.replace(/^\[|\]$/g, '');
+    port = Number(u.port || 443);
+  }
+  if (port === 0) throw new CpcError('INVALID_FIELD', 'the secure port is chosen when the server starts (0): start it first, or give --url');
+  return `https://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
 async function startLocalWorker(home: string, server: RunningServer): Promise<ChildProcess> {

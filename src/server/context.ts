@@ -35,4 +35,12 @@ export interface Context {
   linkState?: (serverId: string) => PeerLinkState;
   /** Heartbeat renewals last journaled per worker (renewals are journaled coarsely). */
   journaledDeadline: Map<string, number>;
+  /** When a peer was last seen with its link up (since start), where peer links run. */
+  peerLastSeen?: (serverId: string) => number | null;
+  /**
+   * Asks whoever runs the server to stop it cleanly (`cpcc stop-server`):
+   * cpc-server's command line takes the path SIGTERM takes; a server started
+   * in code closes itself unless its starter said otherwise (ServerOptions).
+   */
+  requestStop: () => void;
 }

@@ -151,6 +151,7 @@ export const logsQuery = z.strictObject({
 });
 
 export const limitQuery = z.strictObject({ limit: z.coerce.number().int().min(1).max(10_000).default(100) });
+export const runningQuery = limitQuery.extend({ project: name(64).optional() });
 
 export const jobIdParam = id;
 export const shortString = shortText;

@@ -39,6 +39,12 @@ import { unsecureListener, unsecureRoutes } from './unsecure.js';
 export interface ServerOptions extends Partial<ServerConfig> {
   home: string;
   log?: Logger | ((msg: string) => void);
+  /**
+   * Called when a super user asks the server to stop (`cpcc stop-server`).
+   * cpc-server's command line passes its own shutdown (the one SIGTERM takes,
+   * which ends the process too); without it the server closes itself.
+   */
+  onStopRequest?: () => void;
 }
 
 export interface RunningServer {
@@ -64,12 +70,14 @@ export interface RunningServer {
   reloadTls(): void;
   /** Stops listening, answers waiting claims, finishes the journal, snapshots. Safe to call twice. */
   close(): Promise<void>;
+  /** Resolves when a super user has asked the server to stop. */
+  stopRequested: Promise<void>;
 }
 
 const INITIAL_PASSWORD_FILE = 'initial-admin-password';
 
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
-  const { home, log: logOption, ...overrides } = opts;
+  const { home, log: logOption, onStopRequest, ...overrides } = opts;
   mkdirSync(home, { recursive: true, mode: 0o700 });
   const config = resolveConfig(home, overrides);
   const log = toLogger(logOption, config.logLevel);
@@ -134,6 +142,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   }
 
   let closing = false;
+  let stopAsked!: () => void;
+  const stopRequested = new Promise<void>((resolve) => (stopAsked = resolve));
   let secure: HttpsServer | null = null;
   let unsecureBound = config.unsecurePort;
   const trust = await TrustStore.open(home);
@@ -160,6 +170,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     trust,
     handshake,
     journaledDeadline: new Map(),
+    requestStop: () => {
+      log.info('asked to stop');
+      stopAsked();
+      if (onStopRequest) onStopRequest();
+      else void close();
+    },
   } as Omit<Context, 'delegation'> as Context;
   ctx.delegation = new Delegation(ctx);
   ctx.dispatcher.remote = ctx.delegation;
@@ -213,6 +229,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   peerTls.attach(secure);
   const reloadTls = (): void => peerTls.reload(secure!);
 
+  const peerSeen = new Map<string, number>();
   const links = new LinkManager({
     identity,
     directory: trust,
@@ -227,9 +244,15 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       leaseS: leaseMs / 1000,
       shapes: ctx.delegation.shapes(),
     }),
-    handle: (peerId, method, params) => ctx.delegation.handle(peerId, method, params),
+    handle: (peerId, method, params) => {
+      peerSeen.set(peerId, Date.now());
+      return ctx.delegation.handle(peerId, method, params);
+    },
     onWork: () => ctx.dispatcher.kick(),
-    onUp: (peerId) => ctx.delegation.linkUp(peerId),
+    onUp: (peerId) => {
+      peerSeen.set(peerId, Date.now());
+      ctx.delegation.linkUp(peerId);
+    },
     log: (level, msg, fields) => log[level](msg, fields),
   });
   const eventSocket = new EventSocket({
@@ -244,11 +267,16 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     else links.accept(req, socket, head);
   });
   // Idle stream clients learn the position; super users, changed peer links.
-  const hubTimer = setInterval(() => hub.tick(), 2000);
+  // The same beat notes which peers are up, for `network`'s last seen (links are pinged every 10 s).
+  const hubTimer = setInterval(() => {
+    hub.tick();
+    for (const p of trust.peers()) if (links.state(p.serverId) === 'up') peerSeen.set(p.serverId, Date.now());
+  }, 2000);
   hubTimer.unref();
   ctx.delegation.links = links;
   ctx.delegation.directory = trust;
   ctx.linkState = (peerId) => links.state(peerId);
+  ctx.peerLastSeen = (peerId) => (links.state(peerId) === 'up' ? Date.now() : (peerSeen.get(peerId) ?? null));
   trust.on('change', (e) => {
     if (e.kind === 'trusted' || e.kind === 'removed') reloadTls();
     if (e.kind === 'trusted' || e.kind === 'moved') links.ensure(e.serverId);
@@ -309,6 +337,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     createWorkerToken: async (name) => (await accounts.issue('worker', name, null)).token,
     reloadTls,
     close,
+    stopRequested,
   };
 }
 

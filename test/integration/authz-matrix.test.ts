@@ -60,6 +60,11 @@ const RULES: Record<string, AuthRule> = {
   'POST /peers/:id/trust': 'superuser',
   'PUT /peers/:id/priority': 'superuser',
   'DELETE /peers/:id': 'superuser',
+  'GET /running': 'user',
+  'POST /workers/:id/lost': 'superuser',
+  'POST /jobs/:id/lost': 'job',
+  'POST /server/stop': 'superuser',
+  'GET /network': 'superuser',
 };
 
 const CALLERS = ['none', 'malformed', 'expired', 'outsider', 'member', 'owner', 'superuser', 'worker', 'peer'] as const;

@@ -24,6 +24,7 @@ import type {
 } from '../../core/wire.js';
 import type { ConnectServerReply, DisconnectReply, PeerView, PeersView, TrustReply } from '../../core/wire.js';
 import type { PasswordChanged, UserRemoved, UserView } from '../../core/wire.js';
+import type { LostReply, NetworkView, StopReply } from '../../core/wire.js';
 import { API_PREFIX } from '../../core/wire.js';
 
 /**
@@ -236,6 +237,16 @@ export class ApiClient {
     return this.call('GET', '/queue', undefined, { query: q });
   }
 
+  /** Running jobs the user may see, or those of one project; oldest start first. */
+  running(q: { project?: string; limit?: number } = {}): Promise<JobList> {
+    return this.call('GET', '/running', undefined, { query: q });
+  }
+
+  /** The job's running attempt is lost now and the job re-queued (command-failed). */
+  markJobLost(id: string): Promise<LostReply> {
+    return this.call('POST', `/jobs/${encodeURIComponent(id)}/lost`, {});
+  }
+
   workers(): Promise<{ workers: WorkerView[] }> {
     return this.call('GET', '/workers');
   }
@@ -320,6 +331,23 @@ export class ApiClient {
   /** Ends trust in a peer (and tells it), or withdraws the requests between us. */
   disconnectPeer(serverId: string): Promise<DisconnectReply> {
     return this.call('DELETE', `/peers/${encodeURIComponent(serverId)}`);
+  }
+
+  // ---- admin (super user) ----------------------------------------------------
+
+  /** Every attempt the worker holds is lost now and its jobs re-queued (worker-failed). */
+  markWorkerLost(id: string): Promise<LostReply> {
+    return this.call('POST', `/workers/${encodeURIComponent(id)}/lost`, {});
+  }
+
+  /** The server answers, then stops cleanly. */
+  stopServer(): Promise<StopReply> {
+    return this.call('POST', '/server/stop', {});
+  }
+
+  /** This server and its peers with their link states. */
+  network(): Promise<NetworkView> {
+    return this.call('GET', '/network');
   }
 
   // ---- workers -------------------------------------------------------------

@@ -274,6 +274,33 @@ async function queue(ctx: Context, _args: Argument[], opts: Record<string, unkno
   if (list.next !== undefined) ctx.out.line(ctx.out.c.dim('more jobs queued: use a larger --limit'));
 }
 
+async function running(ctx: Context, _args: Argument[], opts: Record<string, unknown>): Promise<void> {
+  const { api } = await ctx.client();
+  const all = opts.all === true;
+  const project = all ? undefined : await ctx.project();
+  const limit = (opts.limit as number | undefined) ?? DEFAULT_LIST_LIMIT;
+  const list = await api.running({ project, limit });
+  const now = Date.now();
+  const current = (j: JobView): Attempt | undefined => j.attempts[j.attempts.length - 1];
+  ctx.out.list(list, list.jobs, [
+    { header: 'id', value: (j: JobView) => j.id },
+    ...(all ? [{ header: 'project', value: (j: JobView) => j.project }] : []),
+    { header: 'name', value: (j) => j.name, max: 24 },
+    { header: 'command', value: (j) => commandText(j), max: 40 },
+    { header: 'try', value: (j) => current(j)?.n, align: 'right' },
+    {
+      header: 'worker',
+      value: (j) => {
+        const a = current(j);
+        return a ? `${a.workerName || a.workerId}${a.via !== 'local' ? ctx.out.c.dim(` via ${a.via}`) : ''}` : '';
+      },
+      max: 40,
+    },
+    { header: 'elapsed', value: (j) => duration(now - (current(j)?.startedAt ?? now)), align: 'right' },
+  ], all ? 'no running jobs' : `no running jobs in '${project}'`);
+  if (list.jobs.length >= limit) ctx.out.line(ctx.out.c.dim(`at most ${limit} shown: use a larger --limit`));
+}
+
 export const jobCommands: CommandSpec[] = [
   {
     name: 'submit',
@@ -335,5 +362,15 @@ export const jobCommands: CommandSpec[] = [
     summary: 'the queued jobs, in the order they will run',
     options: [{ flags: '--limit <n>', description: `at most this many (default ${DEFAULT_LIST_LIMIT})`, parse: positive }],
     run: queue,
+  },
+  {
+    name: 'running',
+    aliases: ['r'],
+    summary: "the current project's running jobs, with their worker and how long they have run",
+    options: [
+      { flags: '--all', description: 'every running job you can see, of all projects' },
+      { flags: '--limit <n>', description: `at most this many (default ${DEFAULT_LIST_LIMIT})`, parse: positive },
+    ],
+    run: running,
   },
 ];

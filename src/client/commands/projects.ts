@@ -41,6 +41,17 @@ async function use(ctx: Context, args: Argument[]): Promise<void> {
   ctx.out.show(project, () => ctx.out.line(`using project '${project.name}' (${countsLine(ctx.out, project.counts)})`));
 }
 
+async function pwd(ctx: Context): Promise<void> {
+  const { name, entry } = await ctx.server();
+  const project = ctx.global.project ?? entry.project ?? null;
+  ctx.out.show({ server: name, url: entry.url, serverId: entry.serverId, project }, () =>
+    ctx.out.fields([
+      ['server', `${name} (${entry.url})`],
+      ['project', project ?? ctx.out.c.dim("(none; run 'cpcc cd PROJECT' or 'cpcc start PROJECT')")],
+    ]),
+  );
+}
+
 async function list(ctx: Context): Promise<void> {
   const { api, server } = await ctx.client();
   const { projects } = await api.projects();
@@ -93,7 +104,8 @@ async function status(ctx: Context, args: Argument[]): Promise<void> {
 export const projectCommands: CommandSpec[] = [
   { name: 'start', args: ['<project>'], summary: 'create a project and make it current', run: start },
   { name: 'projects', aliases: ['p'], summary: 'list the projects you can see', run: list },
-  { name: 'use', args: ['<project>'], summary: 'make an existing project current', run: use },
+  { name: 'use', aliases: ['cd'], args: ['<project>'], summary: 'make an existing project current', run: use },
+  { name: 'pwd', summary: 'the current server and project', run: pwd },
   {
     name: 'rm',
     args: ['<project>'],

@@ -4,11 +4,11 @@ import { fail } from '../../core/errors.js';
 import type { Job } from '../../core/types.js';
 import type { JobList, JobView, LeaseView } from '../../core/wire.js';
 import { archivedStates } from '../archived.js';
-import { canSee, visibleLiveJob } from '../auth.js';
+import { canSee, visibleLiveJob, visibleProject } from '../auth.js';
 import type { Context } from '../context.js';
 import { Reply, type Router } from '../http.js';
 import { fitsInTail } from '../results.js';
-import { idsSchema, jobIdParam, limitQuery, logsQuery } from '../schemas.js';
+import { idsSchema, jobIdParam, limitQuery, logsQuery, runningQuery } from '../schemas.js';
 import { jobView } from '../views.js';
 
 const jobParams = z.strictObject({ id: jobIdParam });
@@ -69,6 +69,19 @@ export function jobRoutes(router: Router, ctx: Context): void {
     }
     queued.sort((a, b) => b.spec.priority - a.spec.priority || a.seq - b.seq);
     return { jobs: queued.slice(0, req.query.limit).map((j) => jobView(j)) };
+  });
+
+  router.add('GET', '/running', { auth: 'user', summary: 'running jobs this user may see (or of one project), oldest start first', query: runningQuery }, (req): JobList => {
+    const m = model();
+    const only = req.query.project === undefined ? undefined : visibleProject(ctx, req.who, req.query.project);
+    const running: { job: Job; startedAt: number }[] = [];
+    for (const lease of m.leases.all()) {
+      const job = m.job(lease.jobId);
+      if (!job || (only ? job.project !== only.name : !canSee(req.who, m.project(job.project)))) continue;
+      running.push({ job, startedAt: job.attempts.find((a) => a.n === lease.attempt)?.startedAt ?? job.updatedAt });
+    }
+    running.sort((a, b) => a.startedAt - b.startedAt || a.job.seq - b.job.seq);
+    return { jobs: running.slice(0, req.query.limit).map((r) => jobView(r.job)) };
   });
 
   router.add('GET', '/heartbeats', { auth: 'user', summary: 'running attempts this user may see, with their lease deadlines' }, (req): { leases: LeaseView[] } => {

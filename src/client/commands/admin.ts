@@ -1,0 +1,63 @@
+/**
+ * Admin commands under their Copernicus names: take back what a dead worker
+ * (worker-failed) or one job's attempt (command-failed) holds now instead of
+ * when its lease runs out, and stop the server (stop-server).
+ */
+import type { LostReply } from '../../core/wire.js';
+import { plural } from '../output.js';
+import type { Argument, CommandSpec, Context } from './context.js';
+
+function showLost(ctx: Context, reply: LostReply, what: string): void {
+  ctx.out.show(reply, () => {
+    if (reply.lost.length === 0 && reply.foreign.length === 0) {
+      ctx.out.line(`${what}: it held no running attempts; nothing changed`);
+      return;
+    }
+    if (reply.lost.length > 0) {
+      ctx.out.line(`${what}: ${plural(reply.lost.length, 'attempt')} marked lost`);
+      ctx.out.table(reply.lost, [
+        { header: 'job', value: (l) => l.jobId },
+        { header: 'attempt', value: (l) => l.attempt, align: 'right' },
+        // Re-queued like a lost lease, or failed when it was lost too often.
+        { header: 'now', value: (l) => ctx.out.state(l.state) },
+      ]);
+    }
+    for (const f of reply.foreign) ctx.out.note(`given back to server ${f.home}: attempt ${f.attempt} of its job ${f.jobId}`);
+  });
+}
+
+async function workerFailed(ctx: Context, args: Argument[]): Promise<void> {
+  const id = String(args[0]);
+  const { api } = await ctx.client();
+  showLost(ctx, await api.markWorkerLost(id), `worker ${id}`);
+}
+
+async function commandFailed(ctx: Context, args: Argument[]): Promise<void> {
+  const id = String(args[0]);
+  const { api } = await ctx.client();
+  showLost(ctx, await api.markJobLost(id), `job ${id}`);
+}
+
+async function stopServer(ctx: Context): Promise<void> {
+  const { api, server } = await ctx.client();
+  const reply = await api.stopServer();
+  ctx.out.show({ server: server.name, ...reply }, () => ctx.out.line(`server '${server.name}' (${reply.serverId}) is stopping`));
+}
+
+export const adminCommands: CommandSpec[] = [
+  {
+    name: 'worker-failed',
+    args: ['<worker_id>'],
+    summary: 'mark a worker lost now: its running jobs are re-queued instead of waiting for their leases (super user)',
+    help: "Worker ids are listed by 'cpcc workers'. If the worker comes back, it is told to drop those attempts.",
+    run: workerFailed,
+  },
+  {
+    name: 'command-failed',
+    args: ['<job_id>'],
+    summary: "mark a job's running attempt lost now; the job is re-queued as after a lost lease",
+    help: 'A job lost too often (see the architecture notes) fails instead, like one whose lease ran out.',
+    run: commandFailed,
+  },
+  { name: 'stop-server', summary: 'stop the current server cleanly (super user)', run: stopServer },
+];
