@@ -21,6 +21,8 @@ interface Flags {
   claimWait: number;
   keepWorkDirs: boolean;
   verbose: boolean;
+  idleExit?: number;
+  onTerm: 'drain' | 'abandon';
 }
 
 function wholeNumber(min: number) {
@@ -39,6 +41,19 @@ function seconds(value: string): number {
     throw new InvalidArgumentError('expected a number of seconds from 0 to 300.');
   }
   return n;
+}
+
+function idleSeconds(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n <= 0 || n > 30 * 24 * 3600) {
+    throw new InvalidArgumentError('expected a number of seconds above 0 (at most 30 days).');
+  }
+  return n;
+}
+
+function termMode(value: string): 'drain' | 'abandon' {
+  if (value !== 'drain' && value !== 'abandon') throw new InvalidArgumentError("expected 'drain' or 'abandon'.");
+  return value;
 }
 
 function collect(value: string, previous: string[]): string[] {
@@ -113,6 +128,13 @@ async function main(argv: string[]): Promise<number> {
     .option('--claim-wait <s>', 'how long the server may hold a claim open', seconds, 30)
     .option('--keep-work-dirs', 'keep attempt folders after their result was delivered', false)
     .option('--verbose', 'log claims and heartbeats too', false)
+    .option('--idle-exit <s>', 'stop after running nothing for this many seconds (batch pilots)', idleSeconds)
+    .option(
+      '--on-term <mode>',
+      "on the first SIGTERM: 'drain' (finish running jobs) or 'abandon' (kill them unreported, so they are re-queued; for pilots a batch system kills)",
+      termMode,
+      'drain',
+    )
     .exitOverride()
     .configureOutput({ outputError: (str, write) => write(`cpc-worker: ${str.split('\n')[0]!}\n`) });
 
@@ -177,12 +199,14 @@ async function main(argv: string[]): Promise<number> {
     claimWaitS: flags.claimWait,
     keepWorkDirs: flags.keepWorkDirs,
     log,
+    idleExitS: flags.idleExit,
+    signalSettleMs: flags.onTerm === 'abandon' ? 1000 : undefined,
   });
 
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals): void => {
     signals++;
-    if (signals === 1) {
+    if (signals === 1 && !(sig === 'SIGTERM' && flags.onTerm === 'abandon')) {
       log('info', `${sig}: finishing running jobs; send it again to kill them and stop now`);
       void worker.stop({ drain: true });
     } else {

@@ -14,6 +14,7 @@ import { Context, type Argument, type CommandSpec, type GlobalOptions, type Io, 
 import { adminCommands } from './commands/admin.js';
 import { federationCommands } from './commands/federation.js';
 import { jobCommands } from './commands/jobs.js';
+import { pilotCommands } from './commands/pilots.js';
 import { networkCommands } from './commands/network.js';
 import { projectCommands } from './commands/projects.js';
 import { serverCommands } from './commands/servers.js';
@@ -35,6 +36,7 @@ export const COMMAND_GROUPS: readonly (readonly CommandSpec[])[] = [
   jobCommands,
   watchCommands,
   workerCommands,
+  pilotCommands,
   federationCommands,
   networkCommands,
   adminCommands,

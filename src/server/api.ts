@@ -3,6 +3,7 @@ import { Router } from './http.js';
 import { adminRoutes } from './routes/admin.js';
 import { jobRoutes } from './routes/jobs.js';
 import { peerRoutes } from './routes/peers.js';
+import { pilotRoutes } from './routes/pilots.js';
 import { projectRoutes } from './routes/projects.js';
 import { sessionRoutes } from './routes/session.js';
 import { userRoutes } from './routes/users.js';
@@ -17,6 +18,7 @@ export function apiRouter(ctx: Context): Router {
   jobRoutes(router, ctx);
   workerRoutes(router, ctx);
   peerRoutes(router, ctx);
+  pilotRoutes(router, ctx);
   adminRoutes(router, ctx);
   return router;
 }

@@ -3,6 +3,7 @@ import { homedir, hostname } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { fail } from '../core/errors.js';
+import { launchersSchema } from './pilots/config.js';
 
 /**
  * Server settings, layered in one direction: defaults → `<home>/config.json`
@@ -64,6 +65,8 @@ export const configSchema = z.strictObject({
     .max(512)
     .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces')
     .optional(),
+  /** Batch systems the server submits pilots to when its own workers are not enough (docs/PILOTS.md). */
+  launchers: launchersSchema,
 });
 
 export type ServerConfig = z.infer<typeof configSchema>;
@@ -90,6 +93,7 @@ export const DEFAULTS: ServerConfig = {
   snapshotAfterBytes: 64 * MiB,
   logLevel: 'info',
   metrics: 'token',
+  launchers: [],
 };
 
 const ENV: Record<string, keyof ServerConfig> = {

@@ -8,6 +8,7 @@ import type { Delegation } from './delegation.js';
 import type { Dispatcher } from './dispatcher.js';
 import type { LogStore } from './log-store.js';
 import type { Logger } from './logger.js';
+import type { PilotManager } from './pilots/pilot-manager.js';
 import type { Store } from './store.js';
 
 /** What every route handler may use: one object, built once at start-up. */
@@ -35,6 +36,8 @@ export interface Context {
   linkState?: (serverId: string) => PeerLinkState;
   /** Heartbeat renewals last journaled per worker (renewals are journaled coarsely). */
   journaledDeadline: Map<string, number>;
+  /** Pilots on batch systems (docs/PILOTS.md); set once the server listens. */
+  pilots?: PilotManager;
   /** When a peer was last seen with its link up (since start), where peer links run. */
   peerLastSeen?: (serverId: string) => number | null;
   /**

@@ -31,6 +31,7 @@ import { pagesHandler } from './dashboard/serve.js';
 import { EventHub } from './events/hub.js';
 import { EventSocket } from './events/socket.js';
 import { Metrics } from './metrics.js';
+import { openPilots } from './pilots/index.js';
 import { withRequestId } from './request-id.js';
 import { Store } from './store.js';
 import { Sweeper } from './sweeper.js';
@@ -292,6 +293,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
 
   const sweeper = new Sweeper(ctx);
   sweeper.start();
+  // Pilots reach the server where it listens, or by its public name when it listens everywhere.
+  const pilotHost = config.host === '0.0.0.0' || config.host === '::' ? config.publicHost : config.host;
+  ctx.pilots = await openPilots(ctx, home, () => `https://${formatHost(pilotHost)}:${securePort}`);
+  ctx.pilots.start();
   // Jobs re-queued by recovery may be waiting for workers that reconnect.
   ctx.dispatcher.kick();
 
@@ -305,6 +310,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     closed ??= (async () => {
       closing = true;
       sweeper.stop();
+      await ctx.pilots?.stop();
       clearInterval(hubTimer);
       eventSocket.close();
       ctx.dispatcher.releaseAll();

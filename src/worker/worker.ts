@@ -39,6 +39,15 @@ export interface WorkerOptions {
   /** Bounds of the retry backoff while the server cannot be reached. */
   retryMinMs?: number;
   retryMaxMs?: number;
+  /** Stop (draining) after running nothing for this long: pilots give their batch slot back when the queue is dry. */
+  idleExitS?: number;
+  /**
+   * Wait this long before reporting an attempt that a signal ended. A batch
+   * system that kills a pilot signals the worker and its jobs at once; the
+   * worker's own signal usually arrives first, and then the attempt is lost
+   * (re-queued) instead of reported as failed.
+   */
+  signalSettleMs?: number;
 }
 
 export interface HeldAttempt {
@@ -148,6 +157,7 @@ export class Worker {
   private readonly heartbeatNow = new Wakeup();
   private readonly slotGone = new Wakeup();
   private claimLoopDone: Promise<void> = Promise.resolve();
+  private idleTimer?: NodeJS.Timeout;
   private heartbeatLoopDone: Promise<void> = Promise.resolve();
   private stopping$?: Promise<void>;
   private readonly ended: Promise<void>;
@@ -228,6 +238,21 @@ export class Worker {
     }
     this.claimLoopDone = this.guard(this.claimLoop());
     this.heartbeatLoopDone = this.guard(this.heartbeatLoop());
+    if (this.opts.idleExitS !== undefined) this.watchIdle(this.opts.idleExitS * 1000);
+  }
+
+  /** Stops the worker once it has held no attempt for `idleMs`. */
+  private watchIdle(idleMs: number): void {
+    let idleSince = Date.now();
+    this.idleTimer = setInterval(() => {
+      if (this.stopping) return clearInterval(this.idleTimer);
+      if (this.slots.size > 0) idleSince = Date.now();
+      else if (Date.now() - idleSince >= idleMs) {
+        this.log('info', `idle for ${idleMs / 1000} s; stopping`);
+        void this.stop({ drain: true });
+      }
+    }, Math.min(1000, Math.max(50, idleMs / 4)));
+    this.idleTimer.unref();
   }
 
   /**
@@ -399,6 +424,7 @@ export class Worker {
       this.log('info', 'job started', { job: job.id, attempt: job.attempt, project: job.project, pid: run.pid, cores: job.resources.cores });
       if (slot.abandoned) void run.abandon();
       outcome = await run.done;
+      if (outcome.signal !== null && this.opts.signalSettleMs) await sleep(this.opts.signalSettleMs, this.killCtl.signal);
     } catch (err) {
       // The attempt folder could not be made or written: the job never ran.
       const stderr = `cpc-worker: cannot prepare the job: ${(err as Error).message}\n`;
@@ -636,6 +662,7 @@ export class Worker {
   }
 
   private end(): void {
+    clearInterval(this.idleTimer);
     if (this.fatalError !== undefined) this.endedReject(this.fatalError);
     else this.endedResolve();
   }

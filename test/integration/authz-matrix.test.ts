@@ -60,6 +60,7 @@ const RULES: Record<string, AuthRule> = {
   'POST /peers/:id/trust': 'superuser',
   'PUT /peers/:id/priority': 'superuser',
   'DELETE /peers/:id': 'superuser',
+  'GET /pilots': 'superuser',
   'GET /running': 'user',
   'POST /workers/:id/lost': 'superuser',
   'POST /jobs/:id/lost': 'job',

@@ -1,0 +1,81 @@
+/**
+ * Pilots: cpc-workers the server started through a batch system (Slurm),
+ * with their state, batch job id, worker and what went wrong last.
+ */
+import { ago } from '../output.js';
+import type { CommandSpec, Context } from './context.js';
+
+/** The server's answer to GET /pilots (see src/server/pilots/pilot-manager.ts). */
+interface PilotRow {
+  id: string;
+  launcher: string;
+  kind: string;
+  state: string;
+  batchId: string | null;
+  batchState: string | null;
+  workerId: string | null;
+  submittedAt: number;
+  endedAt: number | null;
+  lastError: string | null;
+  failures: number;
+}
+
+interface LauncherRow {
+  name: string;
+  kind: string;
+  partition: string | null;
+  maxPilots: number;
+  live: number;
+  failures: number;
+  lastError: string | null;
+  retryAt: number | null;
+  waiting: number;
+}
+
+interface PilotsReply {
+  launchers: LauncherRow[];
+  pilots: PilotRow[];
+}
+
+const LIVE = new Set(['queued', 'starting', 'running']);
+/** Ended pilots shown without --all. */
+const RECENT = 10;
+
+async function pilots(ctx: Context, _args: unknown[], opts: Record<string, unknown>): Promise<void> {
+  const { api } = await ctx.client();
+  const reply = await api.call<PilotsReply>('GET', '/pilots');
+  const now = Date.now();
+  const ended = reply.pilots.filter((p) => !LIVE.has(p.state));
+  const rows = opts.all ? reply.pilots : [...reply.pilots.filter((p) => LIVE.has(p.state)), ...ended.slice(0, RECENT)];
+  const c = ctx.out.c;
+  const stateOf = (p: PilotRow): string => {
+    const s = p.batchState && p.batchState !== 'submitted' ? `${p.state} (${p.batchState})` : p.state;
+    return p.state === 'failed' || p.state === 'lost' ? c.red(s) : p.state === 'running' ? c.green(s) : s;
+  };
+  ctx.out.list(reply, rows, [
+    { header: 'launcher', value: (p: PilotRow) => p.launcher },
+    { header: 'pilot', value: (p) => p.id },
+    { header: 'state', value: stateOf },
+    { header: 'batch id', value: (p) => p.batchId ?? '' },
+    { header: 'worker', value: (p) => p.workerId ?? '' },
+    { header: 'age', value: (p) => ago(p.submittedAt, now) },
+    { header: 'last error', value: (p) => (p.lastError ? (p.failures > 1 ? `${p.lastError} (${p.failures} times)` : p.lastError) : ''), max: 80 },
+  ], reply.launchers.length === 0 ? 'no pilots; no launchers are configured (see docs/PILOTS.md)' : 'no pilots');
+  if (ctx.global.json) return;
+  if (!opts.all && ended.length > RECENT) ctx.out.line(c.dim(`${ended.length - RECENT} older ended pilots not shown; --all shows them`));
+  for (const l of reply.launchers) {
+    let line = `${l.name} (${l.kind}${l.partition ? `, partition ${l.partition}` : ''}): ${l.live} of at most ${l.maxPilots} pilots live, ${l.waiting} jobs waiting for room`;
+    if (l.lastError) line += `; ${c.red(`last error: ${l.lastError}`)}`;
+    if (l.retryAt) line += `; next try ${ago(l.retryAt, now)}`;
+    ctx.out.line(line);
+  }
+}
+
+export const pilotCommands: CommandSpec[] = [
+  {
+    name: 'pilots',
+    summary: 'pilots started through batch systems: state, batch id, worker, age, last error (super user)',
+    options: [{ flags: '--all', description: 'show every recorded pilot, not only live ones and the latest ended' }],
+    run: pilots,
+  },
+];

@@ -1,0 +1,12 @@
+import type { Context } from '../context.js';
+import type { Router } from '../http.js';
+import type { PilotsView } from '../pilots/pilot-manager.js';
+
+export function pilotRoutes(router: Router, ctx: Context): void {
+  router.add(
+    'GET',
+    '/pilots',
+    { auth: 'superuser', summary: 'the launchers and the pilots submitted to batch systems, newest first' },
+    (): PilotsView => ctx.pilots?.view() ?? { launchers: [], pilots: [] },
+  );
+}
