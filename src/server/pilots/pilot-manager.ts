@@ -303,11 +303,14 @@ export class PilotManager {
     const room = config.maxPilots - this.store.live(config.name).length;
     const shapes = this.host.queuedShapes();
     const now = Date.now();
-    const connected = this.host.workers().filter((w) => now - w.lastSeen <= this.host.leaseMs);
-    // Pilots on their way, of every launcher: they will take jobs soon.
+    const workers = this.host.workers();
+    const connected = workers.filter((w) => now - w.lastSeen <= this.host.leaseMs);
+    // Pilots on their way, of every launcher: they will take jobs soon. One whose worker
+    // registered since the last look is counted as that worker already.
+    const registered = new Set(workers.map((w) => w.tokenId));
     const coming = this.store
       .all()
-      .filter((p) => p.state === 'queued' || p.state === 'starting')
+      .filter((p) => (p.state === 'queued' || p.state === 'starting') && !(p.tokenId && registered.has(p.tokenId)))
       .map((p) => ({ cores: p.cores, memoryMb: p.memoryMb }));
     const demand = pilotDemand(shapes, connected.map((w) => w.free), coming, { cores: config.cores, memoryMb: config.memoryMb }, Math.max(0, room));
     a.waiting = demand.waiting;
