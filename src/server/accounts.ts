@@ -241,6 +241,18 @@ export class Accounts {
     return this.db.data.tokens.filter((t) => t.kind === 'worker');
   }
 
+  /**
+   * Deletes revoked worker tokens from the list. Pilots get a token each, so
+   * theirs are dropped with the pilot's record instead of piling up.
+   */
+  async forgetRevoked(tokenIds: readonly string[]): Promise<void> {
+    const drop = new Set(tokenIds.filter((id) => this.byId.get(id)?.revoked === true && this.byId.get(id)?.kind === 'worker'));
+    if (drop.size === 0) return;
+    await this.change(() => {
+      this.db.data.tokens = this.db.data.tokens.filter((t) => !drop.has(t.id));
+    });
+  }
+
   /** Expired user tokens are of no use to anyone; worker tokens stay listed until revoked. */
   private dropExpired(): void {
     const now = Date.now();

@@ -188,18 +188,19 @@ class FakeLauncher implements Launcher {
   }
 }
 
-function fakeHost(launcher: FakeLauncher, over: Partial<LauncherConfig> = {}) {
+function fakeHost(launcher: FakeLauncher, over: Partial<LauncherConfig> = {}, more: { config: Partial<LauncherConfig>; launcher: FakeLauncher }[] = []) {
   const state = {
     shapes: [] as { resources: { cores: number; memoryMb: number }; count: number }[],
     workers: [] as HostWorker[],
     tokens: new Map<string, { name: string; expiresAt: number; revoked: boolean }>(),
     removed: [] as { id: string; reason: string }[],
+    forgotten: [] as string[],
     errors: [] as { msg: string; fields?: Record<string, unknown> }[],
   };
   const config = launcherSchema.parse({ name: 'hpc', kind: 'slurm', maxPilots: 3, cores: 1, memoryMb: 100, pollS: 1, ...over });
   const host: PilotHost = {
     home: temp(),
-    launchers: [config],
+    launchers: [config, ...more.map((m) => launcherSchema.parse({ kind: 'slurm', maxPilots: 3, cores: 1, memoryMb: 100, pollS: 1, ...m.config }))],
     serverUrl: () => 'https://127.0.0.1:1',
     serverId: '00000000-0000-0000-0000-000000000000',
     caPem: '-----BEGIN CERTIFICATE-----\n',
@@ -216,13 +217,21 @@ function fakeHost(launcher: FakeLauncher, over: Partial<LauncherConfig> = {}) {
       state.tokens.get(id)!.revoked = true;
       return Promise.resolve();
     },
+    forgetTokens: (ids) => {
+      for (const id of ids) {
+        assert.equal(state.tokens.get(id)!.revoked, true, 'only revoked tokens are forgotten');
+        state.tokens.delete(id);
+        state.forgotten.push(id);
+      }
+      return Promise.resolve();
+    },
     removeWorker: (id, reason) => {
       state.removed.push({ id, reason });
       state.workers = state.workers.filter((w) => w.id !== id);
       return Promise.resolve();
     },
     workerCommand: ['node', 'cpc-worker.js'],
-    makeLauncher: () => launcher,
+    makeLauncher: (c) => more.find((m) => m.config.name === c.name)?.launcher ?? launcher,
   };
   return { host, state };
 }
@@ -345,6 +354,44 @@ describe('the pilot manager (stand-in launcher and server)', () => {
     assert.equal(view.launchers[0]!.failures, 0);
     assert.equal(view.launchers[0]!.lastError, null);
     assert.equal(view.pilots.filter((p) => p.state === 'queued').length, 3);
+  });
+
+  it('shares the demand between launchers that are active at once', async () => {
+    const first = new FakeLauncher();
+    const second = new FakeLauncher();
+    const { host, state } = fakeHost(first, { maxPilots: 2 }, [{ config: { name: 'other', maxPilots: 5 }, launcher: second }]);
+    const m = await PilotManager.open(host);
+    state.shapes = [{ resources: one, count: 3 }];
+    await m.tick(true);
+    assert.equal(first.submitted.length, 2);
+    assert.equal(second.submitted.length, 1, 'the second sees the first one’s pilots on their way');
+    await m.tick(true);
+    assert.equal(first.submitted.length + second.submitted.length, 3, 'and nobody submits more while they come');
+    // One launcher refusing leaves the other to carry the demand.
+    first.refuse = 'sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified';
+    state.shapes = [{ resources: one, count: 6 }];
+    for (const j of [...first.jobs.keys()]) first.jobs.set(j, { phase: 'done', raw: 'COMPLETED' });
+    await m.tick(true);
+    const view = m.view();
+    assert.equal(view.launchers[0]!.failures, 1);
+    assert.equal(view.launchers[1]!.live, 5);
+  });
+
+  it('keeps a bounded history, and forgets the tokens of pilots that leave it', async () => {
+    const launcher = new FakeLauncher();
+    const { host, state } = fakeHost(launcher, { maxPilots: 60 });
+    const m = await PilotManager.open(host);
+    state.shapes = [{ resources: one, count: 55 }];
+    await m.tick(true);
+    assert.equal(launcher.submitted.length, 55);
+    state.shapes = [];
+    for (const id of launcher.jobs.keys()) launcher.jobs.set(id, { phase: 'done', raw: 'COMPLETED' });
+    await m.tick(true);
+    const view = m.view();
+    assert.equal(view.pilots.length, 50);
+    assert.ok(view.pilots.every((p) => p.state === 'ended'));
+    assert.equal(state.forgotten.length, 5);
+    assert.equal(state.tokens.size, 50);
   });
 
   it('picks up its pilots after a restart, and settles one caught mid-submission', async () => {

@@ -38,6 +38,7 @@ export async function openPilots(ctx: Context, home: string, serverUrl: () => st
         if ((err as { code?: string }).code !== 'TOKEN_NOT_FOUND') throw err;
       }
     },
+    forgetTokens: (tokenIds) => ctx.accounts.forgetRevoked(tokenIds),
     removeWorker: async (workerId, reason) => {
       if (!model.workers.has(workerId)) return;
       await ctx.store.commit({ t: 'worker-removed', at: Date.now(), id: workerId, reason });

@@ -47,6 +47,8 @@ export interface PilotHost {
   issueToken(name: string, expiresAt: number): Promise<{ token: string; tokenId: string }>;
   /** Revokes a worker token; one that is gone already is no error. */
   revokeToken(tokenId: string): Promise<void>;
+  /** Deletes revoked worker tokens, once their pilots have left the history. */
+  forgetTokens(tokenIds: readonly string[]): Promise<void>;
   /** Forgets a worker; its running attempts are lost and their jobs re-queued. */
   removeWorker(workerId: string, reason: string): Promise<void>;
   /** The command that starts cpc-worker on a batch node (a launcher's workerCommand wins). */
@@ -433,6 +435,7 @@ export class PilotManager {
     if (newest && newest.state === 'failed' && newest.batchId === null && newest.lastError === message) {
       await this.store.update(newest.id, { failures: newest.failures + 1, endedAt: Date.now() });
       await this.store.remove(id);
+      if (p?.tokenId) await this.host.forgetTokens([p.tokenId]);
     } else {
       await this.forget(await this.store.update(id, { state: 'failed', endedAt: Date.now(), lastError: message, failures: 1 }));
     }
@@ -465,9 +468,11 @@ export class PilotManager {
     else this.host.log.warn(`pilot ${state}`, fields);
   }
 
-  /** Pilots that fell out of the history: their folders go. */
+  /** Pilots that fell out of the history: their folders and their (revoked) tokens go. */
   private async forget(dropped: PilotRecord[]): Promise<void> {
+    if (dropped.length === 0) return;
     for (const p of dropped) await fsp.rm(p.dir, { recursive: true, force: true }).catch(() => {});
+    await this.host.forgetTokens(dropped.flatMap((p) => (p.tokenId ? [p.tokenId] : [])));
   }
 }
 
