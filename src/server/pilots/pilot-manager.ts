@@ -411,33 +411,37 @@ export class PilotManager {
   /** A submission the batch system refused: the pilot is over before it began, and the launcher backs off. */
   private async refused(a: Active, id: string, message: string): Promise<void> {
     const { config } = a;
-    a.failures++;
-    const base = Math.max(5000, config.pollS * 1000);
-    const delayMs = Math.min(MAX_BACKOFF_MS, base * 2 ** Math.min(a.failures - 1, 20));
-    a.retryAt = Date.now() + delayMs;
-    a.lastError = message;
-    this.host.log.error('pilot submission failed; will try again', {
-      launcher: config.name,
-      kind: config.kind,
-      error: message,
-      failures: a.failures,
-      retryInS: Math.round(delayMs / 1000),
-    });
-    const p = this.store.get(id);
-    if (p?.tokenId) await this.host.revokeToken(p.tokenId);
-    // Nothing ran: the folder holds only the script and the secrets.
-    if (p) await fsp.rm(p.dir, { recursive: true, force: true });
-    // The same refusal again is folded into the record of the last one instead of filling the list.
-    const newest = this.store
-      .all()
-      .filter((x) => x.launcher === config.name && x.id !== id)
-      .sort((x, y) => y.submittedAt - x.submittedAt)[0];
-    if (newest && newest.state === 'failed' && newest.batchId === null && newest.lastError === message) {
-      await this.store.update(newest.id, { failures: newest.failures + 1, endedAt: Date.now() });
-      await this.store.remove(id);
-      if (p?.tokenId) await this.host.forgetTokens([p.tokenId]);
-    } else {
-      await this.forget(await this.store.update(id, { state: 'failed', endedAt: Date.now(), lastError: message, failures: 1 }));
+    try {
+      const p = this.store.get(id);
+      if (p?.tokenId) await this.host.revokeToken(p.tokenId);
+      // Nothing ran: the folder holds only the script and the secrets.
+      if (p) await fsp.rm(p.dir, { recursive: true, force: true });
+      // The same refusal again is folded into the record of the last one instead of filling the list.
+      const newest = this.store
+        .all()
+        .filter((x) => x.launcher === config.name && x.id !== id)
+        .sort((x, y) => y.submittedAt - x.submittedAt)[0];
+      if (newest && newest.state === 'failed' && newest.batchId === null && newest.lastError === message) {
+        await this.store.update(newest.id, { failures: newest.failures + 1, endedAt: Date.now() });
+        await this.store.remove(id);
+        if (p?.tokenId) await this.host.forgetTokens([p.tokenId]);
+      } else {
+        await this.forget(await this.store.update(id, { state: 'failed', endedAt: Date.now(), lastError: message, failures: 1 }));
+      }
+    } finally {
+      // After the record, so that what is shown agrees; in any case, so that a failing disk cannot make it retry at once.
+      a.failures++;
+      const base = Math.max(5000, config.pollS * 1000);
+      const delayMs = Math.min(MAX_BACKOFF_MS, base * 2 ** Math.min(a.failures - 1, 20));
+      a.retryAt = Date.now() + delayMs;
+      a.lastError = message;
+      this.host.log.error('pilot submission failed; will try again', {
+        launcher: config.name,
+        kind: config.kind,
+        error: message,
+        failures: a.failures,
+        retryInS: Math.round(delayMs / 1000),
+      });
     }
   }
 
