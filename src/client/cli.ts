@@ -13,9 +13,10 @@ import { EXIT_OK, EXIT_USAGE, reportError } from './output.js';
 import { Context, type Argument, type CommandSpec, type GlobalOptions, type Io, type OptionSpec } from './commands/context.js';
 import { adminCommands } from './commands/admin.js';
 import { federationCommands } from './commands/federation.js';
+import { fileCommands } from './commands/files.js';
 import { jobCommands } from './commands/jobs.js';
-import { pilotCommands } from './commands/pilots.js';
 import { networkCommands } from './commands/network.js';
+import { pilotCommands } from './commands/pilots.js';
 import { projectCommands } from './commands/projects.js';
 import { serverCommands } from './commands/servers.js';
 import { userCommands } from './commands/users.js';
@@ -35,6 +36,7 @@ export const COMMAND_GROUPS: readonly (readonly CommandSpec[])[] = [
   projectCommands,
   jobCommands,
   watchCommands,
+  fileCommands,
   workerCommands,
   pilotCommands,
   federationCommands,

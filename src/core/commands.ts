@@ -7,10 +7,23 @@ import type {
   JobsRetried,
   JobsSubmitted,
   ProjectCreated,
+  ValueSet,
 } from './events.js';
 import { fail } from './errors.js';
+import { SHA256, checkFileName, checkValueName, globToRegExp } from './files.js';
 import type { Model } from './model.js';
-import { FINAL_STATES, type AttemptEnd, type JobSpec, type JobState, type ProcessOutcome, type Resources } from './types.js';
+import {
+  FINAL_STATES,
+  type AttemptEnd,
+  type FileRef,
+  type InputSource,
+  type JobSpec,
+  type JobState,
+  type OutputSpec,
+  type ProcessOutcome,
+  type ProjectValue,
+  type Resources,
+} from './types.js';
 
 /**
  * Commands turn a request into the event that records it, after checking it
@@ -61,13 +74,14 @@ export function planSubmit(
   const inBatch: number[][] = items.map(() => []);
   const specs: JobSpec[] = items.map((item, i) => {
     const after: string[] = [];
-    for (const ref of item.spec.after) {
+    /** A job id of the project or a key of this batch, as the id the job depends on. */
+    const dependOn = (ref: string): string => {
       const k = byKey.get(ref);
       if (k !== undefined) {
         if (k === i) throw fail('DEPENDENCY_CYCLE', `jobs[${i}] depends on itself`);
         inBatch[i]!.push(k);
         after.push(newIds[k]!);
-        continue;
+        return newIds[k]!;
       }
       const live = model.job(ref);
       if (live) {
@@ -75,7 +89,7 @@ export function planSubmit(
           throw fail('UNKNOWN_DEPENDENCY', `jobs[${i}] depends on ${ref}, which is in another project`);
         }
         after.push(ref);
-        continue;
+        return ref;
       }
       const state = archived.get(ref);
       if (state === undefined) throw fail('UNKNOWN_DEPENDENCY', `jobs[${i}] depends on unknown job '${ref}'`);
@@ -83,8 +97,14 @@ export function planSubmit(
         throw fail('INVALID_STATE', `jobs[${i}] depends on archived job ${ref}, which ${state === 'failed' ? 'failed' : 'was cancelled'}`);
       }
       after.push(ref);
-    }
-    return { ...item.spec, after: [...new Set(after)] };
+      return ref;
+    };
+    for (const ref of item.spec.after) dependOn(ref);
+    const spec: JobSpec = { ...item.spec };
+    if (item.spec.inputs) spec.inputs = checkInputs(item.spec.inputs, i, dependOn);
+    if (item.spec.outputs) checkOutputs(item.spec.outputs, i);
+    spec.after = [...new Set(after)];
+    return spec;
   });
 
   // Depth-first post-order, iterative so a long chain cannot overflow the
@@ -113,6 +133,44 @@ export function planSubmit(
     }
   }
   return { t: 'jobs-submitted', at, project, jobs: order.map((i) => ({ id: newIds[i]!, spec: specs[i]! })) };
+}
+
+/** Input names are paths in the work folder, each given once; an output of another job makes it a dependency. */
+function checkInputs(inputs: InputSource[], i: number, dependOn: (ref: string) => string): InputSource[] {
+  const names = new Set<string>();
+  return inputs.map((input, k) => {
+    const where = `jobs[${i}].inputs[${k}]`;
+    checkFileName(input.name, `${where}.name`);
+    if (names.has(input.name)) throw fail('INVALID_FIELD', `${where}: input '${input.name}' is given twice`);
+    names.add(input.name);
+    if ('sha256' in input) {
+      if (!SHA256.test(input.sha256)) throw fail('INVALID_FIELD', `${where}.sha256 must be 64 lowercase hex digits`);
+      return input;
+    }
+    if ('job' in input) {
+      checkFileName(input.output, `${where}.output`);
+      return { name: input.name, job: dependOn(input.job), output: input.output };
+    }
+    checkValueName(input.value);
+    return input;
+  });
+}
+
+function checkOutputs(outputs: OutputSpec[], i: number): void {
+  outputs.forEach((o, k) => {
+    globToRegExp(o.glob);
+    if (o.to !== undefined) checkValueName(o.to);
+    if (o.to !== undefined && outputs.findIndex((x) => x.to === o.to) !== k) {
+      throw fail('INVALID_FIELD', `jobs[${i}].outputs[${k}]: value '${o.to}' is written twice`);
+    }
+  });
+}
+
+/** Files a submission refers to by checksum: the server must have them all before it commits. */
+export function uploadedInputs(items: SubmitItem[]): FileRef[] {
+  const out: FileRef[] = [];
+  for (const item of items) for (const input of item.spec.inputs ?? []) if ('sha256' in input) out.push(input);
+  return out;
 }
 
 /**
@@ -146,7 +204,9 @@ export function planClaim(
 }
 
 export interface AttemptReport extends ProcessOutcome {
-  how: Extract<AttemptEnd, 'exited' | 'timeout' | 'start-failed'>;
+  how: Extract<AttemptEnd, 'exited' | 'timeout' | 'start-failed' | 'output-failed'>;
+  reason?: string;
+  outputs?: FileRef[];
 }
 
 /**
@@ -226,6 +286,14 @@ export function renewedAttempts(
 ): [string, number][] {
   const dropped = new Set(abandon.map((a) => `${a.jobId}#${a.attempt}`));
   return attempts.filter((a) => !dropped.has(`${a.jobId}#${a.attempt}`)).map((a): [string, number] => [a.jobId, a.attempt]);
+}
+
+/** Sets (or, with null, removes) a project value. */
+export function planSetValue(model: Model, project: string, name: string, value: ProjectValue | null, at: number): ValueSet {
+  const p = model.project(project);
+  checkValueName(name);
+  if (value === null && !p.values?.[name]) throw fail('VALUE_NOT_FOUND', `project '${project}' has no value '${name}'`);
+  return { t: 'value-set', at, project, name, value };
 }
 
 export function planCancel(model: Model, ids: string[], reason: string, at: number): JobsCancelled {

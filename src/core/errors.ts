@@ -13,6 +13,12 @@ export const ERROR_STATUS = {
   DEPENDENCY_CYCLE: 400,
   TOO_MANY_JOBS: 400,
   INVALID_CERTIFICATE: 400,
+  /** A file or value name that is absolute, climbs out with `..`, or holds NUL. */
+  INVALID_PATH: 400,
+  /** Bytes that do not hash to the checksum they were sent with. */
+  CHECKSUM_MISMATCH: 400,
+  /** A transfer that ended before its announced size. */
+  TRANSFER_INCOMPLETE: 400,
   // 401/403: who you are, and what you may do
   UNAUTHENTICATED: 401,
   BAD_CREDENTIALS: 401,
@@ -31,6 +37,8 @@ export const ERROR_STATUS = {
   PEER_NOT_FOUND: 404,
   USER_NOT_FOUND: 404,
   REQUEST_NOT_FOUND: 404,
+  FILE_NOT_FOUND: 404,
+  VALUE_NOT_FOUND: 404,
   METHOD_NOT_ALLOWED: 405,
   // 409: the request conflicts with the current state
   PROJECT_EXISTS: 409,
@@ -44,6 +52,9 @@ export const ERROR_STATUS = {
   REQUEST_TIMEOUT: 408,
   BODY_TOO_LARGE: 413,
   LOG_TOO_LARGE: 413,
+  FILE_TOO_LARGE: 413,
+  QUOTA_EXCEEDED: 413,
+  LENGTH_REQUIRED: 411,
   UNSUPPORTED_MEDIA_TYPE: 415,
   TOO_MANY_REQUESTS: 429,
   HEADERS_TOO_LARGE: 431,

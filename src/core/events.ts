@@ -1,4 +1,4 @@
-import type { AttemptEnd, JobSpec, ProcessOutcome, Resources } from './types.js';
+import type { AttemptEnd, FileRef, JobSpec, ProcessOutcome, ProjectValue, Resources } from './types.js';
 
 /**
  * Events are the durable facts of the server. The journal stores them, and
@@ -126,6 +126,19 @@ export interface AttemptFinished extends ProcessOutcome {
   jobId: string;
   attempt: number;
   how: AttemptEnd;
+  /** The worker's own words when it could not start the job or keep its outputs. */
+  reason?: string;
+  /** Kept files, already in the file store. */
+  outputs?: FileRef[];
+}
+
+/** A project value set (or removed, when `value` is null). */
+export interface ValueSet {
+  t: 'value-set';
+  at: number;
+  project: string;
+  name: string;
+  value: ProjectValue | null;
 }
 
 /** The server took an attempt back (lease expired, worker lost); the job is re-queued. */
@@ -185,4 +198,5 @@ export type Event =
   | JobsCancelled
   | JobsRetried
   | JobsArchived
-  | LeasesExtended;
+  | LeasesExtended
+  | ValueSet;

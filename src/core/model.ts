@@ -1,5 +1,6 @@
 import type { Event } from './events.js';
 import { fail } from './errors.js';
+import { FileRegistry, matchesGlob, type FileRegistrySnapshot } from './files.js';
 import { LeaseTable } from './lease-table.js';
 import { ReadyQueue, type Turn } from './ready-queue.js';
 import {
@@ -7,9 +8,12 @@ import {
   emptyCounts,
   type Attempt,
   type AttemptEnd,
+  type FileRef,
   type Job,
   type JobState,
   type Project,
+  type ProjectValue,
+  type ResolvedInput,
   type Resources,
   type StateCounts,
   type Worker,
@@ -48,6 +52,8 @@ export interface ModelSnapshot {
   archivedCounts: [string, StateCounts][];
   foreign?: ForeignAttempt[];
   turns?: Turn[];
+  files?: FileRegistrySnapshot;
+  archivedOutputs?: [string, { project: string; files: FileRef[] }][];
 }
 
 /**
@@ -64,6 +70,10 @@ export class Model {
   readonly ready = new ReadyQueue();
   /** Peers' jobs run by this server's workers, by job id. */
   readonly foreign = new Map<string, ForeignAttempt>();
+  /** Who refers to which file content, per project. */
+  readonly files: FileRegistry;
+  /** Outputs of archived jobs, so later jobs and `getf` can still reach them. */
+  private readonly archivedOutputs = new Map<string, { project: string; files: FileRef[] }>();
 
   /** Live job ids per project, in submission order. */
   private readonly projectJobs = new Map<string, Set<string>>();
@@ -76,6 +86,10 @@ export class Model {
   private readonly used = new Map<string, Resources>();
   private seq = 0;
   lastEventAt = 0;
+
+  constructor(files = new FileRegistry()) {
+    this.files = files;
+  }
 
   /** Called for every job state change, after the change (peer notices, the event stream). */
   private readonly changeListeners: ((change: JobChange) => void)[] = [];
@@ -120,6 +134,11 @@ export class Model {
 
   liveCountsOf(project: string): StateCounts {
     return { ...(this.counts.get(project) ?? emptyCounts()) };
+  }
+
+  /** The kept files of a job, live or archived; undefined when it has none or is unknown. */
+  outputsOf(jobId: string): FileRef[] | undefined {
+    return this.jobs.get(jobId)?.outputs ?? this.archivedOutputs.get(jobId)?.files;
   }
 
   worker(id: string): Worker {
@@ -276,6 +295,8 @@ export class Model {
       case 'jobs-archived':
         for (const id of e.ids) this.archive(id);
         return;
+      case 'value-set':
+        return this.setValue(e.project, e.name, e.value);
     }
   }
 
@@ -297,6 +318,7 @@ export class Model {
         failures: 0,
         lost: 0,
       };
+      for (const input of spec.inputs ?? []) if ('sha256' in input) this.files.hold(project, input);
       this.jobs.set(id, job);
       ids.add(id);
       this.counts.get(project)!.waiting++;
@@ -332,9 +354,58 @@ export class Model {
       this.setState(job, 'waiting', `waiting for ${unmet} dependenc${unmet === 1 ? 'y' : 'ies'}`, at);
     } else {
       this.unmet.delete(job.id);
-      this.setState(job, 'queued', 'ready to run', at);
-      this.ready.add(job);
+      this.enqueue(job, 'ready to run', at);
     }
+  }
+
+  /**
+   * A job whose dependencies are done joins the queue, its inputs resolved
+   * now: the outputs it names exist, and a project value is taken as it is
+   * at this moment. An input that cannot be resolved fails the job.
+   */
+  private enqueue(job: Job, reason: string, at: number): void {
+    if (job.spec.inputs && job.spec.inputs.length > 0) {
+      const resolved: ResolvedInput[] = [];
+      for (const input of job.spec.inputs) {
+        const r = this.resolveInput(job.project, input);
+        if (typeof r === 'string') {
+          this.setState(job, 'failed', `input '${input.name}': ${r}`, at);
+          this.cascade(job, at);
+          return;
+        }
+        resolved.push(r);
+      }
+      for (const old of job.inputs ?? []) if ('sha256' in old) this.files.release(job.project, old);
+      for (const r of resolved) if ('sha256' in r) this.files.hold(job.project, r);
+      job.inputs = resolved;
+    }
+    this.setState(job, 'queued', reason, at);
+    this.ready.add(job);
+  }
+
+  private resolveInput(project: string, input: NonNullable<Job['spec']['inputs']>[number]): ResolvedInput | string {
+    if ('sha256' in input) return input;
+    if ('job' in input) {
+      const file = this.outputsOf(input.job)?.find((f) => f.name === input.output);
+      if (!file) return `job ${input.job} kept no output named '${input.output}'`;
+      return { name: input.name, sha256: file.sha256, size: file.size };
+    }
+    const value = this.projects.get(project)?.values?.[input.value];
+    if (!value) return `project value '${input.value}' is not set`;
+    return 'text' in value ? { name: input.name, text: value.text } : { name: input.name, sha256: value.sha256, size: value.size };
+  }
+
+  private setValue(project: string, name: string, value: ProjectValue | null): void {
+    const p = this.projects.get(project);
+    if (!p) return;
+    const old = p.values?.[name];
+    if (old && 'sha256' in old) this.files.release(project, old);
+    if (value === null) {
+      if (p.values) delete p.values[name];
+      return;
+    }
+    if ('sha256' in value) this.files.hold(project, value);
+    (p.values ??= {})[name] = value;
   }
 
   private finish(e: Extract<Event, { t: 'attempt-finished' }>): void {
@@ -342,6 +413,12 @@ export class Model {
     const attempt = this.endAttempt(job, e.attempt, e.how, e.at, e.exitCode, e.signal);
     const { stdoutTail, stderrTail, stdoutBytes, stderrBytes } = e;
     Object.assign(attempt, { stdoutTail, stderrTail, stdoutBytes, stderrBytes });
+    if (e.outputs && e.outputs.length > 0) {
+      attempt.outputs = e.outputs;
+      for (const f of e.outputs) this.files.hold(job.project, f);
+      for (const f of job.outputs ?? []) this.files.release(job.project, f);
+      job.outputs = e.outputs;
+    }
     job.result = {
       attempt: e.attempt,
       exitCode: e.exitCode,
@@ -353,6 +430,7 @@ export class Model {
       stderrBytes,
     };
     if (e.how === 'exited' && e.exitCode === 0) {
+      this.storeOutputValues(job, e.outputs ?? [], e.at);
       this.setState(job, 'done', `exit code 0 on ${attempt.workerName}`, e.at);
       this.release(job, e.at);
       return;
@@ -362,8 +440,10 @@ export class Model {
       e.how === 'timeout'
         ? `timed out after ${job.spec.timeoutS}s`
         : e.how === 'start-failed'
-          ? 'could not start'
-          : e.signal
+          ? e.reason !== undefined ? `could not start: ${e.reason}` : 'could not start'
+          : e.how === 'output-failed'
+            ? `outputs not kept: ${e.reason ?? 'the upload failed'}`
+            : e.signal
             ? `killed by ${e.signal}`
             : `exit code ${e.exitCode}`;
     attempt.reason = why;
@@ -373,6 +453,15 @@ export class Model {
     } else {
       this.setState(job, 'failed', why, e.at);
       this.cascade(job, e.at);
+    }
+  }
+
+  /** `--output-to`: each pattern's first match (by name) becomes the project value. */
+  private storeOutputValues(job: Job, outputs: FileRef[], at: number): void {
+    for (const spec of job.spec.outputs ?? []) {
+      if (spec.to === undefined) continue;
+      const file = [...outputs].sort((a, b) => (a.name < b.name ? -1 : 1)).find((f) => matchesGlob(spec.glob, f.name));
+      if (file) this.setValue(job.project, spec.to, { sha256: file.sha256, size: file.size, at, job: job.id });
     }
   }
 
@@ -430,8 +519,7 @@ export class Model {
         dependant.reason = `waiting for ${left} dependenc${left === 1 ? 'y' : 'ies'}`;
       } else {
         this.unmet.delete(id);
-        this.setState(dependant, 'queued', 'dependencies done', at);
-        this.ready.add(dependant);
+        this.enqueue(dependant, 'dependencies done', at);
       }
     }
   }
@@ -507,6 +595,7 @@ export class Model {
     if (!a) this.archivedCounts.set(job.project, (a = emptyCounts()));
     a[job.state]++;
     this.dependants.delete(id);
+    if (job.outputs) this.archivedOutputs.set(id, { project: job.project, files: job.outputs });
   }
 
   private removeProject(name: string, at: number): void {
@@ -521,6 +610,8 @@ export class Model {
       this.dependants.delete(id);
       this.jobs.delete(id);
     }
+    for (const [id, o] of this.archivedOutputs) if (o.project === name) this.archivedOutputs.delete(id);
+    this.files.dropProject(name);
     this.projects.delete(name);
     this.projectJobs.delete(name);
     this.counts.delete(name);
@@ -541,11 +632,14 @@ export class Model {
       archivedCounts: [...this.archivedCounts],
       foreign: [...this.foreign.values()],
       turns: this.ready.turns(),
+      files: this.files.toSnapshot(),
+      archivedOutputs: [...this.archivedOutputs],
     };
   }
 
   static fromSnapshot(s: ModelSnapshot): Model {
-    const m = new Model();
+    const m = new Model(FileRegistry.fromSnapshot(s.files));
+    for (const [id, o] of s.archivedOutputs ?? []) m.archivedOutputs.set(id, o);
     m.seq = s.seq;
     m.lastEventAt = s.lastEventAt;
     for (const p of s.projects) {

@@ -43,7 +43,39 @@ export interface JobSpec {
   timeoutS: number | null;
   /** Ids of jobs in the same project that must be done first. */
   after: string[];
+  /** Files put in the work folder before the job starts. */
+  inputs?: InputSource[];
+  /** Files kept after the job, by pattern; `to` also stores the match as a project value. */
+  outputs?: OutputSpec[];
 }
+
+/** A file's content by checksum, under the name a job or value gives it. */
+export interface FileRef {
+  name: string;
+  sha256: string;
+  size: number;
+}
+
+/** Where an input file comes from. */
+export type InputSource =
+  /** Uploaded with the submission. */
+  | FileRef
+  /** An output of another job of the project; that job becomes a dependency. */
+  | { name: string; job: string; output: string }
+  /** A project value, as it is when the job is queued. */
+  | { name: string; value: string };
+
+/** An input as the job receives it: a file, or the text of a string value. */
+export type ResolvedInput = FileRef | { name: string; text: string };
+
+export interface OutputSpec {
+  glob: string;
+  /** A project value the (first) matching file is stored in when the job is done. */
+  to?: string;
+}
+
+/** A project value: a string, or a file. */
+export type ProjectValue = { text: string; at: number } | { sha256: string; size: number; at: number; job?: string };
 
 /** How an attempt ended. */
 export type AttemptEnd =
@@ -52,7 +84,8 @@ export type AttemptEnd =
   | 'lease-expired' // no heartbeat in time; re-queued
   | 'cancelled' // the job was cancelled while running
   | 'worker-lost' // the worker was marked lost
-  | 'start-failed'; // the worker could not start the process
+  | 'start-failed' // the worker could not start the process (or fetch its inputs)
+  | 'output-failed'; // the process ended but its outputs could not be kept
 
 export interface Attempt {
   n: number;
@@ -70,6 +103,8 @@ export interface Attempt {
   stderrTail?: string;
   stdoutBytes?: number;
   stderrBytes?: number;
+  /** The files the attempt left that its job asked to keep. */
+  outputs?: FileRef[];
 }
 
 /** How an attempt's process ended and what it printed, as its worker reported it. */
@@ -104,6 +139,10 @@ export interface Job {
   /** Attempts taken back because their worker went silent. */
   lost: number;
   result?: JobResult;
+  /** The inputs as resolved when the job was last queued. */
+  inputs?: ResolvedInput[];
+  /** The kept files of the latest attempt that reported any. */
+  outputs?: FileRef[];
 }
 
 export interface Project {
@@ -111,6 +150,8 @@ export interface Project {
   owner: string;
   members: string[];
   createdAt: number;
+  /** Named values and files, Copernicus' `set`/`get`. */
+  values?: Record<string, ProjectValue>;
 }
 
 export interface Worker {

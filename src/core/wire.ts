@@ -49,9 +49,22 @@
  *               POST /workers/:id/release               → { released }  (answers its waiting claim now)
  *               POST /workers/:id/heartbeat HeartbeatRequest → HeartbeatReply
  *               POST /workers/:id/results ResultRequest → ResultReply
+ *               GET  /workers/:id/files/:sha256 ?job&attempt   → bytes (an input of a running attempt)
+ *               PUT  /workers/:id/files/:sha256 ?job&attempt   bytes → StoredFile (an output)
+ *   member      PUT  /projects/:p/files/:sha256  bytes        → StoredFile
+ *               GET  /projects/:p/files/:sha256               → bytes
+ *               GET  /projects/:p/values ?prefix              → { values: ValueView[] }
+ *               GET  /projects/:p/values/:name                → ValueView
+ *               GET  /projects/:p/values/:name/file           → bytes
+ *               PUT  /projects/:p/values/:name { text } | { sha256, size } → ValueView
+ *               DELETE /projects/:p/values/:name              → { removed }
+ *   job         GET  /jobs/:id/outputs                        → { outputs: FileRef[] }
+ *               GET  /jobs/:id/outputs/:name                  → bytes
+ *   peer        GET  /peer/files/:sha256 ?job&attempt         → bytes (for a delegated attempt)
+ *               PUT  /peer/files/:sha256 ?job&attempt  bytes  → StoredFile
  */
 
-import type { Attempt, AttemptEnd, JobState, Resources, StateCounts } from './types.js';
+import type { Attempt, AttemptEnd, FileRef, InputSource, JobState, OutputSpec, ResolvedInput, Resources, StateCounts } from './types.js';
 
 export const API_PREFIX = '/api/v1';
 
@@ -128,6 +141,9 @@ export interface JobInput {
   timeoutS?: number | null;
   /** Ids of jobs in the project, or keys of other jobs in this request. */
   after?: string[];
+  /** Files the job gets: uploaded ones by checksum, outputs of other jobs (id or key), project values. */
+  inputs?: InputSource[];
+  outputs?: OutputSpec[];
 }
 
 export interface SubmitRequest {
@@ -156,6 +172,10 @@ export interface JobView {
   createdAt: number;
   updatedAt: number;
   attempts: Attempt[];
+  inputs?: InputSource[];
+  outputs?: OutputSpec[];
+  /** The kept files of the latest attempt that kept any. */
+  files?: FileRef[];
   exitCode?: number | null;
   durationMs?: number;
   stdoutTail?: string;
@@ -235,6 +255,10 @@ export interface ClaimedJob {
   env: Record<string, string>;
   resources: Resources;
   timeoutS: number | null;
+  /** Fetched into the work folder before the job starts (files by checksum from the worker's server). */
+  inputs?: ResolvedInput[];
+  /** Patterns of the files to upload after the job. */
+  outputs?: OutputSpec[];
 }
 
 export interface ClaimReply {
@@ -253,7 +277,11 @@ export interface HeartbeatReply {
 export interface ResultRequest {
   jobId: string;
   attempt: number;
-  how: Extract<AttemptEnd, 'exited' | 'timeout' | 'start-failed'>;
+  how: Extract<AttemptEnd, 'exited' | 'timeout' | 'start-failed' | 'output-failed'>;
+  /** Why it could not start or keep its outputs, in the worker's words. */
+  reason?: string;
+  /** The files kept, already uploaded. */
+  outputs?: FileRef[];
   exitCode: number | null;
   signal: string | null;
   durationMs: number;
@@ -269,6 +297,24 @@ export interface ResultReply {
   accepted: true;
   duplicate: boolean;
   state: JobState;
+}
+
+/** A project value: `text`, or a file (`sha256`, `size`, and the job that wrote it, if one did). */
+export interface ValueView {
+  name: string;
+  at: number;
+  text?: string;
+  sha256?: string;
+  size?: number;
+  job?: string;
+}
+
+/** A file stored on the server (an upload's answer). */
+export interface StoredFile {
+  sha256: string;
+  size: number;
+  /** False when the server had the content already. */
+  created: boolean;
 }
 
 export interface ErrorReply {

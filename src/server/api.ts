@@ -1,6 +1,7 @@
 import type { Context } from './context.js';
 import { Router } from './http.js';
 import { adminRoutes } from './routes/admin.js';
+import { fileRoutes } from './routes/files.js';
 import { jobRoutes } from './routes/jobs.js';
 import { peerRoutes } from './routes/peers.js';
 import { pilotRoutes } from './routes/pilots.js';
@@ -17,6 +18,7 @@ export function apiRouter(ctx: Context): Router {
   userRoutes(router, ctx);
   jobRoutes(router, ctx);
   workerRoutes(router, ctx);
+  fileRoutes(router, ctx);
   peerRoutes(router, ctx);
   pilotRoutes(router, ctx);
   adminRoutes(router, ctx);

@@ -1,6 +1,8 @@
 import type { TLSSocket } from 'node:tls';
 import { fail } from '../core/errors.js';
 import type { Job, Project } from '../core/types.js';
+import { peerOf } from '../federation/peer-auth.js';
+import type { Peer } from '../federation/trust-store.js';
 import type { Identity } from './accounts.js';
 import type { Context } from './context.js';
 import type { Authorize, Credentials } from './http.js';
@@ -13,7 +15,8 @@ import { check, jobIdParam } from './schemas.js';
  *
  * Kinds of caller: anonymous (no token), a user, a super user, a worker
  * token, and a peer server's certificate. A peer certificate opens only the
- * peer link (federation/links.ts); on these routes it counts for nothing.
+ * peer link (federation/links.ts) and the `peer` routes (file transfers for
+ * delegated attempts); on every other route it counts for nothing.
  *
  *   anonymous  anyone
  *   user       any user (what they see inside is limited to their projects)
@@ -22,6 +25,7 @@ import { check, jobIdParam } from './schemas.js';
  *   job        a user who may see the project of the job in `:id`
  *   superuser  super users only
  *   worker     worker tokens only
+ *   peer       a trusted peer server's client certificate only
  *
  * A project or job one may not see is reported as not found, so that names
  * of other people's projects do not leak.
@@ -39,11 +43,12 @@ export interface Granted {
   member: { who: UserIdentity; project: Project };
   owner: { who: UserIdentity; project: Project };
   job: { who: UserIdentity; project: Project; job: Job; archived: boolean };
+  peer: { who: null; peer: Peer };
 }
 
 export type AuthRule = keyof Granted;
 
-export const AUTH_RULES: readonly AuthRule[] = ['anonymous', 'user', 'member', 'owner', 'job', 'superuser', 'worker'];
+export const AUTH_RULES: readonly AuthRule[] = ['anonymous', 'user', 'member', 'owner', 'job', 'superuser', 'worker', 'peer'];
 
 const BEARER = /^Bearer ([\x21-\x7e]{1,512})$/;
 
@@ -78,6 +83,13 @@ export async function authorize<A extends AuthRule>(ctx: Context, rule: A, creds
 
 async function grant(ctx: Context, rule: AuthRule, creds: Credentials): Promise<Granted[AuthRule]> {
   if (rule === 'anonymous') return { who: null };
+  if (rule === 'peer') {
+    const peer = peerOf(creds.socket as TLSSocket, ctx.trust);
+    if (peer) return { who: null, peer };
+    // Tokens count for nothing here; an unknown one is still refused as such.
+    identify(ctx, creds);
+    throw fail('FORBIDDEN', 'only trusted peer servers may use this route');
+  }
   const who = identify(ctx, creds);
   if (rule === 'worker') {
     if (who.kind !== 'worker') throw fail('FORBIDDEN', 'only worker tokens may use this route');

@@ -50,6 +50,12 @@ export const configSchema = z.strictObject({
   loginFailuresPerAddress: z.int().min(1).max(1_000_000),
   /** The longest a user name or address is made to wait after failed logins (the delay doubles up to it). */
   loginMaxDelayS: z.number().min(1).max(DAY),
+  /** The largest file one upload may bring (inputs, outputs, project files). */
+  maxFileBytes: z.int().min(1024).max(Number.MAX_SAFE_INTEGER),
+  /** Bytes of distinct file content one project may refer to; 0 for no limit. */
+  projectQuotaBytes: z.int().min(0).max(Number.MAX_SAFE_INTEGER),
+  /** Files nothing refers to are removed once this old (an upload is referred to only when the submit that names it commits). */
+  fileGraceS: z.number().min(60).max(30 * DAY),
   /** A snapshot is written when the journal has grown this much since the last. */
   snapshotAfterBytes: z.int().min(1024).max(16 * 1024 * MiB),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']),
@@ -90,6 +96,9 @@ export const DEFAULTS: ServerConfig = {
   loginFailuresPerUser: 5,
   loginFailuresPerAddress: 20,
   loginMaxDelayS: 15 * MINUTE,
+  maxFileBytes: 64 * 1024 * MiB,
+  projectQuotaBytes: 0,
+  fileGraceS: 1 * HOUR,
   snapshotAfterBytes: 64 * MiB,
   logLevel: 'info',
   metrics: 'token',

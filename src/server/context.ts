@@ -6,6 +6,8 @@ import type { Accounts } from './accounts.js';
 import type { ServerConfig } from './config.js';
 import type { Delegation } from './delegation.js';
 import type { Dispatcher } from './dispatcher.js';
+import type { Files } from './files.js';
+import type { Transfers } from './transfers.js';
 import type { LogStore } from './log-store.js';
 import type { Logger } from './logger.js';
 import type { PilotManager } from './pilots/pilot-manager.js';
@@ -21,6 +23,10 @@ export interface Context {
   /** Work borrowed from and lent to trusted peers. */
   delegation: Delegation;
   logs: LogStore;
+  /** The file store and its rules (quota, limits). */
+  files: Files;
+  /** Attempts' inputs and outputs, for this server's workers, through to home for delegated jobs. */
+  transfers: Transfers;
   log: Logger;
   leaseMs: number;
   version: string;
@@ -36,8 +42,6 @@ export interface Context {
   linkState?: (serverId: string) => PeerLinkState;
   /** Heartbeat renewals last journaled per worker (renewals are journaled coarsely). */
   journaledDeadline: Map<string, number>;
-  /** Pilots on batch systems (docs/PILOTS.md); set once the server listens. */
-  pilots?: PilotManager;
   /** When a peer was last seen with its link up (since start), where peer links run. */
   peerLastSeen?: (serverId: string) => number | null;
   /**
@@ -46,4 +50,6 @@ export interface Context {
    * in code closes itself unless its starter said otherwise (ServerOptions).
    */
   requestStop: () => void;
+  /** Pilots on batch systems (docs/PILOTS.md); set once the server listens. */
+  pilots?: PilotManager;
 }

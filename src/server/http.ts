@@ -1,5 +1,7 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { CpcError, fail } from '../core/errors.js';
 import type { AuthRule, Granted } from './auth.js';
@@ -45,6 +47,11 @@ export class Reply {
     readonly contentType: string,
   ) {}
 
+  /** Bytes streamed from `stream`, `size` of them, never held whole in memory. */
+  static stream(stream: Readable, size: number, headers: Record<string, string> = {}): StreamReply {
+    return new StreamReply(stream, size, headers);
+  }
+
   static text(body: string, status = 200): Reply {
     return new Reply(status, body, 'text/plain; charset=utf-8');
   }
@@ -52,6 +59,16 @@ export class Reply {
   static json(value: unknown, status = 200): Reply {
     return new Reply(status, JSON.stringify(value), 'application/json');
   }
+}
+
+/** A reply whose body is a stream of bytes (file downloads). */
+export class StreamReply {
+  readonly status = 200;
+  constructor(
+    readonly stream: Readable,
+    readonly size: number,
+    readonly headers: Record<string, string>,
+  ) {}
 }
 
 export interface RouteSpec<A extends AuthRule, P extends z.ZodType, Q extends z.ZodType, B extends z.ZodType> {
@@ -67,6 +84,13 @@ export interface RouteSpec<A extends AuthRule, P extends z.ZodType, Q extends z.
   body?: B;
   /** The reply is text/plain instead of JSON. */
   text?: boolean;
+  /**
+   * The body is bytes (application/octet-stream) that the handler streams
+   * from `req.raw` itself; the body limit does not apply, the handler's own does.
+   */
+  upload?: boolean;
+  /** The reply is bytes (a StreamReply), not JSON. */
+  download?: boolean;
 }
 
 export type Handler<A extends AuthRule, P, Q, B> = (req: Request<A, P, Q, B>) => unknown;
@@ -81,6 +105,8 @@ export interface Route {
   query: z.ZodType;
   body: z.ZodType;
   text: boolean;
+  upload: boolean;
+  download: boolean;
   parts: string[];
   handler: (req: Request) => unknown;
 }
@@ -108,6 +134,8 @@ export class Router {
       query: spec.query ?? NO_QUERY,
       body: spec.body ?? NO_BODY,
       text: spec.text ?? false,
+      upload: spec.upload ?? false,
+      download: spec.download ?? false,
       parts: pattern.split('/').filter(Boolean),
       handler: handler as (req: Request) => unknown,
     });
@@ -235,7 +263,7 @@ async function handle(opts: HttpOptions, req: IncomingMessage, res: ServerRespon
     // refuses cannot make the server buffer anything.
     const creds: Credentials = { authorization: req.headers.authorization, socket: req.socket, params: match.params };
     let granted = await opts.authorize(r.auth, creds);
-    const raw = await readBody(req, opts.maxBodyBytes);
+    const raw = r.upload ? undefined : await readBody(req, opts.maxBodyBytes);
     // Reading a body takes time, in which the token may have been revoked or
     // the project removed: the handler gets what holds now.
     if (raw !== undefined && r.auth !== 'anonymous') granted = await opts.authorize(r.auth, creds);
@@ -253,7 +281,8 @@ async function handle(opts: HttpOptions, req: IncomingMessage, res: ServerRespon
       raw: req,
       signal: controller.signal,
     } as Request);
-    status = send(req, res, out instanceof Reply ? out : Reply.json(out ?? {}));
+    if (r.upload && req.complete) bodyDone.add(req);
+    status = out instanceof StreamReply ? sendStream(req, res, out, opts.log) : send(req, res, out instanceof Reply ? out : Reply.json(out ?? {}));
   } catch (err) {
     const e = err instanceof CpcError ? err : null;
     if (!e) opts.log.error('request failed', { method, path, err: errorText(err) });
@@ -282,6 +311,31 @@ function send(req: IncomingMessage, res: ServerResponse, reply: Reply, extra: Re
   if (hasBody(req) && !bodyDone.has(req)) headers.connection = 'close';
   res.writeHead(reply.status, headers);
   res.end(req.method === 'HEAD' ? undefined : reply.body);
+  return reply.status;
+}
+
+function sendStream(req: IncomingMessage, res: ServerResponse, reply: StreamReply, log: Logger): number {
+  if (res.headersSent || res.destroyed) {
+    reply.stream.destroy();
+    return reply.status;
+  }
+  res.writeHead(reply.status, {
+    'content-type': 'application/octet-stream',
+    'content-length': reply.size,
+    'cache-control': 'no-store',
+    ...reply.headers,
+  });
+  if (req.method === 'HEAD') {
+    reply.stream.destroy();
+    res.end();
+    return reply.status;
+  }
+  // Past the headers an error can only cut the connection: the receiver
+  // sees fewer bytes than announced, and its checksum fails.
+  pipeline(reply.stream, res).catch((err: unknown) => {
+    if (!res.destroyed) log.warn('download cut off', { path: req.url, err: errorText(err) });
+    res.destroy();
+  });
   return reply.status;
 }
 

@@ -25,6 +25,7 @@ const RULE_TEXT: Record<AuthRule, string> = {
   job: "a user with access to the job's project",
   superuser: 'super users',
   worker: 'worker tokens',
+  peer: "trusted peer servers, by their TLS client certificate",
 };
 
 /** The error statuses a rule can lead to before the handler runs. */
@@ -64,10 +65,16 @@ function operation(route: Route, tagOf: (r: Route) => string): Json {
     tags: [tagOf(route)],
     'x-cpc-auth': route.auth,
     description: `Who may call it: ${RULE_TEXT[route.auth]}.`,
-    security: route.auth === 'anonymous' ? [] : [{ bearer: [] }],
+    security: route.auth === 'anonymous' || route.auth === 'peer' ? [] : [{ bearer: [] }],
     parameters: [...parameters(route.params, 'path', pathNames), ...parameters(route.query, 'query', [])],
   };
-  if (route.method === 'POST' || route.method === 'PUT') {
+  if (route.upload) {
+    op.requestBody = {
+      required: true,
+      description: 'the file’s bytes; Content-Length is required, and they must hash to the sha256 in the path',
+      content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } },
+    };
+  } else if (route.method === 'POST' || route.method === 'PUT') {
     const body = jsonSchema(route.body);
     op.requestBody = {
       required: !route.body.safeParse(undefined).success,
@@ -75,7 +82,9 @@ function operation(route: Route, tagOf: (r: Route) => string): Json {
     };
   }
   const responses: Json = {
-    200: route.text
+    200: route.download
+      ? { description: 'the file’s bytes', content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }
+      : route.text
       ? { description: 'the text', content: { 'text/plain': { schema: { type: 'string' } } } }
       : { description: 'the result', content: { 'application/json': { schema: { type: 'object' } } } },
   };

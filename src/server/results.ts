@@ -18,6 +18,8 @@ export function fitsInTail(text: string, bytes: number): boolean {
  */
 export async function acceptResult(ctx: Context, workerId: string, body: ResultRequest, via: string): Promise<ResultReply> {
   const model = ctx.store.model;
+  // Outputs are uploaded before the result names them; what is named must be here.
+  if (body.outputs) await ctx.files.requireStored(body.outputs, 'output');
   const report = {
     how: body.how,
     exitCode: body.exitCode,
@@ -27,6 +29,8 @@ export async function acceptResult(ctx: Context, workerId: string, body: ResultR
     stderrTail: body.stderr.slice(-TAIL_CHARS),
     stdoutBytes: body.stdoutBytes,
     stderrBytes: body.stderrBytes,
+    ...(body.reason !== undefined ? { reason: body.reason } : {}),
+    ...(body.outputs && body.outputs.length > 0 ? { outputs: body.outputs } : {}),
   };
   const first = planFinish(model, workerId, body.jobId, body.attempt, report, Date.now(), via);
   if (first === 'duplicate') return { accepted: true, duplicate: true, state: model.job(body.jobId)!.state };

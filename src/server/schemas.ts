@@ -64,6 +64,17 @@ export const createProjectSchema = z.strictObject({ name: name(64) });
 export const idsSchema = z.strictObject({ ids: z.array(id).min(1).max(10_000) });
 export const tokenNameSchema = z.strictObject({ name: name(64).regex(/^[\w.@-]+$/, 'must be letters, digits, _ . @ -') });
 
+/** Names are checked as paths by the core (INVALID_PATH); here only their size. */
+const path = z.string().min(1).max(1024);
+export const sha256Schema = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits');
+export const fileRefSchema = z.strictObject({ name: path, sha256: sha256Schema, size: z.int().min(0).max(Number.MAX_SAFE_INTEGER) });
+const inputSourceSchema = z.union([
+  fileRefSchema,
+  z.strictObject({ name: path, job: name(128), output: path }),
+  z.strictObject({ name: path, value: z.string().min(1).max(256) }),
+]);
+const outputSpecSchema = z.strictObject({ glob: path, to: z.string().min(1).max(256).optional() });
+
 export const jobInputSchema = z
   .strictObject({
     key: name(128).optional(),
@@ -77,6 +88,8 @@ export const jobInputSchema = z
     maxRetries: z.int().min(0).max(1000).optional(),
     timeoutS: z.int().min(1).max(365 * 24 * 3600).nullable().optional(),
     after: z.array(name(128)).max(10_000).optional(),
+    inputs: z.array(inputSourceSchema).max(1000).optional(),
+    outputs: z.array(outputSpecSchema).max(100).optional(),
   })
   .refine((j) => (j.argv === undefined) !== (j.shell === undefined), { message: 'give exactly one of argv or shell' })
   .refine((j) => j.env === undefined || Object.keys(j.env).length <= 1024, { message: 'at most 1024 env entries' });
@@ -127,7 +140,9 @@ export const resultSchema = perLimits((limits) =>
   z.strictObject({
     jobId: id,
     attempt: z.int().min(1),
-    how: z.enum(['exited', 'timeout', 'start-failed']),
+    how: z.enum(['exited', 'timeout', 'start-failed', 'output-failed']),
+    reason: z.string().max(4096).optional(),
+    outputs: z.array(fileRefSchema).max(1000).optional(),
     exitCode: z.int().min(-255).max(255).nullable(),
     signal: z.string().max(32).nullable(),
     durationMs: z.number().min(0).max(1e12),
@@ -189,5 +204,7 @@ export function toJobSpec(input: JobInput): JobSpec {
   if (input.name !== undefined) spec.name = input.name;
   if (input.argv !== undefined) spec.argv = input.argv;
   if (input.shell !== undefined) spec.shell = input.shell;
+  if (input.inputs !== undefined) spec.inputs = input.inputs;
+  if (input.outputs !== undefined) spec.outputs = input.outputs;
   return spec;
 }

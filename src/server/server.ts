@@ -35,6 +35,9 @@ import { openPilots } from './pilots/index.js';
 import { withRequestId } from './request-id.js';
 import { Store } from './store.js';
 import { Sweeper } from './sweeper.js';
+import { Files } from './files.js';
+import { Transfers } from './transfers.js';
+import { BlobStore } from '../persistence/blob-store.js';
 import { unsecureListener, unsecureRoutes } from './unsecure.js';
 
 export interface ServerOptions extends Partial<ServerConfig> {
@@ -124,6 +127,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     onFsync: (ms, records) => metrics.fsync(ms, records),
   });
   store.onEvent((event) => metrics.event(event));
+  const blobs = new BlobStore(join(home, 'files'));
+  await blobs.open();
   const peerViews = (): PeerView[] => trust.peers().map((p) => peerView(p, ctx.linkState?.(p.serverId) ?? 'down'));
   // Before recovery commits anything, so that the stream has every change of this run.
   const hub = new EventHub(store, { peers: () => peerViews() });
@@ -163,6 +168,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     accounts,
     dispatcher: new Dispatcher(store, () => leaseMs),
     logs: new LogStore(join(home, 'logs')),
+    files: new Files(blobs, store.model, config),
     log,
     leaseMs,
     version: packageVersion(),
@@ -179,6 +185,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     },
   } as Omit<Context, 'delegation'> as Context;
   ctx.delegation = new Delegation(ctx);
+  ctx.transfers = new Transfers(ctx);
   ctx.dispatcher.remote = ctx.delegation;
 
   const router = apiRouter(ctx);
@@ -317,6 +324,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       await handshake.close();
       links.close();
       await Promise.all([stop(secure!), stop(unsecure)]);
+      await ctx.transfers.close();
       await store.snapshot();
       await store.close();
       hub.close();

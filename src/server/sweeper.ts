@@ -10,6 +10,8 @@ export class Sweeper {
   private timer: NodeJS.Timeout | null = null;
   private archiving = false;
   private lastArchive = 0;
+  private collecting = false;
+  private lastCollect = Date.now();
 
   constructor(
     private readonly ctx: Context,
@@ -19,6 +21,14 @@ export class Sweeper {
   start(): void {
     this.timer = setInterval(() => this.tick(), this.tickMs);
     this.timer.unref();
+  }
+
+  /** Removes stored files that nothing has referred to for the grace period. */
+  async collectFiles(now = Date.now()): Promise<{ removed: number; bytes: number }> {
+    const { store, files, config, log } = this.ctx;
+    const out = await files.store.collect((sha) => store.model.files.isHeld(sha), config.fileGraceS * 1000, now);
+    if (out.removed > 0) log.info('unused files removed', out);
+    return out;
   }
 
   stop(): void {
@@ -46,6 +56,14 @@ export class Sweeper {
           .catch((err: unknown) => log.error('archiving failed; will try again', { err: String(err) }))
           .finally(() => (this.archiving = false));
       }
+    }
+    const collectEvery = Math.max(1000, Math.min(10 * 60_000, (this.ctx.config.fileGraceS * 1000) / 2));
+    if (!this.collecting && now - this.lastCollect >= collectEvery) {
+      this.lastCollect = now;
+      this.collecting = true;
+      this.collectFiles(now)
+        .catch((err: unknown) => log.error('collecting unused files failed; will try again', { err: String(err) }))
+        .finally(() => (this.collecting = false));
     }
   }
 }

@@ -24,6 +24,9 @@ export function jobView(job: Job, archived = false): JobView {
   if (spec.name !== undefined) view.name = spec.name;
   if (spec.argv !== undefined) view.argv = spec.argv;
   if (spec.shell !== undefined) view.shell = spec.shell;
+  if (spec.inputs) view.inputs = spec.inputs;
+  if (spec.outputs) view.outputs = spec.outputs;
+  if (job.outputs) view.files = job.outputs;
   if (job.result) {
     view.exitCode = job.result.exitCode;
     view.durationMs = job.result.durationMs;
@@ -49,6 +52,8 @@ export function claimedJob(job: Job, attempt: number): ClaimedJob {
     env: spec.env,
     resources: spec.resources,
     timeoutS: spec.timeoutS,
+    ...(job.inputs ? { inputs: job.inputs } : {}),
+    ...(spec.outputs ? { outputs: spec.outputs } : {}),
   };
 }
 

@@ -27,6 +27,8 @@ export interface AttemptSpec {
   resources: Resources;
   /** Wall-clock limit in seconds; null or 0 = none. */
   timeoutS: number | null;
+  /** Fills the fresh attempt folder (the job's inputs) before the process starts; a throw is a start failure. */
+  prepare?: (dir: string) => Promise<void>;
 }
 
 export interface RunnerOptions {
@@ -210,7 +212,7 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
     CPC_MEMORY_MB: String(spec.resources.memoryMb),
   };
 
-  const outcomeOf = async (how: AttemptHow, exitCode: number | null, signal: string | null, durationMs: number) => {
+  const outcomeOf = async (how: AttemptHow, exitCode: number | null, signal: string | null, durationMs: number, reason?: string) => {
     const [out, err] = await Promise.all([readTail(stdoutPath, maxLogBytes), readTail(stderrPath, maxLogBytes)]);
     return {
       how,
@@ -221,6 +223,7 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
       stderr: err.text,
       stdoutBytes: out.bytes,
       stderrBytes: err.bytes,
+      ...(reason !== undefined ? { reason } : {}),
     } satisfies AttemptOutcome;
   };
 
@@ -228,8 +231,17 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
     await fsp.appendFile(stderrPath, `cpc-worker: cannot start the job: ${message}\n`);
     await fsp.appendFile(stdoutPath, '');
     const durationMs = Math.round(performance.now() - startedAt);
-    return new RunningAttempt(dir, undefined, graceMs, () => outcomeOf('start-failed', null, null, durationMs));
+    return new RunningAttempt(dir, undefined, graceMs, () => outcomeOf('start-failed', null, null, durationMs, message));
   };
+
+  if (spec.prepare) {
+    const preparing = performance.now();
+    try {
+      await spec.prepare(dir);
+    } catch (e) {
+      return startFailed((e as Error).message, preparing);
+    }
+  }
 
   let file: string;
   let args: string[];

@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { ApiError, type ApiClient } from '../client/api/client.js';
 import type { Resources } from '../core/types.js';
 import type { ClaimedJob, RegisterReply, ResultRequest } from '../core/wire.js';
+import { fetchInputs, keepOutputs } from './files.js';
 import { startAttempt, type AttemptOutcome, type RunningAttempt } from './runner.js';
 
 /**
@@ -416,6 +417,7 @@ export class Worker {
           env: job.env,
           resources: job.resources,
           timeoutS: job.timeoutS,
+          prepare: job.inputs?.length ? (dir) => fetchInputs(this.client, slot.workerId, job, dir, slot.ctl.signal) : undefined,
         },
         { workDir: this.opts.workDir, maxLogBytes: this.opts.maxLogBytes, killGraceMs: this.opts.killGraceMs },
       );
@@ -425,6 +427,13 @@ export class Worker {
       if (slot.abandoned) void run.abandon();
       outcome = await run.done;
       if (outcome.signal !== null && this.opts.signalSettleMs) await sleep(this.opts.signalSettleMs, this.killCtl.signal);
+      if (job.outputs?.length && !slot.abandoned && outcome.how !== 'start-failed') {
+        const kept = await keepOutputs(this.client, slot.workerId, job, run.dir, outcome.how === 'exited' && outcome.exitCode === 0);
+        if ('failed' in kept) {
+          this.log('warn', 'outputs not kept', { job: job.id, attempt: job.attempt, reason: kept.failed });
+          outcome = { ...outcome, how: 'output-failed', reason: kept.failed };
+        } else if (kept.outputs.length > 0) outcome = { ...outcome, outputs: kept.outputs };
+      }
     } catch (err) {
       // The attempt folder could not be made or written: the job never ran.
       const stderr = `cpc-worker: cannot prepare the job: ${(err as Error).message}\n`;

@@ -66,6 +66,19 @@ const RULES: Record<string, AuthRule> = {
   'POST /jobs/:id/lost': 'job',
   'POST /server/stop': 'superuser',
   'GET /network': 'superuser',
+  'PUT /projects/:project/files/:sha256': 'member',
+  'GET /projects/:project/files/:sha256': 'member',
+  'GET /jobs/:id/outputs': 'job',
+  'GET /jobs/:id/outputs/:name': 'job',
+  'GET /projects/:project/values': 'member',
+  'GET /projects/:project/values/:name': 'member',
+  'GET /projects/:project/values/:name/file': 'member',
+  'PUT /projects/:project/values/:name': 'member',
+  'DELETE /projects/:project/values/:name': 'member',
+  'GET /workers/:id/files/:sha256': 'worker',
+  'PUT /workers/:id/files/:sha256': 'worker',
+  'GET /peer/files/:sha256': 'peer',
+  'PUT /peer/files/:sha256': 'peer',
 };
 
 const CALLERS = ['none', 'malformed', 'expired', 'outsider', 'member', 'owner', 'superuser', 'worker', 'peer'] as const;
@@ -82,6 +95,7 @@ const EXPECTED: Record<AuthRule, Record<Caller, Outcome>> = {
   job: { none: 401, malformed: 401, expired: 401, outsider: 404, member: 'ok', owner: 'ok', superuser: 'ok', worker: 403, peer: 401 },
   superuser: { none: 401, malformed: 401, expired: 401, outsider: 403, member: 403, owner: 403, superuser: 'ok', worker: 403, peer: 401 },
   worker: { none: 401, malformed: 401, expired: 401, outsider: 403, member: 403, owner: 403, superuser: 403, worker: 'ok', peer: 401 },
+  peer: { none: 401, malformed: 401, expired: 401, outsider: 403, member: 403, owner: 403, superuser: 403, worker: 403, peer: 'ok' },
 };
 
 const CODE: Record<number, string> = { 401: 'UNAUTHENTICATED', 403: 'FORBIDDEN' };
@@ -134,6 +148,7 @@ describe('authorization matrix: every route × every kind of caller', () => {
       'peers/:id': a.serverId,
       name: 'carol',
       user: 'bob',
+      sha256: 'ab'.repeat(32),
     });
   });
 

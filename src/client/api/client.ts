@@ -1,4 +1,5 @@
 import { Agent, request, type Dispatcher } from 'undici';
+import type { Readable } from 'node:stream';
 import type { PeerCertificate } from 'node:tls';
 import type {
   ClaimReply,
@@ -25,6 +26,8 @@ import type {
 import type { ConnectServerReply, DisconnectReply, PeerView, PeersView, TrustReply } from '../../core/wire.js';
 import type { PasswordChanged, UserRemoved, UserView } from '../../core/wire.js';
 import type { LostReply, NetworkView, StopReply } from '../../core/wire.js';
+import type { StoredFile, ValueView } from '../../core/wire.js';
+import type { FileRef } from '../../core/types.js';
 import { API_PREFIX } from '../../core/wire.js';
 
 /**
@@ -173,6 +176,70 @@ export class ApiClient {
     }
   }
 
+  private urlOf(path: string, query?: Query): string {
+    let url = this.url + API_PREFIX + path;
+    if (query) {
+      const q = new URLSearchParams();
+      for (const [k, v] of Object.entries(query)) if (v !== undefined) q.set(k, String(v));
+      const s = q.toString();
+      if (s) url += `?${s}`;
+    }
+    return url;
+  }
+
+  /**
+   * PUTs a stream of `size` bytes (a file upload) and returns the JSON
+   * answer. There is no body timeout: a large file takes what it takes, and
+   * a stalled connection is cut by the server's request timeout.
+   */
+  async sendBytes<T>(path: string, body: Readable, size: number, query?: Query): Promise<T> {
+    const headers: Record<string, string> = { 'content-type': 'application/octet-stream', 'content-length': String(size), accept: 'application/json' };
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(this.urlOf(path, query), { method: 'PUT', headers, body, dispatcher: this.dispatcher, headersTimeout: 0, bodyTimeout: this.timeoutMs });
+    } catch (err) {
+      throw toClientError(err, this.url);
+    }
+    return this.answer<T>(res);
+  }
+
+  /** GETs bytes; the caller reads (or destroys) the stream. */
+  async fetchBytes(path: string, query?: Query, signal?: AbortSignal): Promise<{ body: Readable; size: number }> {
+    const headers: Record<string, string> = {};
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(this.urlOf(path, query), { headers, dispatcher: this.dispatcher, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs, signal });
+    } catch (err) {
+      throw toClientError(err, this.url);
+    }
+    if (res.statusCode >= 400) return this.answer(res);
+    return { body: res.body, size: Number(res.headers['content-length'] ?? NaN) };
+  }
+
+  /** A JSON answer, or the ApiError its error body describes. */
+  private async answer<T>(res: Dispatcher.ResponseData): Promise<T> {
+    let raw: string;
+    try {
+      raw = await res.body.text();
+    } catch (err) {
+      throw toClientError(err, this.url);
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(raw);
+    } catch {
+      throw new ApiError('BAD_RESPONSE', `${this.url} answered HTTP ${res.statusCode} with something that is not JSON`, res.statusCode);
+    }
+    if (res.statusCode >= 400) {
+      const e = (parsed as { error?: { code?: unknown; message?: unknown } }).error;
+      if (e && typeof e.code === 'string') throw new ApiError(e.code, typeof e.message === 'string' ? e.message : e.code, res.statusCode);
+      throw new ApiError('BAD_RESPONSE', `${this.url} answered HTTP ${res.statusCode} without an error body`, res.statusCode);
+    }
+    return parsed as T;
+  }
+
   // ---- anonymous -----------------------------------------------------------
 
   info(): Promise<ServerInfo> {
@@ -207,6 +274,27 @@ export class ApiClient {
 
   removeProject(name: string): Promise<{ removed: string }> {
     return this.call('DELETE', `/projects/${encodeURIComponent(name)}`);
+  }
+
+  /** The files a job kept. */
+  outputs(jobId: string): Promise<{ outputs: FileRef[] }> {
+    return this.call('GET', `/jobs/${encodeURIComponent(jobId)}/outputs`);
+  }
+
+  values(project: string, prefix?: string): Promise<{ values: ValueView[] }> {
+    return this.call('GET', `/projects/${encodeURIComponent(project)}/values`, undefined, { query: { prefix } });
+  }
+
+  value(project: string, name: string): Promise<ValueView> {
+    return this.call('GET', `/projects/${encodeURIComponent(project)}/values/${encodeURIComponent(name)}`);
+  }
+
+  setValue(project: string, name: string, value: { text: string } | { sha256: string; size: number }): Promise<ValueView> {
+    return this.call('PUT', `/projects/${encodeURIComponent(project)}/values/${encodeURIComponent(name)}`, value);
+  }
+
+  removeValue(project: string, name: string): Promise<{ removed: string }> {
+    return this.call('DELETE', `/projects/${encodeURIComponent(project)}/values/${encodeURIComponent(name)}`);
   }
 
   submit(project: string, jobs: JobInput[]): Promise<SubmitReply> {

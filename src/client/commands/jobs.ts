@@ -8,6 +8,7 @@ import type { JobInput, JobList, JobView } from '../../core/wire.js';
 import { ApiError } from '../api/client.js';
 import { CliError, EXIT_FAILURE, ago, describeError, duration, fail, plural, usage } from '../output.js';
 import type { Argument, CommandSpec, Context } from './context.js';
+import { fileFlags, fileOptions } from './files.js';
 import { PartialSubmitError, applyDefaults, parseJobFile, submitInChunks } from './job-file.js';
 import { anyInteger, collect, keyValue, nonNegative, oneOf, positive } from './parsers.js';
 import { readAll } from './prompt.js';
@@ -61,6 +62,14 @@ async function submit(ctx: Context, args: Argument[], opts: Record<string, unkno
 
   const { api } = await ctx.client();
   const project = await ctx.project();
+  const files = await fileFlags(ctx, api, project, opts);
+  if (files.inputs || files.outputs) {
+    jobs = jobs.map((j) => ({
+      ...j,
+      ...(files.inputs ? { inputs: [...(j.inputs ?? []), ...files.inputs] } : {}),
+      ...(files.outputs ? { outputs: [...(j.outputs ?? []), ...files.outputs] } : {}),
+    }));
+  }
   const progress = jobs.length > 1 ? ctx.out.progress() : undefined;
   let ids: string[];
   try {
@@ -322,6 +331,7 @@ export const jobCommands: CommandSpec[] = [
       { flags: '--name <name>', description: 'a name for the job' },
       { flags: '--shell', description: 'run the arguments as one shell line' },
       { flags: '-f, --file <file>', description: 'submit the jobs in FILE (- for stdin)' },
+      ...fileOptions,
     ],
     run: submit,
   },

@@ -1,5 +1,5 @@
 import { v7 as uuidv7 } from 'uuid';
-import { planCreateProject, planSubmit, type SubmitItem } from '../../core/commands.js';
+import { planCreateProject, planSubmit, uploadedInputs, type SubmitItem } from '../../core/commands.js';
 import type { JobInput, JobList, ProjectView, SubmitReply } from '../../core/wire.js';
 import { fail } from '../../core/errors.js';
 import { archivedStates } from '../archived.js';
@@ -54,11 +54,14 @@ export function projectRoutes(router: Router, ctx: Context): void {
       );
       const ids = items.map(() => uuidv7());
       const keys = new Set(items.map((i) => i.key));
-      const refs = items.flatMap((i) => i.spec.after.filter((ref) => !keys.has(ref)));
-      const archived = await archivedStates(ctx, project.name, refs);
+      const refs = items.flatMap((i) => [...i.spec.after, ...(i.spec.inputs ?? []).flatMap((x) => ('job' in x ? [x.job] : []))]);
+      const archived = await archivedStates(ctx, project.name, refs.filter((ref) => !keys.has(ref)));
+      const uploaded = uploadedInputs(items);
+      await ctx.files.requireStored(uploaded, 'input');
       // Checked again after the wait: the project may have been removed meanwhile.
       if (m.projects.get(project.name) !== project) throw fail('PROJECT_NOT_FOUND', `no project named '${project.name}'`);
       const event = planSubmit(m, project.name, items, ids, Date.now(), archived);
+      ctx.files.checkQuota(project.name, uploaded);
       await ctx.store.commit(event);
       ctx.dispatcher.kick();
       return { ids };

@@ -1,6 +1,7 @@
 import { v7 as uuidv7 } from 'uuid';
 import { renewedAttempts, renewLeases } from '../../core/commands.js';
 import { fail } from '../../core/errors.js';
+import type { Model } from '../../core/model.js';
 import type { Worker } from '../../core/types.js';
 import type {
   ClaimReply,
@@ -18,8 +19,15 @@ import type { Router } from '../http.js';
 import { acceptResult } from '../results.js';
 import { claimSchema, heartbeatSchema, jobIdParam, registerSchema, resultSchema, tokenNameSchema } from '../schemas.js';
 
-const workerParams = z.strictObject({ id: jobIdParam });
+export const workerParams = z.strictObject({ id: jobIdParam });
 const tokenParams = z.strictObject({ id: z.string().max(64) });
+
+/** The worker a request names, if it was registered with the caller's token. */
+export function workerOf(model: Model, who: WorkerIdentity, id: string): Worker {
+  const worker = model.workers.get(id);
+  if (!worker || worker.tokenId !== who.tokenId) throw fail('WORKER_NOT_FOUND', `no worker with id '${id}'; register again`);
+  return worker;
+}
 
 export function workerRoutes(router: Router, ctx: Context): void {
   const model = ctx.store.model;
@@ -30,12 +38,7 @@ export function workerRoutes(router: Router, ctx: Context): void {
    */
   const claimsOpen = new Map<string, number>();
 
-  /** The worker a request names, if it was registered with the caller's token. */
-  const ownWorker = (who: WorkerIdentity, id: string): Worker => {
-    const worker = model.workers.get(id);
-    if (!worker || worker.tokenId !== who.tokenId) throw fail('WORKER_NOT_FOUND', `no worker with id '${id}'; register again`);
-    return worker;
-  };
+  const ownWorker = (who: WorkerIdentity, id: string): Worker => workerOf(model, who, id);
 
   router.add('POST', '/workers', { auth: 'worker', summary: 'register a worker with its resources', body: registerSchema }, async (req): Promise<RegisterReply> => {
     const { who, body } = req;

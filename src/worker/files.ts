@@ -1,0 +1,84 @@
+import { lstat, mkdir, readdir, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { checkFileName, globToRegExp } from '../core/files.js';
+import type { FileRef } from '../core/types.js';
+import type { ClaimedJob, StoredFile } from '../core/wire.js';
+import type { ApiClient } from '../client/api/client.js';
+import { downloadFile, hashFile, uploadFile } from '../client/api/files.js';
+
+/**
+ * An attempt's files on the worker's side: its inputs fetched into the
+ * attempt folder before it starts, and the files its job asked to keep
+ * uploaded after it ends, before the result that names them.
+ */
+
+/** The attempt folder's own files, which are neither inputs nor outputs. */
+export const LOG_FILES: ReadonlySet<string> = new Set(['stdout.log', 'stderr.log']);
+
+const filesPath = (workerId: string, sha256: string) => `/workers/${workerId}/files/${sha256}`;
+
+export async function fetchInputs(client: ApiClient, workerId: string, job: ClaimedJob, dir: string, signal?: AbortSignal): Promise<void> {
+  for (const input of job.inputs ?? []) {
+    checkFileName(input.name, 'input name');
+    if (LOG_FILES.has(input.name)) throw new Error(`input '${input.name}': the name is taken by the job's log`);
+    const dest = join(dir, input.name);
+    await mkdir(dirname(dest), { recursive: true });
+    if ('text' in input) {
+      await writeFile(dest, input.text);
+      continue;
+    }
+    try {
+      await downloadFile(client, filesPath(workerId, input.sha256), dest, {
+        query: { job: job.id, attempt: job.attempt },
+        expect: input,
+        signal,
+      });
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      throw new Error(`input '${input.name}': ${code ? `${code}: ` : ''}${(err as Error).message}`);
+    }
+  }
+}
+
+/** Regular files under `dir` (symbolic links are not followed), as paths relative to it. */
+async function filesUnder(dir: string, prefix = ''): Promise<string[]> {
+  const out: string[] = [];
+  for (const name of (await readdir(join(dir, prefix))).sort()) {
+    const rel = prefix ? `${prefix}/${name}` : name;
+    const st = await lstat(join(dir, rel));
+    if (st.isDirectory()) out.push(...(await filesUnder(dir, rel)));
+    else if (st.isFile() && !(prefix === '' && LOG_FILES.has(name))) out.push(rel);
+  }
+  return out;
+}
+
+export type KeptOutputs = { outputs: FileRef[] } | { failed: string };
+
+/**
+ * Uploads the files matching the job's output patterns. A pattern that
+ * stores a project value must match something when the job succeeded.
+ */
+export async function keepOutputs(client: ApiClient, workerId: string, job: ClaimedJob, dir: string, succeeded: boolean): Promise<KeptOutputs> {
+  const specs = job.outputs ?? [];
+  if (specs.length === 0) return { outputs: [] };
+  const patterns = specs.map((s) => ({ ...s, re: globToRegExp(s.glob) }));
+  const all = await filesUnder(dir);
+  const outputs: FileRef[] = [];
+  for (const p of patterns) {
+    if (succeeded && p.to !== undefined && !all.some((f) => p.re.test(f))) {
+      return { failed: `no file matched '${p.glob}' for the value '${p.to}'` };
+    }
+  }
+  for (const name of all.filter((f) => patterns.some((p) => p.re.test(f)))) {
+    const path = join(dir, name);
+    try {
+      const sum = await hashFile(path);
+      await uploadFile<StoredFile>(client, filesPath(workerId, sum.sha256), path, sum, { job: job.id, attempt: job.attempt });
+      outputs.push({ name, ...sum });
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      return { failed: `output '${name}': ${code ? `${code}: ` : ''}${(err as Error).message}` };
+    }
+  }
+  return { outputs };
+}
