@@ -20,6 +20,7 @@ import { heartbeats, type HeartbeatRun } from './heartbeats.js';
 import { PROFILE_ENV, round, stat, type Stat } from './lib.js';
 import { memory, type MemoryRun } from './memory.js';
 import { buildRestartState, removeRestartState, restart } from './restart.js';
+import { transfer, type TransferRun } from './transfer.js';
 import { wakeup } from './wakeup.js';
 
 const argv = process.argv.slice(2);
@@ -31,7 +32,7 @@ const repeats = quick ? 1 : 3;
 const resultsDir = join(import.meta.dirname, 'results');
 if (profile) process.env[PROFILE_ENV] = join(resultsDir, 'profiles');
 
-const FIGURES = ['ceiling', 'dispatch', 'dispatch-growth', 'delegated-dispatch', 'wakeup', 'delegated-wakeup', 'bulk', 'heartbeats', 'restart', 'memory'];
+const FIGURES = ['ceiling', 'dispatch', 'dispatch-growth', 'delegated-dispatch', 'wakeup', 'delegated-wakeup', 'bulk', 'heartbeats', 'restart', 'memory', 'transfer'];
 for (const name of only ?? []) if (!FIGURES.includes(name)) throw new Error(`--only: no figure '${name}' (figures: ${FIGURES.join(', ')})`);
 
 const size = quick
@@ -47,6 +48,7 @@ const size = quick
       restart: { jobs: 20_000, live: 2000, running: 200 },
       restarts: 1,
       memoryJobs: 10_000,
+      transferMb: 16,
     }
   : {
       ceilingS: 5,
@@ -60,6 +62,7 @@ const size = quick
       restart: { jobs: 1_000_000, live: 100_000, running: 10_000 },
       restarts: 3,
       memoryJobs: 100_000,
+      transferMb: 256,
     };
 const WORKERS = 64;
 const HB_PER_WORKER = 100;
@@ -190,6 +193,28 @@ await figure('bulk', async () => {
   const ms = of(runs, (r) => r.ms);
   results.bulk = { jobs: size.bulkJobs, requestBytes: runs[0]!.requestBytes, ms, jobsPerS: of(runs, (r) => r.jobsPerS) };
   rows.push({ figure: `bulk submit (${size.bulkJobs} jobs, one request)`, unit: 'ms', s: ms, target: { op: '≤', value: 2000, text: '≤ 2 000 ms' } });
+});
+
+// ---- file transfer -------------------------------------------------------------
+
+await figure('transfer', async () => {
+  const runs: TransferRun[] = await repeat(repeats, () => transfer(size.transferMb));
+  const cat = of(runs, (r) => r.catMBs);
+  const half = round(cat.median / 2, 0);
+  results.transfer = {
+    mb: size.transferMb,
+    catMBs: cat,
+    uploadMBs: of(runs, (r) => r.uploadMBs),
+    downloadMBs: of(runs, (r) => r.downloadMBs),
+    delegatedUploadMBs: of(runs, (r) => r.delegatedUploadMBs),
+    delegatedDownloadMBs: of(runs, (r) => r.delegatedDownloadMBs),
+  };
+  const target = { op: '≥' as const, value: half, text: `≥ ${half} MB/s (half of cat)` };
+  rows.push({ figure: `transfer ceiling: cat of ${size.transferMb} MiB to /dev/null`, unit: 'MB/s', s: cat });
+  rows.push({ figure: '  upload through one server (fsynced)', unit: 'MB/s', s: of(runs, (r) => r.uploadMBs), target });
+  rows.push({ figure: '  download through one server', unit: 'MB/s', s: of(runs, (r) => r.downloadMBs), target });
+  rows.push({ figure: '  upload through a delegating server', unit: 'MB/s', s: of(runs, (r) => r.delegatedUploadMBs) });
+  rows.push({ figure: '  download through a delegating server', unit: 'MB/s', s: of(runs, (r) => r.delegatedDownloadMBs) });
 });
 
 // ---- heartbeats --------------------------------------------------------------

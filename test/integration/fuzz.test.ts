@@ -248,6 +248,7 @@ describe('generated bad requests to every endpoint', () => {
       'peers/:id': '01900000-0000-7000-8000-000000000000',
       name: 'someone',
       user: 'someone',
+      sha256: 'ab'.repeat(32),
     });
   });
 
