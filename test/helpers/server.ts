@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ApiClient } from '../../src/client/api/client.js';
+import { updateConfig } from '../../src/client/config.js';
 import type { ResultRequest } from '../../src/core/wire.js';
 import { startServer, type RunningServer, type ServerOptions } from '../../src/server/server.js';
 
@@ -216,6 +217,24 @@ export async function startTestServer(opts: Partial<ServerOptions> = {}): Promis
     },
     caFile: () => join(home, 'identity', 'ca.pem'),
   };
+}
+
+/** A cpcc settings folder logged in to `ts` as cpc-admin, with `project` current. */
+export async function cpccHome(ts: TestServer, project: string, prefix = 'cpcc-'): Promise<string> {
+  const home = await tempDir(prefix);
+  await updateConfig(home, (c) => {
+    c.servers.here = {
+      url: ts.server.url,
+      serverId: ts.server.serverId,
+      caPem: ts.server.caPem,
+      caFingerprint: ts.server.caFingerprint,
+      user: 'cpc-admin',
+      token: ts.admin.token!,
+      project,
+    };
+    c.current = 'here';
+  });
+  return home;
 }
 
 // ---- server subprocesses ------------------------------------------------------------

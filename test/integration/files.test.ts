@@ -13,9 +13,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import { Agent } from 'undici';
-import { updateConfig } from '../../src/client/config.js';
 import { API_PREFIX, type JobView } from '../../src/core/wire.js';
-import { ROOT, cleanup, makeClient, spawnWorker, startTestServer, tempDir, until, type TestServer } from '../helpers/server.js';
+import { ROOT, cleanup, cpccHome, makeClient, spawnWorker, startTestServer, tempDir, until, type TestServer } from '../helpers/server.js';
 
 after(cleanup);
 
@@ -72,23 +71,6 @@ async function sha256Of(path: string): Promise<string> {
   return hash.digest('hex');
 }
 
-async function clientHome(ts: TestServer, project: string): Promise<string> {
-  const home = await tempDir('cpcc-files-');
-  await updateConfig(home, (c) => {
-    c.servers.here = {
-      url: ts.server.url,
-      serverId: ts.server.serverId,
-      caPem: ts.server.caPem,
-      caFingerprint: ts.server.caFingerprint,
-      user: 'cpc-admin',
-      token: ts.admin.token!,
-      project,
-    };
-    c.current = 'here';
-  });
-  return home;
-}
-
 async function finished(ts: TestServer, id: string, timeoutMs = 120_000): Promise<JobView> {
   return until(`job ${id} to finish`, async () => {
     const j = await ts.admin.job(id);
@@ -104,7 +86,7 @@ describe('files through one server with a real worker', () => {
   before(async () => {
     ts = await startTestServer();
     await ts.admin.createProject('files');
-    home = await clientHome(ts, 'files');
+    home = await cpccHome(ts, 'files');
     data = await tempDir('cpc-files-data-');
     spawnWorker({
       url: ts.server.url,
@@ -228,7 +210,7 @@ describe('files through one server with a real worker', () => {
   it('keeps a project under its quota', async () => {
     const small = await startTestServer({ projectQuotaBytes: 1000 });
     await small.admin.createProject('q');
-    const h = await clientHome(small, 'q');
+    const h = await cpccHome(small, 'q');
     const big = join(data, 'quota.bin');
     await makeFile(big, 2000);
     const r = await cpcc(h, ['setf', 'big', big]);

@@ -10,11 +10,10 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { updateConfig } from '../../src/client/config.js';
 import { Output } from '../../src/client/output.js';
 import { WatchState } from '../../src/client/commands/watch.js';
 import type { StreamEvent } from '../../src/core/wire.js';
-import { ROOT, cleanup, resultOf, startTestServer, tempDir, until, type SimWorker, type TestServer } from '../helpers/server.js';
+import { ROOT, cleanup, cpccHome, resultOf, startTestServer, tempDir, until, type SimWorker, type TestServer } from '../helpers/server.js';
 
 after(cleanup);
 
@@ -64,19 +63,7 @@ describe('cpcc watch', () => {
 
   before(async () => {
     ts = await startTestServer();
-    home = await tempDir('cpcc-watch-');
-    await updateConfig(home, (c) => {
-      c.servers.here = {
-        url: ts.server.url,
-        serverId: ts.server.serverId,
-        caPem: ts.server.caPem,
-        caFingerprint: ts.server.caFingerprint,
-        user: 'cpc-admin',
-        token: ts.admin.token!,
-        project: 'demo',
-      };
-      c.current = 'here';
-    });
+    home = await cpccHome(ts, 'demo', 'cpcc-watch-');
     await ts.admin.createProject('demo');
     await ts.admin.createProject('other');
     worker = await ts.worker({ name: 'node-3', cores: 4 });
