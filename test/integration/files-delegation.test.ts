@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { createReadStream, writeFileSync } from 'node:fs';
+import { createReadStream, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
@@ -71,6 +71,26 @@ describe('files of a delegated job', () => {
     assert.equal(h.digest('hex'), sum.sha256);
     // Nothing of the job's files was kept on the worker's server.
     assert.equal(a.server!.model.files.isHeld(sum.sha256), false);
+  });
+
+  it('cuts a corrupt input short on the way, and the attempt fails with the reason', async () => {
+    const input = join(data, 'corrupt.bin');
+    writeFileSync(input, Buffer.alloc(256 * 1024, 9));
+    const sum = await hashFile(input);
+    await b.admin.sendBytes(`/projects/far/files/${sum.sha256}`, createReadStream(input), sum.size);
+    const { ids } = await b.admin.submit('far', [{ argv: ['true'], inputs: [{ name: 'in.bin', sha256: sum.sha256, size: sum.size }] }]);
+    // Damaged at home behind its back: home sends what it has, A sees it does not match and cuts it short.
+    const stored = b.server!.ctx.files.store.pathOf(sum.sha256);
+    const bytes = readFileSync(stored);
+    bytes[5] = 0;
+    writeFileSync(stored, bytes);
+    const job = await until('the job to fail at home', async () => {
+      const j: JobView = await b.admin.job(ids[0]!);
+      return ['done', 'failed'].includes(j.state) ? j : null;
+    }, { timeoutMs: 60_000 });
+    assert.equal(job.state, 'failed');
+    assert.equal(job.attempts[0]!.via, a.serverId);
+    assert.match(job.reason, /could not start: input 'in\.bin': (TRANSFER_INCOMPLETE|CHECKSUM_MISMATCH)/);
   });
 
   it('refuses peer file routes to anyone but a trusted peer, and bytes that do not match at home', async () => {

@@ -249,6 +249,40 @@ describe('files through one server with a real worker', () => {
     assert.equal(await store.has(keptSum), false, 'removing the project frees its files');
   });
 
+  it('fails an attempt with a clear reason when an input arrives corrupt, or an output is over the limit', async () => {
+    // The stored copy is damaged behind the server's back: the worker refuses the bytes, tries again, then gives up.
+    const src = join(data, 'tampered.bin');
+    const sum = await makeFile(src, 64 * 1024);
+    await ok(cpcc(home, ['setf', 'tampered', src]));
+    const stored = ts.server.ctx.files.store.pathOf(sum);
+    const bytes = readFileSync(stored);
+    bytes[1000] = bytes[1000]! ^ 0xff;
+    writeFileSync(stored, bytes);
+    const id = await ok(cpcc(home, ['submit', '--input-from', '@tampered:in.bin', '--', 'true']));
+    const job = await finished(ts, id);
+    assert.equal(job.state, 'failed');
+    assert.match(job.reason, /could not start: input 'in\.bin': CHECKSUM_MISMATCH/);
+    assert.equal(job.attempts[0]!.how, 'start-failed');
+
+    // An output past the server's file limit is refused, and the attempt says so.
+    const tight = await startTestServer({ maxFileBytes: 4096 });
+    await tight.admin.createProject('tight');
+    const th = await cpccHome(tight, 'tight');
+    spawnWorker({
+      url: tight.server.url,
+      caFile: tight.caFile(),
+      serverId: tight.server.serverId,
+      token: await tight.server.createWorkerToken('tight'),
+      name: 'tight',
+      workDir: await tempDir('cpc-work-tight-'),
+    });
+    const big = await ok(cpcc(th, ['submit', '--output', 'big.bin', '--', 'sh', '-c', 'head -c 10000 /dev/zero > big.bin']));
+    const bigJob = await finished(tight, big);
+    assert.equal(bigJob.state, 'failed');
+    assert.match(bigJob.reason, /outputs not kept: output 'big\.bin': FILE_TOO_LARGE/);
+    assert.equal(bigJob.attempts[0]!.how, 'output-failed');
+  });
+
   it('leaves no partial file when an upload is killed, and the retry succeeds', async () => {
     const src = join(data, 'killed.bin');
     const sum = await makeFile(src, 300 * MiB);
