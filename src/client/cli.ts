@@ -18,6 +18,7 @@ import { jobCommands } from './commands/jobs.js';
 import { networkCommands } from './commands/network.js';
 import { pilotCommands } from './commands/pilots.js';
 import { projectCommands } from './commands/projects.js';
+import { saveLoadCommands } from './commands/save-load.js';
 import { serverCommands } from './commands/servers.js';
 import { userCommands } from './commands/users.js';
 import { watchCommands } from './commands/watch.js';
@@ -37,6 +38,7 @@ export const COMMAND_GROUPS: readonly (readonly CommandSpec[])[] = [
   jobCommands,
   watchCommands,
   fileCommands,
+  saveLoadCommands,
   workerCommands,
   pilotCommands,
   federationCommands,

@@ -6,7 +6,9 @@ import type {
   JobsClaimed,
   JobsRetried,
   JobsSubmitted,
+  LoadedJob,
   ProjectCreated,
+  ProjectLoaded,
   ValueSet,
 } from './events.js';
 import { fail } from './errors.js';
@@ -40,6 +42,114 @@ export function planCreateProject(model: Model, name: string, owner: string, at:
   }
   if (model.projects.has(name)) throw fail('PROJECT_EXISTS', `project '${name}' already exists`);
   return { t: 'project-created', at, name, owner };
+}
+
+/** What a saved project brings (see ProjectLoaded); checked for shape at the edge, for sense here. */
+export interface ProjectToLoad {
+  name: string;
+  owner: string;
+  createdAt: number;
+  values: Record<string, ProjectValue>;
+  jobs: LoadedJob[];
+}
+
+export const LEFT_BEHIND = 'loaded; the running attempt was left behind';
+
+/**
+ * Checks a saved project against this server and orders its jobs so every
+ * job follows those it depends on. Job ids are kept, so every id must be new
+ * here (JOB_EXISTS; the caller also checks the archive, which is not in
+ * memory). Dependencies and inputs from other jobs must name jobs of the
+ * saved project. Attempts still open when it was saved are closed: their
+ * workers belong to the other server, and their jobs come back queued.
+ */
+export function planLoadProject(model: Model, p: ProjectToLoad, at: number): ProjectLoaded {
+  planCreateProject(model, p.name, p.owner, at);
+  for (const name of Object.keys(p.values)) checkValueName(name);
+  const index = new Map<string, number>();
+  p.jobs.forEach((job, i) => {
+    if (index.has(job.id)) throw fail('INVALID_FIELD', `jobs[${i}]: job ${job.id} is given twice`);
+    index.set(job.id, i);
+    if (model.job(job.id)) throw fail('JOB_EXISTS', `this server already has a job ${job.id}; was the project loaded here before?`);
+  });
+  const deps: number[][] = p.jobs.map((job, i) => {
+    const where = `jobs[${i}]`;
+    const spec = job.spec;
+    if ((spec.argv === undefined) === (spec.shell === undefined)) throw fail('INVALID_FIELD', `${where}: give exactly one of argv or shell`);
+    const inside = (ref: string, what: string): number => {
+      const k = index.get(ref);
+      if (k === undefined) throw fail('UNKNOWN_DEPENDENCY', `${where}: ${what} ${ref} is not a job of the saved project`);
+      if (k === i) throw fail('DEPENDENCY_CYCLE', `${where} depends on itself`);
+      return k;
+    };
+    const out = spec.after.map((ref) => inside(ref, 'dependency'));
+    // Inputs are checked as a submit checks them; an input from a job needs that job as a dependency.
+    checkInputs(spec.inputs ?? [], i, (ref) => {
+      inside(ref, 'input from job');
+      if (!spec.after.includes(ref)) throw fail('INVALID_FIELD', `${where}: takes an input from job ${ref} without depending on it`);
+      return ref;
+    });
+    if (spec.outputs) checkOutputs(spec.outputs, i);
+    job.attempts.forEach((a, k) => {
+      if (a.n !== k + 1) throw fail('INVALID_FIELD', `${where}.attempts[${k}]: attempts must be numbered 1, 2, … in order`);
+    });
+    return out;
+  });
+  const order = dependencyOrder(deps);
+  const jobs = order.map((i): LoadedJob => {
+    const job = p.jobs[i]!;
+    const open = job.attempts.some((a) => a.how === undefined);
+    if (!open && job.state !== 'running') return job;
+    const attempts = job.attempts.map((a) =>
+      a.how === undefined ? { ...a, endedAt: at, how: 'worker-lost' as const, exitCode: null, signal: null, reason: 'left behind on the server the project was saved from' } : a,
+    );
+    return job.state === 'running' ? { ...job, attempts, state: 'queued', reason: LEFT_BEHIND, updatedAt: at } : { ...job, attempts };
+  });
+  return { t: 'project-loaded', at, name: p.name, owner: p.owner, createdAt: p.createdAt, values: p.values, jobs };
+}
+
+/** Every file a saved project refers to the way the model holds them: uploaded and resolved inputs, kept outputs, file values. */
+export function loadedFiles(p: Pick<ProjectToLoad, 'values' | 'jobs'>): FileRef[] {
+  const out: FileRef[] = [];
+  for (const [name, v] of Object.entries(p.values)) if ('sha256' in v) out.push({ name, sha256: v.sha256, size: v.size });
+  for (const job of p.jobs) {
+    for (const input of job.spec.inputs ?? []) if ('sha256' in input) out.push(input);
+    for (const input of job.inputs ?? []) if ('sha256' in input) out.push(input);
+    for (const f of job.outputs ?? []) out.push(f);
+  }
+  return out;
+}
+
+/**
+ * Indexes in an order where each follows its dependencies (depth-first
+ * post-order, iterative so a long chain cannot overflow the stack); a batch
+ * already in dependency order keeps its order.
+ */
+function dependencyOrder(deps: number[][]): number[] {
+  const order: number[] = [];
+  const mark = new Uint8Array(deps.length); // 0 new, 1 on the path, 2 placed
+  for (let root = 0; root < deps.length; root++) {
+    if (mark[root] !== 0) continue;
+    const stack: [number, number][] = [[root, 0]];
+    mark[root] = 1;
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]!;
+      const next = deps[top[0]]!;
+      if (top[1] < next.length) {
+        const k = next[top[1]++]!;
+        if (mark[k] === 1) throw fail('DEPENDENCY_CYCLE', `jobs[${k}] is part of a dependency cycle`);
+        if (mark[k] === 0) {
+          mark[k] = 1;
+          stack.push([k, 0]);
+        }
+      } else {
+        mark[top[0]] = 2;
+        order.push(top[0]);
+        stack.pop();
+      }
+    }
+  }
+  return order;
 }
 
 export interface SubmitItem {

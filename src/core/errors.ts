@@ -43,6 +43,8 @@ export const ERROR_STATUS = {
   // 409: the request conflicts with the current state
   PROJECT_EXISTS: 409,
   USER_EXISTS: 409,
+  /** A loaded project names a job id this server already has. */
+  JOB_EXISTS: 409,
   INVALID_STATE: 409,
   STALE_ATTEMPT: 409,
   PEER_CA_MISMATCH: 409,

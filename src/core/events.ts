@@ -1,4 +1,4 @@
-import type { AttemptEnd, FileRef, JobSpec, ProcessOutcome, ProjectValue, Resources } from './types.js';
+import type { Attempt, AttemptEnd, FileRef, JobResult, JobSpec, JobState, ProcessOutcome, ProjectValue, ResolvedInput, Resources } from './types.js';
 
 /**
  * Events are the durable facts of the server. The journal stores them, and
@@ -28,6 +28,39 @@ export interface MembersChanged {
   at: number;
   project: string;
   members: string[];
+}
+
+/** A job as a saved project carries it (see ProjectLoaded). */
+export interface LoadedJob {
+  id: string;
+  spec: JobSpec;
+  state: JobState;
+  reason: string;
+  createdAt: number;
+  updatedAt: number;
+  attempts: Attempt[];
+  failures: number;
+  lost: number;
+  result?: JobResult;
+  inputs?: ResolvedInput[];
+  outputs?: FileRef[];
+}
+
+/**
+ * A saved project restored here (`cpcc load`), in one fact: the project, its
+ * values and every job, live and archived alike. The jobs are ordered so each
+ * follows the jobs it depends on, and no attempt is open any more (a job that
+ * was running comes as queued). Apply puts unfinished jobs where their
+ * dependencies allow, as a submit would.
+ */
+export interface ProjectLoaded {
+  t: 'project-loaded';
+  at: number;
+  name: string;
+  owner: string;
+  createdAt: number;
+  values: Record<string, ProjectValue>;
+  jobs: LoadedJob[];
 }
 
 export interface JobsSubmitted {
@@ -183,6 +216,7 @@ export interface LeasesExtended {
 export type Event =
   | ProjectCreated
   | ProjectRemoved
+  | ProjectLoaded
   | MembersChanged
   | JobsSubmitted
   | WorkerRegistered

@@ -1,4 +1,4 @@
-import type { Event } from './events.js';
+import type { Event, ProjectLoaded } from './events.js';
 import { fail } from './errors.js';
 import { FileRegistry, matchesGlob, type FileRegistrySnapshot } from './files.js';
 import { LeaseTable } from './lease-table.js';
@@ -169,6 +169,8 @@ export class Model {
         return;
       case 'project-removed':
         return this.removeProject(e.name, e.at);
+      case 'project-loaded':
+        return this.load(e);
       case 'members-changed':
         this.project(e.project).members = [...e.members];
         return;
@@ -325,6 +327,97 @@ export class Model {
       this.changed({ job, from: null });
       this.settle(job, at);
     }
+  }
+
+  /**
+   * A saved project comes back with the references its jobs and values hold
+   * here exactly as if they had been submitted and run here: uploaded inputs,
+   * resolved inputs, kept outputs, file values. Finished jobs stay as they
+   * were (the sweeper archives them later); the others go where their
+   * dependencies, loaded before them, allow.
+   */
+  private load(e: ProjectLoaded): void {
+    const name = e.name;
+    this.projects.set(name, { name, owner: e.owner, members: [], createdAt: e.createdAt });
+    const ids = new Set<string>();
+    this.projectJobs.set(name, ids);
+    const counts = emptyCounts();
+    this.counts.set(name, counts);
+    for (const [key, value] of Object.entries(e.values)) this.setValue(name, key, { ...value });
+    for (const l of e.jobs) {
+      const job: Job = {
+        id: l.id,
+        project: name,
+        seq: ++this.seq,
+        spec: l.spec,
+        state: l.state,
+        reason: l.reason,
+        createdAt: l.createdAt,
+        updatedAt: l.updatedAt,
+        // Attempts are changed in place later; the event must stay as journaled.
+        attempts: l.attempts.map((a) => ({ ...a })),
+        failures: l.failures,
+        lost: l.lost,
+      };
+      if (l.result) job.result = { ...l.result };
+      if (l.inputs) job.inputs = [...l.inputs];
+      if (l.outputs) job.outputs = [...l.outputs];
+      for (const input of job.spec.inputs ?? []) if ('sha256' in input) this.files.hold(name, input);
+      for (const f of job.outputs ?? []) this.files.hold(name, f);
+      if (!FINAL_STATES.has(job.state)) this.placeLoaded(job, e.at);
+      for (const r of job.inputs ?? []) if ('sha256' in r) this.files.hold(name, r);
+      this.jobs.set(job.id, job);
+      ids.add(job.id);
+      counts[job.state]++;
+      if (job.state === 'queued') this.ready.add(job);
+      this.changed({ job, from: null });
+    }
+  }
+
+  /**
+   * The state of a loaded job that had not finished, from its dependencies
+   * (all loaded before it): cancelled after a failed one, waiting for
+   * unfinished ones, otherwise queued. A job queued when it was saved keeps
+   * its resolved inputs and its reason; one that becomes queued only now
+   * resolves its inputs now, as `enqueue` does.
+   */
+  private placeLoaded(job: Job, at: number): void {
+    for (const depId of job.spec.after) {
+      const dep = this.jobs.get(depId);
+      if (dep && (dep.state === 'failed' || dep.state === 'cancelled')) {
+        Object.assign(job, { state: 'cancelled', reason: `dependency ${depId} ${dep.state}`, updatedAt: at });
+        return;
+      }
+    }
+    let unmet = 0;
+    for (const depId of job.spec.after) {
+      const dep = this.jobs.get(depId);
+      if (!dep || dep.state === 'done') continue;
+      unmet++;
+      let set = this.dependants.get(depId);
+      if (!set) this.dependants.set(depId, (set = new Set()));
+      set.add(job.id);
+    }
+    if (unmet > 0) {
+      this.unmet.set(job.id, unmet);
+      Object.assign(job, { state: 'waiting', reason: `waiting for ${unmet} dependenc${unmet === 1 ? 'y' : 'ies'}`, updatedAt: at });
+      return;
+    }
+    const inputs = job.spec.inputs ?? [];
+    if (job.state === 'queued' && (inputs.length === 0 || job.inputs)) return;
+    if (inputs.length > 0) {
+      const resolved: ResolvedInput[] = [];
+      for (const input of inputs) {
+        const r = this.resolveInput(job.project, input);
+        if (typeof r === 'string') {
+          Object.assign(job, { state: 'failed', reason: `input '${input.name}': ${r}`, updatedAt: at });
+          return;
+        }
+        resolved.push(r);
+      }
+      job.inputs = resolved;
+    }
+    Object.assign(job, { state: 'queued', reason: 'dependencies done', updatedAt: at });
   }
 
   /**

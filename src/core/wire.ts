@@ -58,6 +58,8 @@
  *               GET  /projects/:p/values/:name/file           → bytes
  *               PUT  /projects/:p/values/:name { text } | { sha256, size } → ValueView
  *               DELETE /projects/:p/values/:name              → { removed }
+ *               GET  /projects/:p/export                      → application/x-tar (cpcc save; see ProjectManifest)
+ *   user        POST /projects/:p/import   tar bytes          → ProjectLoadReply (cpcc load; the caller owns it)
  *   job         GET  /jobs/:id/outputs                        → { outputs: FileRef[] }
  *               GET  /jobs/:id/outputs/:name                  → bytes
  *   peer        GET  /peer/files/:sha256 ?job&attempt         → bytes (for a delegated attempt)
@@ -307,6 +309,36 @@ export interface ValueView {
   sha256?: string;
   size?: number;
   job?: string;
+}
+
+/**
+ * `cpc-project.json`, the first entry of a saved project (a tar): then
+ * `jobs.ndjson`, one job a line (live and archived, as the server keeps
+ * them, without `project`), then `files/<sha256>` for every file the
+ * project refers to, each listed in `files`.
+ */
+export interface ProjectManifest {
+  format: 'cpc-project';
+  version: 1;
+  project: string;
+  owner: string;
+  members: string[];
+  createdAt: number;
+  values: Record<string, { text: string; at: number } | { sha256: string; size: number; at: number; job?: string }>;
+  /** The server it was saved on, and when. */
+  serverId: string;
+  savedAt: number;
+  jobs: number;
+  files: { sha256: string; size: number }[];
+}
+
+/** What `POST /projects/:p/import` made. */
+export interface ProjectLoadReply {
+  project: ProjectView;
+  jobs: number;
+  files: number;
+  /** Bytes of the files the project refers to. */
+  bytes: number;
 }
 
 /** A file stored on the server (an upload's answer). */

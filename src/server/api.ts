@@ -6,6 +6,7 @@ import { jobRoutes } from './routes/jobs.js';
 import { peerRoutes } from './routes/peers.js';
 import { pilotRoutes } from './routes/pilots.js';
 import { projectRoutes } from './routes/projects.js';
+import { saveLoadRoutes } from './routes/save-load.js';
 import { sessionRoutes } from './routes/session.js';
 import { userRoutes } from './routes/users.js';
 import { workerRoutes } from './routes/workers.js';
@@ -19,6 +20,7 @@ export function apiRouter(ctx: Context): Router {
   jobRoutes(router, ctx);
   workerRoutes(router, ctx);
   fileRoutes(router, ctx);
+  saveLoadRoutes(router, ctx);
   peerRoutes(router, ctx);
   pilotRoutes(router, ctx);
   adminRoutes(router, ctx);

@@ -75,6 +75,8 @@ const RULES: Record<string, AuthRule> = {
   'GET /projects/:project/values/:name/file': 'member',
   'PUT /projects/:project/values/:name': 'member',
   'DELETE /projects/:project/values/:name': 'member',
+  'GET /projects/:project/export': 'member',
+  'POST /projects/:project/import': 'user',
   'GET /workers/:id/files/:sha256': 'worker',
   'PUT /workers/:id/files/:sha256': 'worker',
   'GET /peer/files/:sha256': 'peer',

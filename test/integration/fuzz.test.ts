@@ -171,14 +171,20 @@ function badRequests(route: Route): fc.Arbitrary<Bad> {
   return fc.oneof(...options);
 }
 
+/** Path values for one route only: a load into the fuzzed project would stop at PROJECT_EXISTS, before its body is read. */
+const ROUTE_SAMPLES: Record<string, Record<string, string>> = {
+  'POST /projects/:project/import': { project: 'fuzz-loaded' },
+};
+
 function pathFor(route: Route, override: Record<string, string> = {}): string {
+  const own = ROUTE_SAMPLES[`${route.method} ${route.pattern}`] ?? {};
   return (
     '/' +
     route.parts
       .map((part, i) => {
         if (!part.startsWith(':')) return part;
         const name = part.slice(1);
-        const value = override[name] ?? sample[`${route.parts[i - 1]}/${part}`] ?? sample[name];
+        const value = override[name] ?? own[name] ?? sample[`${route.parts[i - 1]}/${part}`] ?? sample[name];
         if (value === undefined) throw new Error(`no sample for ${part} in ${route.pattern}`);
         return encodeURIComponent(value);
       })

@@ -188,16 +188,16 @@ export class ApiClient {
   }
 
   /**
-   * PUTs a stream of `size` bytes (a file upload) and returns the JSON
+   * PUTs (or POSTs: a saved project) a stream of `size` bytes (a file upload) and returns the JSON
    * answer. There is no body timeout: a large file takes what it takes, and
    * a stalled connection is cut by the server's request timeout.
    */
-  async sendBytes<T>(path: string, body: Readable, size: number, query?: Query): Promise<T> {
+  async sendBytes<T>(path: string, body: Readable, size: number, query?: Query, method: 'PUT' | 'POST' = 'PUT'): Promise<T> {
     const headers: Record<string, string> = { 'content-type': 'application/octet-stream', 'content-length': String(size), accept: 'application/json' };
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     let res: Dispatcher.ResponseData;
     try {
-      res = await request(this.urlOf(path, query), { method: 'PUT', headers, body, dispatcher: this.dispatcher, headersTimeout: 0, bodyTimeout: this.timeoutMs });
+      res = await request(this.urlOf(path, query), { method, headers, body, dispatcher: this.dispatcher, headersTimeout: 0, bodyTimeout: this.timeoutMs });
     } catch (err) {
       throw toClientError(err, this.url);
     }

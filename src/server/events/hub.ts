@@ -220,6 +220,7 @@ export class EventHub {
 
     switch (e.t) {
       case 'project-created':
+      case 'project-loaded':
         this.audiences.set(e.name, { owner: e.owner, members: [] });
         projects.add(e.name);
         break;

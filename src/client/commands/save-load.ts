@@ -1,0 +1,52 @@
+/**
+ * A whole project to one tar and back, as in Copernicus: `cpcc save PROJECT
+ * [FILE.tar]` keeps it (jobs, values, files, history), `cpcc load FILE.tar
+ * PROJECT` makes it again on any server, owned by whoever loads it.
+ */
+import { createReadStream, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { ProjectLoadReply } from '../../core/wire.js';
+import { downloadFile } from '../api/files.js';
+import { fail } from '../output.js';
+import type { Argument, CommandSpec, Context } from './context.js';
+
+const enc = encodeURIComponent;
+
+async function save(ctx: Context, args: Argument[]): Promise<void> {
+  const { api } = await ctx.client();
+  const [project, file] = args as [string, string | undefined];
+  const dest = file ?? `${project}.tar`;
+  // Written beside the target under a temporary name and renamed once whole, so a cut-off save never looks complete.
+  const sum = await downloadFile(api, `/projects/${enc(project)}/export`, resolve(dest));
+  ctx.out.show({ project, file: dest, bytes: sum.size, sha256: sum.sha256 }, () => ctx.out.note(`saved project ${project} to ${dest} (${sum.size} bytes)`));
+}
+
+async function load(ctx: Context, args: Argument[]): Promise<void> {
+  const { api } = await ctx.client();
+  const [file, project] = args as [string, string];
+  let size: number;
+  try {
+    const st = statSync(file);
+    if (!st.isFile()) return fail(`${file} is not a file`);
+    size = st.size;
+  } catch (err) {
+    return fail(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const r = await api.sendBytes<ProjectLoadReply>(`/projects/${enc(project)}/import`, createReadStream(file, { highWaterMark: 1024 * 1024 }), size, undefined, 'POST');
+  ctx.out.show(r, () => ctx.out.note(`loaded project ${r.project.name}: ${r.jobs} jobs, ${r.files} files (${r.bytes} bytes)`));
+}
+
+export const saveLoadCommands: CommandSpec[] = [
+  {
+    name: 'save',
+    args: ['<project>', '[file]'],
+    summary: 'save a project (jobs, values, files, history) to a tar (default: PROJECT.tar)',
+    run: save,
+  },
+  {
+    name: 'load',
+    args: ['<file>', '<project>'],
+    summary: 'load a saved project from a tar as a new project of yours, on this server or any other',
+    run: load,
+  },
+];
