@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { CpcError, fail } from '../core/errors.js';
 import type { AuthRule, Granted } from './auth.js';
 import type { Logger } from './logger.js';
+import type { QuickCheck } from './quick-checks.js';
 import { check, NO_BODY, NO_QUERY, PATH_PARAMS } from './schemas.js';
 
 /**
@@ -91,6 +92,8 @@ export interface RouteSpec<A extends AuthRule, P extends z.ZodType, Q extends z.
   upload?: boolean;
   /** The reply is bytes (a StreamReply), not JSON. */
   download?: boolean;
+  /** For the hot worker routes: predicates that pass ordinary valid input without the schemas (quick-checks.ts). */
+  quick?: { params?: QuickCheck; body?: QuickCheck };
 }
 
 export type Handler<A extends AuthRule, P, Q, B> = (req: Request<A, P, Q, B>) => unknown;
@@ -107,6 +110,7 @@ export interface Route {
   text: boolean;
   upload: boolean;
   download: boolean;
+  quick: { params?: QuickCheck; body?: QuickCheck };
   parts: string[];
   handler: (req: Request) => unknown;
 }
@@ -136,6 +140,7 @@ export class Router {
       text: spec.text ?? false,
       upload: spec.upload ?? false,
       download: spec.download ?? false,
+      quick: spec.quick ?? {},
       parts: pattern.split('/').filter(Boolean),
       handler: handler as (req: Request) => unknown,
     });
@@ -267,9 +272,9 @@ async function handle(opts: HttpOptions, req: IncomingMessage, res: ServerRespon
     // Reading a body takes time, in which the token may have been revoked or
     // the project removed: the handler gets what holds now.
     if (raw !== undefined && r.auth !== 'anonymous') granted = await opts.authorize(r.auth, creds);
-    const params = check(r.params, match.params, 'path');
-    const q = check(r.query, queryObject(query), 'query');
-    const body = check(r.body, raw, 'body');
+    const params = r.quick.params?.(match.params) ? match.params : check(r.params, match.params, 'path');
+    const q = query.size === 0 && r.query === NO_QUERY ? {} : check(r.query, queryObject(query), 'query');
+    const body = r.quick.body?.(raw) ? raw : check(r.body, raw, 'body');
     const out = await r.handler({
       ...granted,
       method,

@@ -16,6 +16,7 @@ import { z } from 'zod';
 import type { WorkerIdentity } from '../auth.js';
 import type { Context } from '../context.js';
 import type { Router } from '../http.js';
+import { isClaim, isHeartbeat, isPlainResult, isWorkerPath } from '../quick-checks.js';
 import { acceptResult } from '../results.js';
 import { claimSchema, heartbeatSchema, jobIdParam, registerSchema, resultSchema, tokenNameSchema } from '../schemas.js';
 
@@ -60,7 +61,7 @@ export function workerRoutes(router: Router, ctx: Context): void {
   router.add(
     'POST',
     '/workers/:id/claim',
-    { auth: 'worker', summary: 'jobs that fit the worker (long-poll: answered when some fit, or empty after waitS)', params: workerParams, body: claimSchema },
+    { auth: 'worker', summary: 'jobs that fit the worker (long-poll: answered when some fit, or empty after waitS)', params: workerParams, body: claimSchema, quick: { params: isWorkerPath, body: isClaim } },
     async (req): Promise<ClaimReply> => {
       const { who, body } = req;
       const worker = ownWorker(who, req.params.id);
@@ -88,7 +89,7 @@ export function workerRoutes(router: Router, ctx: Context): void {
   router.add(
     'POST',
     '/workers/:id/heartbeat',
-    { auth: 'worker', summary: 'renew the leases of the attempts the worker runs; lists those to abandon', params: workerParams, body: heartbeatSchema },
+    { auth: 'worker', summary: 'renew the leases of the attempts the worker runs; lists those to abandon', params: workerParams, body: heartbeatSchema, quick: { params: isWorkerPath, body: isHeartbeat } },
     (req): HeartbeatReply => {
     const worker = ownWorker(req.who, req.params.id);
     const { attempts } = req.body;
@@ -120,7 +121,7 @@ export function workerRoutes(router: Router, ctx: Context): void {
   router.add(
     'POST',
     '/workers/:id/results',
-    { auth: 'worker', summary: 'report how an attempt ended, with the ends of its output', params: workerParams, body: resultSchema(ctx.config) },
+    { auth: 'worker', summary: 'report how an attempt ended, with the ends of its output', params: workerParams, body: resultSchema(ctx.config), quick: { params: isWorkerPath, body: isPlainResult(ctx.config) } },
     async (req): Promise<ResultReply> => {
     const worker = ownWorker(req.who, req.params.id);
     const body = req.body;

@@ -1,0 +1,78 @@
+/**
+ * The quick checks of the worker routes against the schemas they stand in
+ * for: whatever a predicate lets through, the schema accepts unchanged; and
+ * the ordinary valid request does pass the predicate, or it saves nothing.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { isClaim, isHeartbeat, isPlainResult, isWorkerPath, type QuickCheck } from '../../src/server/quick-checks.js';
+import { claimSchema, heartbeatSchema, resultSchema } from '../../src/server/schemas.js';
+import { z as zod } from 'zod';
+
+type Schema = zod.ZodType;
+
+const limits = { maxJobsPerSubmit: 100, maxLogBytes: 64 };
+const uuid = fc.uuid().map((u) => u.toLowerCase());
+const workerPathSchema = zod.strictObject({ id: zod.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/) });
+
+/** Valid values, and values near them: a field dropped, added, or replaced by anything. */
+function nearby(valid: fc.Arbitrary<Record<string, unknown>>): fc.Arbitrary<unknown> {
+  const anything = fc.oneof(fc.jsonValue(), fc.constant(undefined), fc.integer(), fc.double(), fc.string());
+  return fc.oneof(
+    valid,
+    valid.chain((v) => fc.constantFrom(...Object.keys(v)).map((k) => Object.fromEntries(Object.entries(v).filter(([key]) => key !== k)))),
+    valid.chain((v) => fc.tuple(fc.constantFrom(...Object.keys(v), 'extra', '__proto__'), anything).map(([k, x]) => JSON.parse(JSON.stringify({ ...v, [k]: x })) as unknown)),
+    valid.chain((v) => anything.map((x) => ({ ...v, [Object.keys(v)[0]!]: x }))),
+    fc.jsonValue(),
+  );
+}
+
+function holds(name: string, quick: QuickCheck, schema: Schema, valid: fc.Arbitrary<Record<string, unknown>>): void {
+  it(`${name}: passes only what its schema accepts unchanged`, () => {
+    fc.assert(
+      fc.property(nearby(valid), (v) => {
+        if (!quick(v)) return true;
+        const r = schema.safeParse(v);
+        return r.success && JSON.stringify(r.data) === JSON.stringify(v);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+  it(`${name}: passes the ordinary valid request`, () => {
+    fc.assert(fc.property(valid, (v) => quick(v)), { numRuns: 500 });
+  });
+}
+
+const attempt = fc.record({ jobId: uuid, attempt: fc.integer({ min: 1, max: 1000 }) });
+const result = fc.record({
+  jobId: uuid,
+  attempt: fc.integer({ min: 1, max: 100 }),
+  how: fc.constantFrom('exited', 'timeout', 'start-failed'),
+  exitCode: fc.option(fc.integer({ min: -255, max: 255 }), { nil: null }),
+  signal: fc.option(fc.constantFrom('SIGTERM', 'SIGKILL'), { nil: null }),
+  durationMs: fc.integer({ min: 0, max: 1e9 }),
+  stdout: fc.string({ maxLength: 64 }),
+  stderr: fc.string({ maxLength: 64 }),
+  stdoutBytes: fc.nat(),
+  stderrBytes: fc.nat(),
+});
+
+describe('quick checks of the worker routes', () => {
+  holds('worker path', isWorkerPath, workerPathSchema, fc.record({ id: uuid }));
+  holds('claim', isClaim, claimSchema, fc.record({ waitS: fc.double({ min: 0, max: 300, noNaN: true }), max: fc.integer({ min: 1, max: 4096 }) }, { requiredKeys: ['waitS'] }));
+  holds('heartbeat', isHeartbeat, heartbeatSchema, fc.record({ attempts: fc.array(attempt, { maxLength: 20 }) }));
+  holds('result', isPlainResult(limits), resultSchema(limits), result);
+
+  it('leaves to the schema what it does not know: files, reasons, and logs over the limit', () => {
+    const base = { jobId: '01900000-0000-7000-8000-000000000000', attempt: 1, how: 'exited', exitCode: 0, signal: null, durationMs: 1, stdout: '', stderr: '', stdoutBytes: 0, stderrBytes: 0 };
+    const quick = isPlainResult(limits);
+    assert.equal(quick(base), true);
+    assert.equal(quick({ ...base, outputs: [] }), false);
+    assert.equal(quick({ ...base, reason: 'x' }), false);
+    assert.equal(quick({ ...base, how: 'output-failed' }), false);
+    assert.equal(quick({ ...base, stdout: 'x'.repeat(65) }), false);
+    assert.equal(isHeartbeat({ attempts: [{ jobId: 'NOT-A-UUID', attempt: 1 }] }), false);
+    assert.equal(isHeartbeat(JSON.parse('{"attempts":[],"__proto__":{}}')), false);
+  });
+});
