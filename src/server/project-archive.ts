@@ -113,6 +113,8 @@ async function* tarStream(entries: readonly TarEntry[], mtimeS: number): AsyncGe
   yield Buffer.alloc(2 * BLOCK);
 }
 
+async function* noBytes(): AsyncGenerator<Buffer> {}
+
 /** A job as the saved project carries it: everything but the project's name, which the load gives anew. */
 function jobLine(job: Job | ArchivedJob): string {
   return JSON.stringify({ ...job, project: undefined }) + '\n';
@@ -197,7 +199,7 @@ export async function exportProject(ctx: Context, project: Project): Promise<{ s
     const head = Buffer.from(JSON.stringify(manifest, null, 1) + '\n');
     const entries: TarEntry[] = [
       { name: MANIFEST, size: head.length, bytes: () => [head] as unknown as AsyncIterable<Buffer> },
-      { name: JOBS, size: jobsBytes, bytes: () => fh.createReadStream({ start: 0, end: Math.max(0, jobsBytes - 1), autoClose: false }) },
+      { name: JOBS, size: jobsBytes, bytes: () => (jobsBytes === 0 ? noBytes() : fh.createReadStream({ start: 0, end: jobsBytes - 1, autoClose: false })) },
       ...listed.map((f) => ({ name: FILES + f.sha256, size: f.size, bytes: async () => (await ctx.files.store.read(f.sha256)).stream })),
     ];
     const size = tarSize(entries);

@@ -8,7 +8,8 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { createReadStream, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
@@ -347,8 +348,18 @@ describe('save a project on one server and load it on another', () => {
     await agent.close();
   });
 
-  it('refuses a load past the project quota, and a user may not save a project they cannot see', async () => {
+  it('saves and loads an empty project; refuses a load past the project quota; a user may not save a project they cannot see', async () => {
     const small = await startTestServer({ projectQuotaBytes: 1000 });
+    await small.admin.createProject('empty');
+    const { body, size } = await small.admin.fetchBytes('/projects/empty/export');
+    const chunks: Buffer[] = [];
+    for await (const c of body) chunks.push(c as Buffer);
+    const bytes = Buffer.concat(chunks);
+    assert.equal(bytes.length, size);
+    assert.deepEqual((await untar(bytes)).map(([n, d]) => [n, d.length > 0]), [['cpc-project.json', true], ['jobs.ndjson', false]]);
+    const r0 = await small.admin.sendBytes<ProjectLoadReply>('/projects/empty2/import', Readable.from([bytes]), bytes.length, undefined, 'POST');
+    assert.deepEqual([r0.project.name, r0.jobs, r0.files], ['empty2', 0, 0]);
+
     const file = join(data, 'orig-copy.tar');
     writeFileSync(file, readFileSync(tarFile));
     const home = await cpccHome(small, 'x');
@@ -362,5 +373,48 @@ describe('save a project on one server and load it on another', () => {
     await small.admin.createProject('private');
     const denied = await eve.fetchBytes('/projects/private/export').catch((e: { code: string }) => e);
     assert.equal((denied as { code: string }).code, 'PROJECT_NOT_FOUND');
+  });
+});
+
+describe('saving and loading a large file', () => {
+  it('streams it both ways without either server holding it in memory', async () => {
+    const MiB = 1024 * 1024;
+    const size = 160 * MiB;
+    const [a, b] = await Promise.all([startTestServer(), startTestServer()]);
+    const data = await tempDir('cpc-save-big-');
+    const src = join(data, 'big.bin');
+    const hash = createHash('sha256');
+    const fh = await open(src, 'w');
+    const slice = Buffer.alloc(MiB);
+    for (let i = 0; i < size / MiB; i++) {
+      slice.fill(i & 0xff);
+      slice.writeUInt32LE(i, 0);
+      await fh.write(slice);
+      hash.update(slice);
+    }
+    await fh.close();
+    const sum = hash.digest('hex');
+    await a.admin.createProject('big');
+    await a.admin.sendBytes(`/projects/big/files/${sum}`, createReadStream(src), size);
+    await a.admin.setValue('big', 'blob', { sha256: sum, size });
+
+    global.gc?.();
+    const base = process.memoryUsage().rss;
+    let peak = base;
+    const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
+    const file = join(data, 'big.tar');
+    try {
+      await ok(cpcc(await cpccHome(a, 'big'), ['save', 'big', file]));
+      await ok(cpcc(await cpccHome(b, 'big'), ['load', file, 'big']));
+    } finally {
+      clearInterval(sampler);
+    }
+    // Both servers run in this process; a file held whole would show as its size.
+    assert.ok(peak - base < size / 2, `memory grew by ${Math.round((peak - base) / MiB)} MiB for a ${size / MiB} MiB file`);
+    const back = join(data, 'back.bin');
+    await ok(cpcc(await cpccHome(b, 'big'), ['getf', '@blob', '-o', back]));
+    const again = createHash('sha256');
+    for await (const c of createReadStream(back)) again.update(c as Buffer);
+    assert.equal(again.digest('hex'), sum);
   });
 });
