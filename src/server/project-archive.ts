@@ -217,7 +217,12 @@ export async function exportProject(ctx: Context, project: Project): Promise<{ s
 const count = z.int().min(0).max(Number.MAX_SAFE_INTEGER);
 const jobId = z.string().refine((s) => uuidV7Millis(s) !== null, 'must be a job id (a UUID v7)');
 const path = z.string().min(1).max(1024);
-const valueName = z.string().min(1).max(256);
+// Object keys that JavaScript treats specially would not survive as value names.
+const valueName = z
+  .string()
+  .min(1)
+  .max(256)
+  .refine((k) => k !== '__proto__' && k !== 'constructor' && k !== 'prototype', 'is a reserved name');
 const longText = z.string().max(64 * 1024 * 1024);
 const reason = z.string().max(64 * 1024);
 const envName = z
@@ -484,6 +489,10 @@ export async function importProject(ctx: Context, req: IncomingMessage, name: st
   const version = (raw as { version?: unknown } | null)?.version;
   if (typeof version === 'number' && version !== 1) throw fail('BAD_REQUEST', `${MANIFEST} is format version ${version}; this server reads version 1`);
   const manifest = check(manifestSchema, raw, MANIFEST) as ProjectManifest;
+  // A name like __proto__ is dropped by the parse rather than refused; a value must not vanish silently.
+  if (Object.keys(manifest.values).length !== Object.keys((raw as { values: object }).values).length) {
+    throw fail('INVALID_FIELD', `${MANIFEST}.values: a value name is reserved`);
+  }
   const jobs: LoadedJob[] = [];
   got.jobs.split('\n').forEach((line, i) => {
     if (line.trim() === '') return;

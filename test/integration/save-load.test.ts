@@ -325,6 +325,8 @@ describe('save a project on one server and load it on another', () => {
     const wrong = await load('t5', withManifest(JSON.stringify({ ...manifest, owner: 42 })));
     assert.equal(wrong.code, 'INVALID_FIELD', wrong.message);
     assert.match(wrong.message!, /cpc-project\.json\.owner/);
+    const proto = await load('t5b', withManifest(JSON.stringify(manifest).replace('"values":{', '"values":{"__proto__":{"text":"x","at":1},')));
+    assert.equal(proto.code, 'INVALID_FIELD', proto.message);
     const newer = await load('t6', withManifest(JSON.stringify({ ...manifest, version: 2 })));
     assert.equal(newer.code, 'BAD_REQUEST', newer.message);
     const lines = entries[1]![1].toString().split('\n');
