@@ -84,7 +84,7 @@ const padding = (size: number) => (BLOCK - (size % BLOCK)) % BLOCK;
 interface TarEntry {
   name: string;
   size: number;
-  bytes: () => Promise<AsyncIterable<Buffer>> | AsyncIterable<Buffer>;
+  bytes: () => Promise<AsyncIterable<Buffer>> | AsyncIterable<Buffer> | Iterable<Buffer>;
 }
 
 /** The exact length of the tar `tarStream` writes for these entries. */
@@ -198,7 +198,7 @@ export async function exportProject(ctx: Context, project: Project): Promise<{ s
     };
     const head = Buffer.from(JSON.stringify(manifest, null, 1) + '\n');
     const entries: TarEntry[] = [
-      { name: MANIFEST, size: head.length, bytes: () => [head] as unknown as AsyncIterable<Buffer> },
+      { name: MANIFEST, size: head.length, bytes: () => [head] },
       { name: JOBS, size: jobsBytes, bytes: () => (jobsBytes === 0 ? noBytes() : fh.createReadStream({ start: 0, end: jobsBytes - 1, autoClose: false })) },
       ...listed.map((f) => ({ name: FILES + f.sha256, size: f.size, bytes: async () => (await ctx.files.store.read(f.sha256)).stream })),
     ];
