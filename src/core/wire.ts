@@ -45,7 +45,7 @@
  *               POST /server/stop                       → StopReply  (then the server stops)
  *               WS   /events            (see "event stream" below)
  *   worker      POST /workers          RegisterRequest  → RegisterReply
- *               POST /workers/:id/claim ClaimRequest    → ClaimReply   (long-poll)
+ *               POST /workers/:id/claim ClaimRequest    → ClaimReply   (long-poll; may carry results)
  *               POST /workers/:id/release               → { released }  (answers its waiting claim now)
  *               POST /workers/:id/heartbeat HeartbeatRequest → HeartbeatReply
  *               POST /workers/:id/results ResultRequest → ResultReply
@@ -245,7 +245,15 @@ export interface ClaimRequest {
   waitS: number;
   /** Most jobs to hand out in one reply. */
   max?: number;
+  /**
+   * Results of attempts that just ended, taken before the claim is served:
+   * a busy worker reports and asks for more in one request instead of two.
+   */
+  results?: ResultRequest[];
 }
+
+/** What became of one result sent with a claim: taken, or refused with the code the results route would give. */
+export type ResultOutcome = ResultReply | { error: { code: string; message: string } };
 
 /** What a worker needs to run one attempt. */
 export interface ClaimedJob {
@@ -265,6 +273,8 @@ export interface ClaimedJob {
 
 export interface ClaimReply {
   jobs: ClaimedJob[];
+  /** With `results` in the request: one outcome for each, in order. */
+  results?: ResultOutcome[];
 }
 
 export interface HeartbeatRequest {

@@ -1,4 +1,4 @@
-import type { Limits } from './schemas.js';
+import { MAX_RESULTS_PER_CLAIM, type Limits } from './schemas.js';
 
 /**
  * Workers send thousands of claims, heartbeats and results a second, and the
@@ -30,14 +30,18 @@ const isInt = (v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): boolean 
 /** `{ id }`: the worker id in the path of the worker routes. */
 export const isWorkerPath: QuickCheck = (v) => isRecord(v) && hasKeys(v, ['id']) && typeof v.id === 'string' && UUID.test(v.id);
 
-export const isClaim: QuickCheck = (v) =>
-  isRecord(v) &&
-  hasKeys(v, ['waitS'], ['max']) &&
-  typeof v.waitS === 'number' &&
-  Number.isFinite(v.waitS) &&
-  v.waitS >= 0 &&
-  v.waitS <= 300 &&
-  (v.max === undefined || isInt(v.max, 1, 4096));
+export function isClaim(limits: Limits): QuickCheck {
+  const isResult = isPlainResult(limits);
+  return (v) =>
+    isRecord(v) &&
+    hasKeys(v, ['waitS'], ['max', 'results']) &&
+    typeof v.waitS === 'number' &&
+    Number.isFinite(v.waitS) &&
+    v.waitS >= 0 &&
+    v.waitS <= 300 &&
+    (v.max === undefined || isInt(v.max, 1, 4096)) &&
+    (v.results === undefined || (Array.isArray(v.results) && v.results.length <= MAX_RESULTS_PER_CLAIM && v.results.every(isResult)));
+}
 
 export const isHeartbeat: QuickCheck = (v) => {
   if (!isRecord(v) || !hasKeys(v, ['attempts'])) return false;

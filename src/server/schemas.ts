@@ -12,6 +12,9 @@ import { USER_NAME } from './accounts.js';
  * description becomes the API's OpenAPI document (openapi.ts).
  */
 
+/** Results one claim may carry (a worker has at most one per core). */
+export const MAX_RESULTS_PER_CLAIM = 4096;
+
 export interface Limits {
   maxJobsPerSubmit: number;
   maxLogBytes: number;
@@ -127,10 +130,6 @@ export const registerSchema = z.strictObject({
   labels: z.array(name(64)).max(64).optional(),
 });
 
-export const claimSchema = z.strictObject({
-  waitS: z.number().min(0).max(300),
-  max: z.int().min(1).max(4096).optional(),
-});
 
 export const heartbeatSchema = z.strictObject({
   attempts: z.array(z.strictObject({ jobId: id, attempt: z.int().min(1) })).max(100_000),
@@ -150,6 +149,14 @@ export const resultSchema = perLimits((limits) =>
     stderr: limited(z.string().max(limits.maxLogBytes), stringLength, limits.maxLogBytes, 'LOG_TOO_LARGE', 'stderr is over the log limit'),
     stdoutBytes: z.int().min(0),
     stderrBytes: z.int().min(0),
+  }),
+);
+
+export const claimSchema = perLimits((limits) =>
+  z.strictObject({
+    waitS: z.number().min(0).max(300),
+    max: z.int().min(1).max(4096).optional(),
+    results: z.array(resultSchema(limits)).max(MAX_RESULTS_PER_CLAIM).optional(),
   }),
 );
 

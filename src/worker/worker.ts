@@ -2,7 +2,7 @@ import { promises as fsp } from 'node:fs';
 import { hostname } from 'node:os';
 import { ApiError, type ApiClient } from '../client/api/client.js';
 import type { Resources } from '../core/types.js';
-import type { ClaimedJob, RegisterReply, ResultRequest } from '../core/wire.js';
+import type { ClaimReply, ClaimedJob, RegisterReply, ResultRequest } from '../core/wire.js';
 import { fetchInputs, keepOutputs } from './files.js';
 import { startAttempt, type AttemptOutcome, type RunningAttempt } from './runner.js';
 
@@ -49,6 +49,8 @@ export interface WorkerOptions {
    * (re-queued) instead of reported as failed.
    */
   signalSettleMs?: number;
+  /** Send results with the next claim when one follows at once (default); false: always on their own. */
+  resultsWithClaims?: boolean;
 }
 
 export interface HeldAttempt {
@@ -117,6 +119,19 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Wakeup().wait(ms, signal);
 }
 
+/** A result waiting to ride on the next claim (see `carry`). */
+interface Carried {
+  req: ResultRequest;
+  slot: Slot;
+  /** Sent with a claim: from then on only that claim's answer settles it. */
+  taken: boolean;
+  /** True once the claim delivered it (taken, or refused for good); false: it is to be sent alone. */
+  settle: (delivered: boolean) => void;
+}
+
+/** How long a result waits for a claim to carry it before it is sent alone. */
+const CARRY_WAIT_MS = 50;
+
 interface Slot {
   key: string;
   job: ClaimedJob;
@@ -154,6 +169,8 @@ export class Worker {
   private readonly killCtl = new AbortController();
   private readonly heartbeatCtl = new AbortController();
   private claimCtl?: AbortController;
+  /** Results for the next claim to carry. */
+  private readonly outbox: Carried[] = [];
   private readonly resourcesChanged = new Wakeup();
   private readonly heartbeatNow = new Wakeup();
   private readonly slotGone = new Wakeup();
@@ -345,14 +362,20 @@ export class Worker {
       const ctl = new AbortController();
       this.claimCtl = ctl;
       const t0 = Date.now();
+      // Results that ended just now go with this claim, which then does not wait:
+      // a result must not sit in a long-poll until work turns up.
+      const carried = this.outbox.splice(0);
+      for (const c of carried) c.taken = true;
       try {
-        this.log('debug', 'claiming', { max: cores, waitS: this.claimWaitS });
-        const reply = await this.client.claim(workerId, { waitS: this.claimWaitS, max: cores }, ctl.signal);
+        this.log('debug', 'claiming', { max: cores, waitS: this.claimWaitS, results: carried.length });
+        const req = carried.length > 0 ? { waitS: 0, max: cores, results: carried.map((c) => c.req) } : { waitS: this.claimWaitS, max: cores };
+        const reply = await this.client.claim(workerId, req, ctl.signal);
         this.serverAnswered();
         failures = 0;
+        this.settleCarried(carried, reply.results);
         for (const job of reply.jobs) this.launch(job, workerId);
         // A server that answers every claim at once with nothing must not make us spin.
-        if (reply.jobs.length === 0 && Date.now() - t0 < Math.min(1000, this.claimWaitS * 500)) {
+        if (reply.jobs.length === 0 && carried.length === 0 && Date.now() - t0 < Math.min(1000, this.claimWaitS * 500)) {
           await sleep(this.backoff(quickEmpty++), this.stopCtl.signal);
         } else {
           quickEmpty = 0;
@@ -375,8 +398,56 @@ export class Worker {
         }
       } finally {
         if (this.claimCtl === ctl) this.claimCtl = undefined;
+        // Whatever the claim did not settle is sent alone, by the usual path and its retries.
+        for (const c of carried) c.settle(false);
       }
     }
+  }
+
+  /**
+   * Hands a result to the claim loop, to go with its next claim; resolves
+   * true once a claim delivered it, false when it is to be sent alone: when
+   * a claim is open already (its long-poll would hold the result), when none
+   * follows soon, or when the claim failed.
+   */
+  private carry(slot: Slot, req: ResultRequest): Promise<boolean> {
+    if (this.opts.resultsWithClaims === false || this.stopping || this.claimCtl || slot.workerId !== this.workerId) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      let settled = false;
+      const c: Carried = {
+        req,
+        slot,
+        taken: false,
+        settle: (delivered) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          resolve(delivered);
+        },
+      };
+      const timer = setTimeout(() => {
+        if (c.taken) return;
+        this.outbox.splice(this.outbox.indexOf(c), 1);
+        c.settle(false);
+      }, CARRY_WAIT_MS);
+      this.outbox.push(c);
+      this.resourcesChanged.fire();
+    });
+  }
+
+  private settleCarried(carried: Carried[], outcomes: ClaimReply['results']): void {
+    carried.forEach((c, i) => {
+      const o = outcomes?.[i];
+      const { jobId, attempt } = c.req;
+      if (!o) return c.settle(false);
+      if ('error' in o) {
+        if (!FINAL_RESULT_CODES.has(o.error.code)) return c.settle(false);
+        this.log('warn', 'result refused: the server has settled this attempt without it', { job: jobId, attempt, code: o.error.code, error: o.error.message });
+        return c.settle(true);
+      }
+      this.log('info', 'result delivered', { job: jobId, attempt, state: o.state, duplicate: o.duplicate, withClaim: true });
+      c.settle(true);
+    });
   }
 
   private launch(job: ClaimedJob, workerId: string): void {
@@ -490,6 +561,7 @@ export class Worker {
   private async report(slot: Slot, outcome: AttemptOutcome): Promise<void> {
     const { job } = slot;
     const req: ResultRequest = { jobId: job.id, attempt: job.attempt, ...outcome };
+    if (await this.carry(slot, req)) return;
     const signal = AbortSignal.any([this.killCtl.signal, slot.ctl.signal]);
     let failures = 0;
     for (;;) {

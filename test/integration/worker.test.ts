@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { ApiClient, ApiError } from '../../src/client/api/client.js';
-import type { HeartbeatReply, HeartbeatRequest, JobView, ResultReply, ResultRequest } from '../../src/core/wire.js';
+import type { ClaimReply, ClaimRequest, HeartbeatReply, HeartbeatRequest, JobView, ResultReply, ResultRequest } from '../../src/core/wire.js';
 import { startServer } from '../../src/server/server.js';
 import { Worker, type WorkerOptions } from '../../src/worker/worker.js';
 
@@ -287,7 +287,23 @@ describe('cpc-worker against a real server', () => {
 class FaultyClient extends ApiClient {
   resultFaults: ApiError[] = [];
   heartbeatFaults: ApiError[] = [];
+  /** Faults for claims that carry results. */
+  claimFaults: ApiError[] = [];
   resultCalls = 0;
+  claimsWithResults = 0;
+  /** The next result sent with a claim names an attempt that does not exist. */
+  misnumberNextResult = false;
+
+  override claim(workerId: string, req: ClaimRequest, signal?: AbortSignal): Promise<ClaimReply> {
+    if (!req.results?.length) return super.claim(workerId, req, signal);
+    this.claimsWithResults++;
+    if (this.misnumberNextResult) {
+      this.misnumberNextResult = false;
+      req = { ...req, results: [{ ...req.results[0]!, attempt: 99 }, ...req.results.slice(1)] };
+    }
+    const fault = this.claimFaults.shift();
+    return fault ? Promise.reject(fault) : super.claim(workerId, req, signal);
+  }
 
   override result(workerId: string, req: ResultRequest): Promise<ResultReply> {
     this.resultCalls++;
@@ -322,7 +338,7 @@ describe('cpc-worker when things go wrong', () => {
       new ApiError('SHUTTING_DOWN', 'restarting', 503),
       new ApiError('TIMEOUT', 'no answer'),
     ];
-    const worker = await startWorker(site, { client });
+    const worker = await startWorker(site, { client, resultsWithClaims: false });
     const { ids } = await site.admin.submit('faults', [{ shell: 'echo persistent' }]);
     const v = await finalView(site.admin, ids[0]!);
     assert.equal(v.state, 'done');
@@ -334,7 +350,7 @@ describe('cpc-worker when things go wrong', () => {
   it('drops a result the server has settled without it, and goes on', async () => {
     const client = faultyClient();
     client.resultFaults = [new ApiError('STALE_ATTEMPT', 'attempt 1 is no longer current', 409)];
-    const worker = await startWorker(site, { client, cores: 1 });
+    const worker = await startWorker(site, { client, cores: 1, resultsWithClaims: false });
     const { ids } = await site.admin.submit('faults', [{ shell: 'echo first' }]);
     await waitFor('the refused result to be dropped', () => client.resultCalls === 1 && worker.held().length === 0);
     // The server never heard of the result: the job's lease runs out and it runs again.
@@ -343,6 +359,35 @@ describe('cpc-worker when things go wrong', () => {
     assert.equal(v.attempts.length, 2);
     assert.equal(v.attempts[0]!.how, 'lease-expired');
     assert.equal(client.resultCalls, 2);
+    await worker.stop({ drain: true });
+  });
+
+  it('sends results with its next claim, one request for both, and alone when that claim fails', async () => {
+    const client = faultyClient();
+    const worker = await startWorker(site, { client, cores: 1 });
+    const { ids } = await site.admin.submit('faults', [{ shell: 'echo a' }, { shell: 'echo b' }, { shell: 'echo c' }]);
+    for (const id of ids) assert.equal((await finalView(site.admin, id)).state, 'done');
+    assert.equal(client.resultCalls, 0, 'every result went with a claim');
+    assert.ok(client.claimsWithResults >= 2, `${client.claimsWithResults} claims carried results`);
+    // A claim that fails with results aboard: they go alone, and nothing is lost.
+    client.claimFaults = [new ApiError('UNREACHABLE', 'connection refused')];
+    const { ids: more } = await site.admin.submit('faults', [{ shell: 'echo d' }, { shell: 'echo e' }]);
+    for (const id of more) assert.equal((await finalView(site.admin, id)).state, 'done');
+    assert.ok(client.resultCalls >= 1, 'the result of the failed claim was sent alone');
+    await worker.stop({ drain: true });
+  });
+
+  it('drops a result refused with its claim, and goes on', async () => {
+    const client = faultyClient();
+    client.misnumberNextResult = true;
+    const worker = await startWorker(site, { client, cores: 1 });
+    const { ids } = await site.admin.submit('faults', [{ shell: 'echo once' }]);
+    // The server refuses the misnumbered result for good; the worker drops it, and the lease runs out.
+    const v = await finalView(site.admin, ids[0]!);
+    assert.equal(v.state, 'done');
+    assert.equal(v.attempts.length, 2);
+    assert.equal(v.attempts[0]!.how, 'lease-expired');
+    assert.equal(client.resultCalls, 0, 'the refused result was not sent again alone');
     await worker.stop({ drain: true });
   });
 

@@ -60,7 +60,12 @@ const result = fc.record({
 
 describe('quick checks of the worker routes', () => {
   holds('worker path', isWorkerPath, workerPathSchema, fc.record({ id: uuid }));
-  holds('claim', isClaim, claimSchema, fc.record({ waitS: fc.double({ min: 0, max: 300, noNaN: true }), max: fc.integer({ min: 1, max: 4096 }) }, { requiredKeys: ['waitS'] }));
+  holds(
+    'claim',
+    isClaim(limits),
+    claimSchema(limits),
+    fc.record({ waitS: fc.double({ min: 0, max: 300, noNaN: true }), max: fc.integer({ min: 1, max: 4096 }), results: fc.array(result, { maxLength: 3 }) }, { requiredKeys: ['waitS'] }),
+  );
   holds('heartbeat', isHeartbeat, heartbeatSchema, fc.record({ attempts: fc.array(attempt, { maxLength: 20 }) }));
   holds('result', isPlainResult(limits), resultSchema(limits), result);
 

@@ -1,13 +1,15 @@
 import { v7 as uuidv7 } from 'uuid';
 import { renewedAttempts, renewLeases } from '../../core/commands.js';
-import { fail } from '../../core/errors.js';
+import { CpcError, fail } from '../../core/errors.js';
 import type { Model } from '../../core/model.js';
 import type { Worker } from '../../core/types.js';
 import type {
   ClaimReply,
   HeartbeatReply,
   RegisterReply,
+  ResultOutcome,
   ResultReply,
+  ResultRequest,
   WorkerTokenCreated,
   WorkerTokenView,
   WorkerView,
@@ -41,6 +43,23 @@ export function workerRoutes(router: Router, ctx: Context): void {
 
   const ownWorker = (who: WorkerIdentity, id: string): Worker => workerOf(model, who, id);
 
+  /** A worker's result, alone or with its next claim. */
+  const report = async (workerId: string, body: ResultRequest): Promise<ResultReply> => {
+    // Mine or forward: a peer's job goes home through the delegation outbox.
+    if (model.foreign.has(body.jobId)) return ctx.delegation.result(workerId, body);
+    // A job this server does not hold (anymore) cannot be this worker's to finish.
+    if (!model.job(body.jobId)) throw fail('STALE_ATTEMPT', `job ${body.jobId} is not leased to this worker (it may have been given up)`);
+    return acceptResult(ctx, workerId, body, 'local');
+  };
+
+  /** A refusal of one of several results is that result's answer, not the whole request's. */
+  const outcomeOf = (p: Promise<ResultReply>): Promise<ResultOutcome> =>
+    p.catch((err: unknown) => {
+      if (err instanceof CpcError) return { error: { code: err.code, message: err.message } };
+      ctx.log.error('a result sent with a claim failed', { err: String(err) });
+      return { error: { code: 'INTERNAL', message: 'internal error; see the server log' } };
+    });
+
   router.add('POST', '/workers', { auth: 'worker', summary: 'register a worker with its resources', body: registerSchema }, async (req): Promise<RegisterReply> => {
     const { who, body } = req;
     const id = uuidv7();
@@ -61,10 +80,12 @@ export function workerRoutes(router: Router, ctx: Context): void {
   router.add(
     'POST',
     '/workers/:id/claim',
-    { auth: 'worker', summary: 'jobs that fit the worker (long-poll: answered when some fit, or empty after waitS)', params: workerParams, body: claimSchema, quick: { params: isWorkerPath, body: isClaim } },
+    { auth: 'worker', summary: 'jobs that fit the worker (long-poll: answered when some fit, or empty after waitS)', params: workerParams, body: claimSchema(ctx.config), quick: { params: isWorkerPath, body: isClaim(ctx.config) } },
     async (req): Promise<ClaimReply> => {
       const { who, body } = req;
       const worker = ownWorker(who, req.params.id);
+      // Results first: the room they free is the room this claim fills.
+      const results = body.results ? await Promise.all(body.results.map((r) => outcomeOf(report(worker.id, r)))) : undefined;
       const open = claimsOpen.get(who.tokenId) ?? 0;
       if (open >= ctx.config.maxClaimsPerToken) {
         throw fail('TOO_MANY_REQUESTS', `workers of this token have ${open} claims open already, the most allowed`, { retryAfterS: 1 });
@@ -72,7 +93,8 @@ export function workerRoutes(router: Router, ctx: Context): void {
       claimsOpen.set(who.tokenId, open + 1);
       try {
         worker.lastSeen = Date.now();
-        return { jobs: await ctx.dispatcher.claim(worker.id, body.max ?? 4096, body.waitS, req.signal) };
+        const jobs = await ctx.dispatcher.claim(worker.id, body.max ?? 4096, body.waitS, req.signal);
+        return results ? { jobs, results } : { jobs };
       } finally {
         const left = (claimsOpen.get(who.tokenId) ?? 1) - 1;
         if (left > 0) claimsOpen.set(who.tokenId, left);
@@ -122,15 +144,7 @@ export function workerRoutes(router: Router, ctx: Context): void {
     'POST',
     '/workers/:id/results',
     { auth: 'worker', summary: 'report how an attempt ended, with the ends of its output', params: workerParams, body: resultSchema(ctx.config), quick: { params: isWorkerPath, body: isPlainResult(ctx.config) } },
-    async (req): Promise<ResultReply> => {
-    const worker = ownWorker(req.who, req.params.id);
-    const body = req.body;
-    // Mine or forward: a peer's job goes home through the delegation outbox.
-    if (model.foreign.has(body.jobId)) return ctx.delegation.result(worker.id, body);
-    // A job this server does not hold (anymore) cannot be this worker's to finish.
-    if (!model.job(body.jobId)) throw fail('STALE_ATTEMPT', `job ${body.jobId} is not leased to this worker (it may have been given up)`);
-    return acceptResult(ctx, worker.id, body, 'local');
-    },
+    (req): Promise<ResultReply> => report(ownWorker(req.who, req.params.id).id, req.body),
   );
 
   router.add('GET', '/workers', { auth: 'user', summary: 'the workers registered here' }, (): { workers: WorkerView[] } => {
