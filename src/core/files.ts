@@ -32,6 +32,8 @@ export function checkFileName(name: string, what = 'file name'): string {
 export const VALUE_NAME = /^[A-Za-z0-9_][A-Za-z0-9_./-]{0,255}$/;
 
 export function checkValueName(name: string): string {
+  // Values live in a plain object: names JavaScript gives meaning to there would read or change the wrong thing.
+  if (name === '__proto__' || Object.hasOwn(Object.prototype, name)) throw fail('INVALID_PATH', `value name '${name}' is reserved`);
   if (!VALUE_NAME.test(name)) throw fail('INVALID_PATH', `value name '${name}' must be 1-256 letters, digits, _ . / -, starting with a letter, digit or _`);
   return checkFileName(name, 'value name');
 }
