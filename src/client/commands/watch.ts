@@ -181,6 +181,8 @@ function linesOf(ev: StreamEvent): string[] {
   for (const p of ev.projects ?? []) {
     if (p.removed) out.push(`${time}  project ${p.name} removed`);
     else if (ev.kind === 'project-created') out.push(`${time}  project ${p.name} created by ${p.owner}`);
+    else if (ev.kind === 'project-loaded') out.push(`${time}  project ${p.name} loaded by ${p.owner}`);
+    else if (ev.kind === 'value-set') out.push(`${time}  project ${p.name}: a value changed`);
   }
   return out;
 }

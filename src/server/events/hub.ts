@@ -235,6 +235,9 @@ export class EventHub {
       case 'project-removed':
         removed.push(e.name);
         break;
+      case 'value-set':
+        projects.add(e.project);
+        break;
       case 'worker-registered':
         workers.add(e.id);
         break;
