@@ -20,10 +20,16 @@ const client = new ApiClient({ url: url!, caPem: readFileSync(caFile!, 'utf8'), 
 let next = 0;
 let sent = 0;
 let abandoned = 0;
+/** Workers whose last heartbeat the server kept: as cpc-worker does, they then send only how many. */
+const kept = new Set<string>();
 const result = await closedLoop('heartbeats-client', concurrency, seconds, async () => {
   const w = assignments[next++ % assignments.length]!;
-  const { abandon } = await client.heartbeat(w.workerId, { attempts: w.attempts });
-  abandoned += abandon.length;
+  const same = kept.has(w.workerId);
+  const reply = await client.heartbeat(w.workerId, same ? { same: w.attempts.length } : { attempts: w.attempts });
+  if (reply.kept) kept.add(w.workerId);
+  else kept.delete(w.workerId);
+  abandoned += reply.abandon.length;
+  if (reply.resend) abandoned++;
   sent++;
 });
 await client.close();

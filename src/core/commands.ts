@@ -21,6 +21,7 @@ import {
   type InputSource,
   type JobSpec,
   type JobState,
+  type Lease,
   type OutputSpec,
   type ProcessOutcome,
   type ProjectValue,
@@ -387,6 +388,33 @@ export function renewLeases(
     out.abandon.push({ jobId, attempt, reason });
   }
   return out;
+}
+
+/**
+ * What a worker's heartbeat renewed last, kept so that the next heartbeat
+ * naming the same attempts need not name them again: while the worker's
+ * lease version is unchanged, these are still its leases, the same objects.
+ */
+export interface RenewalMemo {
+  version: number;
+  leases: Lease[];
+  attempts: [string, number][];
+}
+
+/** The memo of a heartbeat that renewed every attempt it named, all of them this server's. */
+export function renewalMemo(model: Model, workerId: string, attempts: [string, number][]): RenewalMemo {
+  return { version: model.leases.versionOf(workerId), leases: attempts.map(([jobId]) => model.leases.get(jobId)!), attempts };
+}
+
+/**
+ * Renews what a memo holds, if it still holds: true when done, false when
+ * the worker's leases changed since (it must name its attempts again).
+ */
+export function renewFromMemo(model: Model, workerId: string, memo: RenewalMemo, deadline: number, at: number): boolean {
+  if (memo.version !== model.leases.versionOf(workerId)) return false;
+  model.worker(workerId).lastSeen = at;
+  for (const lease of memo.leases) if (deadline > lease.deadline) lease.deadline = deadline;
+  return true;
 }
 
 /** The attempts of a heartbeat that were renewed: those named, less those to abandon. */

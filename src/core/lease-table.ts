@@ -21,6 +21,9 @@ export class LeaseTable {
   private readonly byJob = new Map<string, Lease>();
   private readonly byWorker = new Map<string, Set<string>>();
   private readonly heap = new Heap<Entry>((a, b) => a.deadline < b.deadline);
+  /** Per worker, a number that changes whenever one of its leases is added or removed (see versionOf). */
+  private readonly versions = new Map<string, number>();
+  private changes = 0;
 
   get size(): number {
     return this.byJob.size;
@@ -36,6 +39,7 @@ export class LeaseTable {
     let jobs = this.byWorker.get(lease.workerId);
     if (!jobs) this.byWorker.set(lease.workerId, (jobs = new Set()));
     jobs.add(lease.jobId);
+    this.versions.set(lease.workerId, ++this.changes);
     this.heap.push({ deadline: lease.deadline, jobId: lease.jobId, attempt: lease.attempt });
   }
 
@@ -45,7 +49,10 @@ export class LeaseTable {
     this.byJob.delete(jobId);
     const jobs = this.byWorker.get(lease.workerId);
     jobs?.delete(jobId);
-    if (jobs && jobs.size === 0) this.byWorker.delete(lease.workerId);
+    if (jobs && jobs.size === 0) {
+      this.byWorker.delete(lease.workerId);
+      this.versions.delete(lease.workerId);
+    } else this.versions.set(lease.workerId, ++this.changes);
     return lease;
   }
 
@@ -70,6 +77,15 @@ export class LeaseTable {
   ofWorker(workerId: string): Lease[] {
     const jobs = this.byWorker.get(workerId);
     return jobs ? [...jobs].map((id) => this.byJob.get(id)!) : [];
+  }
+
+  /**
+   * Changes whenever the worker gains or loses a lease, never to a value it
+   * had before: while it stays the same, the leases of the worker are the
+   * very same objects (0 when it has none).
+   */
+  versionOf(workerId: string): number {
+    return this.versions.get(workerId) ?? 0;
   }
 
   countOfWorker(workerId: string): number {

@@ -277,13 +277,20 @@ export interface ClaimReply {
   results?: ResultOutcome[];
 }
 
-export interface HeartbeatRequest {
-  attempts: { jobId: string; attempt: number }[];
-}
+/**
+ * The attempts the worker runs; or, when they are the very ones its last
+ * heartbeat named and the server kept (`kept` in that reply), just how many
+ * there are: a busy worker's heartbeat then costs the server next to nothing.
+ */
+export type HeartbeatRequest = { attempts: { jobId: string; attempt: number }[] } | { same: number };
 
 export interface HeartbeatReply {
   abandon: { jobId: string; attempt: number; reason: string }[];
   heartbeatIntervalS: number;
+  /** The server kept the attempts named: the next heartbeat may send `{ same }` instead of naming them. */
+  kept?: true;
+  /** To a `{ same }` heartbeat: the server no longer has them; name the attempts again. */
+  resend?: true;
 }
 
 export interface ResultRequest {

@@ -44,6 +44,7 @@ export function isClaim(limits: Limits): QuickCheck {
 }
 
 export const isHeartbeat: QuickCheck = (v) => {
+  if (isRecord(v) && hasKeys(v, ['same'])) return isInt(v.same, 1, 100_000);
   if (!isRecord(v) || !hasKeys(v, ['attempts'])) return false;
   const attempts = v.attempts;
   if (!Array.isArray(attempts) || attempts.length > 100_000) return false;

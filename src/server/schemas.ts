@@ -131,9 +131,10 @@ export const registerSchema = z.strictObject({
 });
 
 
-export const heartbeatSchema = z.strictObject({
-  attempts: z.array(z.strictObject({ jobId: id, attempt: z.int().min(1) })).max(100_000),
-});
+export const heartbeatSchema = z.union([
+  z.strictObject({ attempts: z.array(z.strictObject({ jobId: id, attempt: z.int().min(1) })).max(100_000) }),
+  z.strictObject({ same: z.int().min(1).max(100_000) }),
+]);
 
 export const resultSchema = perLimits((limits) =>
   z.strictObject({

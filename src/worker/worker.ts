@@ -169,6 +169,8 @@ export class Worker {
   private readonly killCtl = new AbortController();
   private readonly heartbeatCtl = new AbortController();
   private claimCtl?: AbortController;
+  /** The attempts of the last heartbeat the server kept (see HeartbeatRequest). */
+  private keptHeartbeat?: string;
   /** Results for the next claim to carry. */
   private readonly outbox: Carried[] = [];
   private readonly resourcesChanged = new Wakeup();
@@ -635,9 +637,17 @@ export class Worker {
     const attempts = [...this.slots.values()]
       .filter((s) => s.workerId === workerId && !s.abandoned)
       .map((s) => ({ jobId: s.job.id, attempt: s.job.attempt }));
+    // The same attempts as the heartbeat the server kept: say how many, not which.
+    const named = attempts.map((a) => `${a.jobId}#${a.attempt}`).join(' ');
+    const same = attempts.length > 0 && named === this.keptHeartbeat;
     try {
-      const reply = await this.client.heartbeat(workerId, { attempts });
+      const reply = await this.client.heartbeat(workerId, same ? { same: attempts.length } : { attempts });
       this.serverAnswered();
+      if (reply.resend) {
+        this.keptHeartbeat = undefined;
+        return this.heartbeat();
+      }
+      this.keptHeartbeat = reply.kept ? named : undefined;
       if (reply.heartbeatIntervalS > 0 && reply.heartbeatIntervalS * 1000 !== this.heartbeatMs) {
         this.heartbeatMs = reply.heartbeatIntervalS * 1000;
         this.log('info', 'heartbeat interval changed', { heartbeatIntervalS: reply.heartbeatIntervalS });

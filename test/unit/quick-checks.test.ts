@@ -66,7 +66,12 @@ describe('quick checks of the worker routes', () => {
     claimSchema(limits),
     fc.record({ waitS: fc.double({ min: 0, max: 300, noNaN: true }), max: fc.integer({ min: 1, max: 4096 }), results: fc.array(result, { maxLength: 3 }) }, { requiredKeys: ['waitS'] }),
   );
-  holds('heartbeat', isHeartbeat, heartbeatSchema, fc.record({ attempts: fc.array(attempt, { maxLength: 20 }) }));
+  holds(
+    'heartbeat',
+    isHeartbeat,
+    heartbeatSchema,
+    fc.oneof(fc.record({ attempts: fc.array(attempt, { maxLength: 20 }) }), fc.record({ same: fc.integer({ min: 1, max: 100_000 }) })),
+  );
   holds('result', isPlainResult(limits), resultSchema(limits), result);
 
   it('leaves to the schema what it does not know: files, reasons, and logs over the limit', () => {

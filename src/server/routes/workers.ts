@@ -1,5 +1,5 @@
 import { v7 as uuidv7 } from 'uuid';
-import { renewedAttempts, renewLeases } from '../../core/commands.js';
+import { renewFromMemo, renewalMemo, renewedAttempts, renewLeases, type RenewalMemo } from '../../core/commands.js';
 import { CpcError, fail } from '../../core/errors.js';
 import type { Model } from '../../core/model.js';
 import type { Worker } from '../../core/types.js';
@@ -42,6 +42,21 @@ export function workerRoutes(router: Router, ctx: Context): void {
   const claimsOpen = new Map<string, number>();
 
   const ownWorker = (who: WorkerIdentity, id: string): Worker => workerOf(model, who, id);
+
+  /** What each worker's last heartbeat renewed, for heartbeats that name the same attempts (`{ same }`); gone with the worker. */
+  const memos = new WeakMap<Worker, RenewalMemo>();
+
+  /**
+   * Renewals only move deadlines, so they are journaled coarsely and not
+   * waited for: losing the last few in a crash only shortens a lease, and
+   * start-up gives such leases a full period anyway (see recovery.ts).
+   */
+  const journalRenewal = (workerId: string, deadline: number, now: number, attempts: [string, number][]): void => {
+    const last = ctx.journaledDeadline.get(workerId) ?? 0;
+    if (deadline - last < ctx.leaseMs / 4) return;
+    ctx.journaledDeadline.set(workerId, deadline);
+    ctx.store.commitLater({ t: 'leases-renewed', at: now, workerId, deadline, attempts });
+  };
 
   /** A worker's result, alone or with its next claim. */
   const report = async (workerId: string, body: ResultRequest): Promise<ResultReply> => {
@@ -113,30 +128,40 @@ export function workerRoutes(router: Router, ctx: Context): void {
     '/workers/:id/heartbeat',
     { auth: 'worker', summary: 'renew the leases of the attempts the worker runs; lists those to abandon', params: workerParams, body: heartbeatSchema, quick: { params: isWorkerPath, body: isHeartbeat } },
     (req): HeartbeatReply => {
-    const worker = ownWorker(req.who, req.params.id);
-    const { attempts } = req.body;
-    const now = Date.now();
-    const deadline = now + ctx.leaseMs;
-    // Mine or forward: peers' jobs this worker runs are renewed by delegation.
-    const local = attempts.filter((a) => !model.foreign.has(a.jobId));
-    const foreign = attempts.filter((a) => model.foreign.has(a.jobId));
-    const outcome = renewLeases(model, worker.id, local, deadline, now);
-    // Delegation's answers come first: they carry home's reason for dropping an attempt.
-    const seen = new Set<string>();
-    const abandon = [...ctx.delegation.heartbeat(worker.id, foreign, deadline), ...outcome.abandon].filter((a) => {
-      const key = `${a.jobId}#${a.attempt}`;
-      return !seen.has(key) && seen.add(key);
-    });
-    // Renewals only move deadlines, so they are journaled coarsely and not
-    // waited for: losing the last few in a crash only shortens a lease, and
-    // start-up gives such leases a full period anyway (see recovery.ts).
-    const last = ctx.journaledDeadline.get(worker.id) ?? 0;
-    if (abandon.length < attempts.length && deadline - last >= ctx.leaseMs / 4) {
-      ctx.journaledDeadline.set(worker.id, deadline);
-      const renewed = renewedAttempts(attempts, abandon);
-      ctx.store.commitLater({ t: 'leases-renewed', at: now, workerId: worker.id, deadline, attempts: renewed });
-    }
-    return { abandon, heartbeatIntervalS: ctx.config.heartbeatIntervalS };
+      const worker = ownWorker(req.who, req.params.id);
+      const now = Date.now();
+      const deadline = now + ctx.leaseMs;
+      const interval = ctx.config.heartbeatIntervalS;
+      if ('same' in req.body) {
+        // The attempts the last heartbeat named, if the worker's leases have not changed since.
+        const memo = memos.get(worker);
+        if (!memo || memo.leases.length !== req.body.same || !renewFromMemo(model, worker.id, memo, deadline, now)) {
+          memos.delete(worker);
+          return { abandon: [], heartbeatIntervalS: interval, resend: true };
+        }
+        journalRenewal(worker.id, deadline, now, memo.attempts);
+        return { abandon: [], heartbeatIntervalS: interval, kept: true };
+      }
+      const { attempts } = req.body;
+      // Mine or forward: peers' jobs this worker runs are renewed by delegation.
+      const local = attempts.filter((a) => !model.foreign.has(a.jobId));
+      const foreign = attempts.filter((a) => model.foreign.has(a.jobId));
+      const outcome = renewLeases(model, worker.id, local, deadline, now);
+      // Delegation's answers come first: they carry home's reason for dropping an attempt.
+      const seen = new Set<string>();
+      const abandon = [...ctx.delegation.heartbeat(worker.id, foreign, deadline), ...outcome.abandon].filter((a) => {
+        const key = `${a.jobId}#${a.attempt}`;
+        return !seen.has(key) && seen.add(key);
+      });
+      const renewed = abandon.length < attempts.length ? renewedAttempts(attempts, abandon) : [];
+      if (renewed.length > 0) journalRenewal(worker.id, deadline, now, renewed);
+      // Kept when the worker named only this server's attempts and all of them hold.
+      if (attempts.length > 0 && foreign.length === 0 && abandon.length === 0) {
+        memos.set(worker, renewalMemo(model, worker.id, renewed));
+        return { abandon, heartbeatIntervalS: interval, kept: true };
+      }
+      memos.delete(worker);
+      return { abandon, heartbeatIntervalS: interval };
     },
   );
 
