@@ -12,6 +12,32 @@ function lease(jobId: string, deadline: number, workerId = 'w1', attempt = 1): L
 const ids = (ls: Lease[]) => ls.map((l) => l.jobId);
 
 describe('LeaseTable', () => {
+  it('gives each worker a version that changes with its leases and never comes back', () => {
+    const t = new LeaseTable();
+    assert.equal(t.versionOf('w1'), 0);
+    const seen = new Set<number>([0]);
+    const step = () => {
+      const v = t.versionOf('w1');
+      assert.ok(!seen.has(v) || v === 0, `version ${v} came back`);
+      seen.add(v);
+      return v;
+    };
+    t.add(lease('a', 100));
+    const v1 = step();
+    t.add(lease('x', 100, 'w2'));
+    assert.equal(t.versionOf('w1'), v1, "another worker's lease leaves it alone");
+    t.renew('a', 1, 500);
+    assert.equal(t.versionOf('w1'), v1, 'a renewal leaves it alone');
+    t.add(lease('b', 100));
+    step();
+    t.remove('b');
+    step();
+    t.remove('a');
+    assert.equal(t.versionOf('w1'), 0);
+    t.add(lease('c', 100));
+    assert.notEqual(step(), v1);
+  });
+
   it('finds leases by job and by worker, and forgets removed ones', () => {
     const t = new LeaseTable();
     t.add(lease('a', 100, 'w1'));
