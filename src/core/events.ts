@@ -1,4 +1,4 @@
-import type { Attempt, AttemptEnd, FileRef, JobResult, JobSpec, JobState, ProcessOutcome, ProjectValue, ResolvedInput, Resources } from './types.js';
+import type { AttemptEnd, FileRef, Job, JobSpec, ProcessOutcome, ProjectValue, Resources } from './types.js';
 
 /**
  * Events are the durable facts of the server. The journal stores them, and
@@ -30,21 +30,8 @@ export interface MembersChanged {
   members: string[];
 }
 
-/** A job as a saved project carries it (see ProjectLoaded). */
-export interface LoadedJob {
-  id: string;
-  spec: JobSpec;
-  state: JobState;
-  reason: string;
-  createdAt: number;
-  updatedAt: number;
-  attempts: Attempt[];
-  failures: number;
-  lost: number;
-  result?: JobResult;
-  inputs?: ResolvedInput[];
-  outputs?: FileRef[];
-}
+/** A job as a saved project carries it (see ProjectLoaded): everything but where it sits on this server. */
+export type LoadedJob = Omit<Job, 'project' | 'seq'>;
 
 /**
  * A saved project restored here (`cpcc load`), in one fact: the project, its

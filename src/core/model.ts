@@ -374,6 +374,20 @@ export class Model {
     }
   }
 
+  /** Records `job` as a dependant of each of its unfinished dependencies; returns how many there are. */
+  private linkToUnfinished(job: Job): number {
+    let unmet = 0;
+    for (const depId of job.spec.after) {
+      const dep = this.jobs.get(depId);
+      if (!dep || dep.state === 'done') continue;
+      unmet++;
+      let set = this.dependants.get(depId);
+      if (!set) this.dependants.set(depId, (set = new Set()));
+      set.add(job.id);
+    }
+    return unmet;
+  }
+
   /**
    * The state of a loaded job that had not finished, from its dependencies
    * (all loaded before it): cancelled after a failed one, waiting for
@@ -389,15 +403,7 @@ export class Model {
         return;
       }
     }
-    let unmet = 0;
-    for (const depId of job.spec.after) {
-      const dep = this.jobs.get(depId);
-      if (!dep || dep.state === 'done') continue;
-      unmet++;
-      let set = this.dependants.get(depId);
-      if (!set) this.dependants.set(depId, (set = new Set()));
-      set.add(job.id);
-    }
+    const unmet = this.linkToUnfinished(job);
     if (unmet > 0) {
       this.unmet.set(job.id, unmet);
       Object.assign(job, { state: 'waiting', reason: `waiting for ${unmet} dependenc${unmet === 1 ? 'y' : 'ies'}`, updatedAt: at });
@@ -759,19 +765,7 @@ export class Model {
     }
     for (const job of jobs) if (job.state === 'queued') m.ready.add(job);
     if (s.turns) m.ready.restoreTurns(s.turns);
-    for (const job of jobs) {
-      if (job.state !== 'waiting') continue;
-      let unmet = 0;
-      for (const depId of job.spec.after) {
-        const dep = m.jobs.get(depId);
-        if (!dep || dep.state === 'done') continue;
-        unmet++;
-        let set = m.dependants.get(depId);
-        if (!set) m.dependants.set(depId, (set = new Set()));
-        set.add(job.id);
-      }
-      m.unmet.set(job.id, unmet);
-    }
+    for (const job of jobs) if (job.state === 'waiting') m.unmet.set(job.id, m.linkToUnfinished(job));
     return m;
   }
 }
