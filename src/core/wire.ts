@@ -596,3 +596,47 @@ export interface StreamEvent {
 }
 
 export type StreamMessage = StreamReady | StreamReset | StreamPosition | StreamPeers | StreamError | StreamEvent;
+
+// ---- pilots on batch systems (GET /pilots) --------------------------------------
+
+/** See src/server/pilots/pilot-store.ts for what each state means. */
+export const PILOT_STATES = ['queued', 'starting', 'running', 'ended', 'failed', 'cancelled', 'lost'] as const;
+export type PilotState = (typeof PILOT_STATES)[number];
+
+export interface PilotView {
+  id: string;
+  launcher: string;
+  kind: string;
+  state: PilotState;
+  batchId: string | null;
+  batchState: string | null;
+  workerId: string | null;
+  cores: number;
+  memoryMb: number;
+  submittedAt: number;
+  startedAt: number | null;
+  endedAt: number | null;
+  lastError: string | null;
+  failures: number;
+}
+
+export interface LauncherView {
+  name: string;
+  kind: string;
+  partition: string | null;
+  maxPilots: number;
+  /** Pilots queued or running now. */
+  live: number;
+  /** Submissions refused in a row. */
+  failures: number;
+  lastError: string | null;
+  /** When a refused submission is tried again; null when none is waiting. */
+  retryAt: number | null;
+  /** Queued jobs no worker or coming pilot had room for, at the last look. */
+  waiting: number;
+}
+
+export interface PilotsView {
+  launchers: LauncherView[];
+  pilots: PilotView[];
+}

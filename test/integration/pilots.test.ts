@@ -16,7 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import type { ApiClient } from '../../src/client/api/client.js';
 import { main } from '../../src/client/cli.js';
 import type { JobView, WorkerTokenView } from '../../src/core/wire.js';
-import type { PilotsView } from '../../src/server/pilots/pilot-manager.js';
+import type { PilotsView } from '../../src/core/wire.js';
 import { startSlurm, type SlurmCluster } from '../helpers/slurm.js';
 import { cleanup, startTestServer, tempDir, until, type TestServer } from '../helpers/server.js';
 

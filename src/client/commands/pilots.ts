@@ -2,40 +2,9 @@
  * Pilots: cpc-workers the server started through a batch system (Slurm),
  * with their state, batch job id, worker and what went wrong last.
  */
+import type { PilotView, PilotsView } from '../../core/wire.js';
 import { ago } from '../output.js';
 import type { CommandSpec, Context } from './context.js';
-
-/** The server's answer to GET /pilots (see src/server/pilots/pilot-manager.ts). */
-interface PilotRow {
-  id: string;
-  launcher: string;
-  kind: string;
-  state: string;
-  batchId: string | null;
-  batchState: string | null;
-  workerId: string | null;
-  submittedAt: number;
-  endedAt: number | null;
-  lastError: string | null;
-  failures: number;
-}
-
-interface LauncherRow {
-  name: string;
-  kind: string;
-  partition: string | null;
-  maxPilots: number;
-  live: number;
-  failures: number;
-  lastError: string | null;
-  retryAt: number | null;
-  waiting: number;
-}
-
-interface PilotsReply {
-  launchers: LauncherRow[];
-  pilots: PilotRow[];
-}
 
 const LIVE = new Set(['queued', 'starting', 'running']);
 /** Ended pilots shown without --all. */
@@ -43,17 +12,17 @@ const RECENT = 10;
 
 async function pilots(ctx: Context, _args: unknown[], opts: Record<string, unknown>): Promise<void> {
   const { api } = await ctx.client();
-  const reply = await api.call<PilotsReply>('GET', '/pilots');
+  const reply = await api.call<PilotsView>('GET', '/pilots');
   const now = Date.now();
   const ended = reply.pilots.filter((p) => !LIVE.has(p.state));
   const rows = opts.all ? reply.pilots : [...reply.pilots.filter((p) => LIVE.has(p.state)), ...ended.slice(0, RECENT)];
   const c = ctx.out.c;
-  const stateOf = (p: PilotRow): string => {
+  const stateOf = (p: PilotView): string => {
     const s = p.batchState && p.batchState !== 'submitted' ? `${p.state} (${p.batchState})` : p.state;
     return p.state === 'failed' || p.state === 'lost' ? c.red(s) : p.state === 'running' ? c.green(s) : s;
   };
   ctx.out.list(reply, rows, [
-    { header: 'launcher', value: (p: PilotRow) => p.launcher },
+    { header: 'launcher', value: (p: PilotView) => p.launcher },
     { header: 'pilot', value: (p) => p.id },
     { header: 'state', value: stateOf },
     { header: 'batch id', value: (p) => p.batchId ?? '' },

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
+import type { PilotView, LauncherView, PilotsView } from '../../core/wire.js';
 import type { Logger } from '../logger.js';
 import type { LauncherConfig } from './config.js';
 import { pilotDemand, type Room, type ShapeCount } from './demand.js';
@@ -63,44 +64,6 @@ export interface HostWorker {
   free: Room;
   registeredAt: number;
   lastSeen: number;
-}
-
-export interface PilotView {
-  id: string;
-  launcher: string;
-  kind: string;
-  state: PilotState;
-  batchId: string | null;
-  batchState: string | null;
-  workerId: string | null;
-  cores: number;
-  memoryMb: number;
-  submittedAt: number;
-  startedAt: number | null;
-  endedAt: number | null;
-  lastError: string | null;
-  failures: number;
-}
-
-export interface LauncherView {
-  name: string;
-  kind: string;
-  partition: string | null;
-  maxPilots: number;
-  /** Pilots queued or running now. */
-  live: number;
-  /** Submissions refused in a row. */
-  failures: number;
-  lastError: string | null;
-  /** When a refused submission is tried again; null when none is waiting. */
-  retryAt: number | null;
-  /** Queued jobs no worker or coming pilot had room for, at the last look. */
-  waiting: number;
-}
-
-export interface PilotsView {
-  launchers: LauncherView[];
-  pilots: PilotView[];
 }
 
 interface Active {

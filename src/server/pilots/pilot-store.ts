@@ -18,8 +18,8 @@ import type { LauncherKind } from './launcher.js';
  *   cancelled  someone cancelled its batch job (or its batch time ran out)
  *   lost       its worker fell silent while the batch system still ran it; cancelled by the server
  */
-export const PILOT_STATES = ['queued', 'starting', 'running', 'ended', 'failed', 'cancelled', 'lost'] as const;
-export type PilotState = (typeof PILOT_STATES)[number];
+export { PILOT_STATES, type PilotState } from '../../core/wire.js';
+import type { PilotState } from '../../core/wire.js';
 export const LIVE_STATES: ReadonlySet<PilotState> = new Set(['queued', 'starting', 'running']);
 
 export interface PilotRecord {

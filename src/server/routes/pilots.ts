@@ -1,6 +1,6 @@
 import type { Context } from '../context.js';
 import type { Router } from '../http.js';
-import type { PilotsView } from '../pilots/pilot-manager.js';
+import type { PilotsView } from '../../core/wire.js';
 
 export function pilotRoutes(router: Router, ctx: Context): void {
   router.add(
