@@ -49,6 +49,22 @@ export class DurableJSONFile<T> implements Adapter<T> {
 }
 
 /**
+ * Applies a change to a document and writes it. If the write fails, the
+ * change is undone in memory too, so that what is served never differs from
+ * what is on disk.
+ */
+export async function changeDocument<T>(db: Low<T>, apply: () => void): Promise<void> {
+  const before = structuredClone(db.data);
+  try {
+    apply();
+    await db.write();
+  } catch (err) {
+    db.data = before;
+    throw err;
+  }
+}
+
+/**
  * Opens (creating its folder if needed) and reads a document. Until the first
  * write, a missing file reads as a copy of `defaults`.
  */

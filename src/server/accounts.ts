@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Low } from 'lowdb';
 import { fail } from '../core/errors.js';
-import { openDocument } from '../persistence/lowdb-adapter.js';
+import { changeDocument, openDocument } from '../persistence/lowdb-adapter.js';
 
 /**
  * Users, their login tokens and worker tokens, in one small durable document
@@ -214,19 +214,10 @@ export class Accounts {
     return before - this.db.data.tokens.length;
   }
 
-  /**
-   * Applies a change to the document and writes it. If the write fails, the
-   * change is undone in memory too, so that what is served never differs
-   * from what is on disk.
-   */
+  /** Applies a change to the document and writes it (undone in memory if the write fails), then reindexes. */
   private async change(apply: () => void): Promise<void> {
-    const before = structuredClone(this.db.data);
     try {
-      apply();
-      await this.db.write();
-    } catch (err) {
-      this.db.data = before;
-      throw err;
+      await changeDocument(this.db, apply);
     } finally {
       this.reindex();
     }

@@ -1,5 +1,5 @@
 import type { Low } from 'lowdb';
-import { openDocument } from '../../persistence/lowdb-adapter.js';
+import { changeDocument, openDocument } from '../../persistence/lowdb-adapter.js';
 import type { LauncherKind } from './launcher.js';
 
 /**
@@ -113,14 +113,7 @@ export class PilotStore {
   }
 
   /** Applies a change and writes it; a failed write undoes the change in memory too. */
-  private async change(apply: () => void): Promise<void> {
-    const before = structuredClone(this.db.data);
-    try {
-      apply();
-      await this.db.write();
-    } catch (err) {
-      this.db.data = before;
-      throw err;
-    }
+  private change(apply: () => void): Promise<void> {
+    return changeDocument(this.db, apply);
   }
 }
