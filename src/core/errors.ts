@@ -48,6 +48,8 @@ export const ERROR_STATUS = {
   INVALID_STATE: 409,
   STALE_ATTEMPT: 409,
   PEER_CA_MISMATCH: 409,
+  /** A worker token that has as many workers registered as it allows. */
+  TOO_MANY_WORKERS: 409,
   FINGERPRINT_MISMATCH: 409,
   // 408/413/415/429/431: limits at the edge, each with its own code
   HEADERS_TIMEOUT: 408,

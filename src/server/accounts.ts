@@ -38,6 +38,8 @@ export interface TokenRecord {
   createdAt: number;
   expiresAt: number | null;
   revoked: boolean;
+  /** A worker token: how many workers may be registered with it at once (the server's `maxWorkersPerToken` when absent). */
+  maxWorkers?: number;
 }
 
 interface AccountsDoc {
@@ -47,7 +49,7 @@ interface AccountsDoc {
 
 export type Identity =
   | { kind: 'user'; user: string; superuser: boolean; tokenId: string }
-  | { kind: 'worker'; name: string; tokenId: string };
+  | { kind: 'worker'; name: string; tokenId: string; maxWorkers?: number };
 
 export class Accounts {
   /** Tokens by id: every authenticated request looks one up. */
@@ -142,7 +144,7 @@ export class Accounts {
     return { token, record, user };
   }
 
-  async issue(kind: TokenKind, name: string, expiresAt: number | null): Promise<{ token: string; record: TokenRecord }> {
+  async issue(kind: TokenKind, name: string, expiresAt: number | null, opts: { maxWorkers?: number } = {}): Promise<{ token: string; record: TokenRecord }> {
     const id = randomBytes(8).toString('hex');
     const secret = randomBytes(32).toString('base64url');
     const record: TokenRecord = {
@@ -153,6 +155,7 @@ export class Accounts {
       createdAt: Date.now(),
       expiresAt,
       revoked: false,
+      ...(opts.maxWorkers !== undefined ? { maxWorkers: opts.maxWorkers } : {}),
     };
     await this.change(() => {
       this.db.data.tokens.push(record);
@@ -166,7 +169,9 @@ export class Accounts {
     const record = this.verify(token);
     if (record.revoked) throw fail('UNAUTHENTICATED', 'the token was revoked');
     if (record.expiresAt !== null && record.expiresAt <= Date.now()) throw fail('UNAUTHENTICATED', 'the token has expired; log in again');
-    if (record.kind === 'worker') return { kind: 'worker', name: record.name, tokenId: record.id };
+    if (record.kind === 'worker') {
+      return { kind: 'worker', name: record.name, tokenId: record.id, ...(record.maxWorkers !== undefined ? { maxWorkers: record.maxWorkers } : {}) };
+    }
     const user = this.user(record.name);
     if (!user) throw fail('UNAUTHENTICATED', 'the token belongs to a user who no longer exists');
     return { kind: 'user', user: user.name, superuser: user.superuser, tokenId: record.id };

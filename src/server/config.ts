@@ -43,6 +43,8 @@ export const configSchema = z.strictObject({
   requestTimeoutS: z.number().min(0.1).max(DAY),
   /** Request headers past this size are refused (HEADERS_TOO_LARGE). */
   maxHeaderBytes: z.int().min(1024).max(1 * MiB),
+  /** Workers registered at once with one worker token, unless the token says fewer (TOO_MANY_WORKERS past it). */
+  maxWorkersPerToken: z.int().min(1).max(1_000_000),
   /** Long-poll claims open at once for workers of one worker token (TOO_MANY_REQUESTS past it). */
   maxClaimsPerToken: z.int().min(1).max(1_000_000),
   /** Failed logins for one user name, and from one address, before further tries are delayed. */
@@ -93,6 +95,7 @@ export const DEFAULTS: ServerConfig = {
   requestTimeoutS: 2 * MINUTE,
   maxHeaderBytes: 16 * 1024,
   maxClaimsPerToken: 1000,
+  maxWorkersPerToken: 10_000,
   loginFailuresPerUser: 5,
   loginFailuresPerAddress: 20,
   loginMaxDelayS: 15 * MINUTE,

@@ -65,7 +65,11 @@ export const userParams = z.strictObject({ name: name(64) });
 export const memberParams = z.strictObject({ project: name(64), user: name(64) });
 export const createProjectSchema = z.strictObject({ name: name(64) });
 export const idsSchema = z.strictObject({ ids: z.array(id).min(1).max(10_000) });
-export const tokenNameSchema = z.strictObject({ name: name(64).regex(/^[\w.@-]+$/, 'must be letters, digits, _ . @ -') });
+export const tokenNameSchema = z.strictObject({
+  name: name(64).regex(/^[\w.@-]+$/, 'must be letters, digits, _ . @ -'),
+  /** How many workers may be registered with the token at once. */
+  maxWorkers: z.int().min(1).max(1_000_000).optional(),
+});
 
 /** Names are checked as paths by the core (INVALID_PATH); here only their size. */
 const path = z.string().min(1).max(1024);

@@ -33,6 +33,7 @@ describe('edge limits on the real listener', () => {
       maxJobsPerSubmit: 3,
       maxLogBytes: 1024,
       maxClaimsPerToken: 2,
+      maxWorkersPerToken: 3,
     });
     port = ts.server.securePort;
     await ts.admin.createProject('edge');
@@ -159,6 +160,21 @@ describe('edge limits on the real listener', () => {
     for (const w of ws.slice(0, 2)) await w.client.release(w.workerId);
     assert.deepEqual(await Promise.all(polls), [{ jobs: [] }, { jobs: [] }]);
     assert.deepEqual((await ws[2]!.client.claim(ws[2]!.workerId, { waitS: 0 })).jobs, []);
+  });
+
+  it('caps the workers registered with one token (TOO_MANY_WORKERS), by the server or by the token', async () => {
+    const token = await ts.server.createWorkerToken('fleet');
+    for (const i of [1, 2, 3]) await simulatedWorker(ts.server.url, ts.server.caPem, token, { name: `f${i}` });
+    const before = ts.server.model.workers.size;
+    const fourth = await simulatedWorker(ts.server.url, ts.server.caPem, token, { name: 'f4' }).catch((e: ApiError) => e);
+    assert.equal((fourth as ApiError).code, 'TOO_MANY_WORKERS');
+    assert.equal((fourth as ApiError).status, 409);
+    assert.equal(ts.server.model.workers.size, before, 'nothing was registered');
+    // A token made for one worker (a pilot's, say) takes one.
+    const single = await ts.admin.createWorkerToken('single', 1);
+    await simulatedWorker(ts.server.url, ts.server.caPem, single.token, { name: 's1' });
+    const second = await simulatedWorker(ts.server.url, ts.server.caPem, single.token, { name: 's2' }).catch((e: ApiError) => e);
+    assert.equal((second as ApiError).code, 'TOO_MANY_WORKERS');
   });
 
   it('is still serving after all of it', async () => {

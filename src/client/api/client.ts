@@ -343,8 +343,8 @@ export class ApiClient {
     return this.call('GET', '/heartbeats');
   }
 
-  createWorkerToken(name: string): Promise<WorkerTokenCreated> {
-    return this.call('POST', '/worker-tokens', { name });
+  createWorkerToken(name: string, maxWorkers?: number): Promise<WorkerTokenCreated> {
+    return this.call('POST', '/worker-tokens', maxWorkers === undefined ? { name } : { name, maxWorkers });
   }
 
   workerTokens(): Promise<{ tokens: WorkerTokenView[] }> {

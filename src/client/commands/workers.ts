@@ -5,6 +5,7 @@
 import type { LeaseView, WorkerTokenView, WorkerView } from '../../core/wire.js';
 import { ago } from '../output.js';
 import type { Argument, CommandSpec, Context } from './context.js';
+import { positive } from './parsers.js';
 
 async function workers(ctx: Context): Promise<void> {
   const { api } = await ctx.client();
@@ -37,9 +38,9 @@ async function heartbeats(ctx: Context): Promise<void> {
   ], 'no running attempts');
 }
 
-async function createToken(ctx: Context, args: Argument[]): Promise<void> {
+async function createToken(ctx: Context, args: Argument[], opts: Record<string, unknown>): Promise<void> {
   const { api } = await ctx.client();
-  const created = await api.createWorkerToken(String(args[0]));
+  const created = await api.createWorkerToken(String(args[0]), opts.maxWorkers as number | undefined);
   ctx.out.show(created, () => {
     ctx.out.note(`worker token '${created.name}' (id ${created.id}); it is shown only this once:`);
     ctx.out.raw(`${created.token}\n`);
@@ -71,7 +72,13 @@ export const workerCommands: CommandSpec[] = [
     name: 'worker-token',
     summary: 'tokens that workers register with (super user)',
     commands: [
-      { name: 'create', args: ['<name>'], summary: 'issue a token; it is printed once', run: createToken },
+      {
+        name: 'create',
+        args: ['<name>'],
+        summary: 'issue a token; it is printed once',
+        options: [{ flags: '--max-workers <n>', description: 'how many workers may be registered with it at once', parse: positive }],
+        run: createToken,
+      },
       { name: 'list', summary: 'list tokens', run: listTokens },
       { name: 'revoke', args: ['<id>'], summary: 'revoke a token; workers using it are refused', run: revokeToken },
     ],

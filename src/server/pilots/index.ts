@@ -28,7 +28,8 @@ export async function openPilots(ctx: Context, home: string, serverUrl: () => st
         lastSeen: w.lastSeen,
       })),
     issueToken: async (name, expiresAt) => {
-      const { token, record } = await ctx.accounts.issue('worker', name, expiresAt);
+      // One pilot, one worker: the token cannot start a second one.
+      const { token, record } = await ctx.accounts.issue('worker', name, expiresAt, { maxWorkers: 1 });
       return { token, tokenId: record.id };
     },
     revokeToken: async (tokenId) => {

@@ -77,6 +77,13 @@ export function workerRoutes(router: Router, ctx: Context): void {
 
   router.add('POST', '/workers', { auth: 'worker', summary: 'register a worker with its resources', body: registerSchema }, async (req): Promise<RegisterReply> => {
     const { who, body } = req;
+    // A token handed to a cluster node must not become a fleet: its workers are capped.
+    const most = who.maxWorkers ?? ctx.config.maxWorkersPerToken;
+    let registered = 0;
+    for (const w of model.workers.values()) if (w.tokenId === who.tokenId) registered++;
+    if (registered >= most) {
+      throw fail('TOO_MANY_WORKERS', `${registered} worker${registered === 1 ? ' is' : 's are'} registered with this token, the most it allows`);
+    }
     const id = uuidv7();
     await ctx.store.commit({
       t: 'worker-registered',
@@ -190,8 +197,8 @@ export function workerRoutes(router: Router, ctx: Context): void {
   });
 
   router.add('POST', '/worker-tokens', { auth: 'superuser', summary: 'issue a worker token (shown once)', body: tokenNameSchema }, async (req): Promise<WorkerTokenCreated> => {
-    const { name } = req.body;
-    const { token, record } = await ctx.accounts.issue('worker', name, null);
+    const { name, maxWorkers } = req.body;
+    const { token, record } = await ctx.accounts.issue('worker', name, null, maxWorkers !== undefined ? { maxWorkers } : {});
     return { id: record.id, name, token };
   });
 
