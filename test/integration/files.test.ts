@@ -7,12 +7,11 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createReadStream, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { request } from 'undici';
-import { Agent } from 'undici';
+import { Agent, request } from 'undici';
 import { API_PREFIX, type JobView } from '../../src/core/wire.js';
 import { ROOT, cleanup, cpccHome, makeClient, spawnWorker, startTestServer, tempDir, until, type TestServer } from '../helpers/server.js';
 
@@ -56,7 +55,8 @@ async function makeFile(path: string, size: number): Promise<string> {
   for (let i = 0; i < slice.length; i++) slice[i] = (i * 31 + 7) & 0xff;
   for (let written = 0, n = 0; written < size; n++) {
     const part = slice.subarray(0, Math.min(slice.length, size - written));
-    part.writeUInt32LE(n, 0 % Math.max(1, part.length - 4));
+    // Each slice differs from the last, so no two are the same content.
+    if (part.length >= 4) part.writeUInt32LE(n, 0);
     await fh.write(part);
     hash.update(part);
     written += part.length;
@@ -296,6 +296,5 @@ describe('files through one server with a real worker', () => {
     await ok(cpcc(home, ['setf', 'killed', src]));
     assert.equal(await ts.server.ctx.files.store.has(sum), true);
     assert.equal(JSON.parse(await ok(cpcc(home, ['get', 'killed', '--json']))).sha256, sum);
-    assert.ok(!existsSync(join(ts.home, 'files', 'tmp', 'x')));
   });
 });
