@@ -7,8 +7,10 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { ApiClient } from '../../src/client/api/client.js';
 import { ROOT, cleanup, resultOf, startTestServer, tempDir, type SimWorker, type TestServer } from '../helpers/server.js';
@@ -121,6 +123,31 @@ describe('dashboard in a browser', { skip: missing ? `${CHROMIUM} is not install
 
     await page.click('#logs button[data-stream="stderr"]');
     await page.locator('#log-text[data-stream="stderr"]', { hasText: 'a warning on stderr' }).waitFor();
+  });
+
+  it('lists a job’s input and output files, and downloads one', async () => {
+    const input = Buffer.from('the input\n');
+    const inputSum = createHash('sha256').update(input).digest('hex');
+    await admin.sendBytes(`/projects/demo/files/${inputSum}`, Readable.from([input]), input.length);
+    const { ids } = await admin.submit('demo', [
+      { argv: ['true'], name: 'with-files', inputs: [{ name: 'in.txt', sha256: inputSum, size: input.length }], outputs: [{ glob: 'out/*.txt' }] },
+    ]);
+    const id = ids[0]!;
+    const { jobs } = await worker.client.claim(worker.workerId, { waitS: 0 });
+    assert.equal(jobs[0]?.id, id);
+    // As cpc-worker does: the kept file is uploaded, then named in the result.
+    const kept = Buffer.from('what the job made\n');
+    const keptSum = createHash('sha256').update(kept).digest('hex');
+    await worker.client.sendBytes(`/workers/${worker.workerId}/files/${keptSum}`, Readable.from([kept]), kept.length, { job: id, attempt: 1 });
+    await worker.client.result(worker.workerId, resultOf(id, 1, { outputs: [{ name: 'out/result.txt', sha256: keptSum, size: kept.length }] }));
+
+    await page.goto(`${ts.server.url}/#/j/${id}`);
+    await page.locator('#files tr[data-input="in.txt"]', { hasText: 'uploaded' }).waitFor();
+    const row = page.locator('#files tr[data-output="out/result.txt"]');
+    await row.waitFor();
+    const [file] = await Promise.all([page.waitForEvent('download'), row.locator('button').click()]);
+    assert.equal(file.suggestedFilename(), 'result.txt');
+    assert.equal(readFileSync((await file.path())!, 'utf8'), 'what the job made\n');
   });
 
   it('shows workers with their running jobs and heartbeat age, leases with deadlines, and peers', async () => {

@@ -112,7 +112,7 @@ class ApiError extends Error {
   }
 }
 
-async function api(path, { method = 'GET', body, text = false, query } = {}) {
+async function api(path, { method = 'GET', body, text = false, blob = false, query } = {}) {
   const headers = { accept: text ? 'text/plain' : 'application/json' };
   if (session.token) headers.authorization = `Bearer ${session.token}`;
   if (body !== undefined) headers['content-type'] = 'application/json';
@@ -133,7 +133,17 @@ async function api(path, { method = 'GET', body, text = false, query } = {}) {
     if (res.status === 401 && path !== '/login') endSession('Your session ended; log in again.');
     throw new ApiError(err.code, err.message, res.status);
   }
-  return text ? res.text() : res.json();
+  return blob ? res.blob() : text ? res.text() : res.json();
+}
+
+/** Downloads a file the API serves (with the session's token, which a plain link would not send). */
+async function download(path, name) {
+  const url = URL.createObjectURL(await api(path, { blob: true }));
+  const a = h('a', { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
 
 // ---- session -----------------------------------------------------------------------
@@ -510,8 +520,9 @@ function projectView(root, name, query) {
 function jobView(root, id) {
   const head = h('div');
   const attempts = h('div');
+  const files = h('div');
   const logs = h('div', { id: 'logs' });
-  root.replaceChildren(head, h('h2', {}, 'Attempts'), attempts, h('h2', {}, 'Logs'), logs);
+  root.replaceChildren(head, h('h2', {}, 'Attempts'), attempts, h('h2', {}, 'Files'), files, h('h2', {}, 'Logs'), logs);
   let job = null;
   const log = { attempt: null, stream: 'stdout', text: null, page: 0 };
 
@@ -618,6 +629,40 @@ function jobView(root, id) {
     );
   };
 
+  const renderFiles = () => {
+    const source = (i) => (i.sha256 !== undefined ? 'uploaded' : i.job !== undefined ? `${i.output} of job ${i.job}` : `value @${i.value}`);
+    const inputs = job.inputs ?? [];
+    const kept = job.files ?? [];
+    const wanted = (job.outputs ?? []).map((o) => (o.to ? `${o.glob} → @${o.to}` : o.glob)).join(', ');
+    files.replaceChildren(
+      inputs.length === 0 && kept.length === 0 && !wanted
+        ? h('p', { class: 'muted' }, 'No input or output files.')
+        : h(
+            'table',
+            { id: 'files' },
+            thead(['', 'name', 'from', 'bytes', 'sha256', '']),
+            h(
+              'tbody',
+              {},
+              inputs.map((i) => h('tr', { 'data-input': i.name }, h('td', {}, 'input'), h('td', { class: 'mono' }, i.name), h('td', {}, source(i)), h('td', { class: 'num' }, i.size ?? ''), h('td', { class: 'mono' }, (i.sha256 ?? '').slice(0, 16)), h('td'))),
+              kept.map((f) =>
+                h(
+                  'tr',
+                  { 'data-output': f.name },
+                  h('td', {}, 'output'),
+                  h('td', { class: 'mono' }, f.name),
+                  h('td', {}, 'kept by the job'),
+                  h('td', { class: 'num' }, f.size),
+                  h('td', { class: 'mono' }, f.sha256.slice(0, 16)),
+                  h('td', {}, h('button', { type: 'button', onclick: () => download(`/jobs/${encodeURIComponent(id)}/outputs/${encodeURIComponent(f.name)}`, f.name.split('/').pop()).catch((err) => files.append(h('p', { class: 'error' }, err.message))) }, 'Download')),
+                ),
+              ),
+            ),
+          ),
+      wanted ? h('p', { class: 'muted' }, `Kept after the job: ${wanted}`) : '',
+    );
+  };
+
   const reload = async () => {
     try {
       job = await api(`/jobs/${encodeURIComponent(id)}`);
@@ -625,6 +670,7 @@ function jobView(root, id) {
       return failure(root, err);
     }
     render();
+    renderFiles();
     const ended = job.attempts.filter((a) => a.endedAt !== undefined);
     // Open the latest finished attempt's output, unless one was chosen already.
     if (log.attempt === null && ended.length > 0) await openLog(ended[ended.length - 1].n, 'stdout');
