@@ -150,6 +150,22 @@ describe('dashboard in a browser', { skip: missing ? `${CHROMIUM} is not install
     assert.equal(readFileSync((await file.path())!, 'utf8'), 'what the job made\n');
   });
 
+  it('lists a project’s values, live, and downloads a file value', async () => {
+    await admin.setValue('demo', 'fe.steps', { text: '5000' });
+    await page.goto(`${ts.server.url}/#/p/demo`);
+    await page.locator('#values tr[data-value="fe.steps"]', { hasText: '5000' }).waitFor();
+    // Set while the page is open: it appears without a reload.
+    const conf = Buffer.from('temperature 300\n');
+    const sum = createHash('sha256').update(conf).digest('hex');
+    await admin.sendBytes(`/projects/demo/files/${sum}`, Readable.from([conf]), conf.length);
+    await admin.setValue('demo', 'runs/conf', { sha256: sum, size: conf.length });
+    const row = page.locator('#values tr[data-value="runs/conf"]', { hasText: `file, ${conf.length} bytes` });
+    await row.waitFor();
+    const [file] = await Promise.all([page.waitForEvent('download'), row.locator('button').click()]);
+    assert.equal(file.suggestedFilename(), 'conf');
+    assert.equal(readFileSync((await file.path())!, 'utf8'), 'temperature 300\n');
+  });
+
   it('shows workers with their running jobs and heartbeat age, leases with deadlines, and peers', async () => {
     const { ids } = await admin.submit('demo', [{ argv: ['sleep', '60'], cores: 2, memoryMb: 512 }]);
     const { jobs } = await worker.client.claim(worker.workerId, { waitS: 0 });

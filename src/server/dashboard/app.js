@@ -426,6 +426,7 @@ function projectView(root, name, query) {
   const tbody = h('tbody');
   const rows = new Map();
   const pager = h('div', { class: 'pager' });
+  const values = h('div', { id: 'values-section' });
   root.replaceChildren(
     h('h1', {}, h('a', { href: '#/' }, 'Projects'), ' / ', name),
     counts,
@@ -442,7 +443,50 @@ function projectView(root, name, query) {
       tbody,
     ),
     pager,
+    h('h2', {}, 'Values'),
+    values,
   );
+  const showValues = (list) =>
+    values.replaceChildren(
+      list.length === 0
+        ? h('p', { class: 'muted' }, "No values; set them with cpcc set, cpcc setf, or a job's --output-to.")
+        : h(
+            'table',
+            { id: 'values' },
+            thead(['name', 'value', 'set', '']),
+            h(
+              'tbody',
+              {},
+              list.map((v) =>
+                h(
+                  'tr',
+                  { 'data-value': v.name },
+                  h('td', { class: 'mono' }, v.name),
+                  h('td', { class: v.text !== undefined ? 'mono' : '' }, v.text !== undefined ? v.text.slice(0, 200) : `file, ${v.size} bytes${v.job ? ` from job ${shortId(v.job)}` : ''}`),
+                  h('td', { 'data-ts': v.at, title: when(v.at) }, ago(v.at)),
+                  h(
+                    'td',
+                    {},
+                    v.sha256 === undefined
+                      ? ''
+                      : h(
+                          'button',
+                          {
+                            type: 'button',
+                            onclick: () =>
+                              download(`/projects/${encodeURIComponent(name)}/values/${encodeURIComponent(v.name)}/file`, v.name.split('/').pop()).catch((err) =>
+                                values.append(h('p', { class: 'error' }, err.message)),
+                              ),
+                          },
+                          'Download',
+                        ),
+                  ),
+                ),
+              ),
+            ),
+          ),
+    );
+  const loadValues = async () => showValues((await api(`/projects/${encodeURIComponent(name)}/values`)).values);
   const row = (j) =>
     h(
       'tr',
@@ -461,6 +505,7 @@ function projectView(root, name, query) {
       const [project, page] = await Promise.all([
         api(`/projects/${encodeURIComponent(name)}`),
         api(`/projects/${encodeURIComponent(name)}/jobs`, { query: { state, after, limit: PAGE_SIZE } }),
+        loadValues(),
       ]);
       counts.replaceChildren(countsView(project.counts), h('span', { class: 'muted' }, ` ${total(project.counts)} jobs`));
       rows.clear();
@@ -485,12 +530,14 @@ function projectView(root, name, query) {
   // New jobs and jobs leaving the filter change which jobs are on the page;
   // the page is fetched again, at most once a second however busy the project.
   const later = throttle(() => self.reload(), 1000);
+  const laterValues = throttle(() => loadValues().catch((err) => values.replaceChildren(h('p', { class: 'error' }, err.message))), 1000);
   const self = {
     reload,
     onEvent(ev) {
       for (const p of ev.projects ?? []) {
         if (p.name !== name) continue;
         if (p.removed) return failure(root, new Error(`project '${name}' was removed`));
+        if (ev.kind === 'value-set' || ev.kind === 'attempt-finished') laterValues();
         counts.replaceChildren(countsView(p.counts), h('span', { class: 'muted' }, ` ${total(p.counts)} jobs`));
       }
       for (const j of ev.jobs ?? []) {
