@@ -102,6 +102,11 @@ export class BlobStore {
       return { sha256, size: meter.bytes, created: true };
     } catch (err) {
       await rm(tmp, { force: true }).catch(() => undefined);
+      // A sender that went away mid-file is the sender's problem, not the server's.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ECONNRESET' || code === 'ECONNABORTED') {
+        throw fail('TRANSFER_INCOMPLETE', 'the upload was cut off before its end');
+      }
       throw err;
     } finally {
       this.writing.delete(tmp);
