@@ -4,6 +4,7 @@
  * workers, a poll-until helper, a journal reader, and one cleanup that stops
  * every process and removes every temp folder this module made.
  */
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, promises as fsp, readFileSync, readdirSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -235,6 +236,38 @@ export async function cpccHome(ts: TestServer, project: string, prefix = 'cpcc-'
     c.current = 'here';
   });
   return home;
+}
+
+export interface CpccRun {
+  code: number | null;
+  out: string;
+  err: string;
+}
+
+/**
+ * cpcc from the sources as a process of its own, with `home` as its settings
+ * folder; `child` is there to kill it. tsx is named by its full address, so
+ * cpcc can run in another folder.
+ */
+export function runCpcc(home: string, args: string[], cwd = ROOT): Promise<CpccRun> & { child: ChildProcess } {
+  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(ROOT, 'bin', 'cpcc.ts'), ...args], {
+    cwd,
+    env: { ...process.env, CPCC_HOME: home, NO_COLOR: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const done = new Promise<CpccRun>((resolve) => child.on('exit', (code) => resolve({ code, out, err })));
+  return Object.assign(done, { child });
+}
+
+/** Its output, once it exited 0. */
+export async function cpccOk(run: Promise<CpccRun>): Promise<string> {
+  const r = await run;
+  assert.equal(r.code, 0, `cpcc failed: ${r.err}`);
+  return r.out.trim();
 }
 
 // ---- server subprocesses ------------------------------------------------------------

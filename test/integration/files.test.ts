@@ -5,7 +5,6 @@
  * Also what must be refused, and that a cut-off upload leaves nothing visible.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -13,39 +12,13 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
 import { API_PREFIX, type JobView } from '../../src/core/wire.js';
-import { ROOT, cleanup, cpccHome, makeClient, spawnWorker, startTestServer, tempDir, until, type TestServer } from '../helpers/server.js';
+import { cleanup, cpccHome, cpccOk, makeClient, runCpcc, spawnWorker, startTestServer, tempDir, until, type TestServer } from '../helpers/server.js';
 
 after(cleanup);
 
-const CPCC = join(ROOT, 'bin', 'cpcc.ts');
+const cpcc = runCpcc;
+const ok = cpccOk;
 const MiB = 1024 * 1024;
-
-interface Run {
-  code: number | null;
-  out: string;
-  err: string;
-}
-
-function cpcc(home: string, args: string[], opts: { cwd?: string } = {}): Promise<Run> & { child: ReturnType<typeof spawn> } {
-  const child = spawn(process.execPath, ['--import', 'tsx', CPCC, ...args], {
-    cwd: opts.cwd ?? ROOT,
-    env: { ...process.env, CPCC_HOME: home, NO_COLOR: '1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let err = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
-  const done = new Promise<Run>((resolve) => child.on('exit', (code) => resolve({ code, out, err }))) as Promise<Run> & { child: typeof child };
-  done.child = child;
-  return done;
-}
-
-async function ok(run: Promise<Run>): Promise<string> {
-  const r = await run;
-  assert.equal(r.code, 0, `cpcc failed: ${r.err}`);
-  return r.out.trim();
-}
 
 /** A file of `size` bytes that is not all one byte, written in slices. */
 async function makeFile(path: string, size: number): Promise<string> {

@@ -6,7 +6,6 @@
  * nothing, and a loaded project survives a restart.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -19,10 +18,11 @@ import { LEFT_BEHIND } from '../../src/core/commands.js';
 import { API_PREFIX, type JobView, type ProjectLoadReply, type ProjectManifest, type ValueView } from '../../src/core/wire.js';
 import { tarHeader, tarSize } from '../../src/server/project-archive.js';
 import {
-  ROOT,
   adminPasswordOf,
   cleanup,
   cpccHome,
+  cpccOk,
+  runCpcc,
   loginAdmin,
   readJournalRecords,
   resultOf,
@@ -36,27 +36,8 @@ import {
 
 after(cleanup);
 
-const CPCC = join(ROOT, 'bin', 'cpcc.ts');
-
-function cpcc(home: string, args: string[], cwd = ROOT): Promise<{ code: number | null; out: string; err: string }> {
-  // tsx by its full address, so cpcc can run in another folder (where `save` writes PROJECT.tar).
-  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), CPCC, ...args], {
-    cwd,
-    env: { ...process.env, CPCC_HOME: home, NO_COLOR: '1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let err = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
-  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, out, err })));
-}
-
-async function ok(run: Promise<{ code: number | null; out: string; err: string }>): Promise<string> {
-  const r = await run;
-  assert.equal(r.code, 0, `cpcc failed: ${r.err}`);
-  return r.out.trim();
-}
+const cpcc = runCpcc;
+const ok = cpccOk;
 
 const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
 

@@ -34,7 +34,8 @@ const receivedColumns: Column<ReceivedRequestView>[] = [
   { header: 'CA fingerprint (SHA-256)', value: (r) => r.caFingerprint },
 ];
 
-function nodeColumns(ctx: Context, withFingerprint: boolean): Column<PeerView>[] {
+/** The columns of a table of connected nodes (also `cpcc network`'s). */
+export function nodeColumns(ctx: Context, withFingerprint: boolean): Column<PeerView>[] {
   const link = (p: PeerView) =>
     p.link === 'up' ? ctx.out.c.green('up') : p.link === 'connecting' ? ctx.out.c.yellow('connecting') : ctx.out.c.red('down');
   return [

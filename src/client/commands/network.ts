@@ -9,6 +9,7 @@ import { ApiError } from '../api/client.js';
 import { ConfigError } from '../config.js';
 import { ago, describeError, EXIT_FAILURE, type Column } from '../output.js';
 import type { CommandSpec, Context } from './context.js';
+import { nodeColumns } from './federation.js';
 
 async function ping(ctx: Context): Promise<void> {
   const { name, entry } = await ctx.server();
@@ -49,16 +50,8 @@ async function network(ctx: Context): Promise<void> {
   const { api } = await ctx.client();
   const view = await api.network();
   const now = Date.now();
-  const link = (p: NetworkPeerView) =>
-    p.link === 'up' ? ctx.out.c.green('up') : p.link === 'connecting' ? ctx.out.c.yellow('connecting') : ctx.out.c.red('down');
   const columns: Column<NetworkPeerView>[] = [
-    { header: 'Priority', value: (p) => p.priority, align: 'right' },
-    { header: 'Hostname', value: (p) => p.host },
-    { header: 'Port', value: (p) => p.unsecurePort },
-    { header: 'Secure port', value: (p) => p.securePort },
-    { header: 'Server Id', value: (p) => p.serverId },
-    { header: 'Name', value: (p) => p.name, max: 32 },
-    { header: 'Link', value: link },
+    ...nodeColumns(ctx, false),
     { header: 'Last seen', value: (p) => (p.link === 'up' ? 'now' : p.lastSeen === null ? ctx.out.c.dim('never') : ago(p.lastSeen, now)) },
   ];
   ctx.out.show(view, () => {
