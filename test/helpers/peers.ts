@@ -5,17 +5,14 @@
  * given client certificate, and one cleanup for all of it.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, promises as fsp, readFileSync } from 'node:fs';
+import { promises as fsp, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type TLSSocket } from 'node:tls';
 import { request } from 'undici';
 import { ApiClient } from '../../src/client/api/client.js';
 import { startServer, type RunningServer, type ServerOptions } from '../../src/server/server.js';
-import { freePort, ROOT, until as waitUntil } from './server.js';
-
-export const CPCC = join(ROOT, 'dist', 'bin', 'cpcc.js');
+import { cpcc, freePort, ROOT, until as waitUntil, type CpccRun as Run } from './server.js';
 
 const tempDirs: string[] = [];
 const running = new Set<RunningServer>();
@@ -125,33 +122,8 @@ export async function connectPair(a: PeerServer, b: PeerServer): Promise<void> {
 
 // ---- cpcc --------------------------------------------------------------------------
 
-export interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+export { cpcc, type CpccRun as Run } from './server.js';
 
-export function cpcc(home: string, args: string[], opts: { input?: string } = {}): Promise<Run> {
-  assert.ok(existsSync(CPCC), `${CPCC} is missing; run 'npm run build' first`);
-  return new Promise((resolve, reject) => {
-    const env: NodeJS.ProcessEnv = { ...process.env, CPCC_HOME: home, NO_COLOR: '1' };
-    delete env.FORCE_COLOR;
-    const child = spawn(process.execPath, [CPCC, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.end(opts.input ?? '');
-  });
-}
-
-/** The parsed --json output of a run that must have succeeded. */
 export function ok<T = any>(run: Run): T {
   assert.equal(run.code, 0, `expected exit 0, got ${run.code}; stderr: ${run.stderr}`);
   try {

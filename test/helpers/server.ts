@@ -10,8 +10,10 @@ import { existsSync, promises as fsp, readFileSync, readdirSync } from 'node:fs'
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { ApiClient } from '../../src/client/api/client.js';
+import { main } from '../../src/client/cli.js';
 import { updateConfig } from '../../src/client/config.js';
 import type { ResultRequest } from '../../src/core/wire.js';
 import { startServer, type RunningServer, type ServerOptions } from '../../src/server/server.js';
@@ -238,36 +240,73 @@ export async function cpccHome(ts: TestServer, project: string, prefix = 'cpcc-'
   return home;
 }
 
+// ---- cpcc ----------------------------------------------------------------------------------------
+
+/** The built command line (`npm test` builds first; run `npm run build` before a single test file). */
+export const CPCC = join(ROOT, 'dist', 'bin', 'cpcc.js');
+
 export interface CpccRun {
   code: number | null;
-  out: string;
-  err: string;
+  stdout: string;
+  stderr: string;
+}
+
+export interface CpccOptions {
+  /** Written to its standard input, which is then closed. */
+  input?: string;
+  /** Added to the environment; output is plain text unless this sets FORCE_COLOR. */
+  env?: Record<string, string>;
+  cwd?: string;
 }
 
 /**
- * cpcc from the sources as a process of its own, with `home` as its settings
- * folder; `child` is there to kill it. tsx is named by its full address, so
- * cpcc can run in another folder.
+ * The built cpcc as a process of its own, as a user runs it, with `home` as
+ * its settings folder; `child` is there to kill it.
  */
-export function runCpcc(home: string, args: string[], cwd = ROOT): Promise<CpccRun> & { child: ChildProcess } {
-  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(ROOT, 'bin', 'cpcc.ts'), ...args], {
-    cwd,
-    env: { ...process.env, CPCC_HOME: home, NO_COLOR: '1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
+export function cpcc(home: string, args: string[], opts: CpccOptions = {}): Promise<CpccRun> & { child: ChildProcess } {
+  assert.ok(existsSync(CPCC), `${CPCC} is missing; run 'npm run build' first`);
+  const env: NodeJS.ProcessEnv = { ...process.env, CPCC_HOME: home, ...opts.env };
+  if (!opts.env?.FORCE_COLOR) {
+    delete env.FORCE_COLOR;
+    env.NO_COLOR = '1';
+  }
+  const child = spawn(process.execPath, [CPCC, ...args], { env, cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+  const done = new Promise<CpccRun>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
   });
-  let out = '';
-  let err = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
-  const done = new Promise<CpccRun>((resolve) => child.on('exit', (code) => resolve({ code, out, err })));
+  child.stdin!.end(opts.input ?? '');
   return Object.assign(done, { child });
 }
 
 /** Its output, once it exited 0. */
 export async function cpccOk(run: Promise<CpccRun>): Promise<string> {
   const r = await run;
-  assert.equal(r.code, 0, `cpcc failed: ${r.err}`);
-  return r.out.trim();
+  assert.equal(r.code, 0, `cpcc failed: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+/** cpcc's `main` in this process, its output captured: fast, for tests of many commands. */
+export async function cpccInProcess(home: string, args: string[], input = ''): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const env: NodeJS.ProcessEnv = { ...process.env, CPCC_HOME: home, NO_COLOR: '1' };
+  delete env.FORCE_COLOR;
+  const code = await main(['node', 'cpcc', ...args], {
+    stdout: { write: (s: string) => (stdout += s) },
+    stderr: { write: (s: string) => (stderr += s) },
+    stdin: Readable.from([input]),
+    env,
+  });
+  return { code, stdout, stderr };
 }
 
 // ---- server subprocesses ------------------------------------------------------------

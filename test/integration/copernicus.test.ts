@@ -8,14 +8,14 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { ApiError, type ApiClient } from '../../src/client/api/client.js';
-import { buildProgram, main } from '../../src/client/cli.js';
+import { buildProgram } from '../../src/client/cli.js';
 import { packageVersion } from '../../src/version.js';
 import { connect, linkUp, startSite, stopSite, type Site } from '../helpers/federation.js';
 import {
   adminPasswordOf,
   cleanup,
+  cpccInProcess,
   makeClient,
   readJournalRecords,
   resultOf,
@@ -26,25 +26,8 @@ import {
   type TestServer,
 } from '../helpers/server.js';
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function cpcc(home: string, args: string[], input = ''): Promise<Run> {
-  let stdout = '';
-  let stderr = '';
-  const env: NodeJS.ProcessEnv = { ...process.env, CPCC_HOME: home, NO_COLOR: '1' };
-  delete env.FORCE_COLOR;
-  const code = await main(['node', 'cpcc', ...args], {
-    stdout: { write: (s: string) => (stdout += s) },
-    stderr: { write: (s: string) => (stderr += s) },
-    stdin: Readable.from([input]),
-    env,
-  });
-  return { code, stdout, stderr };
-}
+type Run = Awaited<ReturnType<typeof cpccInProcess>>;
+const cpcc = cpccInProcess;
 
 function ok<T = any>(run: Run): T {
   assert.equal(run.code, 0, `expected exit 0, got ${run.code}; stderr: ${run.stderr}`);

@@ -6,30 +6,16 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ApiClient } from '../../src/client/api/client.js';
 import { dependencyOrder, submitInChunks } from '../../src/client/commands/job-file.js';
 import type { JobInput } from '../../src/core/wire.js';
 import { startServer } from '../../src/server/server.js';
+import { CPCC, cpcc, type CpccRun as Run } from '../helpers/server.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CPCC = join(ROOT, 'dist', 'bin', 'cpcc.js');
 const WRONG_FINGERPRINT = 'AB:'.repeat(31) + 'AB';
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-interface RunOptions {
-  input?: string;
-  env?: Record<string, string>;
-}
 
 type Server = Awaited<ReturnType<typeof startServer>>;
 
@@ -40,25 +26,6 @@ async function tempDir(prefix: string): Promise<string> {
   return d;
 }
 
-function cpcc(home: string, args: string[], opts: RunOptions = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const env: NodeJS.ProcessEnv = { ...process.env, CPCC_HOME: home, ...opts.env };
-    // Colour tests set FORCE_COLOR themselves; everything else compares plain text.
-    if (!opts.env?.FORCE_COLOR) delete env.FORCE_COLOR;
-    const child = spawn(process.execPath, [CPCC, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.end(opts.input ?? '');
-  });
-}
 
 /** The parsed --json output of a run that must have succeeded. */
 function ok<T = any>(run: Run): T {

@@ -12,11 +12,10 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
 import { API_PREFIX, type JobView } from '../../src/core/wire.js';
-import { cleanup, cpccHome, cpccOk, makeClient, runCpcc, spawnWorker, startTestServer, tempDir, until, type TestServer } from '../helpers/server.js';
+import { cleanup, cpcc, cpccHome, cpccOk, makeClient, spawnWorker, startTestServer, tempDir, until, type TestServer } from '../helpers/server.js';
 
 after(cleanup);
 
-const cpcc = runCpcc;
 const ok = cpccOk;
 const MiB = 1024 * 1024;
 
@@ -134,7 +133,7 @@ describe('files through one server with a real worker', () => {
     await ok(cpcc(home, ['unset', 'fe.steps']));
     const gone = await cpcc(home, ['get', 'fe.steps']);
     assert.equal(gone.code, 1);
-    assert.match(gone.err, /VALUE_NOT_FOUND|no value/);
+    assert.match(gone.stderr, /VALUE_NOT_FOUND|no value/);
   });
 
   it('fails a job whose input cannot be resolved, with the reason', async () => {
@@ -188,7 +187,7 @@ describe('files through one server with a real worker', () => {
     await makeFile(big, 2000);
     const r = await cpcc(h, ['setf', 'big', big]);
     assert.equal(r.code, 1);
-    assert.match(r.err, /QUOTA_EXCEEDED|quota/);
+    assert.match(r.stderr, /QUOTA_EXCEEDED|quota/);
     assert.equal(small.server.model.files.bytesOf('q'), 0);
     const fits = join(data, 'fits.bin');
     await makeFile(fits, 600);

@@ -11,14 +11,11 @@
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import { Readable, Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import type { ApiClient } from '../../src/client/api/client.js';
-import { main } from '../../src/client/cli.js';
-import type { JobView, WorkerTokenView } from '../../src/core/wire.js';
-import type { PilotsView } from '../../src/core/wire.js';
+import type { JobView, PilotsView, WorkerTokenView } from '../../src/core/wire.js';
 import { startSlurm, type SlurmCluster } from '../helpers/slurm.js';
-import { cleanup, startTestServer, tempDir, until, type TestServer } from '../helpers/server.js';
+import { cleanup, cpccInProcess, startTestServer, tempDir, until, type TestServer } from '../helpers/server.js';
 
 const started = await startSlurm();
 if (started.skip !== undefined && process.env.CPC_REQUIRE_SLURM === '1') {
@@ -73,28 +70,7 @@ async function submit(api: ApiClient, project: string, jobs: object[]): Promise<
   return reply.ids;
 }
 
-/** cpcc in this process, with its own config home, as a user would run it. */
-async function cpcc(home: string, args: string[], input = ''): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const sink = (add: (s: string) => void) =>
-    Object.assign(
-      new Writable({
-        write(chunk, _enc, done) {
-          add(String(chunk));
-          done();
-        },
-      }),
-      { isTTY: false },
-    );
-  const code = await main(['node', 'cpcc', ...args], {
-    stdout: sink((s) => (stdout += s)),
-    stderr: sink((s) => (stderr += s)),
-    stdin: Readable.from([input]),
-    env: { CPCC_HOME: home, NO_COLOR: '1', PATH: process.env.PATH },
-  });
-  return { code, stdout, stderr };
-}
+const cpcc = cpccInProcess;
 
 async function cpccLoggedIn(ts: TestServer): Promise<string> {
   const home = await tempDir('cpcc-pilots-');

@@ -21,8 +21,8 @@ import {
   adminPasswordOf,
   cleanup,
   cpccHome,
+  cpcc,
   cpccOk,
-  runCpcc,
   loginAdmin,
   readJournalRecords,
   resultOf,
@@ -36,7 +36,6 @@ import {
 
 after(cleanup);
 
-const cpcc = runCpcc;
 const ok = cpccOk;
 
 const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
@@ -141,7 +140,7 @@ describe('save a project on one server and load it on another', () => {
   it('saves with cpcc save and loads with cpcc load under another name, the same project', async () => {
     const homeA = await cpccHome(a, 'orig');
     // The default file name is PROJECT.tar in the current folder.
-    await ok(cpcc(homeA, ['save', 'orig'], data));
+    await ok(cpcc(homeA, ['save', 'orig'], { cwd: data }));
     assert.ok(readdirSync(data).includes('orig.tar'));
     assert.deepEqual(readdirSync(data).filter((n) => n.endsWith('.partial')), []);
     const entries = await untar(readFileSync(tarFile));
@@ -348,7 +347,7 @@ describe('save a project on one server and load it on another', () => {
     const home = await cpccHome(small, 'x');
     const r = await cpcc(home, ['load', file, 'big']);
     assert.equal(r.code, 1);
-    assert.match(r.err, /QUOTA_EXCEEDED|quota/);
+    assert.match(r.stderr, /QUOTA_EXCEEDED|quota/);
     assert.equal(small.server.model.projects.has('big'), false);
     await small.admin.addUser('eve', 'eve-password');
     const eve = small.anonymous();
