@@ -782,19 +782,13 @@ function workersView(root) {
       failure(root, err);
     }
   };
-  const later = throttle(() => self.reload(), 1000);
-  const self = {
+  return liveTable(
     reload,
-    onEvent(ev) {
-      if (ev.workers || ev.leases) later();
-    },
-    onTick() {
+    (ev) => ev.workers || ev.leases,
+    () => {
       for (const td of tbody.querySelectorAll('td[data-ts]')) td.textContent = ago(Number(td.dataset.ts));
-      if (++ticks % HEARTBEAT_REFRESH_S === 0) later();
     },
-  };
-  let ticks = 0;
-  return self;
+  );
 }
 
 // ---- leases -------------------------------------------------------------------------------------------
@@ -835,18 +829,33 @@ function leasesView(root) {
       failure(root, err);
     }
   };
+  return liveTable(
+    reload,
+    (ev) => ev.leases,
+    () => {
+      for (const td of tbody.querySelectorAll('td[data-deadline]')) deadline(td);
+    },
+  );
+}
+
+/**
+ * The live part of the workers and leases views: reload at most once a second
+ * when an event `wants` picks arrives, and every HEARTBEAT_REFRESH_S seconds
+ * anyway (heartbeats move no events); `tick` refreshes the clocks each second.
+ */
+function liveTable(reload, wants, tick) {
+  let ticks = 0;
   const later = throttle(() => self.reload(), 1000);
   const self = {
     reload,
     onEvent(ev) {
-      if (ev.leases) later();
+      if (wants(ev)) later();
     },
     onTick() {
-      for (const td of tbody.querySelectorAll('td[data-deadline]')) deadline(td);
+      tick();
       if (++ticks % HEARTBEAT_REFRESH_S === 0) later();
     },
   };
-  let ticks = 0;
   return self;
 }
 
