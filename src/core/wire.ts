@@ -556,16 +556,8 @@ export interface StreamJob {
   attempt?: Attempt;
 }
 
-export interface StreamLease {
-  jobId: string;
-  project: string;
-  attempt: number;
-  workerId: string;
-  workerName: string;
-  via: string;
-  /** null: the lease ended (the attempt finished, was lost or was cancelled). */
-  deadline: number | null;
-}
+/** A lease as the stream tells of it; `deadline` null: the lease ended (the attempt finished, was lost or was cancelled). */
+export type StreamLease = Omit<LeaseView, 'deadline'> & { deadline: number | null };
 
 export interface StreamWorker {
   id: string;

@@ -68,16 +68,20 @@ export function parseOutputs(globs: string[], to: string[]): OutputSpec[] {
   return out;
 }
 
-/** Uploads a local file for a project and returns what the server stored. */
-export async function uploadForProject(api: ApiClient, project: string, path: string): Promise<StoredFile> {
-  let size: number;
+/** The size of a local file to send, or a one-line failure saying why it cannot be sent. */
+export function localFileSize(path: string): number {
   try {
     const st = statSync(path);
     if (!st.isFile()) return fail(`${path} is not a file`);
-    size = st.size;
+    return st.size;
   } catch (err) {
     return fail(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
+}
+
+/** Uploads a local file for a project and returns what the server stored. */
+export async function uploadForProject(api: ApiClient, project: string, path: string): Promise<StoredFile> {
+  const size = localFileSize(path);
   const sum = await hashFile(path);
   if (sum.size !== size) return fail(`${path} changed while it was being read`);
   return uploadFile<StoredFile>(api, `/projects/${enc(project)}/files/${sum.sha256}`, path, sum);

@@ -3,12 +3,12 @@
  * [FILE.tar]` keeps it (jobs, values, files, history), `cpcc load FILE.tar
  * PROJECT` makes it again on any server, owned by whoever loads it.
  */
-import { createReadStream, statSync } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { resolve } from 'node:path';
 import type { ProjectLoadReply } from '../../core/wire.js';
 import { downloadFile } from '../api/files.js';
-import { fail } from '../output.js';
 import type { Argument, CommandSpec, Context } from './context.js';
+import { localFileSize } from './files.js';
 
 const enc = encodeURIComponent;
 
@@ -24,14 +24,7 @@ async function save(ctx: Context, args: Argument[]): Promise<void> {
 async function load(ctx: Context, args: Argument[]): Promise<void> {
   const { api } = await ctx.client();
   const [file, project] = args as [string, string];
-  let size: number;
-  try {
-    const st = statSync(file);
-    if (!st.isFile()) return fail(`${file} is not a file`);
-    size = st.size;
-  } catch (err) {
-    return fail(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-  }
+  const size = localFileSize(file);
   const r = await api.sendBytes<ProjectLoadReply>(`/projects/${enc(project)}/import`, createReadStream(file, { highWaterMark: 1024 * 1024 }), size, undefined, 'POST');
   ctx.out.show(r, () => ctx.out.note(`loaded project ${r.project.name}: ${r.jobs} jobs, ${r.files} files (${r.bytes} bytes)`));
 }
