@@ -32,6 +32,12 @@ export interface RemoteWork {
   ask(workerId: string, free: Resources, max: number): Promise<Grant | null>;
 }
 
+/** The worker's side of its claim request: has it hung up, and a signal for when it does (made only if needed). */
+export interface Caller {
+  gone(): boolean;
+  readonly signal: AbortSignal;
+}
+
 interface Waiter {
   workerId: string;
   max: number;
@@ -61,12 +67,12 @@ export class Dispatcher {
    * Resolves with the jobs once their hand-out is durable, or [] when the
    * wait ran out or the worker went away.
    */
-  async claim(workerId: string, max: number, waitS: number, signal: AbortSignal): Promise<ClaimedJob[]> {
+  async claim(workerId: string, max: number, waitS: number, caller: Caller): Promise<ClaimedJob[]> {
     let grant = this.takeLocal(workerId, max) ?? (await this.askRemote(workerId, max));
-    if (!grant && waitS > 0 && !signal.aborted) grant = await this.wait(workerId, max, waitS, signal);
+    if (!grant && waitS > 0 && !caller.gone()) grant = await this.wait(workerId, max, waitS, caller.signal);
     if (!grant) return [];
     await grant.durable;
-    if (signal.aborted) {
+    if (caller.gone()) {
       // The worker hung up before it could hear of these jobs; leaving them
       // handed out would hold them until their lease ran out.
       await grant.giveBack();

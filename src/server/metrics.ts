@@ -115,9 +115,14 @@ export class Metrics {
 
   constructor(private readonly sources: MetricsSources) {}
 
+  /** The label set of each event type, made once: this runs for every change. */
+  private readonly eventLabels = new Map<string, Labels>();
+
   /** Counts a journaled state change. */
   event(e: Event): void {
-    this.events.inc({ type: e.t });
+    let labels = this.eventLabels.get(e.t);
+    if (!labels) this.eventLabels.set(e.t, (labels = { type: e.t }));
+    this.events.inc(labels);
     switch (e.t) {
       case 'jobs-claimed':
         this.dispatches.inc({ via: e.via === 'local' ? 'local' : 'peer' }, e.claims.length);
@@ -209,11 +214,18 @@ function sameSecret(a: string, b: string): boolean {
   return timingSafeEqual(ha, hb);
 }
 
+/** The series' key: its labels in name order. Runs for every request and event, so it builds one string and sorts only when needed. */
 function labelKey(labels: Labels): string {
-  return Object.keys(labels)
-    .sort()
-    .map((k) => `${k}=${labels[k]}`)
-    .join(',');
+  const keys = Object.keys(labels);
+  for (let i = 1; i < keys.length; i++) {
+    if (keys[i - 1]! > keys[i]!) {
+      keys.sort();
+      break;
+    }
+  }
+  let key = '';
+  for (const k of keys) key += key === '' ? `${k}=${labels[k]}` : `,${k}=${labels[k]}`;
+  return key;
 }
 
 function labelText(labels: Labels): string {

@@ -1,4 +1,4 @@
-import { planFinish } from '../core/commands.js';
+import { planFinish, type AttemptReport } from '../core/commands.js';
 import type { ResultReply, ResultRequest } from '../core/wire.js';
 import type { Context } from './context.js';
 
@@ -20,29 +20,29 @@ export async function acceptResult(ctx: Context, workerId: string, body: ResultR
   const model = ctx.store.model;
   // Outputs are uploaded before the result names them; what is named must be here.
   if (body.outputs) await ctx.files.requireStored(body.outputs, 'output');
-  const report = {
+  const report: AttemptReport = {
     how: body.how,
     exitCode: body.exitCode,
     signal: body.signal,
     durationMs: body.durationMs,
-    stdoutTail: body.stdout.slice(-TAIL_CHARS),
-    stderrTail: body.stderr.slice(-TAIL_CHARS),
+    stdoutTail: body.stdout.length > TAIL_CHARS ? body.stdout.slice(-TAIL_CHARS) : body.stdout,
+    stderrTail: body.stderr.length > TAIL_CHARS ? body.stderr.slice(-TAIL_CHARS) : body.stderr,
     stdoutBytes: body.stdoutBytes,
     stderrBytes: body.stderrBytes,
-    ...(body.reason !== undefined ? { reason: body.reason } : {}),
-    ...(body.outputs && body.outputs.length > 0 ? { outputs: body.outputs } : {}),
   };
-  const first = planFinish(model, workerId, body.jobId, body.attempt, report, Date.now(), via);
-  if (first === 'duplicate') return { accepted: true, duplicate: true, state: model.job(body.jobId)!.state };
+  if (body.reason !== undefined) report.reason = body.reason;
+  if (body.outputs && body.outputs.length > 0) report.outputs = body.outputs;
+  let event = planFinish(model, workerId, body.jobId, body.attempt, report, Date.now(), via);
+  if (event === 'duplicate') return { accepted: true, duplicate: true, state: model.job(body.jobId)!.state };
   // Logs are durable before the result is, so a finished job always has
   // them. Output that fits in the tails is kept whole in the job record,
   // which saves the files and their fsyncs for the many jobs that say little.
   if (!fitsInTail(body.stdout, body.stdoutBytes) || !fitsInTail(body.stderr, body.stderrBytes)) {
     await ctx.logs.write(body.jobId, body.attempt, body.stdout, body.stderr);
+    // Check again: another report of the same attempt may have won while we wrote.
+    event = planFinish(model, workerId, body.jobId, body.attempt, report, Date.now(), via);
+    if (event === 'duplicate') return { accepted: true, duplicate: true, state: model.job(body.jobId)!.state };
   }
-  // Check again: another report of the same attempt may have won while we wrote.
-  const event = planFinish(model, workerId, body.jobId, body.attempt, report, Date.now(), via);
-  if (event === 'duplicate') return { accepted: true, duplicate: true, state: model.job(body.jobId)!.state };
   await ctx.store.commit(event);
   ctx.dispatcher.kick();
   return { accepted: true, duplicate: false, state: model.job(body.jobId)!.state };

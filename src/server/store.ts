@@ -90,20 +90,28 @@ export class Store {
     this.model.apply(event);
     const seq = ++this.applied;
     // An observer must never come between applying an event and journaling it.
-    for (const listener of this.eventListeners) this.tell(() => listener(event, seq));
+    for (const listener of this.eventListeners) {
+      try {
+        listener(event, seq);
+      } catch (err) {
+        this.observerFailed(err);
+      }
+    }
   }
 
   private synced(records: number): void {
     this.durable += records;
-    for (const listener of this.durableListeners) this.tell(() => listener(this.durable));
+    for (const listener of this.durableListeners) {
+      try {
+        listener(this.durable);
+      } catch (err) {
+        this.observerFailed(err);
+      }
+    }
   }
 
-  private tell(call: () => void): void {
-    try {
-      call();
-    } catch (err) {
-      this.opts.log.error('an event observer failed', { err: String(err) });
-    }
+  private observerFailed(err: unknown): void {
+    this.opts.log.error('an event observer failed', { err: String(err) });
   }
 
   /** Loads the newest snapshot and replays the journal after it. */

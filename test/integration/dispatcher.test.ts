@@ -53,9 +53,36 @@ describe('long-poll dispatcher', () => {
     assert.deepEqual(jobs, []);
   });
 
+  it('stops waiting for a worker that hung up during its long-poll', async () => {
+    const hangUp = new AbortController();
+    const claim = worker.claim(workerId, { waitS: 20 }, hangUp.signal).catch((err: unknown) => err);
+    let deadline = Date.now() + 5000;
+    while (server.ctx.dispatcher.waitingCount === 0) {
+      assert.ok(Date.now() < deadline, 'claim never started waiting');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    hangUp.abort();
+    assert.ok((await claim) instanceof Error);
+    deadline = Date.now() + 5000;
+    while (server.ctx.dispatcher.waitingCount > 0) {
+      assert.ok(Date.now() < deadline, 'the server kept waiting for a worker that hung up');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    // Nothing was handed to the gone claim: the job waits for the next one, as attempt 1.
+    const { ids } = await admin.submit('d', [{ argv: ['true'] }]);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal((await admin.job(ids[0]!)).state, 'queued');
+    const { jobs } = await worker.claim(workerId, { waitS: 1 });
+    assert.deepEqual(
+      jobs.map((j) => [j.id, j.attempt]),
+      [[ids[0], 1]],
+    );
+    await worker.result(workerId, { jobId: ids[0]!, attempt: 1, how: 'exited', exitCode: 0, signal: null, durationMs: 1, stdout: '', stderr: '', stdoutBytes: 0, stderrBytes: 0 });
+  });
+
   it('puts jobs back in the queue when the claiming worker hung up before the answer', async () => {
     const { ids } = await admin.submit('d', [{ argv: ['true'] }]);
-    const gone = AbortSignal.abort();
+    const gone = { gone: () => true, signal: AbortSignal.abort() };
     const jobs = await server.ctx.dispatcher.claim(workerId, 4, 10, gone);
     assert.deepEqual(jobs, []);
     const job = await admin.job(ids[0]!);

@@ -215,6 +215,8 @@ describe('event stream', () => {
   it('answers reset for a cursor outside its window, and exactly the rest inside it', async () => {
     // A second hub on the same store with a window of three events.
     const hub = new EventHub(ts.server.ctx.store, { windowEvents: 3 });
+    // Someone listening keeps the hub recording.
+    hub.subscribe({ user: 'cpc-admin', superuser: true, send: () => true });
     try {
       const start = hub.position;
       await activity(ts, ts.admin, 'beta', 3, worker);
@@ -235,6 +237,45 @@ describe('event stream', () => {
       const events = recent.filter((m): m is StreamEvent => m.type === 'event');
       assert.ok(events.length > 0 && events.length <= 3);
       assert.ok(events.every((e) => e.seq > hub.oldestCursor));
+    } finally {
+      hub.close();
+    }
+  });
+
+  it('records nothing while nobody listens, and answers reset to a cursor from before', async () => {
+    const hub = new EventHub(ts.server.ctx.store, { keepS: 0.2 });
+    try {
+      const got = (cursor?: number) => {
+        const out: StreamMessage[] = [];
+        const off = hub.subscribe({ user: 'cpc-admin', superuser: true, send: (j) => (out.push(JSON.parse(j)), true) }, cursor);
+        return { out, off };
+      };
+      // While someone listens, and for keepS after, a client can come back.
+      const first = got();
+      await activity(ts, ts.admin, 'beta', 1, worker);
+      await until('the hub to publish', () => hub.position >= ts.server.ctx.store.seq);
+      const cursor = hub.position;
+      first.off();
+      await activity(ts, ts.admin, 'beta', 1, worker);
+      await until('the hub to publish', () => hub.position >= ts.server.ctx.store.seq);
+      const back = got(cursor);
+      assert.equal(back.out[0]!.type, 'ready');
+      assert.ok(back.out.some((m) => m.type === 'event' && m.jobs !== undefined), 'the events while away are served');
+      back.off();
+
+      // Past keepS with nobody listening, nothing is recorded.
+      const away = hub.position;
+      await new Promise((r) => setTimeout(r, 400));
+      await activity(ts, ts.admin, 'beta', 1, worker);
+      await until('the hub to publish', () => hub.position >= ts.server.ctx.store.seq);
+      const stale = got(away);
+      assert.equal(stale.out[0]!.type, 'reset');
+      assert.equal(stale.out.filter((m) => m.type === 'event').length, 0);
+      // A listener records again from the moment it subscribes.
+      const { ids } = await ts.admin.submit('beta', [{ argv: ['true'] }]);
+      await until('the new job to be seen', () => stale.out.some((m) => m.type === 'event' && m.jobs?.some((j) => j.id === ids[0])));
+      stale.off();
+      await ts.admin.cancel(ids);
     } finally {
       hub.close();
     }

@@ -64,6 +64,13 @@ export interface HubOptions {
   jobsPerEvent?: number;
   /** The trusted peers as the API shows them, for super users; absent without federation. */
   peers?: () => PeerView[];
+  /**
+   * How long after its last subscriber left the hub goes on recording events
+   * for clients that come back with a cursor. Past that, and until someone
+   * subscribes again, nothing is recorded: a stream nobody listens to costs
+   * nothing on the hot paths, and a cursor from before is answered `reset`.
+   */
+  keepS?: number;
 }
 
 interface Sub extends Subscriber {
@@ -87,12 +94,20 @@ export class EventHub {
   private readonly unsubscribe: (() => void)[] = [];
   private peersJson = '';
   private readonly opts: Required<Omit<HubOptions, 'peers'>> & Pick<HubOptions, 'peers'>;
+  /**
+   * Whether events are being recorded. A new hub has no listener yet: the
+   * window of a previous run is gone anyway, so a client of that run can
+   * resume only from where it ended, and does so as long as nothing
+   * happened since.
+   */
+  private recording = false;
+  private stopRecording: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly store: Store,
     opts: HubOptions = {},
   ) {
-    this.opts = { windowEvents: 10_000, windowItems: 100_000, jobsPerEvent: 1000, ...opts };
+    this.opts = { windowEvents: 10_000, windowItems: 100_000, jobsPerEvent: 1000, keepS: 60, ...opts };
     this.floor = this.published = store.seq;
     const model = store.model;
     for (const p of model.projects.values()) this.audiences.set(p.name, { owner: p.owner, members: [...p.members] });
@@ -120,6 +135,7 @@ export class EventHub {
   close(): void {
     for (const off of this.unsubscribe.splice(0)) off();
     this.subs.clear();
+    clearTimeout(this.stopRecording);
   }
 
   /**
@@ -129,6 +145,8 @@ export class EventHub {
    */
   subscribe(subscriber: Subscriber, cursor?: number): () => void {
     const sub: Sub = Object.assign(subscriber, { told: this.published });
+    clearTimeout(this.stopRecording);
+    this.recording = true;
     const send = (m: StreamMessage) => sub.send(JSON.stringify(m));
     if (cursor === undefined) {
       send({ type: 'ready', seq: this.published, resumed: false, user: sub.user, superuser: sub.superuser });
@@ -160,7 +178,23 @@ export class EventHub {
     }
     if (sub.superuser && this.opts.peers) send({ type: 'peers', peers: this.opts.peers() });
     this.subs.add(sub);
-    return () => this.subs.delete(sub);
+    return () => this.drop(sub);
+  }
+
+  private drop(sub: Sub): void {
+    if (!this.subs.delete(sub) || this.subs.size > 0) return;
+    clearTimeout(this.stopRecording);
+    this.stopRecording = setTimeout(() => this.idle(), this.opts.keepS * 1000);
+    this.stopRecording.unref();
+  }
+
+  /** Nobody listens: forget the window; cursors up to here can no longer be resumed. */
+  private idle(): void {
+    if (this.subs.size > 0) return;
+    this.recording = false;
+    this.window.length = 0;
+    this.windowWeight = 0;
+    this.floor = Math.max(this.floor, this.store.seq);
   }
 
   /**
@@ -191,6 +225,7 @@ export class EventHub {
   // ---- capture: while the event is applied ---------------------------------
 
   private collect(change: JobChange): void {
+    if (!this.recording) return;
     const id = change.job.id;
     // The first `from` is the state before the event; the job itself is read when the event is done.
     if (this.changes.has(id) || this.omittedIds.has(id)) return;
@@ -203,6 +238,12 @@ export class EventHub {
   }
 
   private capture(e: Event, seq: number): void {
+    if (!this.recording) {
+      this.follow(e);
+      // This event will never be served: no cursor before it can resume.
+      this.floor = seq;
+      return;
+    }
     const model = this.store.model;
     const changes = [...this.changes.values()];
     const omittedNow = [...this.omittedNow];
@@ -335,6 +376,24 @@ export class EventHub {
     this.pending.push({ seq, event, audiences, weight: Math.max(1, weight) });
   }
 
+  /** Keeps who may see each project up to date while nothing is recorded. */
+  private follow(e: Event): void {
+    switch (e.t) {
+      case 'project-created':
+      case 'project-loaded':
+        this.audiences.set(e.name, { owner: e.owner, members: [] });
+        break;
+      case 'members-changed':
+        this.audiences.set(e.project, { owner: this.audiences.get(e.project)?.owner ?? '', members: [...e.members] });
+        break;
+      case 'project-removed':
+        this.audiences.delete(e.name);
+        break;
+      default:
+        break;
+    }
+  }
+
   private leaseView(job: Job, attempt: number, workerId: string, via: string, deadline: number | null): StreamLease {
     const a = job.attempts.find((x) => x.n === attempt);
     return {
@@ -379,7 +438,7 @@ export class EventHub {
   }
 
   private sendTo(sub: Sub, json: string): void {
-    if (!sub.send(json)) this.subs.delete(sub);
+    if (!sub.send(json)) this.drop(sub);
   }
 
   /** The event as this subscriber may see it, or null when nothing of it is theirs. */

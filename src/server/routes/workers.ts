@@ -117,7 +117,7 @@ export function workerRoutes(router: Router, ctx: Context): void {
       claimsOpen.set(who.tokenId, open + 1);
       try {
         worker.lastSeen = Date.now();
-        const jobs = await ctx.dispatcher.claim(worker.id, body.max ?? 4096, body.waitS, req.signal);
+        const jobs = await ctx.dispatcher.claim(worker.id, body.max ?? 4096, body.waitS, req);
         return results ? { jobs, results: await results } : { jobs };
       } finally {
         const left = (claimsOpen.get(who.tokenId) ?? 1) - 1;
