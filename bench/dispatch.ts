@@ -5,6 +5,8 @@ export interface DispatchRun {
   jobsPerS: number;
   /** CPU time of the server's process per job handed out and taken back (both servers' when delegated). */
   serverCpuUs: number;
+  /** CPU time of the simulated workers' process per job. */
+  clientCpuUs: number;
   /** Journal figures over the same window as jobsPerS (first job handed out to last result). */
   fsyncs: number;
   fsyncsPerS: number;
@@ -27,7 +29,7 @@ export interface DispatchRun {
 export async function dispatch(
   jobs: number,
   workers: number,
-  opts: { delegated?: boolean; queuedBeyond?: number } = {},
+  opts: { delegated?: boolean; queuedBeyond?: number; cores?: number } = {},
 ): Promise<DispatchRun> {
   const asking = await benchServer();
   let home: Bench = asking;
@@ -44,8 +46,8 @@ export async function dispatch(
     const stats = () => home.server.ctx.store.journalStats();
     let before = stats();
     let cpu0 = cpuUs();
-    const { done, ms } = await profiled(opts.delegated ? 'dispatch-delegated' : 'dispatch', () =>
-      runChild<{ done: number; ms: number }>(
+    const { done, ms, clientCpuUs } = await profiled(opts.delegated ? 'dispatch-delegated' : 'dispatch', () =>
+      runChild<{ done: number; ms: number; clientCpuUs: number }>(
         'sim-workers.ts',
         [
           asking.server.url,
@@ -54,6 +56,7 @@ export async function dispatch(
           asking.workerToken,
           String(workers),
           String(jobs),
+          String(opts.cores ?? 1),
         ],
         {
           onLine: (line) => {
@@ -79,6 +82,7 @@ export async function dispatch(
     return {
       jobsPerS: round((done / ms) * 1000, 0),
       serverCpuUs: round(cpu / done, 1),
+      clientCpuUs: round(clientCpuUs, 1),
       fsyncs,
       fsyncsPerS: round((fsyncs / ms) * 1000, 0),
       changesPerFsync: round((after.records - before.records) / Math.max(1, fsyncs)),

@@ -32,7 +32,7 @@ const repeats = quick ? 1 : 3;
 const resultsDir = join(import.meta.dirname, 'results');
 if (profile) process.env[PROFILE_ENV] = join(resultsDir, 'profiles');
 
-const FIGURES = ['ceiling', 'dispatch', 'dispatch-growth', 'delegated-dispatch', 'wakeup', 'delegated-wakeup', 'bulk', 'heartbeats', 'restart', 'memory', 'transfer'];
+const FIGURES = ['ceiling', 'dispatch', 'dispatch-shapes', 'dispatch-growth', 'delegated-dispatch', 'wakeup', 'delegated-wakeup', 'bulk', 'heartbeats', 'restart', 'memory', 'transfer'];
 for (const name of only ?? []) if (!FIGURES.includes(name)) throw new Error(`--only: no figure '${name}' (figures: ${FIGURES.join(', ')})`);
 
 const size = quick
@@ -64,7 +64,18 @@ const size = quick
       memoryJobs: 100_000,
       transferMb: 256,
     };
-const WORKERS = 64;
+/**
+ * The dispatch figures' fleet: 64 slots as 8 workers of 8 cores, as
+ * cpc-worker registers a node with all its cores and claims as many jobs as
+ * it has free (results riding on that claim). The same 64 slots as 64
+ * one-core workers, one request per job, are measured beside it.
+ */
+const WORKERS = 8;
+const CORES = 8;
+const SHAPES: [workers: number, cores: number][] = [
+  [64, 1],
+  [16, 4],
+];
 const HB_PER_WORKER = 100;
 
 const results: Record<string, unknown> = {
@@ -119,7 +130,7 @@ await figure('ceiling', async () => {
 
 let dispatchMedian: number | undefined;
 await figure('dispatch', async () => {
-  const runs: DispatchRun[] = await repeat(repeats, () => dispatch(size.dispatchJobs, WORKERS));
+  const runs: DispatchRun[] = await repeat(repeats, () => dispatch(size.dispatchJobs, WORKERS, { cores: CORES }));
   const jobsPerS = of(runs, (r) => r.jobsPerS);
   dispatchMedian = jobsPerS.median;
   const changesPerFsync = of(runs, (r) => r.changesPerFsync);
@@ -128,8 +139,10 @@ await figure('dispatch', async () => {
   results.dispatch = {
     jobs: size.dispatchJobs,
     workers: WORKERS,
+    cores: CORES,
     jobsPerS,
     serverCpuUs,
+    clientCpuUs: of(runs, (r) => r.clientCpuUs),
     fsyncs: runs.map((r) => r.fsyncs),
     changesPerFsync,
     ...(ceilingMedian ? { ofCeiling: round(jobsPerS.median / ceilingMedian) } : {}),
@@ -137,7 +150,7 @@ await figure('dispatch', async () => {
   results.journal = { under: 'dispatch', fsyncsPerS, changesPerFsync };
   const target = ceilingMedian ? round(0.35 * ceilingMedian, 0) : undefined;
   rows.push({
-    figure: `dispatch (${size.dispatchJobs} jobs, ${WORKERS} workers)`,
+    figure: `dispatch (${size.dispatchJobs} jobs, ${WORKERS} workers × ${CORES} cores)`,
     unit: 'jobs/s',
     s: jobsPerS,
     ...(target ? { target: { op: '≥', value: target, text: `≥ 0.35 × ceiling = ${target.toLocaleString('en-US')}` } } : {}),
@@ -148,23 +161,36 @@ await figure('dispatch', async () => {
   rows.push({ figure: 'journal: changes per fsync under dispatch', unit: '', s: changesPerFsync });
 });
 
+await figure('dispatch-shapes', async () => {
+  const byShape: Record<string, { jobsPerS: Stat; serverCpuUs: Stat; clientCpuUs: Stat }> = {};
+  for (const [workers, cores] of SHAPES) {
+    const runs = await repeat(repeats, () => dispatch(size.dispatchJobs, workers, { cores }));
+    const shape = `${workers}x${cores}`;
+    const s = (byShape[shape] = { jobsPerS: of(runs, (r) => r.jobsPerS), serverCpuUs: of(runs, (r) => r.serverCpuUs), clientCpuUs: of(runs, (r) => r.clientCpuUs) });
+    rows.push({ figure: `dispatch, ${workers} workers × ${cores} cores`, unit: 'jobs/s', s: s.jobsPerS });
+    rows.push({ figure: `  server CPU per job`, unit: 'µs', s: s.serverCpuUs });
+  }
+  results.dispatchShapes = { jobs: size.dispatchJobs, byShape };
+});
+
 await figure('dispatch-growth', async () => {
   const bySize: Record<string, { jobsPerS: Stat; serverCpuUs: Stat }> = {};
   for (const queued of size.growthQueued) {
-    const runs = await repeat(repeats, () => dispatch(size.growthJobs, WORKERS, { queuedBeyond: queued }));
+    const runs = await repeat(repeats, () => dispatch(size.growthJobs, WORKERS, { queuedBeyond: queued, cores: CORES }));
     const s = (bySize[queued] = { jobsPerS: of(runs, (r) => r.jobsPerS), serverCpuUs: of(runs, (r) => r.serverCpuUs) });
     rows.push({ figure: `dispatch with ${queued} more queued (${size.growthJobs} jobs)`, unit: 'jobs/s', s: s.jobsPerS });
     rows.push({ figure: `  server CPU per job`, unit: 'µs', s: s.serverCpuUs });
   }
-  results.dispatchGrowth = { jobs: size.growthJobs, workers: WORKERS, byQueued: bySize, ...growth(size.growthQueued, (q) => bySize[q]!.serverCpuUs.median) };
+  results.dispatchGrowth = { jobs: size.growthJobs, workers: WORKERS, cores: CORES, byQueued: bySize, ...growth(size.growthQueued, (q) => bySize[q]!.serverCpuUs.median) };
 });
 
 await figure('delegated-dispatch', async () => {
-  const runs = await repeat(repeats, () => dispatch(size.dispatchJobs, WORKERS, { delegated: true }));
+  const runs = await repeat(repeats, () => dispatch(size.dispatchJobs, WORKERS, { delegated: true, cores: CORES }));
   const jobsPerS = of(runs, (r) => r.jobsPerS);
   results.delegatedDispatch = {
     jobs: size.dispatchJobs,
     workers: WORKERS,
+    cores: CORES,
     jobsPerS,
     ...(dispatchMedian ? { ofLocal: round(jobsPerS.median / dispatchMedian) } : {}),
   };

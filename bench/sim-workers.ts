@@ -5,43 +5,52 @@
  * is measured. Prints `{"started":true}` when the first job arrives
  * (so the server side can count fsyncs over the same window) and one JSON
  * line when `expected` results are in.
- * argv: url caFile serverId token workers expected
+ * Each worker has `cores` slots and, as cpc-worker does, claims as many jobs
+ * as it has free slots and sends all the results it holds with that claim.
+ * argv: url caFile serverId token workers expected [cores]
  */
 import { readFileSync } from 'node:fs';
 import { ApiClient } from '../src/client/api/client.js';
 import type { ResultRequest } from '../src/core/wire.js';
 import { profiled, reply } from './lib.js';
 
-const [url, caFile, serverId, token, workersArg, expectedArg] = process.argv.slice(2);
+const [url, caFile, serverId, token, workersArg, expectedArg, coresArg] = process.argv.slice(2);
 const workers = Number(workersArg);
+const cores = Number(coresArg ?? 1);
 const expected = Number(expectedArg);
 const client = new ApiClient({ url: url!, caPem: readFileSync(caFile!, 'utf8'), serverId, token, connections: workers * 2 });
 let done = 0;
 let started = 0;
+let cpu0 = 0;
+const cpuUs = (): number => {
+  const u = process.cpuUsage();
+  return u.user + u.system;
+};
 
 async function run(i: number): Promise<void> {
-  const { workerId } = await client.register({ name: `sim-${i}`, host: 'bench', cores: 1, memoryMb: 1024 });
+  const { workerId } = await client.register({ name: `sim-${i}`, host: 'bench', cores, memoryMb: 1024 });
   process.send?.({ registered: i });
-  // As cpc-worker does: the result of the job just run goes with the next claim.
-  let finished: ResultRequest | null = null;
+  // As cpc-worker does: the results of the jobs just run go with the next claim.
+  let finished: ResultRequest[] = [];
   while (done < expected) {
-    const answer = await client.claim(workerId, finished ? { waitS: 0, max: 1, results: [finished] } : { waitS: 2, max: 1 });
-    if (finished) {
-      const outcome = answer.results?.[0];
-      if (!outcome || 'error' in outcome) throw new Error(`a result was refused: ${JSON.stringify(outcome)}`);
-      finished = null;
-      if (++done === expected) {
-        // Other workers are still long-polling an empty queue; their wait is
-        // not part of the figure.
-        reply({ done, ms: performance.now() - started });
-      }
+    const answer = await client.claim(workerId, finished.length > 0 ? { waitS: 0, max: cores, results: finished } : { waitS: 2, max: cores });
+    for (const outcome of answer.results ?? []) {
+      if ('error' in outcome) throw new Error(`a result was refused: ${JSON.stringify(outcome)}`);
     }
+    if ((answer.results?.length ?? 0) !== finished.length) throw new Error('a result went unanswered');
+    const before = done;
+    done += finished.length;
+    // Other workers are still long-polling an empty queue; their wait is
+    // not part of the figure.
+    if (before < expected && done >= expected) reply({ done, ms: performance.now() - started, clientCpuUs: (cpuUs() - cpu0) / done });
+    finished = [];
     for (const job of answer.jobs) {
       if (started === 0) {
         started = performance.now();
+        cpu0 = cpuUs();
         process.stdout.write('{"started":true}\n');
       }
-      finished = {
+      finished.push({
         jobId: job.id,
         attempt: job.attempt,
         how: 'exited',
@@ -52,7 +61,7 @@ async function run(i: number): Promise<void> {
         stderr: '',
         stdoutBytes: 0,
         stderrBytes: 0,
-      };
+      });
     }
   }
 }

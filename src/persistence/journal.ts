@@ -45,7 +45,7 @@ export interface JournalOptions {
   dir: string;
   /** Warnings, e.g. a torn tail cut off during replay. */
   log?: (msg: string) => void;
-  /** Called after every fdatasync with its duration and the number of records it made durable. */
+  /** Called after every durable write (an fdatasync, or an O_DSYNC write) with its duration and the number of records it made durable. */
   onFsync?: (ms: number, records: number) => void;
   /** Permission bits of new segment files. */
   mode?: number;
@@ -192,11 +192,11 @@ export class Journal {
     if (numbers.length > 0) {
       const last = numbers[numbers.length - 1]!;
       const file = path.join(dir, segmentFileName(last));
-      const fd = fs.openSync(file, 'a');
+      const fd = fs.openSync(file, APPEND);
       segment = { number: last, fd, bytes: fs.fstatSync(fd).size, closed: false };
     } else {
       if (from > 1) log(`journal ${path.join(dir, segmentFileName(from))} not found; starting it empty`);
-      const fd = fs.openSync(path.join(dir, segmentFileName(from)), 'ax', mode);
+      const fd = fs.openSync(path.join(dir, segmentFileName(from)), CREATE, mode);
       await fsyncDir(dir);
       segment = { number: from, fd, bytes: 0, closed: false };
     }
@@ -209,7 +209,7 @@ export class Journal {
   }
 
   /**
-   * Resolves once the record is written and fdatasync'ed. The record is
+   * Resolves once the record is written durably (see DSYNC). The record is
    * serialised before this returns, so the caller may change it afterwards.
    */
   append(record: unknown): Promise<void> {
@@ -238,7 +238,7 @@ export class Journal {
   rotate(): number {
     this.checkWritable();
     const number = this.current.number + 1;
-    const fd = fs.openSync(path.join(this.opts.dir, segmentFileName(number)), 'ax', this.opts.mode ?? 0o600);
+    const fd = fs.openSync(path.join(this.opts.dir, segmentFileName(number)), CREATE, this.opts.mode ?? 0o600);
     try {
       fsyncDirSync(this.opts.dir);
     } catch (err) {
@@ -325,9 +325,9 @@ export class Journal {
       let ms: number;
       try {
         const buf = group.frames.length === 1 ? group.frames[0]! : Buffer.concat(group.frames, group.bytes);
-        await writeAll(group.segment.fd, buf);
         const start = performance.now();
-        await fdatasync(group.segment.fd);
+        await writeAll(group.segment.fd, buf);
+        if (!DSYNC) await fdatasync(group.segment.fd);
         ms = performance.now() - start;
       } catch (err) {
         this.inflight = null;
@@ -391,6 +391,16 @@ export class Journal {
     for (const w of waiters) w();
   }
 }
+
+/**
+ * Segments are opened with O_DSYNC where the system has it: each write
+ * returns once its bytes are as durable as fdatasync would make them, so a
+ * group costs one trip to the thread pool instead of two, and its waiters
+ * do not also wait for the event loop between the write and the sync.
+ */
+const DSYNC = fs.constants.O_DSYNC ?? 0;
+const APPEND = fs.constants.O_WRONLY | fs.constants.O_APPEND | DSYNC;
+const CREATE = APPEND | fs.constants.O_CREAT | fs.constants.O_EXCL;
 
 function encodeFrame(record: unknown): Buffer {
   const json = JSON.stringify(record);
