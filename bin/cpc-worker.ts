@@ -201,6 +201,7 @@ async function main(argv: string[]): Promise<number> {
     log,
     idleExitS: flags.idleExit,
     signalSettleMs: flags.onTerm === 'abandon' ? 1000 : undefined,
+    exitSettleMs: flags.onTerm === 'abandon' ? 250 : undefined,
   });
 
   let signals = 0;

@@ -49,6 +49,13 @@ export interface WorkerOptions {
    * (re-queued) instead of reported as failed.
    */
   signalSettleMs?: number;
+  /**
+   * The same for an attempt that exited by itself. A job that catches the
+   * batch system's SIGTERM (a shell script with a trap, a program that cleans
+   * up) may exit 0 at the very moment the worker is told to stop; it must be
+   * re-queued like the rest, not reported done.
+   */
+  exitSettleMs?: number;
   /** Send results with the next claim when one follows at once (default); false: always on their own. */
   resultsWithClaims?: boolean;
 }
@@ -499,7 +506,8 @@ export class Worker {
       this.log('info', 'job started', { job: job.id, attempt: job.attempt, project: job.project, pid: run.pid, cores: job.resources.cores });
       if (slot.abandoned) void run.abandon();
       outcome = await run.done;
-      if (outcome.signal !== null && this.opts.signalSettleMs) await sleep(this.opts.signalSettleMs, this.killCtl.signal);
+      const settleMs = outcome.signal !== null ? this.opts.signalSettleMs : this.opts.exitSettleMs;
+      if (settleMs) await sleep(settleMs, this.killCtl.signal);
       if (job.outputs?.length && !slot.abandoned && outcome.how !== 'start-failed') {
         const kept = await keepOutputs(this.client, slot.workerId, job, run.dir, outcome.how === 'exited' && outcome.exitCode === 0);
         if ('failed' in kept) {

@@ -74,17 +74,47 @@ describe('cpc-worker as a pilot', { timeout: 120_000 }, () => {
     assert.equal(requeued.attempts[0]!.how, 'lease-expired', JSON.stringify(requeued.attempts[0]));
     assert.doesNotMatch(w.stderr(), /result delivered/);
   });
+
+  it('--on-term abandon: a job that catches the SIGTERM and exits 0 is re-queued too, not reported done', async () => {
+    const ts = await startTestServer({ heartbeatIntervalS: 0.5 });
+    await ts.admin.createProject('trap');
+    // A script that cleans up and exits 0 when told to stop, as many do.
+    const script = "trap 'exit 0' TERM; sleep 60 & wait";
+    const { ids } = await ts.admin.call<{ ids: string[] }>('POST', '/projects/trap/jobs', { jobs: [{ argv: ['sh', '-c', script], maxRetries: 0 }] });
+    const w = await pilotWorker(ts, 'trapped', ['--on-term', 'abandon']);
+    await until('the job to run', async () => (await job(ts, ids[0]!)).state === 'running', { timeoutMs: 30_000 });
+    const pid = w.child.pid!;
+    const shell = await until('the job process', async () => findChild(pid, 'sh'), { timeoutMs: 5000 });
+    // The worst order for the worker: the job hears of it first and has
+    // exited 0 by the time the worker's own signal arrives, a moment later.
+    process.kill(-shell, 'SIGTERM');
+    await new Promise((r) => setTimeout(r, 30));
+    w.child.kill('SIGTERM');
+    const end = await w.exited;
+    assert.notEqual(end.code, null, w.stderr());
+    const requeued = await until(
+      'the job to be back in the queue',
+      async () => {
+        const j = await job(ts, ids[0]!);
+        return j.state !== 'running' ? j : null;
+      },
+      { timeoutMs: 30_000 },
+    );
+    assert.equal(requeued.state, 'queued', JSON.stringify(requeued.attempts));
+    assert.equal(requeued.attempts[0]!.how, 'lease-expired');
+    assert.doesNotMatch(w.stderr(), /result delivered/);
+  });
 });
 
-/** The pid of the `sleep` job the worker `parent` started (it leads its own process group). */
-async function findChild(parent: number): Promise<number | null> {
+/** The pid of the job (`command`) the worker `parent` started (it leads its own process group). */
+async function findChild(parent: number, command = 'sleep'): Promise<number | null> {
   const { readdirSync, readFileSync } = await import('node:fs');
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     try {
       const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
       const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === parent && readFileSync(`/proc/${name}/cmdline`, 'utf8').startsWith('sleep\0')) return Number(name);
+      if (ppid === parent && readFileSync(`/proc/${name}/cmdline`, 'utf8').startsWith(`${command}\0`)) return Number(name);
     } catch {
       // gone
     }
