@@ -71,7 +71,7 @@ export function planLoadProject(model: Model, p: ProjectToLoad, at: number): Pro
   p.jobs.forEach((job, i) => {
     if (index.has(job.id)) throw fail('INVALID_FIELD', `jobs[${i}]: job ${job.id} is given twice`);
     index.set(job.id, i);
-    if (model.job(job.id)) throw fail('JOB_EXISTS', `this server already has a job ${job.id}; was the project loaded here before?`);
+    if (model.job(job.id)) throw fail('JOB_EXISTS', `this server already has a job ${job.id}; was the project loaded here before? (new ids make a copy: cpcc load --new-ids)`);
   });
   const deps: number[][] = p.jobs.map((job, i) => {
     const where = `jobs[${i}]`;
@@ -107,6 +107,23 @@ export function planLoadProject(model: Model, p: ProjectToLoad, at: number): Pro
     return job.state === 'running' ? { ...job, attempts, state: 'queued', reason: LEFT_BEHIND, updatedAt: at } : { ...job, attempts };
   });
   return { t: 'project-loaded', at, name: p.name, owner: p.owner, createdAt: p.createdAt, values: p.values, jobs };
+}
+
+/**
+ * The same jobs under new ids (from `newId`), with every reference between
+ * them (dependencies, inputs from a job) following along: a copy of a saved
+ * project that can be loaded beside the original. A reference to a job
+ * outside the project is left as it is, for planLoadProject to refuse.
+ */
+export function withNewJobIds(jobs: LoadedJob[], newId: () => string): LoadedJob[] {
+  const ids = new Map<string, string>();
+  for (const job of jobs) if (!ids.has(job.id)) ids.set(job.id, newId());
+  const renamed = (id: string): string => ids.get(id) ?? id;
+  return jobs.map((job) => {
+    const spec = { ...job.spec, after: job.spec.after.map(renamed) };
+    if (job.spec.inputs) spec.inputs = job.spec.inputs.map((input) => ('job' in input ? { ...input, job: renamed(input.job) } : input));
+    return { ...job, id: renamed(job.id), spec };
+  });
 }
 
 /** Every file a saved project refers to the way the model holds them: uploaded and resolved inputs, kept outputs, file values. */

@@ -1,14 +1,15 @@
 /**
  * The content-addressed file store: every file once, named by its sha256,
  * under `<dir>/sha256/<first two hex digits>/<hash>`. A file arrives as a
- * stream into `<dir>/tmp/`, is hashed and counted on the way, synced, and
+ * stream into `<dir>/tmp/`, is hashed and counted on the way, synced (as it
+ * is written, and once more at the end), and
  * only then renamed into place, so a reader never sees a partial file and a
  * crash leaves at most a temporary file behind (removed at start-up and by
  * the collector). Writing the same content twice stores it once.
  */
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, type ReadStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
+import { createReadStream, type ReadStream } from 'node:fs';
+import { mkdir, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -16,6 +17,7 @@ import { fail } from '../core/errors.js';
 import { SHA256 } from '../core/files.js';
 import { Meter } from '../stream-meter.js';
 import { fsyncDir } from './durable-file.js';
+import { SyncedFileWriter } from './synced-file-writer.js';
 
 export interface StoredBlob {
   sha256: string;
@@ -77,10 +79,8 @@ export class BlobStore {
     const meter = new Meter(opts.maxBytes, opts.tooLarge);
     this.writing.add(tmp);
     try {
-      await pipeline(source, meter, createWriteStream(tmp, { flags: 'wx', mode: 0o600, highWaterMark: 1024 * 1024 }));
-      // fsync reaches the file whichever descriptor asks.
-      const fh = await open(tmp, 'r');
-      await fh.sync().finally(() => fh.close());
+      // Synced as it is written, and once more at the end (synced-file-writer.ts).
+      await pipeline(source, meter, new SyncedFileWriter(tmp, { mode: 0o600 }));
       const sha256 = meter.digest();
       if (opts.size !== undefined && meter.bytes !== opts.size) {
         throw fail('TRANSFER_INCOMPLETE', `the transfer ended after ${meter.bytes} of ${opts.size} bytes`);

@@ -88,15 +88,30 @@ export class Dispatcher {
     this.kicked = true;
     setImmediate(() => {
       this.kicked = false;
-      for (const waiter of [...this.waiting.values()]) {
-        const local = this.takeLocal(waiter.workerId, waiter.max);
-        if (local) {
-          waiter.resolve(local);
-          continue;
-        }
-        if (!waiter.asking) this.askFor(waiter);
-      }
+      this.serve();
     });
+  }
+
+  /**
+   * Serves waiting claims now, in the same turn as the change that called.
+   * For new work: the hand-outs are journaled in the same group as the
+   * submission, so an idle worker hears of a job one fsync after it was
+   * submitted, not two. Safe because the journal is ordered: the worker is
+   * answered once the hand-out is durable, and so is the submission before it.
+   */
+  kickNow(): void {
+    if (this.waiting.size > 0) this.serve();
+  }
+
+  private serve(): void {
+    for (const waiter of [...this.waiting.values()]) {
+      const local = this.takeLocal(waiter.workerId, waiter.max);
+      if (local) {
+        waiter.resolve(local);
+        continue;
+      }
+      if (!waiter.asking) this.askFor(waiter);
+    }
   }
 
   /**

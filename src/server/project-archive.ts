@@ -23,8 +23,9 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { extract as tarExtract } from 'tar-stream';
+import { v7 as uuidv7 } from 'uuid';
 import { z } from 'zod';
-import { loadedFiles, planLoadProject, type ProjectToLoad } from '../core/commands.js';
+import { loadedFiles, planLoadProject, withNewJobIds, type ProjectToLoad } from '../core/commands.js';
 import { CpcError, fail } from '../core/errors.js';
 import type { LoadedJob } from '../core/events.js';
 import type { FileRef, Job, Project, ProjectValue } from '../core/types.js';
@@ -471,7 +472,7 @@ function serially<T>(ctx: Context, fn: () => Promise<T>): Promise<T> {
  * every job, then commits one `project-loaded` event. Anything refused
  * creates nothing.
  */
-export async function importProject(ctx: Context, req: IncomingMessage, name: string, owner: string): Promise<ProjectLoadReply> {
+export async function importProject(ctx: Context, req: IncomingMessage, name: string, owner: string, opts: { newIds?: boolean } = {}): Promise<ProjectLoadReply> {
   const model = ctx.store.model;
   const header = req.headers['content-length'];
   if (header === undefined) throw fail('LENGTH_REQUIRED', 'a saved project must be sent with its size in Content-Length');
@@ -506,13 +507,19 @@ export async function importProject(ctx: Context, req: IncomingMessage, name: st
     if ((await ctx.files.store.sizeOf(f.sha256)) === f.size) continue;
     throw fail('TRANSFER_INCOMPLETE', `the archive lists file ${f.sha256} (${f.size} bytes), which it does not hold`);
   }
-  const toLoad: ProjectToLoad = { name, owner, createdAt: manifest.createdAt, values: manifest.values as Record<string, ProjectValue>, jobs };
+  const toLoad: ProjectToLoad = {
+    name,
+    owner,
+    createdAt: manifest.createdAt,
+    values: manifest.values as Record<string, ProjectValue>,
+    jobs: opts.newIds ? withNewJobIds(jobs, uuidv7) : jobs,
+  };
   const files = loadedFiles(toLoad);
   await ctx.files.requireStored(files.map((f) => ({ ...f, name: 'saved' })), 'file');
 
   return serially(ctx, async () => {
-    const taken = await archivedAmong(ctx.store.archive.dir, jobs.map((j) => j.id));
-    if (taken) throw fail('JOB_EXISTS', `this server already has a job ${taken} (archived); was the project loaded here before?`);
+    const taken = await archivedAmong(ctx.store.archive.dir, toLoad.jobs.map((j) => j.id));
+    if (taken) throw fail('JOB_EXISTS', `this server already has a job ${taken} (archived); was the project loaded here before? (new ids make a copy: cpcc load --new-ids)`);
     const at = Date.now();
     const event = planLoadProject(model, toLoad, at);
     ctx.files.checkQuota(name, files);

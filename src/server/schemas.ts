@@ -172,6 +172,14 @@ export const jobListQuery = z.strictObject({
   archived: z.enum(['0', '1', 'true', 'false']).optional(),
 });
 
+/** A yes/no query parameter, as `1`/`0` or `true`/`false`; absent is no. */
+export const flagQuery = z
+  .enum(['0', '1', 'true', 'false'])
+  .optional()
+  .transform((v) => v === '1' || v === 'true');
+
+export const importQuery = z.strictObject({ newIds: flagQuery });
+
 export const logsQuery = z.strictObject({
   stream: z.enum(['stdout', 'stderr']).default('stdout'),
   attempt: z.coerce.number().int().min(1).optional(),

@@ -196,6 +196,33 @@ describe('save a project on one server and load it on another', () => {
     assert.deepEqual(readFileSync(confBack), conf);
   });
 
+  it('loads a copy beside the original with --new-ids: new ids, and the references between its jobs follow them', async () => {
+    const homeA = await cpccHome(a, 'orig');
+    const refused = await cpcc(homeA, ['load', tarFile, 'twin']);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /JOB_EXISTS/);
+    assert.equal(a.server.model.projects.has('twin'), false);
+
+    const loaded = JSON.parse(await ok(cpcc(homeA, ['load', tarFile, 'twin', '--new-ids', '--json'])));
+    assert.equal(loaded.jobs, 6);
+    const orig = await allJobs(a, 'orig');
+    const twin = await allJobs(a, 'twin');
+    assert.equal(twin.size, 6);
+    for (const id of twin.keys()) assert.ok(!orig.has(id), `the copy reuses id ${id}`);
+    const byName = new Map([...twin.values()].map((j) => [j.name, j]));
+    const twinOf = (id: string) => byName.get(orig.get(id)!.name!)!;
+    for (const [id, was] of orig) {
+      const now = twinOf(id);
+      assert.equal(now.state, id === ids.running ? 'queued' : was.state, `${was.name}`);
+      assert.deepEqual(now.argv, was.argv);
+    }
+    // The dependency and the input from a job name the copy's jobs, not the original's.
+    assert.deepEqual(twinOf(ids.waiting!).after, [twinOf(ids.queued!).id]);
+    assert.deepEqual(twinOf(ids.queued!).inputs, [{ name: 'in.dat', job: twinOf(ids.done!).id, output: 'run.dat' }]);
+    // The original is untouched.
+    assert.deepEqual([...(await allJobs(a, 'orig')).keys()].sort(), [...orig.keys()].sort());
+  });
+
   it('runs the queued jobs on the new server, and the waiting one after them', async () => {
     const w = await b.worker({ name: 'sim-b' });
     const reply = await w.client.claim(w.workerId, { waitS: 0, max: 10 });

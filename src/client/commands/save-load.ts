@@ -21,11 +21,12 @@ async function save(ctx: Context, args: Argument[]): Promise<void> {
   ctx.out.show({ project, file: dest, bytes: sum.size, sha256: sum.sha256 }, () => ctx.out.note(`saved project ${project} to ${dest} (${sum.size} bytes)`));
 }
 
-async function load(ctx: Context, args: Argument[]): Promise<void> {
+async function load(ctx: Context, args: Argument[], opts: Record<string, unknown>): Promise<void> {
   const { api } = await ctx.client();
   const [file, project] = args as [string, string];
   const size = localFileSize(file);
-  const r = await api.sendBytes<ProjectLoadReply>(`/projects/${enc(project)}/import`, createReadStream(file, { highWaterMark: 1024 * 1024 }), size, undefined, 'POST');
+  const query = opts.newIds ? { newIds: 1 } : undefined;
+  const r = await api.sendBytes<ProjectLoadReply>(`/projects/${enc(project)}/import`, createReadStream(file, { highWaterMark: 1024 * 1024 }), size, query, 'POST');
   ctx.out.show(r, () => ctx.out.note(`loaded project ${r.project.name}: ${r.jobs} jobs, ${r.files} files (${r.bytes} bytes)`));
 }
 
@@ -40,6 +41,7 @@ export const saveLoadCommands: CommandSpec[] = [
     name: 'load',
     args: ['<file>', '<project>'],
     summary: 'load a saved project from a tar as a new project of yours, on this server or any other',
+    options: [{ flags: '--new-ids', description: 'give the jobs new ids: a copy that can sit beside the project it was saved from' }],
     run: load,
   },
 ];

@@ -62,8 +62,9 @@ export function projectRoutes(router: Router, ctx: Context): void {
       if (m.projects.get(project.name) !== project) throw fail('PROJECT_NOT_FOUND', `no project named '${project.name}'`);
       const event = planSubmit(m, project.name, items, ids, Date.now(), archived);
       ctx.files.checkQuota(project.name, uploaded);
-      await ctx.store.commit(event);
-      ctx.dispatcher.kick();
+      const durable = ctx.store.commit(event);
+      ctx.dispatcher.kickNow();
+      await durable;
       return { ids };
     },
   );

@@ -3,7 +3,7 @@ import type { ProjectLoadReply } from '../../core/wire.js';
 import type { Context } from '../context.js';
 import { Reply, type Router } from '../http.js';
 import { exportProject, importProject } from '../project-archive.js';
-import { projectParams } from '../schemas.js';
+import { importQuery, projectParams } from '../schemas.js';
 
 /**
  * A whole project as one tar, to keep or to move to another server
@@ -28,10 +28,11 @@ export function saveLoadRoutes(router: Router, ctx: Context): void {
     '/projects/:project/import',
     {
       auth: 'user',
-      summary: 'load a saved project (a tar, Content-Length required) as a new project owned by the caller',
+      summary: 'load a saved project (a tar, Content-Length required) as a new project owned by the caller; newIds=1 gives its jobs new ids (a copy)',
       params: z.strictObject({ project: projectParams.shape.project }),
+      query: importQuery,
       upload: true,
     },
-    (req): Promise<ProjectLoadReply> => importProject(ctx, req.raw, req.params.project, req.who.user),
+    (req): Promise<ProjectLoadReply> => importProject(ctx, req.raw, req.params.project, req.who.user, { newIds: req.query.newIds }),
   );
 }
