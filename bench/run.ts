@@ -17,7 +17,7 @@ import { bulk, type BulkRun } from './bulk.js';
 import { ceiling, type CeilingRun } from './ceiling.js';
 import { dispatch, type DispatchRun } from './dispatch.js';
 import { heartbeats, type HeartbeatRun } from './heartbeats.js';
-import { PROFILE_ENV, round, stat, type Stat } from './lib.js';
+import { BENCH_DIR, PROFILE_ENV, round, stat, type Stat } from './lib.js';
 import { memory, type MemoryRun } from './memory.js';
 import { buildRestartState, removeRestartState, restart } from './restart.js';
 import { transfer, type TransferRun } from './transfer.js';
@@ -29,7 +29,7 @@ const profile = argv.includes('--profile');
 const onlyArg = argv.includes('--only') ? argv[argv.indexOf('--only') + 1] : undefined;
 const only = onlyArg ? new Set(onlyArg.split(',')) : null;
 const repeats = quick ? 1 : 3;
-const resultsDir = join(import.meta.dirname, 'results');
+const resultsDir = join(BENCH_DIR, 'results');
 if (profile) process.env[PROFILE_ENV] = join(resultsDir, 'profiles');
 
 const FIGURES = ['ceiling', 'dispatch', 'dispatch-shapes', 'dispatch-growth', 'delegated-dispatch', 'wakeup', 'delegated-wakeup', 'bulk', 'heartbeats', 'restart', 'memory', 'transfer'];
