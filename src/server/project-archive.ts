@@ -23,7 +23,6 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { extract as tarExtract } from 'tar-stream';
-import { v7 as uuidv7 } from 'uuid';
 import { z } from 'zod';
 import { loadedFiles, planLoadProject, withNewJobIds, type ProjectToLoad } from '../core/commands.js';
 import { CpcError, fail } from '../core/errors.js';
@@ -32,6 +31,7 @@ import type { FileRef, Job, Project, ProjectValue } from '../core/types.js';
 import type { ProjectLoadReply, ProjectManifest } from '../core/wire.js';
 import { uuidV7Millis, type ArchivedJob } from '../persistence/archive-store.js';
 import type { Context } from './context.js';
+import { newId } from './ids.js';
 import { check, fileRefSchema, sha256Schema } from './schemas.js';
 import { projectView } from './views.js';
 
@@ -512,7 +512,7 @@ export async function importProject(ctx: Context, req: IncomingMessage, name: st
     owner,
     createdAt: manifest.createdAt,
     values: manifest.values as Record<string, ProjectValue>,
-    jobs: opts.newIds ? withNewJobIds(jobs, uuidv7) : jobs,
+    jobs: opts.newIds ? withNewJobIds(jobs, newId) : jobs,
   };
   const files = loadedFiles(toLoad);
   await ctx.files.requireStored(files.map((f) => ({ ...f, name: 'saved' })), 'file');

@@ -1,4 +1,3 @@
-import { v7 as uuidv7 } from 'uuid';
 import { planCreateProject, planSubmit, uploadedInputs, type SubmitItem } from '../../core/commands.js';
 import type { JobInput, JobList, ProjectView, SubmitReply } from '../../core/wire.js';
 import { fail } from '../../core/errors.js';
@@ -6,6 +5,7 @@ import { archivedStates } from '../archived.js';
 import { canSee } from '../auth.js';
 import type { Context } from '../context.js';
 import type { Router } from '../http.js';
+import { newId } from '../ids.js';
 import { createProjectSchema, jobListQuery, projectParams, submitSchema, toJobSpec } from '../schemas.js';
 import { jobView, projectView } from '../views.js';
 
@@ -52,7 +52,7 @@ export function projectRoutes(router: Router, ctx: Context): void {
       const items: SubmitItem[] = req.body.jobs.map((input: JobInput) =>
         input.key === undefined ? { spec: toJobSpec(input) } : { key: input.key, spec: toJobSpec(input) },
       );
-      const ids = items.map(() => uuidv7());
+      const ids = items.map(() => newId());
       const keys = new Set(items.map((i) => i.key));
       const refs = items.flatMap((i) => [...i.spec.after, ...(i.spec.inputs ?? []).flatMap((x) => ('job' in x ? [x.job] : []))]);
       const archived = await archivedStates(ctx, project.name, refs.filter((ref) => !keys.has(ref)));

@@ -1,4 +1,3 @@
-import { v7 as uuidv7 } from 'uuid';
 import { renewFromMemo, renewalMemo, renewedAttempts, renewLeases, type RenewalMemo } from '../../core/commands.js';
 import { CpcError, fail } from '../../core/errors.js';
 import type { Model } from '../../core/model.js';
@@ -18,6 +17,7 @@ import { z } from 'zod';
 import type { WorkerIdentity } from '../auth.js';
 import type { Context } from '../context.js';
 import type { Router } from '../http.js';
+import { newId } from '../ids.js';
 import { isClaim, isHeartbeat, isPlainResult, isWorkerPath } from '../quick-checks.js';
 import { acceptResult } from '../results.js';
 import { claimSchema, heartbeatSchema, jobIdParam, registerSchema, resultSchema, tokenNameSchema } from '../schemas.js';
@@ -84,7 +84,7 @@ export function workerRoutes(router: Router, ctx: Context): void {
     if (registered >= most) {
       throw fail('TOO_MANY_WORKERS', `${registered} worker${registered === 1 ? ' is' : 's are'} registered with this token, the most it allows`);
     }
-    const id = uuidv7();
+    const id = newId();
     await ctx.store.commit({
       t: 'worker-registered',
       at: Date.now(),
