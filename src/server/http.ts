@@ -48,6 +48,8 @@ export class Reply {
     readonly status: number,
     readonly body: string | Buffer,
     readonly contentType: string,
+    /** More response headers (lower case). */
+    readonly headers: Record<string, string> = {},
   ) {}
 
   /** Bytes streamed from `stream`, `size` of them, never held whole in memory. */
@@ -55,8 +57,8 @@ export class Reply {
     return new StreamReply(stream, size, headers);
   }
 
-  static text(body: string, status = 200): Reply {
-    return new Reply(status, body, 'text/plain; charset=utf-8');
+  static text(body: string, status = 200, headers: Record<string, string> = {}): Reply {
+    return new Reply(status, body, 'text/plain; charset=utf-8', headers);
   }
 
   static json(value: unknown, status = 200): Reply {
@@ -370,6 +372,7 @@ function send(req: IncomingMessage, res: ServerResponse, reply: Reply, extra: Re
     'content-type': reply.contentType,
     'content-length': Buffer.byteLength(reply.body),
     'cache-control': 'no-store',
+    ...reply.headers,
     ...extra,
   };
   // A body left unread (refused before or while reading it) is not drained:

@@ -1,4 +1,5 @@
 import { mkdir, open, readFile } from 'node:fs/promises';
+import { utf8Part, type LogPart, type PartOf } from './log-part.js';
 import { join } from 'node:path';
 import { fsyncDir } from '../persistence/durable-file.js';
 
@@ -23,6 +24,27 @@ export class LogStore {
       writeSynced(join(folder, `${attempt}.stderr`), stderr),
     ]);
     await fsyncDir(folder);
+  }
+
+  /** A part of the stored text, reading only that part of the file; null when the attempt left none. */
+  async readPart(jobId: string, attempt: number, stream: 'stdout' | 'stderr', want: PartOf): Promise<LogPart | null> {
+    let fh;
+    try {
+      fh = await open(join(this.folder(jobId), `${attempt}.${stream}`), 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+    try {
+      const { size } = await fh.stat();
+      return await utf8Part(size, want, async (start, end) => {
+        const buf = Buffer.alloc(end - start);
+        const { bytesRead } = await fh.read(buf, 0, buf.length, start);
+        return buf.subarray(0, bytesRead);
+      });
+    } finally {
+      await fh.close();
+    }
   }
 
   /** The stored text, or null when the attempt left none. */

@@ -180,10 +180,20 @@ export const flagQuery = z
 
 export const importQuery = z.strictObject({ newIds: flagQuery });
 
-export const logsQuery = z.strictObject({
-  stream: z.enum(['stdout', 'stderr']).default('stdout'),
-  attempt: z.coerce.number().int().min(1).optional(),
-});
+/** Most bytes of a log one request returns when asked for a part of it. */
+export const MAX_LOG_PART = 16 * 1024 * 1024;
+
+export const logsQuery = z
+  .strictObject({
+    stream: z.enum(['stdout', 'stderr']).default('stdout'),
+    attempt: z.coerce.number().int().min(1).optional(),
+    /** From this byte on (to the end, or `limit` bytes). */
+    offset: z.coerce.number().int().min(0).optional(),
+    limit: z.coerce.number().int().min(1).max(MAX_LOG_PART).optional(),
+    /** The last this many bytes. */
+    tail: z.coerce.number().int().min(1).max(MAX_LOG_PART).optional(),
+  })
+  .refine((q) => q.tail === undefined || (q.offset === undefined && q.limit === undefined), 'give tail, or offset and limit, not both');
 
 export const limitQuery = z.strictObject({ limit: z.coerce.number().int().min(1).max(10_000).default(100) });
 export const runningQuery = limitQuery.extend({ project: name(64).optional() });

@@ -258,6 +258,15 @@ const cases: Case[] = [
   bad('the logs of a stream that does not exist', 400, 'INVALID_FIELD', () =>
     admin.call('GET', `/jobs/${ids.done}/logs`, undefined, { query: { stream: 'stdin' }, text: true }),
   ),
+  bad('a part of a log by both tail and offset', 400, 'INVALID_FIELD', () =>
+    admin.call('GET', `/jobs/${ids.done}/logs`, undefined, { query: { tail: 10, offset: 5 }, text: true }),
+  ),
+  bad('a part of a log with a negative offset', 400, 'INVALID_FIELD', () =>
+    admin.call('GET', `/jobs/${ids.done}/logs`, undefined, { query: { offset: -1, limit: 10 }, text: true }),
+  ),
+  bad('a part of a log of more than 16 MiB', 400, 'INVALID_FIELD', () =>
+    admin.call('GET', `/jobs/${ids.done}/logs`, undefined, { query: { offset: 0, limit: 16 * 1024 * 1024 + 1 }, text: true }),
+  ),
 
   // ---- workers ----------------------------------------------------------------------------
   bad('a registration without cores', 400, 'INVALID_FIELD', () => workerOnly.call('POST', '/workers', { name: 'w', host: 'h', memoryMb: 1 })),

@@ -101,6 +101,10 @@ describe('dashboard in a browser', { skip: missing ? `${CHROMIUM} is not install
     assert.equal(loads, 0, 'the page was not reloaded');
     assert.equal(await page.evaluate('window.stayed'), true);
 
+    const logRequests: URL[] = [];
+    page.on('request', (r) => {
+      if (r.url().includes('/logs')) logRequests.push(new URL(r.url()));
+    });
     await row.locator('a').first().click();
     await page.locator('#job-state [data-state="done"]').waitFor();
     await page.locator('#attempts tr[data-attempt="1"]', { hasText: 'node-7' }).waitFor();
@@ -117,6 +121,13 @@ describe('dashboard in a browser', { skip: missing ? `${CHROMIUM} is not install
     await page.click('#log-prev');
     await page.click('#log-prev');
     await page.locator('#log-text', { hasText: 'line 0 of the job' }).waitFor();
+    // Each page was asked of the server on its own; the log was never fetched whole.
+    assert.ok(logRequests.length >= 5);
+    assert.ok(logRequests.every((u) => u.searchParams.get('limit') === String(64 * 1024)), logRequests.join(' '));
+    assert.deepEqual(
+      [...new Set(logRequests.map((u) => Number(u.searchParams.get('offset'))))].sort((a, b) => a - b),
+      [0, 64 * 1024, 128 * 1024],
+    );
 
     mkdirSync(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: join(ARTIFACTS, 'dashboard-job.png'), fullPage: false });

@@ -234,6 +234,19 @@ describe('job lifecycle with real workers', () => {
     assert.equal(await ts.admin.logs(bigId, { attempt: 1 }), expected);
     assert.equal(await ts.admin.logs(smallId), 'hello\n');
     assert.equal(await ts.admin.logs(smallId, { stream: 'stderr' }), '');
+
+    // A page at a time, as the dashboard reads it: the server reads and sends only that page.
+    let joined = '';
+    for (let offset = 0; offset < expected.length; offset += 50_000) {
+      const part = await ts.admin.logPart(bigId, { offset, limit: 50_000 });
+      assert.deepEqual([part.offset, part.end, part.size], [offset, Math.min(offset + 50_000, expected.length), expected.length]);
+      joined += part.text;
+    }
+    assert.equal(joined, expected);
+    const tail = await ts.admin.logPart(bigId, { tail: 12 });
+    assert.deepEqual(tail, { text: expected.slice(-12), offset: expected.length - 12, end: expected.length, size: expected.length });
+    // A log kept whole in the job record is served the same way.
+    assert.deepEqual(await ts.admin.logPart(smallId, { offset: 2, limit: 3 }), { text: 'llo', offset: 2, end: 5, size: 6 });
   });
 
   it('fails a job that runs past its timeout, saying so', async () => {

@@ -205,7 +205,7 @@ export class ApiClient {
   }
 
   /** GETs bytes; the caller reads (or destroys) the stream. */
-  async fetchBytes(path: string, query?: Query, signal?: AbortSignal): Promise<{ body: Readable; size: number }> {
+  async fetchBytes(path: string, query?: Query, signal?: AbortSignal): Promise<{ body: Readable; size: number; headers: Dispatcher.ResponseData['headers'] }> {
     const headers: Record<string, string> = {};
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     let res: Dispatcher.ResponseData;
@@ -215,7 +215,7 @@ export class ApiClient {
       throw toClientError(err, this.url);
     }
     if (res.statusCode >= 400) return this.answer(res);
-    return { body: res.body, size: Number(res.headers['content-length'] ?? NaN) };
+    return { body: res.body, size: Number(res.headers['content-length'] ?? NaN), headers: res.headers };
   }
 
   /** A JSON answer, or the ApiError its error body describes. */
@@ -311,6 +311,18 @@ export class ApiClient {
 
   logs(id: string, q: { stream?: 'stdout' | 'stderr'; attempt?: number } = {}): Promise<string> {
     return this.call('GET', `/jobs/${encodeURIComponent(id)}/logs`, undefined, { query: q, text: true });
+  }
+
+  /** A part of a log, by bytes: from `offset` for `limit` bytes, or the last `tail`; with where it lies in the whole. */
+  async logPart(
+    id: string,
+    q: { stream?: 'stdout' | 'stderr'; attempt?: number; offset?: number; limit?: number; tail?: number },
+  ): Promise<{ text: string; offset: number; end: number; size: number }> {
+    const { body, headers } = await this.fetchBytes(`/jobs/${encodeURIComponent(id)}/logs`, q);
+    const chunks: Buffer[] = [];
+    for await (const chunk of body) chunks.push(chunk as Buffer);
+    const at = (name: string) => Number(headers[name]);
+    return { text: Buffer.concat(chunks).toString('utf8'), offset: at('x-log-offset'), end: at('x-log-end'), size: at('x-log-size') };
   }
 
   cancel(ids: string[]): Promise<{ cancelled: string[] }> {

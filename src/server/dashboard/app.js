@@ -112,7 +112,7 @@ class ApiError extends Error {
   }
 }
 
-async function api(path, { method = 'GET', body, text = false, blob = false, query } = {}) {
+async function api(path, { method = 'GET', body, text = false, blob = false, raw = false, query } = {}) {
   const headers = { accept: text ? 'text/plain' : 'application/json' };
   if (session.token) headers.authorization = `Bearer ${session.token}`;
   if (body !== undefined) headers['content-type'] = 'application/json';
@@ -133,6 +133,7 @@ async function api(path, { method = 'GET', body, text = false, blob = false, que
     if (res.status === 401 && path !== '/login') endSession('Your session ended; log in again.');
     throw new ApiError(err.code, err.message, res.status);
   }
+  if (raw) return res;
   return blob ? res.blob() : text ? res.text() : res.json();
 }
 
@@ -571,7 +572,9 @@ function jobView(root, id) {
   const logs = h('div', { id: 'logs' });
   root.replaceChildren(head, h('h2', {}, 'Attempts'), attempts, h('h2', {}, 'Files'), files, h('h2', {}, 'Logs'), logs);
   let job = null;
-  const log = { attempt: null, stream: 'stdout', text: null, page: 0 };
+  // One page of the log at a time, asked of the server by bytes: a log of
+  // hundreds of megabytes is never fetched whole.
+  const log = { attempt: null, stream: 'stdout', text: null, page: 0, size: 0 };
 
   const showLog = async () => {
     if (!job) return;
@@ -589,36 +592,46 @@ function jobView(root, id) {
     if (job.attempts.length === 0) return logs.replaceChildren(h('p', { class: 'muted' }, 'The job has not run yet.'));
     if (log.attempt === null) return logs.replaceChildren(tabs, h('p', { class: 'muted' }, 'Choose an attempt.'));
     if (log.text === null) return logs.replaceChildren(tabs, h('p', { class: 'muted' }, 'Loading…'));
-    const pages = Math.max(1, Math.ceil(log.text.length / LOG_PAGE));
-    const page = Math.min(log.page, pages - 1);
-    const text = log.text.slice(page * LOG_PAGE, (page + 1) * LOG_PAGE);
+    const pages = Math.max(1, Math.ceil(log.size / LOG_PAGE));
+    const page = log.page;
     logs.replaceChildren(
       tabs,
       h(
         'div',
         { class: 'pager' },
-        h('button', { type: 'button', id: 'log-prev', disabled: page === 0, onclick: () => ((log.page = page - 1), showLog()) }, 'Previous'),
-        h('button', { type: 'button', id: 'log-next', disabled: page >= pages - 1, onclick: () => ((log.page = page + 1), showLog()) }, 'Next'),
-        h('span', { class: 'muted' }, `page ${page + 1} of ${pages}, ${log.text.length} characters`),
+        h('button', { type: 'button', id: 'log-prev', disabled: page === 0, onclick: () => loadPage(page - 1) }, 'Previous'),
+        h('button', { type: 'button', id: 'log-next', disabled: page >= pages - 1, onclick: () => loadPage(page + 1) }, 'Next'),
+        h('span', { class: 'muted' }, `page ${page + 1} of ${pages}, ${log.size} bytes`),
       ),
-      h('pre', { class: 'log', id: 'log-text', 'data-stream': log.stream, 'data-attempt': log.attempt }, text === '' ? '(empty)' : text),
+      h('pre', { class: 'log', id: 'log-text', 'data-stream': log.stream, 'data-attempt': log.attempt }, log.text === '' ? '(empty)' : log.text),
     );
   };
 
-  const openLog = async (attempt, streamName) => {
-    log.attempt = attempt;
-    log.stream = streamName;
-    log.text = null;
-    log.page = 0;
-    await showLog();
+  const loadPage = async (page) => {
+    const want = { attempt: log.attempt, stream: log.stream };
     try {
-      log.text = await api(`/jobs/${encodeURIComponent(id)}/logs`, { query: { stream: streamName, attempt }, text: true });
+      const res = await api(`/jobs/${encodeURIComponent(id)}/logs`, { query: { ...want, offset: page * LOG_PAGE, limit: LOG_PAGE }, text: true, raw: true });
+      const text = await res.text();
+      // A later click may have asked for another page or stream meanwhile.
+      if (log.attempt !== want.attempt || log.stream !== want.stream) return;
+      log.text = text;
+      log.size = Number(res.headers.get('x-log-size') ?? text.length);
+      log.page = page;
     } catch (err) {
       log.text = '';
       logs.append(h('p', { class: 'error' }, err.message));
       return;
     }
     await showLog();
+  };
+
+  const openLog = async (attempt, streamName) => {
+    log.attempt = attempt;
+    log.stream = streamName;
+    log.text = null;
+    log.size = 0;
+    await showLog();
+    await loadPage(0);
   };
 
   const render = () => {

@@ -7,6 +7,7 @@ import { archivedStates } from '../archived.js';
 import { canSee, visibleLiveJob, visibleProject } from '../auth.js';
 import type { Context } from '../context.js';
 import { Reply, type Router } from '../http.js';
+import { textPart } from '../log-part.js';
 import { fitsInTail } from '../results.js';
 import { idsSchema, jobIdParam, limitQuery, logsQuery, runningQuery } from '../schemas.js';
 import { jobView } from '../views.js';
@@ -23,7 +24,13 @@ export function jobRoutes(router: Router, ctx: Context): void {
   router.add(
     'GET',
     '/jobs/:id/logs',
-    { auth: 'job', summary: "an attempt's stdout or stderr (the last attempt by default)", params: jobParams, query: logsQuery, text: true },
+    {
+      auth: 'job',
+      summary: "an attempt's stdout or stderr (the last attempt by default); offset and limit, or tail, ask for a part (in bytes, given in x-log-offset, x-log-end and x-log-size)",
+      params: jobParams,
+      query: logsQuery,
+      text: true,
+    },
     async (req) => {
       const { job, query: q } = req;
       const attempt = q.attempt ?? job.attempts[job.attempts.length - 1]?.n;
@@ -32,9 +39,16 @@ export function jobRoutes(router: Router, ctx: Context): void {
       if (!a) throw fail('ATTEMPT_NOT_FOUND', `job ${job.id} has no attempt ${attempt}`);
       const tail = q.stream === 'stdout' ? a.stdoutTail : a.stderrTail;
       const bytes = q.stream === 'stdout' ? a.stdoutBytes : a.stderrBytes;
-      const text = tail !== undefined && bytes !== undefined && fitsInTail(tail, bytes) ? tail : await ctx.logs.read(job.id, attempt, q.stream);
-      if (text === null) throw fail('LOG_NOT_FOUND', `attempt ${attempt} of job ${job.id} has no ${q.stream} (it has not finished, or it was lost)`);
-      return Reply.text(text);
+      const kept = tail !== undefined && bytes !== undefined && fitsInTail(tail, bytes) ? tail : null;
+      const missing = () => fail('LOG_NOT_FOUND', `attempt ${attempt} of job ${job.id} has no ${q.stream} (it has not finished, or it was lost)`);
+      if (q.offset === undefined && q.limit === undefined && q.tail === undefined) {
+        const text = kept ?? (await ctx.logs.read(job.id, attempt, q.stream));
+        if (text === null) throw missing();
+        return Reply.text(text);
+      }
+      const part = kept !== null ? await textPart(kept, q) : await ctx.logs.readPart(job.id, attempt, q.stream, q);
+      if (part === null) throw missing();
+      return Reply.text(part.text, 200, { 'x-log-offset': String(part.offset), 'x-log-end': String(part.end), 'x-log-size': String(part.size) });
     },
   );
 
