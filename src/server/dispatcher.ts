@@ -99,19 +99,23 @@ export class Dispatcher {
    * submitted, not two. Safe because the journal is ordered: the worker is
    * answered once the hand-out is durable, and so is the submission before it.
    */
-  kickNow(): void {
-    if (this.waiting.size > 0) this.serve();
+  kickNow(): number {
+    return this.waiting.size > 0 ? this.serve() : 0;
   }
 
-  private serve(): void {
+  /** Serves waiting claims; returns how many were answered with jobs from here. */
+  private serve(): number {
+    let served = 0;
     for (const waiter of [...this.waiting.values()]) {
       const local = this.takeLocal(waiter.workerId, waiter.max);
       if (local) {
         waiter.resolve(local);
+        served++;
         continue;
       }
       if (!waiter.asking) this.askFor(waiter);
     }
+    return served;
   }
 
   /**

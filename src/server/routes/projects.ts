@@ -63,8 +63,11 @@ export function projectRoutes(router: Router, ctx: Context): void {
       const event = planSubmit(m, project.name, items, ids, Date.now(), archived);
       ctx.files.checkQuota(project.name, uploaded);
       const durable = ctx.store.commit(event);
-      ctx.dispatcher.kickNow();
+      const served = ctx.dispatcher.kickNow();
       await durable;
+      // Workers that were waiting hear of their jobs first (their answers
+      // became durable with this one); the submitter a moment after.
+      if (served > 0) await new Promise((resolve) => setImmediate(resolve));
       return { ids };
     },
   );
