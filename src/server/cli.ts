@@ -8,6 +8,7 @@ import { CpcError } from '../core/errors.js';
 import { writeFileDurable } from '../persistence/durable-file.js';
 import { Accounts } from './accounts.js';
 import { configPath, configSchema, defaultHome, readConfigFile, resolveConfig, type ServerConfig } from './config.js';
+import { alive, withHomeLock } from './home-lock.js';
 import { startServer, type RunningServer } from './server.js';
 
 /**
@@ -133,26 +134,32 @@ async function start(
   home: string,
   o: { host?: string; publicHost?: string; port?: number; unsecurePort?: number; heartbeatInterval?: number; localWorker?: boolean },
 ): Promise<number> {
-  const existing = runtime(home);
-  if (existing && alive(existing.pid) && existing.pid !== process.pid) {
-    process.stderr.write(`cpc-server: a server is already running on ${home} (pid ${existing.pid})\n`);
-    return 1;
-  }
   // `cpcc stop-server` takes the same way out as SIGTERM, once that is set up below.
   let stopWanted = false;
   let requestStop: (why: string) => void = () => (stopWanted = true);
-  const server = await startServer({
-    home,
-    host: o.host,
-    publicHost: o.publicHost,
-    securePort: o.port,
-    unsecurePort: o.unsecurePort,
-    heartbeatIntervalS: o.heartbeatInterval,
-    onStopRequest: () => requestStop('stop-server'),
+  // From before the accounts are read until the server can be asked (home-lock.ts).
+  const started = await withHomeLock(home, 'cpc-server start', async () => {
+    const existing = runtime(home);
+    if (existing && alive(existing.pid) && existing.pid !== process.pid) {
+      process.stderr.write(`cpc-server: a server is already running on ${home} (pid ${existing.pid})\n`);
+      return null;
+    }
+    const server = await startServer({
+      home,
+      host: o.host,
+      publicHost: o.publicHost,
+      securePort: o.port,
+      unsecurePort: o.unsecurePort,
+      heartbeatIntervalS: o.heartbeatInterval,
+      onStopRequest: () => requestStop('stop-server'),
+    });
+    const control = await openControl(home, server);
+    const info: RuntimeInfo = { pid: process.pid, url: server.url, unsecureUrl: server.unsecureUrl, serverId: server.serverId };
+    writeFileSync(join(home, RUNTIME_FILE), JSON.stringify(info) + '\n', { mode: 0o600 });
+    return { server, control };
   });
-  const control = await openControl(home, server);
-  const info: RuntimeInfo = { pid: process.pid, url: server.url, unsecureUrl: server.unsecureUrl, serverId: server.serverId };
-  writeFileSync(join(home, RUNTIME_FILE), JSON.stringify(info) + '\n', { mode: 0o600 });
+  if (!started) return 1;
+  const { server, control } = started;
 
   let worker: ChildProcess | null = null;
   if (o.localWorker) worker = await startLocalWorker(home, server);
@@ -304,6 +311,11 @@ async function bundle(home: string, o: BundleOptions): Promise<number> {
   const serverId = read('server-id').trim();
   const caPem = read('ca.pem');
 
+  // Held until the token is issued: a server cannot start in between (home-lock.ts).
+  return withHomeLock(home, 'cpc-server bundle', () => bundleLocked(home, o, name, file, serverId, caPem));
+}
+
+async function bundleLocked(home: string, o: BundleOptions, name: string, file: string, serverId: string, caPem: string): Promise<number> {
   const running = runtime(home);
   const live = running !== null && alive(running.pid);
   let url: string;
@@ -331,8 +343,8 @@ async function bundle(home: string, o: BundleOptions): Promise<number> {
     token = reply.token;
     tokenId = reply.id;
   } else {
-    // No server runs on this home, so the document is ours to change; the
-    // next start reads it. (One started at this very moment could miss it.)
+    // No server runs on this home, and none can start while the lock is
+    // held, so the document is ours to change; the next start reads it.
     const accounts = await Accounts.open(home, resolveConfig(home).tokenTtlS);
     const issued = await accounts.issue('worker', name, null);
     token = issued.token;
@@ -438,14 +450,6 @@ function runtime(home: string): RuntimeInfo | null {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function stopServer(home: string): Promise<number> {
   const info = runtime(home);

@@ -153,6 +153,27 @@ describe('cpc-server bundle and cpc-worker --bundle', () => {
     assert.equal(existsSync(join(home, 'run', 'control.sock')), false, 'the control socket is removed at stop');
   });
 
+  it('bundles made while the server starts are all known to it, and kept', async () => {
+    const home = await tempDir('cpc-bundle-race-');
+    const out = await tempDir('cpc-bundle-out-');
+    assert.equal((await server(home, ['setup'])).code, 0);
+    const names = ['b0', 'b1', 'b2', 'b3', 'b4', 'b5', 'b6', 'b7'];
+    // Started together: each bundle runs before, during or after the server's start.
+    const bundles = names.map((name, i) =>
+      new Promise((r) => setTimeout(r, i * 150)).then(() => server(home, ['bundle', '-o', join(out, `${name}.json`), '--name', name])),
+    );
+    const proc = await spawnServer(home);
+    for (const made of await Promise.all(bundles)) assert.equal(made.code, 0, made.stderr);
+    const admin = await loginAdmin(proc.info.url, proc.caPem, adminPasswordOf(home));
+    assert.deepEqual((await admin.workerTokens()).tokens.map((t) => t.name).sort(), [...names].sort());
+    // And none is lost at the server's next write of its accounts.
+    await admin.createWorkerToken('another');
+    const users = JSON.parse(readFileSync(join(home, 'users.json'), 'utf8')) as { tokens: { name: string }[] };
+    for (const name of [...names, 'another']) assert.ok(users.tokens.some((t) => t.name === name), `token ${name} kept`);
+    assert.equal(existsSync(join(home, 'run', 'home.lock')), false, 'no lock is left behind');
+    await proc.stop('SIGTERM');
+  });
+
   it('refuses bad names and homes that are not set up, in one line', async () => {
     const home = await tempDir('cpc-bundle-empty-');
     const out = await tempDir('cpc-bundle-out-');
