@@ -122,12 +122,17 @@ export class Accounts {
   }
 
   /** Removes a user and every login token of theirs; refuses to remove the last super user. */
-  async removeUser(name: string): Promise<number> {
+  /** Throws what removeUser would refuse with, without changing anything. */
+  checkRemovable(name: string): void {
     const user = this.user(name);
     if (!user) throw fail('USER_NOT_FOUND', `no user named '${name}'`);
     if (user.superuser && this.db.data.users.filter((u) => u.superuser).length === 1) {
       throw fail('INVALID_STATE', `'${name}' is the last super user; make another one first`);
     }
+  }
+
+  async removeUser(name: string): Promise<number> {
+    this.checkRemovable(name);
     let revoked = 0;
     await this.change(() => {
       this.db.data.users = this.db.data.users.filter((u) => u.name !== name);

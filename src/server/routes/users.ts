@@ -41,18 +41,22 @@ export function userRoutes(router: Router, ctx: Context): void {
     { auth: 'superuser', summary: "remove a user and revoke their tokens; refused while they own projects", params: userParams },
     async (req): Promise<UserRemoved> => {
       const name = req.params.name;
-      if (!ctx.accounts.user(name)) throw fail('USER_NOT_FOUND', `no user named '${name}'`);
+      ctx.accounts.checkRemovable(name);
       // A later user of the same name must not inherit anything of theirs.
       const owned = [...model().projects.values()].filter((p) => p.owner === name).map((p) => p.name);
       if (owned.length > 0) {
         throw fail('INVALID_STATE', `'${name}' owns ${owned.length === 1 ? 'project' : 'projects'} ${owned.slice(0, 5).join(', ')}${owned.length > 5 ? '…' : ''}; remove them first`);
       }
+      // The memberships (journal) go before the user (accounts): a crash in
+      // between leaves a user who is a member of nothing, and removing them
+      // again finishes the job; never memberships that a later user of the
+      // same name would inherit.
       const memberOf = [...model().projects.values()].filter((p) => p.members.includes(name));
-      const revoked = await ctx.accounts.removeUser(name);
       for (const p of memberOf) {
         const now = model().projects.get(p.name);
         if (now) await setMembers(now, now.members.filter((m) => m !== name));
       }
+      const revoked = await ctx.accounts.removeUser(name);
       ctx.log.info('user removed', { user: name, by: req.who.user, tokensRevoked: revoked });
       return { removed: name, tokensRevoked: revoked, projectsLeft: memberOf.map((p) => p.name) };
     },
