@@ -12,6 +12,7 @@ import type { LogStore } from './log-store.js';
 import type { Logger } from './logger.js';
 import type { PilotManager } from './pilots/pilot-manager.js';
 import type { Store } from './store.js';
+import type { LoginThrottle } from './throttle.js';
 
 /** What every route handler may use: one object, built once at start-up. */
 export interface Context {
@@ -50,6 +51,8 @@ export interface Context {
    * in code closes itself unless its starter said otherwise (ServerOptions).
    */
   requestStop: () => void;
+  /** Failed logins slow further ones down (throttle.ts); kept across restarts. */
+  loginThrottle: LoginThrottle;
   /** Pilots on batch systems (docs/PILOTS.md); set once the server listens. */
   pilots?: PilotManager;
 }

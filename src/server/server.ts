@@ -35,6 +35,7 @@ import { openPilots } from './pilots/index.js';
 import { withRequestId } from './request-id.js';
 import { Store } from './store.js';
 import { Sweeper } from './sweeper.js';
+import { openLoginThrottle } from './throttle-file.js';
 import { Files } from './files.js';
 import { Transfers } from './transfers.js';
 import { BlobStore } from '../persistence/blob-store.js';
@@ -161,11 +162,17 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     ports: () => ({ securePort: ctx.securePort(), unsecurePort: ctx.unsecurePort() }),
     log,
   });
+  const loginThrottle = await openLoginThrottle(
+    home,
+    { perUser: config.loginFailuresPerUser, perAddress: config.loginFailuresPerAddress, maxDelayMs: config.loginMaxDelayS * 1000 },
+    log,
+  );
   const ctx = {
     config,
     identity,
     store,
     accounts,
+    loginThrottle: loginThrottle.throttle,
     dispatcher: new Dispatcher(store, () => leaseMs),
     logs: new LogStore(join(home, 'logs')),
     files: new Files(blobs, store.model, config),
@@ -327,6 +334,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       await ctx.transfers.close();
       await store.snapshot();
       await store.close();
+      await loginThrottle.close();
       hub.close();
       log.info('stopped');
     })();

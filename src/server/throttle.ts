@@ -1,8 +1,7 @@
 import { fail } from '../core/errors.js';
 
 /**
- * Slows down password guessing, per user name and per client address, in
- * memory. Each key gets a number of free failures; after that every further
+ * Slows down password guessing, per user name and per client address. Each key gets a number of free failures; after that every further
  * failure makes the key wait, twice as long each time up to a ceiling, and
  * a login tried while waiting is refused with TOO_MANY_REQUESTS and
  * `retryAfterS`, before any password is hashed.
@@ -14,7 +13,18 @@ import { fail } from '../core/errors.js';
  * Names count whether or not such a user exists, so the answers tell nothing
  * about which names do. A key left alone for twice the ceiling is forgotten,
  * and the tables are bounded so that made-up names cannot fill the memory.
+ *
+ * The tables live in memory and are saved (`save`/`restore`, throttle-file.ts),
+ * so that restarting the server does not hand a guesser a fresh budget.
  */
+
+/** A key's state as saved: key, failures, no attempt before (ms), last failure (ms). */
+export type SavedEntry = [key: string, failures: number, until: number, last: number];
+
+export interface SavedThrottle {
+  users: SavedEntry[];
+  addresses: SavedEntry[];
+}
 
 export interface ThrottleOptions {
   perUser: number;
@@ -71,6 +81,25 @@ class Table {
     if (e.failures < this.free) e.until = 0;
   }
 
+  /** The keys still remembered, least recently failed first. */
+  save(now: number): SavedEntry[] {
+    const out: SavedEntry[] = [];
+    for (const key of [...this.entries.keys()]) {
+      const e = this.get(key, now);
+      if (e && e.failures > 0) out.push([key, e.failures, e.until, e.last]);
+    }
+    return out;
+  }
+
+  restore(saved: SavedEntry[], now: number): void {
+    for (const [key, failures, until, last] of saved) {
+      this.entries.set(key, { failures, until, last });
+      // Forgotten now if it would have been by now.
+      this.get(key, now);
+    }
+    while (this.entries.size > this.opts.maxEntries) this.entries.delete(this.entries.keys().next().value!);
+  }
+
   private get(key: string, now: number): Entry | undefined {
     const e = this.entries.get(key);
     if (e && now - e.last > 2 * this.opts.maxDelayMs && now >= e.until) {
@@ -98,6 +127,9 @@ export class LoginThrottle {
     this.addresses = new Table(opts.perAddress, common);
   }
 
+  /** Grows with every change, so a saver can tell whether there is anything new to save. */
+  changes = 0;
+
   /**
    * Starts a login attempt, or refuses it with TOO_MANY_REQUESTS. Call
    * `succeeded` on the result when the password was right.
@@ -110,12 +142,25 @@ export class LoginThrottle {
     }
     this.users.fail(user, now);
     this.addresses.fail(address, now);
+    this.changes++;
     return {
       succeeded: () => {
         const at = this.now();
         this.users.undo(user, at, true);
         this.addresses.undo(address, at, false);
+        this.changes++;
       },
     };
+  }
+
+  save(): SavedThrottle {
+    const now = this.now();
+    return { users: this.users.save(now), addresses: this.addresses.save(now) };
+  }
+
+  restore(saved: SavedThrottle): void {
+    const now = this.now();
+    this.users.restore(saved.users, now);
+    this.addresses.restore(saved.addresses, now);
   }
 }

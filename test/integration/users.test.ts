@@ -168,6 +168,18 @@ describe('login throttling', () => {
     assert.ok(codes.filter((c) => c === 'BAD_CREDENTIALS').length <= 6, `at most the free failures are tried: ${codes.join()}`);
     await refused(anon.login('carol', 'carol-pass'), 429, 'TOO_MANY_REQUESTS');
   });
+
+  it('keeps counting across a restart, so a restart hands a guesser no fresh budget', async () => {
+    let s = await startTestServer({ loginFailuresPerUser: 3, loginFailuresPerAddress: 100, loginMaxDelayS: 60 });
+    await s.admin.addUser('dave', 'dave-pass');
+    for (let i = 0; i < 3; i++) await refused(s.anonymous().login('dave', 'wrong'), 401, 'BAD_CREDENTIALS');
+    await s.server.close();
+    s = await startTestServer({ home: s.home, loginFailuresPerUser: 3, loginFailuresPerAddress: 100, loginMaxDelayS: 60 });
+    const err = await refused(s.anonymous().login('dave', 'dave-pass'), 429, 'TOO_MANY_REQUESTS');
+    assert.ok(err.retryAfterS !== undefined && err.retryAfterS >= 1, `retryAfterS ${err.retryAfterS}`);
+    // Another name is not held back by dave's failures.
+    assert.equal((await s.anonymous().login('cpc-admin', s.adminPassword)).user, 'cpc-admin');
+  });
 });
 
 describe('cpcc: users and access', () => {

@@ -33,6 +33,26 @@ describe('login throttle', () => {
     assert.deepEqual(waits, [2, 4, 8, 8, 8]);
   });
 
+  it('carries its state through save and restore, and forgets there what it would have forgotten', () => {
+    const now = { t: 0 };
+    const th = make(now);
+    for (let i = 0; i < 3; i++) th.begin('u', `a${i}`);
+    const saved = JSON.parse(JSON.stringify(th.save()));
+    // Restored a moment later: still waiting, with the same failures counted.
+    now.t = 500;
+    const again = make(now);
+    again.restore(saved);
+    assert.equal(waitOf(() => again.begin('u', 'b')), 1);
+    now.t = 1000;
+    assert.equal(waitOf(() => again.begin('u', 'c')), null);
+    assert.equal(waitOf(() => again.begin('u', 'd')), 2, 'the fifth failure doubles the wait, as without the restart');
+    // Restored long after: nothing left to hold against the name.
+    now.t = 100_000;
+    const late = make(now);
+    late.restore(saved);
+    assert.deepEqual(late.save(), { users: [], addresses: [] });
+  });
+
   it('takes a failure back on success and forgets the name', () => {
     const now = { t: 0 };
     const th = make(now);

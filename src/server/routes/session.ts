@@ -2,14 +2,9 @@ import type { LoginReply, ServerInfo, WhoAmI } from '../../core/wire.js';
 import type { Context } from '../context.js';
 import type { Router } from '../http.js';
 import { loginSchema } from '../schemas.js';
-import { LoginThrottle } from '../throttle.js';
 
 export function sessionRoutes(router: Router, ctx: Context): void {
-  const throttle = new LoginThrottle({
-    perUser: ctx.config.loginFailuresPerUser,
-    perAddress: ctx.config.loginFailuresPerAddress,
-    maxDelayMs: ctx.config.loginMaxDelayS * 1000,
-  });
+  const throttle = ctx.loginThrottle;
 
   router.add('GET', '/info', { auth: 'anonymous', summary: 'who this server is' }, (): ServerInfo => ({
     serverId: ctx.identity.serverId,
