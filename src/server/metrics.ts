@@ -109,7 +109,7 @@ export class Metrics {
     .touch({ how: 'exited', success: 'false' });
   private readonly heartbeats = new Counter('cpc_heartbeats_total', 'Worker heartbeats answered.').touch();
   private readonly events = new Counter('cpc_journal_events_total', 'State changes journaled, by event type.');
-  private readonly fsyncSeconds = new Histogram('cpc_journal_fsync_duration_seconds', 'Time one journal fdatasync took.', FSYNC_BUCKETS).touch();
+  private readonly fsyncSeconds = new Histogram('cpc_journal_fsync_duration_seconds', 'Time one durable journal write took (an O_DSYNC write, or a write and its fdatasync).', FSYNC_BUCKETS).touch();
   private readonly perFsync = new Histogram('cpc_journal_changes_per_fsync', 'Journal records made durable by one fsync (group commit).', RECORD_BUCKETS).touch();
   private readonly http = new Histogram('cpc_http_request_duration_seconds', 'HTTP request durations on the secure port, by method, route pattern and status.', HTTP_BUCKETS);
 
