@@ -34,6 +34,24 @@ async function job(ts: TestServer, id: string): Promise<JobView> {
   return ts.admin.call<JobView>('GET', `/jobs/${id}`);
 }
 
+/** The pilot stopped without reporting: its job comes back queued, its one attempt lost with the lease. */
+async function assertRequeued(ts: TestServer, id: string, w: Awaited<ReturnType<typeof pilotWorker>>): Promise<void> {
+  const end = await w.exited;
+  assert.notEqual(end.code, null, w.stderr());
+  const after = await until(
+    'the job to leave the running state',
+    async () => {
+      const j = await job(ts, id);
+      return j.state !== 'running' ? j : null;
+    },
+    { timeoutMs: 30_000 },
+  );
+  assert.equal(after.state, 'queued', JSON.stringify(after.attempts));
+  assert.equal(after.attempts.length, 1);
+  assert.equal(after.attempts[0]!.how, 'lease-expired', JSON.stringify(after.attempts[0]));
+  assert.doesNotMatch(w.stderr(), /result delivered/);
+}
+
 describe('cpc-worker as a pilot', { timeout: 120_000 }, () => {
   it('--idle-exit: runs what there is, then stops by itself with exit code 0', async () => {
     const ts = await startTestServer();
@@ -60,19 +78,7 @@ describe('cpc-worker as a pilot', { timeout: 120_000 }, () => {
     } catch {
       // already gone with its worker
     }
-    const end = await w.exited;
-    assert.notEqual(end.code, null, w.stderr());
-    const requeued = await until(
-      'the job to be back in the queue',
-      async () => {
-        const j = await job(ts, ids[0]!);
-        return j.state === 'queued' ? j : null;
-      },
-      { timeoutMs: 30_000 },
-    );
-    assert.equal(requeued.attempts.length, 1);
-    assert.equal(requeued.attempts[0]!.how, 'lease-expired', JSON.stringify(requeued.attempts[0]));
-    assert.doesNotMatch(w.stderr(), /result delivered/);
+    await assertRequeued(ts, ids[0]!, w);
   });
 
   it('--on-term abandon: a job that catches the SIGTERM and exits 0 is re-queued too, not reported done', async () => {
@@ -90,19 +96,7 @@ describe('cpc-worker as a pilot', { timeout: 120_000 }, () => {
     process.kill(-shell, 'SIGTERM');
     await new Promise((r) => setTimeout(r, 30));
     w.child.kill('SIGTERM');
-    const end = await w.exited;
-    assert.notEqual(end.code, null, w.stderr());
-    const requeued = await until(
-      'the job to be back in the queue',
-      async () => {
-        const j = await job(ts, ids[0]!);
-        return j.state !== 'running' ? j : null;
-      },
-      { timeoutMs: 30_000 },
-    );
-    assert.equal(requeued.state, 'queued', JSON.stringify(requeued.attempts));
-    assert.equal(requeued.attempts[0]!.how, 'lease-expired');
-    assert.doesNotMatch(w.stderr(), /result delivered/);
+    await assertRequeued(ts, ids[0]!, w);
   });
 });
 
