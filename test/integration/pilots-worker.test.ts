@@ -94,7 +94,7 @@ describe('cpc-worker as a pilot', { timeout: 120_000 }, () => {
     // The worst order for the worker: the job hears of it first and has
     // exited 0 by the time the worker's own signal arrives, a moment later.
     process.kill(-shell, 'SIGTERM');
-    await new Promise((r) => setTimeout(r, 30));
+    await new Promise((r) => setTimeout(r, 10));
     w.child.kill('SIGTERM');
     await assertRequeued(ts, ids[0]!, w);
   });

@@ -21,19 +21,23 @@ describe('synced file writer', () => {
   it('writes every byte in order and syncs while writing, not only at the end', async () => {
     const file = join(await tempDir('cpc-synced-'), 'out');
     const chunks = Array.from({ length: 200 }, (_, i) => randomBytes(1000 + i));
-    // A sender that pauses now and then, as a network does, so that syncs
-    // (one at a time) finish while the file is still being written.
+    const writer = new SyncedFileWriter(file, { syncEveryBytes: 16 * 1024 });
+    // A sender that pauses between bursts of about 25 KB, as a network does;
+    // each pause lasts until the writer has synced what it was sent.
     async function* slowly() {
       for (let i = 0; i < chunks.length; i++) {
-        if (i % 25 === 0) await new Promise((r) => setTimeout(r, 30));
+        if (i > 0 && i % 25 === 0) {
+          const before = writer.syncs;
+          const deadline = Date.now() + 5000;
+          while (writer.syncs === before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+        }
         yield chunks[i]!;
       }
     }
-    const writer = new SyncedFileWriter(file, { syncEveryBytes: 16 * 1024 });
     await pipeline(Readable.from(slowly()), writer);
     assert.deepEqual(readFileSync(file), Buffer.concat(chunks));
-    // About 217 KB in 16 KB stretches, sent in 8 bursts: several background syncs, and the final one.
-    assert.ok(writer.syncs >= 4, `only ${writer.syncs} syncs`);
+    // Each of the eight bursts (25 – 30 KB, past the 16 KB stretch once) synced in the background, and the final sync.
+    assert.equal(writer.syncs, 9);
   });
 
   it('refuses a file that exists, and leaves it as it was', async () => {
