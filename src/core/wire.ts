@@ -632,3 +632,6 @@ export interface PilotsView {
   launchers: LauncherView[];
   pilots: PilotView[];
 }
+
+/** Most bytes of a log one request returns when asked for a part of it (GET /jobs/:id/logs with offset and limit, or tail). */
+export const MAX_LOG_PART = 16 * 1024 * 1024;

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { fail, isErrorCode, type ErrorCode } from '../core/errors.js';
 import type { JobSpec } from '../core/types.js';
-import type { JobInput } from '../core/wire.js';
+import { MAX_LOG_PART, type JobInput } from '../core/wire.js';
 import { USER_NAME } from './accounts.js';
 
 /**
@@ -179,9 +179,6 @@ export const flagQuery = z
   .transform((v) => v === '1' || v === 'true');
 
 export const importQuery = z.strictObject({ newIds: flagQuery });
-
-/** Most bytes of a log one request returns when asked for a part of it. */
-export const MAX_LOG_PART = 16 * 1024 * 1024;
 
 export const logsQuery = z
   .strictObject({

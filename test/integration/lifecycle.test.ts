@@ -11,6 +11,8 @@ import { ApiError } from '../../src/client/api/client.js';
 import type { JobInput, JobView } from '../../src/core/wire.js';
 import {
   cleanup,
+  cpccHome,
+  cpccInProcess,
   killAtCleanup,
   spawnWorker,
   startTestServer,
@@ -247,6 +249,19 @@ describe('job lifecycle with real workers', () => {
     assert.deepEqual(tail, { text: expected.slice(-12), offset: expected.length - 12, end: expected.length, size: expected.length });
     // A log kept whole in the job record is served the same way.
     assert.deepEqual(await ts.admin.logPart(smallId, { offset: 2, limit: 3 }), { text: 'llo', offset: 2, end: 5, size: 6 });
+
+    // cpcc logs --tail: the last lines, from a part that grows until it holds them.
+    const home = await cpccHome(ts, 'logs');
+    const tailOf = async (args: string[]) => {
+      const r = await cpccInProcess(home, ['logs', ...args]);
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout;
+    };
+    assert.equal(await tailOf([bigId, '--tail', '3']), '29998\n29999\n30000\n');
+    assert.equal(await tailOf([bigId, '--tail', '5000']), expected.split('\n').slice(-5001).join('\n'));
+    assert.equal(await tailOf([bigId, '--tail', '100000']), expected);
+    assert.equal(await tailOf([smallId, '--tail', '1']), 'hello\n');
+    assert.equal(await tailOf([smallId, '--tail', '2', '--stderr']), '');
   });
 
   it('fails a job that runs past its timeout, saying so', async () => {

@@ -4,8 +4,8 @@
  */
 import { promises as fsp } from 'node:fs';
 import { JOB_STATES, type Attempt } from '../../core/types.js';
-import type { JobInput, JobList, JobView } from '../../core/wire.js';
-import { ApiError } from '../api/client.js';
+import { MAX_LOG_PART, type JobInput, type JobList, type JobView } from '../../core/wire.js';
+import { ApiError, type ApiClient } from '../api/client.js';
 import { CliError, EXIT_FAILURE, ago, describeError, duration, fail, plural, usage } from '../output.js';
 import type { Argument, CommandSpec, Context } from './context.js';
 import { fileFlags, fileOptions } from './files.js';
@@ -188,9 +188,25 @@ async function logs(ctx: Context, args: Argument[], opts: Record<string, unknown
   const id = String(args[0]);
   const stream = opts.stderr === true ? 'stderr' : 'stdout';
   const attempt = opts.attempt as number | undefined;
+  const tail = opts.tail as number | undefined;
   const { api } = await ctx.client();
-  const text = await api.logs(id, { stream, attempt });
+  const text = tail === undefined ? await api.logs(id, { stream, attempt }) : await lastLines(api, id, { stream, attempt }, tail);
   ctx.out.show({ id, stream, attempt: attempt ?? null, text }, () => ctx.out.raw(text));
+}
+
+/** The last `n` lines of a log, asking the server for its end only: 8 KiB, then four times more until there are enough. */
+async function lastLines(api: ApiClient, id: string, q: { stream: 'stdout' | 'stderr'; attempt?: number }, n: number): Promise<string> {
+  for (let bytes = 8 * 1024; ; bytes = Math.min(bytes * 4, MAX_LOG_PART)) {
+    const part = await api.logPart(id, { ...q, tail: bytes });
+    const ended = part.text.endsWith('\n');
+    const lines = (ended ? part.text.slice(0, -1) : part.text).split('\n');
+    // Unless the part starts the log, its first line may be cut: it counts only when more than n are there.
+    const whole = part.offset === 0;
+    if (whole || lines.length > n || bytes === MAX_LOG_PART) {
+      const last = (whole ? lines : lines.slice(1)).slice(-n);
+      return last.length === 0 || (last.length === 1 && last[0] === '') ? '' : last.join('\n') + (ended ? '\n' : '');
+    }
+  }
 }
 
 async function cancelOrRetry(ctx: Context, args: Argument[], which: 'cancel' | 'retry'): Promise<void> {
@@ -354,6 +370,7 @@ export const jobCommands: CommandSpec[] = [
     options: [
       { flags: '--stderr', description: 'standard error instead of standard output' },
       { flags: '--attempt <n>', description: 'this attempt instead of the last', parse: positive },
+      { flags: '--tail <lines>', description: 'only the last LINES lines (the server sends only the end of the log)', parse: positive },
     ],
     run: logs,
   },
