@@ -235,31 +235,7 @@ export function planSubmit(
     return spec;
   });
 
-  // Depth-first post-order, iterative so a long chain cannot overflow the
-  // stack: a batch already in dependency order keeps the order it was given.
-  const order: number[] = [];
-  const mark = new Uint8Array(items.length); // 0 new, 1 on the path, 2 placed
-  for (let root = 0; root < items.length; root++) {
-    if (mark[root] !== 0) continue;
-    const stack: [number, number][] = [[root, 0]];
-    mark[root] = 1;
-    while (stack.length > 0) {
-      const top = stack[stack.length - 1]!;
-      const deps = inBatch[top[0]]!;
-      if (top[1] < deps.length) {
-        const next = deps[top[1]++]!;
-        if (mark[next] === 1) throw fail('DEPENDENCY_CYCLE', `jobs[${next}] is part of a dependency cycle`);
-        if (mark[next] === 0) {
-          mark[next] = 1;
-          stack.push([next, 0]);
-        }
-      } else {
-        mark[top[0]] = 2;
-        order.push(top[0]);
-        stack.pop();
-      }
-    }
-  }
+  const order = dependencyOrder(inBatch);
   return { t: 'jobs-submitted', at, project, jobs: order.map((i) => ({ id: newIds[i]!, spec: specs[i]! })) };
 }
 
