@@ -136,6 +136,14 @@ export async function linkUp(a: Site, b: Site): Promise<void> {
   });
 }
 
+/** Two sites that trust each other, with their peer link up. */
+export async function linkedSites(nameA: string, nameB: string): Promise<[Site, Site]> {
+  const [a, b] = await Promise.all([startSite(nameA), startSite(nameB)]);
+  await connect(a, b);
+  await linkUp(a, b);
+  return [a, b];
+}
+
 /** A worker driven by the test, through the real API of its own server. */
 export class SimWorker {
   readonly client: ApiClient;

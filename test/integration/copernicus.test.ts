@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { ApiError, type ApiClient } from '../../src/client/api/client.js';
 import { buildProgram } from '../../src/client/cli.js';
 import { packageVersion } from '../../src/version.js';
-import { connect, linkUp, startSite, stopSite, type Site } from '../helpers/federation.js';
+import { linkedSites, stopSite, type Site } from '../helpers/federation.js';
 import {
   adminPasswordOf,
   cleanup,
@@ -245,9 +245,7 @@ describe('network', () => {
   let home: string;
 
   before(async () => {
-    [a, b] = await Promise.all([startSite('net-a'), startSite('net-b')]);
-    await connect(a, b);
-    await linkUp(a, b);
+    [a, b] = await linkedSites('net-a', 'net-b');
     home = await cpccHome(a.unsecurePort, 'cpc-admin', adminPasswordOf(a.home));
   });
   after(async () => {

@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
 import { hashFile } from '../../src/client/api/files.js';
 import { API_PREFIX, type JobView } from '../../src/core/wire.js';
-import { connect, linkUp, startSite, stopSite, type Site } from '../helpers/federation.js';
+import { linkedSites, stopSite, type Site } from '../helpers/federation.js';
 import { cleanup, spawnWorker, tempDir, until } from '../helpers/server.js';
 
 after(cleanup);
@@ -22,9 +22,7 @@ describe('files of a delegated job', () => {
   let data: string;
 
   before(async () => {
-    [a, b] = await Promise.all([startSite('files-a'), startSite('files-b')]);
-    await connect(a, b);
-    await linkUp(a, b);
+    [a, b] = await linkedSites('files-a', 'files-b');
     await b.admin.createProject('far');
     data = await tempDir('cpc-fed-files-');
   });

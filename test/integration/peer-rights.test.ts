@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
-import { connect, linkUp, startSite, stopSite, type Site } from '../helpers/federation.js';
+import { linkedSites, stopSite, type Site } from '../helpers/federation.js';
 
 /**
  * A trusted peer's certificate proves who the peer is and nothing more: it
@@ -14,9 +14,7 @@ describe('what a peer certificate is worth on the API', () => {
   let asPeer: Agent;
 
   before(async () => {
-    [a, b] = await Promise.all([startSite('rights-a'), startSite('rights-b')]);
-    await connect(a, b);
-    await linkUp(a, b);
+    [a, b] = await linkedSites('rights-a', 'rights-b');
     await b.admin.createProject('secret');
     const id = a.server!.identity;
     asPeer = new Agent({ connect: { ca: b.caPem, cert: id.certPem, key: id.keyPem, checkServerIdentity: () => undefined } });
