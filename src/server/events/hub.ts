@@ -238,8 +238,10 @@ export class EventHub {
   }
 
   private capture(e: Event, seq: number): void {
+    // Who could see the project before the event changed that.
+    const before = e.t === 'members-changed' ? this.audiences.get(e.project) : e.t === 'project-removed' ? this.audiences.get(e.name) : undefined;
+    this.follow(e);
     if (!this.recording) {
-      this.follow(e);
       // This event will never be served: no cursor before it can resume.
       this.floor = seq;
       return;
@@ -252,7 +254,7 @@ export class EventHub {
     this.omittedIds.clear();
 
     const projects = new Set<string>();
-    const removed: string[] = [];
+    const removed: [string, Audience][] = [];
     const workers = new Set<string>();
     const leases: StreamLease[] = [];
     const jobs: StreamJob[] = [];
@@ -262,19 +264,15 @@ export class EventHub {
     switch (e.t) {
       case 'project-created':
       case 'project-loaded':
-        this.audiences.set(e.name, { owner: e.owner, members: [] });
         projects.add(e.name);
         break;
-      case 'members-changed': {
-        const before = this.audiences.get(e.project);
+      case 'members-changed':
         // Whoever could see the project before or after learns of the change.
         if (before) audiences.set(e.project, { owner: before.owner, members: [...new Set([...before.members, ...e.members])] });
-        this.audiences.set(e.project, { owner: before?.owner ?? '', members: [...e.members] });
         projects.add(e.project);
         break;
-      }
       case 'project-removed':
-        removed.push(e.name);
+        if (before) removed.push([e.name, before]);
         break;
       case 'value-set':
         projects.add(e.project);
@@ -339,12 +337,9 @@ export class EventHub {
       projectViews.push({ name, owner: p.owner, members: [...p.members], counts: model.countsOf(name) });
       if (!audiences.has(name)) audiences.set(name, this.audiences.get(name) ?? { owner: p.owner, members: [...p.members] });
     }
-    for (const name of removed) {
-      const a = this.audiences.get(name);
-      if (!a) continue;
+    for (const [name, a] of removed) {
       projectViews.push({ name, owner: a.owner, members: [...a.members], counts: emptyish(), removed: true });
       audiences.set(name, a);
-      this.audiences.delete(name);
     }
     for (const l of leases) if (!audiences.has(l.project)) audiences.set(l.project, this.audiences.get(l.project) ?? { owner: '', members: [] });
 
@@ -376,7 +371,7 @@ export class EventHub {
     this.pending.push({ seq, event, audiences, weight: Math.max(1, weight) });
   }
 
-  /** Keeps who may see each project up to date while nothing is recorded. */
+  /** Keeps who may see each project up to date, whether or not events are recorded. */
   private follow(e: Event): void {
     switch (e.t) {
       case 'project-created':
