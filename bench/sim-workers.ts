@@ -12,7 +12,7 @@
 import { readFileSync } from 'node:fs';
 import { ApiClient } from '../src/client/api/client.js';
 import type { ResultRequest } from '../src/core/wire.js';
-import { profiled, reply } from './lib.js';
+import { cpuUs, profiled, reply } from './lib.js';
 
 const [url, caFile, serverId, token, workersArg, expectedArg, coresArg] = process.argv.slice(2);
 const workers = Number(workersArg);
@@ -22,10 +22,6 @@ const client = new ApiClient({ url: url!, caPem: readFileSync(caFile!, 'utf8'), 
 let done = 0;
 let started = 0;
 let cpu0 = 0;
-const cpuUs = (): number => {
-  const u = process.cpuUsage();
-  return u.user + u.system;
-};
 
 async function run(i: number): Promise<void> {
   const { workerId } = await client.register({ name: `sim-${i}`, host: 'bench', cores, memoryMb: 1024 });
