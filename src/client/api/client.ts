@@ -119,13 +119,7 @@ export class ApiClient {
     body?: unknown,
     opts: { query?: Query; timeoutMs?: number; signal?: AbortSignal; text?: boolean } = {},
   ): Promise<T> {
-    let url = this.url + API_PREFIX + path;
-    if (opts.query) {
-      const q = new URLSearchParams();
-      for (const [k, v] of Object.entries(opts.query)) if (v !== undefined) q.set(k, String(v));
-      const s = q.toString();
-      if (s) url += `?${s}`;
-    }
+    const url = this.urlOf(path, opts.query);
     const headers: Record<string, string> = { accept: opts.text ? 'text/plain' : 'application/json' };
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     let payload: string | undefined;
@@ -148,32 +142,7 @@ export class ApiClient {
     } catch (err) {
       throw toClientError(err, this.url);
     }
-    let raw: string;
-    try {
-      raw = await res.body.text();
-    } catch (err) {
-      throw toClientError(err, this.url);
-    }
-    if (res.statusCode >= 400) {
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(raw);
-      } catch {
-        parsed = undefined;
-      }
-      const e = (parsed as { error?: { code?: unknown; message?: unknown; retryAfterS?: unknown } } | undefined)?.error;
-      if (e && typeof e.code === 'string') {
-        const retryAfterS = typeof e.retryAfterS === 'number' ? e.retryAfterS : undefined;
-        throw new ApiError(e.code, typeof e.message === 'string' ? e.message : e.code, res.statusCode, retryAfterS);
-      }
-      throw new ApiError('BAD_RESPONSE', `${this.url} answered HTTP ${res.statusCode} without an error body`, res.statusCode);
-    }
-    if (opts.text) return raw as T;
-    try {
-      return JSON.parse(raw) as T;
-    } catch {
-      throw new ApiError('BAD_RESPONSE', `${this.url} answered something that is not JSON`, res.statusCode);
-    }
+    return this.answer<T>(res, opts.text);
   }
 
   private urlOf(path: string, query?: Query): string {
@@ -218,26 +187,34 @@ export class ApiClient {
     return { body: res.body, size: Number(res.headers['content-length'] ?? NaN), headers: res.headers };
   }
 
-  /** A JSON answer, or the ApiError its error body describes. */
-  private async answer<T>(res: Dispatcher.ResponseData): Promise<T> {
+  /** The answer's JSON (or text), or the ApiError its error body describes. */
+  private async answer<T>(res: Dispatcher.ResponseData, text = false): Promise<T> {
     let raw: string;
     try {
       raw = await res.body.text();
     } catch (err) {
       throw toClientError(err, this.url);
     }
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(raw);
-    } catch {
-      throw new ApiError('BAD_RESPONSE', `${this.url} answered HTTP ${res.statusCode} with something that is not JSON`, res.statusCode);
-    }
     if (res.statusCode >= 400) {
-      const e = (parsed as { error?: { code?: unknown; message?: unknown } }).error;
-      if (e && typeof e.code === 'string') throw new ApiError(e.code, typeof e.message === 'string' ? e.message : e.code, res.statusCode);
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(raw);
+      } catch {
+        parsed = undefined;
+      }
+      const e = (parsed as { error?: { code?: unknown; message?: unknown; retryAfterS?: unknown } } | undefined)?.error;
+      if (e && typeof e.code === 'string') {
+        const retryAfterS = typeof e.retryAfterS === 'number' ? e.retryAfterS : undefined;
+        throw new ApiError(e.code, typeof e.message === 'string' ? e.message : e.code, res.statusCode, retryAfterS);
+      }
       throw new ApiError('BAD_RESPONSE', `${this.url} answered HTTP ${res.statusCode} without an error body`, res.statusCode);
     }
-    return parsed as T;
+    if (text) return raw as T;
+    try {
+      return JSON.parse(raw) as T;
+    } catch {
+      throw new ApiError('BAD_RESPONSE', `${this.url} answered something that is not JSON`, res.statusCode);
+    }
   }
 
   // ---- anonymous -----------------------------------------------------------
