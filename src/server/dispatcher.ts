@@ -1,4 +1,5 @@
 import { planClaim } from '../core/commands.js';
+import type { Event } from '../core/events.js';
 import type { Resources } from '../core/types.js';
 import type { ClaimedJob } from '../core/wire.js';
 import type { Store } from './store.js';
@@ -93,14 +94,20 @@ export class Dispatcher {
   }
 
   /**
-   * Serves waiting claims now, in the same turn as the change that called.
-   * For new work: the hand-outs are journaled in the same group as the
-   * submission, so an idle worker hears of a job one fsync after it was
-   * submitted, not two. Safe because the journal is ordered: the worker is
-   * answered once the hand-out is durable, and so is the submission before it.
+   * Commits a change that brings new work (a submit, a retry, a loaded
+   * project) and serves waiting claims in the same turn: the hand-outs are
+   * journaled in the same group as the change, so an idle worker hears of a
+   * job one fsync after it arrived, not two. Safe because the journal is
+   * ordered: a worker is answered once its hand-out is durable, and so is
+   * the change before it. Resolves once the change is durable, after the
+   * waiting workers have been answered.
    */
-  kickNow(): number {
-    return this.waiting.size > 0 ? this.serve() : 0;
+  async commitWork(event: Event): Promise<void> {
+    const durable = this.store.commit(event);
+    const served = this.waiting.size > 0 ? this.serve() : 0;
+    await durable;
+    // Workers that were waiting hear of their jobs first; the caller a moment after.
+    if (served > 0) await new Promise((resolve) => setImmediate(resolve));
   }
 
   /** Serves waiting claims; returns how many were answered with jobs from here. */

@@ -525,8 +525,7 @@ export async function importProject(ctx: Context, req: IncomingMessage, name: st
     ctx.files.checkQuota(name, files);
     const bytes = Buffer.byteLength(JSON.stringify(event));
     if (bytes > MAX_EVENT_BYTES) throw fail('BODY_TOO_LARGE', `the project's jobs and values come to ${bytes} bytes; at most ${MAX_EVENT_BYTES} load in one piece`);
-    await ctx.store.commit(event);
-    ctx.dispatcher.kick();
+    await ctx.dispatcher.commitWork(event);
     const distinct = new Map(files.map((f) => [f.sha256, f.size]));
     return {
       project: projectView(model.project(name), model.countsOf(name)),

@@ -70,8 +70,7 @@ export function jobRoutes(router: Router, ctx: Context): void {
     // Checked again after the waits: another request may have removed a job or its project meanwhile.
     for (const id of ids) visibleLiveJob(ctx, req.who, id);
     const event = planRetry(model(), ids, Date.now(), archived);
-    await ctx.store.commit(event);
-    ctx.dispatcher.kick();
+    await ctx.dispatcher.commitWork(event);
     return { retried: event.ids };
   });
 

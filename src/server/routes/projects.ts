@@ -62,12 +62,7 @@ export function projectRoutes(router: Router, ctx: Context): void {
       if (m.projects.get(project.name) !== project) throw fail('PROJECT_NOT_FOUND', `no project named '${project.name}'`);
       const event = planSubmit(m, project.name, items, ids, Date.now(), archived);
       ctx.files.checkQuota(project.name, uploaded);
-      const durable = ctx.store.commit(event);
-      const served = ctx.dispatcher.kickNow();
-      await durable;
-      // Workers that were waiting hear of their jobs first (their answers
-      // became durable with this one); the submitter a moment after.
-      if (served > 0) await new Promise((resolve) => setImmediate(resolve));
+      await ctx.dispatcher.commitWork(event);
       return { ids };
     },
   );
