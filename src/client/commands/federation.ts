@@ -24,6 +24,7 @@ const sentColumns: Column<SentRequestView>[] = [
   { header: 'Port', value: (s) => s.port },
   { header: 'Server Id', value: (s) => s.peerServerId },
   { header: 'Name', value: (s) => s.peerName, max: 32 },
+  { header: 'Pinned CA fingerprint (SHA-256)', value: (s) => s.caFingerprint ?? 'none: cannot complete; connect again' },
 ];
 
 const receivedColumns: Column<ReceivedRequestView>[] = [
