@@ -167,7 +167,8 @@ async function confirmTrust(ctx: Context, requests: ReceivedRequestView[], opts:
   if (!(await confirm(ctx.io, question))) fail('not trusted; nothing changed');
 }
 
-function showTrusted(ctx: Context, reply: TrustReply): void {
+/** `disputed`: requests --all left waiting on purpose (said already), not ones that changed. */
+function showTrusted(ctx: Context, reply: TrustReply, disputed: string[] = []): void {
   ctx.out.show(reply, () => {
     if (reply.trusted.length === 0) {
       ctx.out.line(ctx.out.c.dim('no server was trusted'));
@@ -183,7 +184,9 @@ function showTrusted(ctx: Context, reply: TrustReply): void {
     for (const p of reply.trusted) {
       if (!p.told) ctx.out.note(`${p.host} ${p.unsecurePort} could not be reached now; server ${p.serverId} will ask for the answer itself`);
     }
-    for (const id of reply.skipped) ctx.out.note(`not trusted: the request of ${id} changed since it was shown; run the command again`);
+    for (const id of reply.skipped) {
+      if (!disputed.includes(id)) ctx.out.note(`not trusted: the request of ${id} changed since it was shown; run the command again`);
+    }
   });
 }
 
@@ -210,7 +213,8 @@ async function trust(ctx: Context, args: Argument[], opts: Record<string, unknow
       clear.length > 0
         ? await api.trustAllPeers(clear.map((r) => ({ serverId: r.serverId, caFingerprint: r.caFingerprint })))
         : { trusted: [], skipped: [] };
-    showTrusted(ctx, { trusted: reply.trusted, skipped: [...reply.skipped, ...disputed.map((r) => r.serverId)] });
+    const left = disputed.map((r) => r.serverId);
+    showTrusted(ctx, { trusted: reply.trusted, skipped: [...reply.skipped, ...left] }, left);
     return;
   }
 
