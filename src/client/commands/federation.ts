@@ -134,7 +134,7 @@ async function connectedServers(ctx: Context): Promise<void> {
 function showConflicts(ctx: Context, r: ReceivedRequestView, print: (line: string) => void): void {
   const n = r.conflicts.length;
   if (n === 0) return;
-  print(ctx.out.c.red(`! ${n} other request${n > 1 ? 's' : ''} claim to be ${r.serverId}; only the first (above, from ${r.source}) is kept:`));
+  print(ctx.out.c.red(`! ${n} other request${n > 1 ? 's claim' : ' claims'} to be ${r.serverId}; only the first (above, from ${r.source}) is kept:`));
   for (const c of r.conflicts) {
     print(ctx.out.c.red(`!   '${c.name}' at ${c.host} ${c.unsecurePort} (secure ${c.securePort}) from ${c.source}, CA ${c.caFingerprint}`));
   }
