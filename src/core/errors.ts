@@ -51,6 +51,8 @@ export const ERROR_STATUS = {
   /** A worker token that has as many workers registered as it allows. */
   TOO_MANY_WORKERS: 409,
   FINGERPRINT_MISMATCH: 409,
+  /** A connection request that other requests in the same server's name contradict: trusting it needs its fingerprint. */
+  CONFLICTING_REQUESTS: 409,
   // 408/413/415/429/431: limits at the edge, each with its own code
   HEADERS_TIMEOUT: 408,
   REQUEST_TIMEOUT: 408,

@@ -34,6 +34,7 @@
  *               POST /worker-tokens    { name }         → WorkerTokenCreated
  *               GET  /worker-tokens                     → { tokens: WorkerTokenView[] }
  *               DELETE /worker-tokens/:id               → { revoked }
+ *               POST /peers/ca         { host, port? }      → PeerCaView
  *               POST /peers/connect    ConnectServerRequest → ConnectServerReply
  *               GET  /peers                             → PeersView
  *               POST /peers/:id/trust  { caFingerprint? } → TrustReply
@@ -379,6 +380,17 @@ export interface ConnectServerRequest {
   host: string;
   /** The peer's unsecure port; 14807 when left out. */
   port?: number;
+  /** The peer's CA as its admin confirmed it: the only CA an answer may carry. */
+  caFingerprint: string;
+}
+
+/** The CA a server shows on its unsecure port, seen from this server (fingerprint computed here). */
+export interface PeerCaView {
+  host: string;
+  port: number;
+  serverId: string;
+  name: string;
+  caFingerprint: string;
 }
 
 /** A connection request this server sent and that waits for the peer's trust. */
@@ -387,18 +399,27 @@ export interface SentRequestView {
   port: number;
   peerServerId: string;
   peerName: string;
+  /** The pinned CA; null for a request sent before CAs were pinned (it cannot complete). */
+  caFingerprint: string | null;
   sentAt: number;
 }
 
-/** A connection request another server sent here; `trust` accepts it. */
-export interface ReceivedRequestView {
-  serverId: string;
+/** Who a received request says it is, and the address it came from. */
+export interface RequestClaimView {
   name: string;
   host: string;
   unsecurePort: number;
   securePort: number;
   caFingerprint: string;
+  source: string;
   receivedAt: number;
+}
+
+/** A connection request another server sent here; `trust` accepts it. */
+export interface ReceivedRequestView extends RequestClaimView {
+  serverId: string;
+  /** Later requests in the same server's name with another CA or address; never trusted by --all. */
+  conflicts: RequestClaimView[];
 }
 
 /** A trusted peer server. Lower priority is asked for work first. */

@@ -3,6 +3,7 @@
  * exists (and for the signed notices after it ends). Requests are checked
  * strictly; answers from peers tolerate fields a newer version may add.
  *
+ *   GET  /ca                                → CaReply
  *   POST /connect-request  ConnectRequest   → ConnectRequestReply
  *   POST /connect-accept   AcceptAnswer     → { ok }
  *   POST /connect-status   StatusRequest    → StatusReply
@@ -49,6 +50,10 @@ export type ConnectRequest = z.infer<typeof connectRequestSchema>;
 export const acceptAnswerSchema = z.strictObject(connectFields);
 export type AcceptAnswer = z.infer<typeof acceptAnswerSchema>;
 const acceptAnswerLoose = z.object(connectFields);
+
+/** What a server says about itself on GET /ca; its CA is checked, and its fingerprint computed, by the asker. */
+export const caReplySchema = z.object({ serverId: serverIdSchema, name: z.string().max(128), caPem });
+export type CaReply = z.infer<typeof caReplySchema>;
 
 export const connectRequestReplySchema = z.object({
   serverId: serverIdSchema,

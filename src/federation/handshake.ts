@@ -3,7 +3,9 @@
  * that keep trust current afterwards.
  *
  *   requester A                                   peer B
- *   connect(host, port) ── POST /connect-request ─►  stored as a received request
+ *   lookup(host, port) ── GET /ca ─────────────────►  {B's id, name, CA}
+ *     the admin of A confirms B's CA fingerprint (or gives it): A pins it
+ *   connect(host, port, fp) ── POST /connect-request ─►  stored as a received request
  *     {id, name, host, ports, CA, nonce}              (an admin of B sees its fingerprint)
  *   stored as a sent request ◄── {serverId, name} ──
  *                                                   trust(A): A's CA is trusted now
@@ -11,18 +13,23 @@
  *   (or, when B cannot reach A through a firewall:)
  *   poll ── POST /connect-status {A, nonce} ───────►  {state: pending} | {state: accepted, accept}
  *
+ * All of this is plain HTTP: anyone on the path reads the nonce. So the nonce
+ * only ties an answer to a request; what A trusts is decided by its admin:
  * A accepts only an answer carrying the nonce of a request it sent and has
- * not used, from the server the request went to, with a CA made for that
- * server; so nobody can make A trust a CA A did not ask for. Both sides then
- * talk only over mTLS on their secure ports, each checking the other's
- * certificate against the CA trusted for its id.
+ * not used, from the server the request went to, with exactly the CA pinned
+ * for that request. B trusts only what its admin saw: a request is never
+ * replaced by one naming another CA or address (that is kept beside it as a
+ * conflict), and requests are capped per source address and in total. Both
+ * sides then talk only over mTLS on their secure ports, each checking the
+ * other's certificate against the CA trusted for its id.
  *
  * Disconnect and address changes are told over the unsecure port too, as
  * notices signed with the sender's server key (signed-notice.ts).
  */
 import { randomBytes } from 'node:crypto';
-import { fail } from '../core/errors.js';
+import { CpcError, fail } from '../core/errors.js';
 import {
+  caReplySchema,
   connectRequestReplySchema,
   okReplySchema,
   statusReplySchema,
@@ -87,6 +94,29 @@ export interface FingerprintExpectation {
   caFingerprint: string;
 }
 
+/** A server's CA as this server sees it on that server's unsecure port, for an admin to confirm. */
+export interface PeerCa {
+  serverId: string;
+  name: string;
+  caFingerprint: string;
+}
+
+/**
+ * The source address a request is counted under: IPv4 as it is (also when
+ * mapped into IPv6), IPv6 by its /64, since one host commonly holds a whole /64.
+ */
+export function requestSource(address: string | undefined): string {
+  if (!address) return 'unknown';
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  if (!address.includes(':')) return address;
+  const [head = '', tail = ''] = address.toLowerCase().split('%')[0]!.split('::');
+  const left = head === '' ? [] : head.split(':');
+  const right = tail === '' ? [] : tail.split(':');
+  const groups = address.includes('::') ? [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right] : left;
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`;
+}
+
 export function newNonce(): string {
   return randomBytes(32).toString('base64url');
 }
@@ -141,20 +171,44 @@ export class Handshake {
 
   // ---- what an admin does ---------------------------------------------------------
 
-  /** Sends a connection request to the unsecure port of the server at host:port. */
-  async connect(host: string, port = DEFAULT_UNSECURE_PORT): Promise<ConnectOutcome> {
+  /**
+   * The CA the server at host:port shows, its fingerprint computed here. Said
+   * over plain HTTP, so it proves nothing by itself: the admin compares the
+   * fingerprint with the one that server's admin sees before pinning it.
+   */
+  async lookup(host: string, port = DEFAULT_UNSECURE_PORT): Promise<PeerCa> {
+    const ca = await this.client.get(host, port, '/ca', caReplySchema);
+    if (ca.serverId === this.serverId) throw fail('INVALID_STATE', `${host}:${port} is this server itself`);
+    const { fingerprint } = checkPeerCa(ca.caPem, ca.serverId);
+    return { serverId: ca.serverId, name: ca.name, caFingerprint: fingerprint };
+  }
+
+  /**
+   * Sends a connection request to the unsecure port of the server at
+   * host:port, pinning the CA with fingerprint `caFingerprint`: only an
+   * answer with that CA completes it. Nothing is sent when the server there
+   * shows another CA.
+   */
+  async connect(host: string, port: number, caFingerprint: string): Promise<ConnectOutcome> {
+    const shown = await this.lookup(host, port);
+    if (!sameFingerprint(shown.caFingerprint, caFingerprint)) {
+      throw fail('FINGERPRINT_MISMATCH', `${host}:${port} shows CA ${shown.caFingerprint}, not ${caFingerprint}; no request was sent`);
+    }
+    const pinned = shown.caFingerprint;
     const nonce = newNonce();
     const reply: ConnectRequestReply = await this.client.post(host, port, '/connect-request', this.ownDetails(nonce), connectRequestReplySchema);
-    if (reply.serverId === this.serverId) throw fail('INVALID_STATE', `${host}:${port} is this server itself`);
+    if (reply.serverId !== shown.serverId) {
+      throw fail('PEER_BAD_ANSWER', `${host}:${port} showed the CA of server ${shown.serverId} but answers as ${reply.serverId}`);
+    }
     if (reply.accept) {
       // The peer trusts us already and answered at once; the nonce is still only in our hands.
-      const peer = await this.complete(reply.accept, reply.serverId, nonce);
+      const peer = await this.complete(reply.accept, reply.serverId, nonce, pinned);
       this.log.info('connected to a server that trusted this one already', { serverId: peer.serverId, host, port });
       return { sent: null, peer };
     }
-    const sent: SentRequest = { host, port, nonce, peerServerId: reply.serverId, peerName: reply.name, sentAt: Date.now() };
+    const sent: SentRequest = { host, port, nonce, peerServerId: reply.serverId, peerName: reply.name, caFingerprint: pinned, sentAt: Date.now() };
     await this.store.addSent(sent);
-    this.log.info('connection request sent', { serverId: reply.serverId, host, port });
+    this.log.info('connection request sent', { serverId: reply.serverId, host, port, caFingerprint: pinned });
     this.schedulePoll(nonce, this.pollFirstMs);
     return { sent, peer: null };
   }
@@ -173,8 +227,16 @@ export class Handshake {
           : `no connection request from server ${serverId}; only a server that asked to connect can be trusted`,
       );
     }
+    const conflicts = request.conflicts?.length ?? 0;
+    if (expectFingerprint === undefined && conflicts > 0) {
+      throw fail(
+        'CONFLICTING_REQUESTS',
+        `${conflicts} other request${conflicts > 1 ? 's' : ''} claim to be server ${serverId} with another CA or address; ` +
+          'trust it only with the fingerprint its admin confirms, or decline them all',
+      );
+    }
     if (expectFingerprint !== undefined && !sameFingerprint(expectFingerprint, request.caFingerprint)) {
-      throw fail('FINGERPRINT_MISMATCH', `the request from ${serverId} now carries CA ${request.caFingerprint}, not ${expectFingerprint}`);
+      throw fail('FINGERPRINT_MISMATCH', `the request from ${serverId} carries CA ${request.caFingerprint}, not ${expectFingerprint}`);
     }
     // Valid when it came; it may have expired while it waited.
     checkPeerCa(request.caPem, request.serverId);
@@ -193,12 +255,19 @@ export class Handshake {
     return { peer, told };
   }
 
-  /** Trusts every waiting request, or, with `expect`, those listed whose CA is still the one shown. */
+  /**
+   * Trusts every waiting request, or, with `expect`, those listed whose CA is
+   * still the one shown. Requests in conflict are left for the admin to trust one by one.
+   */
   async trustAll(expect?: FingerprintExpectation[]): Promise<{ trusted: TrustOutcome[]; skipped: string[] }> {
     const trusted: TrustOutcome[] = [];
     const skipped: string[] = [];
     const waiting = this.store.receivedRequests().sort((a, b) => a.receivedAt - b.receivedAt);
     for (const request of waiting) {
+      if ((request.conflicts?.length ?? 0) > 0) {
+        skipped.push(request.serverId);
+        continue;
+      }
       let fp: string | undefined;
       if (expect) {
         fp = expect.find((e) => e.serverId === request.serverId)?.caFingerprint;
@@ -275,8 +344,8 @@ export class Handshake {
 
   // ---- what peers ask on the unsecure port ---------------------------------------------
 
-  /** POST /connect-request: a server asks to be trusted. */
-  async onConnectRequest(req: ConnectRequest): Promise<ConnectRequestReply> {
+  /** POST /connect-request: a server asks to be trusted; `source` is the address it came from. */
+  async onConnectRequest(req: ConnectRequest, source = 'unknown'): Promise<ConnectRequestReply> {
     if (req.serverId === this.serverId) throw fail('INVALID_STATE', 'that request carries the id of this server itself');
     const { fingerprint } = checkPeerCa(req.caPem, req.serverId);
     const me = { serverId: this.serverId, name: this.opts.name };
@@ -286,7 +355,8 @@ export class Handshake {
         throw fail('PEER_CA_MISMATCH', `server ${req.serverId} is trusted here with another CA; its admin must disconnect it first`);
       }
       // Asking again proves nothing new about the CA, so the answer can go at once.
-      await this.store.updateAddress(req.serverId, { host: req.host, unsecurePort: req.unsecurePort, securePort: req.securePort });
+      // The address is not taken from it: anyone can send a trusted peer's
+      // public CA; addresses change only by signed notices and the peer link.
       await this.store.setRequestNonce(req.serverId, req.nonce);
       this.log.info('connection request from a server trusted already', { serverId: req.serverId });
       return { ...me, accept: this.ownDetails(req.nonce) };
@@ -300,10 +370,20 @@ export class Handshake {
       caPem: req.caPem,
       caFingerprint: fingerprint,
       nonce: req.nonce,
+      source,
       receivedAt: Date.now(),
     };
-    await this.store.addReceived(request);
-    this.log.info('connection request received', { serverId: req.serverId, name: req.name, host: req.host, caFingerprint: fingerprint });
+    const fate = await this.store.addReceived(request);
+    if (fate === 'conflict') {
+      this.log.warn('connection request conflicts with the one waiting; kept both for the admin', {
+        serverId: req.serverId,
+        host: req.host,
+        caFingerprint: fingerprint,
+        source,
+      });
+    } else {
+      this.log.info('connection request received', { serverId: req.serverId, name: req.name, host: req.host, caFingerprint: fingerprint, source });
+    }
     return me;
   }
 
@@ -311,7 +391,7 @@ export class Handshake {
   async onAccept(answer: AcceptAnswer): Promise<Peer> {
     const sent = this.store.sentByNonce(answer.nonce);
     if (!sent) throw fail('BAD_NONCE', 'this server sent no pending request with that nonce');
-    const peer = await this.complete(answer, sent.peerServerId, answer.nonce, true);
+    const peer = await this.complete(answer, sent.peerServerId, answer.nonce, sent.caFingerprint, true);
     this.log.info('connection request accepted', { serverId: peer.serverId, name: peer.name, caFingerprint: peer.caFingerprint });
     return peer;
   }
@@ -359,16 +439,23 @@ export class Handshake {
   }
 
   /**
-   * Trusts the answering server if the answer is for `expectedPeer` and its CA
-   * was made for it. With `fromStore`, the nonce must be that of a stored sent
-   * request, which is used up by the same write that stores the trust.
+   * Trusts the answering server if the answer is for `expectedPeer` and
+   * carries the CA `pinned` for the request. With `fromStore`, the nonce must
+   * be that of a stored sent request, which is used up by the same write that
+   * stores the trust.
    */
-  private async complete(answer: AcceptAnswer, expectedPeer: string, nonce: string, fromStore = false): Promise<Peer> {
+  private async complete(answer: AcceptAnswer, expectedPeer: string, nonce: string, pinned: string | undefined, fromStore = false): Promise<Peer> {
     if (answer.nonce !== nonce) throw fail('BAD_NONCE', 'the answer carries another nonce than the request');
     if (answer.serverId !== expectedPeer) {
       throw fail('BAD_NONCE', `that nonce was sent to server ${expectedPeer}, but the answer comes from ${answer.serverId}`);
     }
     const { fingerprint } = checkPeerCa(answer.caPem, answer.serverId);
+    if (pinned === undefined) {
+      throw fail('FINGERPRINT_MISMATCH', `the request to ${expectedPeer} pinned no CA; send it again with cpcc connect-server`);
+    }
+    if (!sameFingerprint(fingerprint, pinned)) {
+      throw fail('FINGERPRINT_MISMATCH', `the answer carries CA ${fingerprint}, not the CA pinned for the request (${pinned})`);
+    }
     const peer = await this.store.trust(
       {
         serverId: answer.serverId,
@@ -422,14 +509,19 @@ export class Handshake {
     try {
       const reply = await this.client.post(sent.host, sent.port, '/connect-status', { serverId: this.serverId, nonce }, statusReplySchema);
       if (reply.state === 'accepted') {
-        const peer = await this.complete(reply.accept, sent.peerServerId, nonce, true);
+        const peer = await this.complete(reply.accept, sent.peerServerId, nonce, sent.caFingerprint, true);
         this.log.info('connection request accepted (asked for the answer)', { serverId: peer.serverId, name: peer.name });
         return;
       }
     } catch (err) {
       if (this.closed || !this.store.sentByNonce(nonce)) return;
-      const level = peerRefusalCode(err) === 'REQUEST_NOT_FOUND' ? 'info' : 'debug';
-      this.log[level]('connection request status unknown; asking again later', { serverId: sent.peerServerId, err: (err as Error).message });
+      if (err instanceof CpcError && err.code === 'FINGERPRINT_MISMATCH') {
+        // Someone on the path answered in the peer's name; the genuine answer may still come.
+        this.log.warn('refused a status answer with another CA than the pinned one', { serverId: sent.peerServerId, err: err.message });
+      } else {
+        const level = peerRefusalCode(err) === 'REQUEST_NOT_FOUND' ? 'info' : 'debug';
+        this.log[level]('connection request status unknown; asking again later', { serverId: sent.peerServerId, err: (err as Error).message });
+      }
     }
     if (this.store.sentByNonce(nonce)) this.schedulePoll(nonce, Math.min(this.pollMaxMs, delayMs * 2));
   }

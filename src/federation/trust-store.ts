@@ -5,7 +5,10 @@
  *   sent request      this server asked a peer to trust it; kept until the
  *                     peer's answer carries its nonce (or it is withdrawn)
  *   received request  a peer asked this server to trust it; kept until an
- *                     admin trusts or declines it
+ *                     admin trusts or declines it. A later request in the same
+ *                     server's name with another CA or address never replaces
+ *                     it: it is recorded beside it as a conflict, for the admin
+ *                     to see both
  *   peer              a trusted server: its CA, its address, its place in
  *                     the priority list (lower is asked first)
  *
@@ -27,19 +30,32 @@ export interface SentRequest {
   nonce: string;
   peerServerId: string;
   peerName: string;
+  /**
+   * The CA the admin confirmed for the peer: the only one an answer may carry.
+   * Missing only in requests stored before CAs were pinned; those are never completed.
+   */
+  caFingerprint?: string;
   sentAt: number;
 }
 
-export interface ReceivedRequest {
-  serverId: string;
+/** Where a received request came from and what it asked for, as far as the admin must tell them apart. */
+export interface RequestClaim {
   name: string;
   host: string;
   unsecurePort: number;
   securePort: number;
-  caPem: string;
   caFingerprint: string;
-  nonce: string;
+  /** The address the request came from (IPv6 by its /64), or 'unknown' in older files. */
+  source: string;
   receivedAt: number;
+}
+
+export interface ReceivedRequest extends RequestClaim {
+  serverId: string;
+  caPem: string;
+  nonce: string;
+  /** Later requests in this server's name with another CA or address; the request itself is the first one. */
+  conflicts?: RequestClaim[];
 }
 
 export interface PeerAddress {
@@ -78,6 +94,23 @@ interface TrustDoc {
 
 /** Received requests kept at most; strangers must not be able to fill the disk. */
 export const MAX_RECEIVED_REQUESTS = 1000;
+/**
+ * Received requests and conflicts kept from one source address, far below the
+ * total, so that one flooding source cannot keep a genuine server out.
+ */
+export const MAX_RECEIVED_PER_SOURCE = 16;
+/** Conflicting claims kept beside one request; enough to see that someone is at it. */
+export const MAX_CONFLICTS = 8;
+
+/** The kind of claim a received request is, for telling a re-sent request from a conflicting one. */
+function sameClaim(a: RequestClaim, b: RequestClaim): boolean {
+  return a.caFingerprint === b.caFingerprint && a.host === b.host && a.unsecurePort === b.unsecurePort && a.securePort === b.securePort;
+}
+
+function claimOf(r: RequestClaim): RequestClaim {
+  const { name, host, unsecurePort, securePort, caFingerprint, source, receivedAt } = r;
+  return { name, host, unsecurePort, securePort, caFingerprint, source, receivedAt };
+}
 
 export class TrustStore {
   private readonly events = new EventEmitter();
@@ -91,6 +124,7 @@ export class TrustStore {
     const db = await openDocument<TrustDoc>(join(home, 'peers.json'), { sent: [], received: [], peers: [] }, { mode: 0o600 });
     db.data.sent ??= [];
     db.data.received ??= [];
+    for (const r of db.data.received) r.source ??= 'unknown';
     db.data.peers ??= [];
     return new TrustStore(db);
   }
@@ -144,8 +178,12 @@ export class TrustStore {
    */
   async trust(peer: Omit<Peer, 'priority' | 'trustedAt'>, opts: { nonce?: string } = {}, now = Date.now()): Promise<Peer> {
     const data = this.db.data;
-    if (opts.nonce !== undefined && !data.sent.some((s) => s.nonce === opts.nonce && s.peerServerId === peer.serverId)) {
-      throw fail('BAD_NONCE', 'this server sent no pending request with that nonce to that server');
+    if (opts.nonce !== undefined) {
+      const sent = data.sent.find((s) => s.nonce === opts.nonce && s.peerServerId === peer.serverId);
+      if (!sent) throw fail('BAD_NONCE', 'this server sent no pending request with that nonce to that server');
+      if (sent.caFingerprint !== peer.caFingerprint) {
+        throw fail('FINGERPRINT_MISMATCH', `the answer carries CA ${peer.caFingerprint}, not the CA pinned for the request (${sent.caFingerprint ?? 'none'})`);
+      }
     }
     const old = this.peer(peer.serverId);
     if (old && old.caFingerprint !== peer.caFingerprint) {
@@ -259,14 +297,44 @@ export class TrustStore {
     return this.db.data.received.find((r) => r.serverId === serverId);
   }
 
-  /** One request per server: a newer one replaces the older. */
-  async addReceived(request: ReceivedRequest): Promise<void> {
-    const others = this.db.data.received.filter((r) => r.serverId !== request.serverId);
-    if (others.length >= MAX_RECEIVED_REQUESTS) {
+  /**
+   * One request per server. The same request sent again (same CA and address)
+   * refreshes the nonce; one with another CA or address is kept beside the
+   * first as a conflict, never in its place. Returns what became of it.
+   */
+  async addReceived(request: ReceivedRequest): Promise<'new' | 'refreshed' | 'conflict'> {
+    const data = this.db.data;
+    const pending = data.received.find((r) => r.serverId === request.serverId);
+    if (pending && sameClaim(pending, request)) {
+      pending.nonce = request.nonce;
+      pending.name = request.name;
+      pending.source = request.source;
+      await this.db.write();
+      return 'refreshed';
+    }
+    // Seen already: nothing new for the admin, and nothing to write.
+    if (pending?.conflicts?.some((c) => sameClaim(c, request))) return 'conflict';
+    const fromSource = data.received.reduce(
+      (n, r) => n + (r.source === request.source ? 1 : 0) + (r.conflicts ?? []).filter((c) => c.source === request.source).length,
+      0,
+    );
+    if (fromSource >= MAX_RECEIVED_PER_SOURCE) {
+      throw fail('TOO_MANY_REQUESTS', `${MAX_RECEIVED_PER_SOURCE} connection requests from ${request.source} are waiting already; ask the admin to trust or decline some`);
+    }
+    if (pending) {
+      if ((pending.conflicts?.length ?? 0) >= MAX_CONFLICTS) {
+        throw fail('TOO_MANY_REQUESTS', `${MAX_CONFLICTS} conflicting requests for server ${request.serverId} are waiting already; ask the admin to decline them`);
+      }
+      pending.conflicts = [...(pending.conflicts ?? []), claimOf(request)];
+      await this.db.write();
+      return 'conflict';
+    }
+    if (data.received.length >= MAX_RECEIVED_REQUESTS) {
       throw fail('TOO_MANY_REQUESTS', `${MAX_RECEIVED_REQUESTS} connection requests are waiting already; ask the admin to trust or decline some`);
     }
-    this.db.data.received = [...others, request];
+    data.received = [...data.received, request];
     await this.db.write();
+    return 'new';
   }
 
   async removeReceived(serverId: string): Promise<ReceivedRequest | undefined> {

@@ -27,15 +27,24 @@ export class UnsecureClient {
   }
 
   /** POSTs `body` as JSON and returns the answer checked against `schema`. */
-  async post<S extends z.ZodType>(host: string, port: number, path: string, body: unknown, schema: S): Promise<z.infer<S>> {
+  post<S extends z.ZodType>(host: string, port: number, path: string, body: unknown, schema: S): Promise<z.infer<S>> {
+    return this.send('POST', host, port, path, body, schema);
+  }
+
+  /** GETs `path` and returns the answer checked against `schema`. */
+  get<S extends z.ZodType>(host: string, port: number, path: string, schema: S): Promise<z.infer<S>> {
+    return this.send('GET', host, port, path, undefined, schema);
+  }
+
+  private async send<S extends z.ZodType>(method: 'GET' | 'POST', host: string, port: number, path: string, body: unknown, schema: S): Promise<z.infer<S>> {
     const url = peerUrl(host, port, path);
     let status: number;
     let text: string;
     try {
       const res = await request(url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'application/json' },
-        body: JSON.stringify(body),
+        method,
+        headers: method === 'POST' ? { 'content-type': 'application/json', accept: 'application/json' } : { accept: 'application/json' },
+        body: method === 'POST' ? JSON.stringify(body) : undefined,
         dispatcher: this.agent,
         headersTimeout: this.timeoutMs,
         bodyTimeout: this.timeoutMs,

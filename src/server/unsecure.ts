@@ -6,6 +6,7 @@ import {
   peerMovedNoticeSchema,
   statusRequestSchema,
 } from '../federation/handshake-schemas.js';
+import { requestSource } from '../federation/handshake.js';
 import type { Context } from './context.js';
 import { Reply, Router, anonymousOnly, makeRequestListener } from './http.js';
 
@@ -38,7 +39,7 @@ export function unsecureRoutes(ctx: Context): Router {
   }
 
   router.add('POST', '/connect-request', { ...open, summary: 'a server asks to connect', body: connectRequestSchema }, (req) =>
-    ctx.handshake.onConnectRequest(req.body),
+    ctx.handshake.onConnectRequest(req.body, requestSource(req.raw.socket.remoteAddress)),
   );
   router.add('POST', '/connect-accept', { ...open, summary: 'a server this one asked answers that it trusts it', body: acceptAnswerSchema }, async (req) => {
     await ctx.handshake.onAccept(req.body);

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -121,7 +122,8 @@ interface PeersView {
 
 /** `from` asks `to` for a connection, `to` trusts it; resolves once both sides list each other. */
 export async function connect(from: Site, to: Site): Promise<void> {
-  await from.admin.call('POST', '/peers/connect', { host: '127.0.0.1', port: to.unsecurePort });
+  const caFingerprint = new X509Certificate(to.caPem).fingerprint256;
+  await from.admin.call('POST', '/peers/connect', { host: '127.0.0.1', port: to.unsecurePort, caFingerprint });
   await to.admin.call('POST', `/peers/${from.serverId}/trust`, {});
   await until(`${from.name} to trust ${to.name}`, async () => {
     const v = await from.admin.call<PeersView>('GET', '/peers');

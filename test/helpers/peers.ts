@@ -113,9 +113,9 @@ export async function startPeer(name: string, opts: Partial<ServerOptions> = {})
   return peer;
 }
 
-/** `a` asks `b` to connect and `b` trusts it; resolves once both sides trust each other. */
+/** `a` asks `b` to connect (pinning b's CA) and `b` trusts it; resolves once both sides trust each other. */
 export async function connectPair(a: PeerServer, b: PeerServer): Promise<void> {
-  await a.admin.connectServer('127.0.0.1', b.server.unsecurePort);
+  await a.admin.connectServer('127.0.0.1', b.server.unsecurePort, b.server.caFingerprint);
   await b.admin.trustPeer(a.id);
   await until(`${a.id} to trust ${b.id}`, () => a.server.ctx.trust.isTrusted(b.id) && b.server.ctx.trust.isTrusted(a.id));
 }

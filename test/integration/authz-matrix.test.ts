@@ -55,6 +55,7 @@ const RULES: Record<string, AuthRule> = {
   'GET /worker-tokens': 'superuser',
   'DELETE /worker-tokens/:id': 'superuser',
   'GET /peers': 'superuser',
+  'POST /peers/ca': 'superuser',
   'POST /peers/connect': 'superuser',
   'POST /peers/trust-all': 'superuser',
   'POST /peers/:id/trust': 'superuser',

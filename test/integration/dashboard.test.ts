@@ -207,7 +207,7 @@ describe('dashboard in a browser', { skip: missing ? `${CHROMIUM} is not install
     await page.click('#nav a[data-nav="peers"]');
     await page.locator('#peers', { hasText: 'No trusted peers.' }).waitFor();
     const b = await startTestServer({ publicHost: '127.0.0.1', name: 'site-b' });
-    await admin.connectServer('127.0.0.1', b.server.unsecurePort);
+    await admin.connectServer('127.0.0.1', b.server.unsecurePort, b.server.caFingerprint);
     await b.admin.trustPeer(ts.server.serverId);
     const row = page.locator(`#peers tr[data-peer="${b.server.serverId}"]`);
     await row.locator('td[data-link="up"]').waitFor();

@@ -56,7 +56,7 @@ describe('connect and trust', () => {
     const alpha = await startPeer('alpha');
     const beta = await startPeer('beta');
 
-    const sent = ok(await alpha.cpcc(['connect-server', '127.0.0.1', String(beta.server.unsecurePort), '--json']));
+    const sent = ok(await alpha.cpcc(['connect-server', '127.0.0.1', String(beta.server.unsecurePort), '--fingerprint', beta.server.caFingerprint, '--json']));
     assert.equal(sent.sent.peerServerId, beta.id);
     assert.equal(sent.sent.peerName, 'beta');
     assert.equal(sent.connected, null);
@@ -130,7 +130,7 @@ describe('connect and trust', () => {
     const asker = await startPeer('asker');
     const target = await startPeer('target');
     const other = await startPeer('other');
-    await asker.admin.connectServer('127.0.0.1', target.server.unsecurePort);
+    await asker.admin.connectServer('127.0.0.1', target.server.unsecurePort, target.server.caFingerprint);
     const [sent] = asker.peersFile().sent;
     assert.ok(sent);
 
@@ -147,7 +147,7 @@ describe('connect and trust', () => {
   it('refuses an answer with the right nonce but a CA that is not the answering server\'s, without using the nonce up', async () => {
     const asker = await startPeer('asker2');
     const target = await startPeer('target2');
-    await asker.admin.connectServer('127.0.0.1', target.server.unsecurePort);
+    await asker.admin.connectServer('127.0.0.1', target.server.unsecurePort, target.server.caFingerprint);
     const [sent] = asker.peersFile().sent;
     const foreign = await createCertificateAuthority(randomUUID());
     assertRefused(
@@ -166,7 +166,7 @@ describe('connect and trust', () => {
   it('refuses a nonce used once already, even with another CA for the same id', async () => {
     const asker = await startPeer('asker3');
     const target = await startPeer('target3');
-    await asker.admin.connectServer('127.0.0.1', target.server.unsecurePort);
+    await asker.admin.connectServer('127.0.0.1', target.server.unsecurePort, target.server.caFingerprint);
     const [sent] = asker.peersFile().sent;
     await target.admin.trustPeer(asker.id);
     await until('the handshake to complete', () => asker.server.ctx.trust.isTrusted(target.id));
@@ -227,7 +227,7 @@ describe('connect and trust', () => {
     // The requester tells an address nobody listens on, as a server behind a firewall would.
     const hidden = await startPeer('hidden', { publicHost: '127.0.0.2' });
     const open = await startPeer('open');
-    ok(await hidden.cpcc(['connect-server', '127.0.0.1', String(open.server.unsecurePort), '--json']));
+    ok(await hidden.cpcc(['connect-server', '127.0.0.1', String(open.server.unsecurePort), '--fingerprint', open.server.caFingerprint, '--json']));
     const [sent] = hidden.peersFile().sent;
 
     // Until trusted, the status is pending.
@@ -258,7 +258,7 @@ describe('connect and trust', () => {
     await a.admin.disconnectPeer(b.id);
     await b.restart();
     assert.equal(b.server.ctx.trust.isTrusted(a.id), true, 'b never heard of it');
-    const reply = ok(await a.cpcc(['connect-server', '127.0.0.1', String(b.server.unsecurePort), '--json']));
+    const reply = ok(await a.cpcc(['connect-server', '127.0.0.1', String(b.server.unsecurePort), '--yes', '--json']));
     assert.equal(reply.sent, null);
     assert.equal(reply.connected.serverId, b.id);
     assert.equal(a.server.ctx.trust.isTrusted(b.id), true);
@@ -406,8 +406,8 @@ describe('connect and trust', () => {
     await connectPair(b, a);
     await connectPair(c, a);
     await a.admin.setPeerPriority(c.id, 0);
-    await d.admin.connectServer('127.0.0.1', a.server.unsecurePort);
-    await a.admin.connectServer('127.0.0.1', e.server.unsecurePort);
+    await d.admin.connectServer('127.0.0.1', a.server.unsecurePort, a.server.caFingerprint);
+    await a.admin.connectServer('127.0.0.1', e.server.unsecurePort, e.server.caFingerprint);
     const before = a.peersFile();
     assert.equal(statSync(join(a.home, 'peers.json')).mode & 0o777, 0o600);
 

@@ -55,7 +55,7 @@ describe('secrets', () => {
 
   it('writes the keys, the users file, the peers file and the first password with mode 0600', async () => {
     // Make the server write the peers document and the config file.
-    await ts.admin.connectServer('127.0.0.1', 1).catch(() => {});
+    await ts.admin.connectServer('127.0.0.1', 1, 'AB'.repeat(32)).catch(() => {});
     assert.equal(await cpcServer(['node', 'cpc-server', '--home', ts.home, 'config', 'set', 'name', 'secretive']), 0);
     const home = ts.home;
     assert.equal(mode(join(home, 'identity')), '0700');

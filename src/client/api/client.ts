@@ -23,7 +23,7 @@ import type {
   WorkerTokenView,
   WorkerView,
 } from '../../core/wire.js';
-import type { ConnectServerReply, DisconnectReply, PeerView, PeersView, TrustReply } from '../../core/wire.js';
+import type { ConnectServerReply, DisconnectReply, PeerCaView, PeerView, PeersView, TrustReply } from '../../core/wire.js';
 import type { PasswordChanged, UserRemoved, UserView } from '../../core/wire.js';
 import type { LostReply, NetworkView, StopReply } from '../../core/wire.js';
 import type { StoredFile, ValueView } from '../../core/wire.js';
@@ -380,9 +380,14 @@ export class ApiClient {
 
   // ---- federation (super user) ----------------------------------------------
 
-  /** Has the server send a connection request to the peer's unsecure port (default 14807). */
-  connectServer(host: string, port?: number): Promise<ConnectServerReply> {
-    return this.call('POST', '/peers/connect', port === undefined ? { host } : { host, port });
+  /** Has the server send a connection request to the peer's unsecure port (default 14807), pinning the CA with that fingerprint. */
+  connectServer(host: string, port: number | undefined, caFingerprint: string): Promise<ConnectServerReply> {
+    return this.call('POST', '/peers/connect', port === undefined ? { host, caFingerprint } : { host, port, caFingerprint });
+  }
+
+  /** The CA the server at host:port shows this server, for the admin to confirm before connecting. */
+  peerCa(host: string, port?: number): Promise<PeerCaView> {
+    return this.call('POST', '/peers/ca', port === undefined ? { host } : { host, port });
   }
 
   /** Sent and received connection requests, and the trusted peers in priority order. */

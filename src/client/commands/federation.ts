@@ -24,6 +24,7 @@ const sentColumns: Column<SentRequestView>[] = [
   { header: 'Port', value: (s) => s.port },
   { header: 'Server Id', value: (s) => s.peerServerId },
   { header: 'Name', value: (s) => s.peerName, max: 32 },
+  { header: 'Pinned CA fingerprint (SHA-256)', value: (s) => s.caFingerprint ?? 'none: cannot complete; connect again' },
 ];
 
 const receivedColumns: Column<ReceivedRequestView>[] = [
@@ -50,11 +51,38 @@ export function nodeColumns(ctx: Context, withFingerprint: boolean): Column<Peer
   ];
 }
 
-async function connectServer(ctx: Context, args: Argument[]): Promise<void> {
+/**
+ * The peer's CA is pinned before anything is sent: the connect request and its
+ * answers travel over plain HTTP, so the fingerprint the admin confirms is what
+ * stops someone on the path from answering in the peer's name.
+ */
+async function connectServer(ctx: Context, args: Argument[], opts: Record<string, unknown>): Promise<void> {
   const host = String(args[0]);
   const peerPort = args[1] === undefined ? DEFAULT_UNSECURE_PORT : portArgument(String(args[1]));
+  const expected = opts.fingerprint as string | undefined;
+  if (expected !== undefined && normalizeFingerprint(expected).length !== 64) {
+    usage(`--fingerprint must be a SHA-256 fingerprint (64 hex digits), got '${expected}'`);
+  }
   const { api } = await ctx.client();
-  const reply = await api.connectServer(host, peerPort);
+  let pinned = expected;
+  if (pinned === undefined) {
+    // Looked up by the server, from where it will connect (an ssh tunnel's localhost is the server's).
+    const seen = await api.peerCa(host, peerPort);
+    if (opts.yes !== true) {
+      if (!ctx.interactive) {
+        throw new CliError(
+          `cannot ask to confirm the CA fingerprint ${seen.caFingerprint} of ${host} ${peerPort} without a terminal; pass --fingerprint FP or --yes`,
+          EXIT_USAGE,
+        );
+      }
+      ctx.out.note(`Server ${seen.name ? `'${seen.name}' ` : ''}${seen.serverId} at ${host} ${peerPort}`);
+      ctx.out.note(`CA fingerprint (SHA-256): ${seen.caFingerprint}`);
+      ctx.out.note("Compare it with the fingerprint that server's admin sees (cpcc server-info there).");
+      if (!(await confirm(ctx.io, 'Send a connection request to this server?'))) fail('no request sent');
+    }
+    pinned = seen.caFingerprint;
+  }
+  const reply = await api.connectServer(host, peerPort, pinned);
   ctx.out.show(reply, () => {
     if (reply.connected) {
       ctx.out.line(`Connected to ${host} ${peerPort}: it trusted this server already`);
@@ -62,6 +90,7 @@ async function connectServer(ctx: Context, args: Argument[]): Promise<void> {
       return;
     }
     ctx.out.line(`Connection request sent to ${host} ${peerPort}`);
+    ctx.out.line(`Only an answer with its CA ${reply.sent?.caFingerprint ?? pinned} will be trusted.`);
     ctx.out.line(`Its admin accepts it with: cpcc trust ${reply.serverId}`);
     ctx.out.line(`after checking this server's CA fingerprint: ${reply.caFingerprint}`);
   });
@@ -82,6 +111,7 @@ async function connectedServers(ctx: Context): Promise<void> {
       sections.push(() => {
         ctx.out.line(ctx.out.c.bold('Received connection requests'));
         ctx.out.table(view.received, receivedColumns);
+        for (const r of view.received) showConflicts(ctx, r, (line) => ctx.out.line(line));
       });
     }
     if (view.connected.length > 0) {
@@ -100,13 +130,35 @@ async function connectedServers(ctx: Context): Promise<void> {
   });
 }
 
+/** Other requests in the same server's name, each with what tells it apart; nothing when there are none. */
+function showConflicts(ctx: Context, r: ReceivedRequestView, print: (line: string) => void): void {
+  const n = r.conflicts.length;
+  if (n === 0) return;
+  print(ctx.out.c.red(`! ${n} other request${n > 1 ? 's claim' : ' claims'} to be ${r.serverId}; only the first (above, from ${r.source}) is kept:`));
+  for (const c of r.conflicts) {
+    print(ctx.out.c.red(`!   '${c.name}' at ${c.host} ${c.unsecurePort} (secure ${c.securePort}) from ${c.source}, CA ${c.caFingerprint}`));
+  }
+}
+
 /** Shows what is about to be trusted, and asks on a terminal unless told not to. */
 async function confirmTrust(ctx: Context, requests: ReceivedRequestView[], opts: Record<string, unknown>): Promise<void> {
   for (const r of requests) {
     ctx.out.note(`Server '${r.name}' ${r.serverId} at ${r.host} ${r.unsecurePort} asks to connect.`);
     ctx.out.note(`  CA fingerprint (SHA-256): ${r.caFingerprint}`);
+    showConflicts(ctx, r, (line) => ctx.out.note(line));
   }
-  if (opts.yes === true || opts.fingerprint !== undefined) return;
+  if (opts.fingerprint !== undefined) return;
+  if (opts.yes === true) {
+    const disputed = requests.length === 1 ? requests[0]! : undefined;
+    if (disputed && disputed.conflicts.length > 0) {
+      fail(
+        `other requests claim to be ${disputed.serverId}: trust it with --fingerprint as its admin confirms it, or decline them all with 'cpcc disconnect ${disputed.serverId}'`,
+        1,
+        'CONFLICTING_REQUESTS',
+      );
+    }
+    return;
+  }
   if (!ctx.interactive) {
     throw new CliError('cannot ask to confirm the fingerprints without a terminal; pass --yes (or --fingerprint FP)', EXIT_USAGE);
   }
@@ -115,7 +167,8 @@ async function confirmTrust(ctx: Context, requests: ReceivedRequestView[], opts:
   if (!(await confirm(ctx.io, question))) fail('not trusted; nothing changed');
 }
 
-function showTrusted(ctx: Context, reply: TrustReply): void {
+/** `disputed`: requests --all left waiting on purpose (said already), not ones that changed. */
+function showTrusted(ctx: Context, reply: TrustReply, disputed: string[] = []): void {
   ctx.out.show(reply, () => {
     if (reply.trusted.length === 0) {
       ctx.out.line(ctx.out.c.dim('no server was trusted'));
@@ -131,7 +184,9 @@ function showTrusted(ctx: Context, reply: TrustReply): void {
     for (const p of reply.trusted) {
       if (!p.told) ctx.out.note(`${p.host} ${p.unsecurePort} could not be reached now; server ${p.serverId} will ask for the answer itself`);
     }
-    for (const id of reply.skipped) ctx.out.note(`not trusted: the request of ${id} changed since it was shown; run the command again`);
+    for (const id of reply.skipped) {
+      if (!disputed.includes(id)) ctx.out.note(`not trusted: the request of ${id} changed since it was shown; run the command again`);
+    }
   });
 }
 
@@ -149,15 +204,31 @@ async function trust(ctx: Context, args: Argument[], opts: Record<string, unknow
       ctx.out.show({ trusted: [], skipped: [] }, () => ctx.out.line(ctx.out.c.dim('no connection requests are waiting')));
       return;
     }
-    await confirmTrust(ctx, received, opts);
-    showTrusted(ctx, await api.trustAllPeers(received.map((r) => ({ serverId: r.serverId, caFingerprint: r.caFingerprint }))));
+    // Requests in conflict are for the admin to settle one by one; --all leaves them.
+    const clear = received.filter((r) => r.conflicts.length === 0);
+    const disputed = received.filter((r) => r.conflicts.length > 0);
+    for (const r of disputed) ctx.out.note(`Left waiting (other requests claim to be it; trust it alone): '${r.name}' ${r.serverId}`);
+    if (clear.length > 0) await confirmTrust(ctx, clear, opts);
+    const reply: TrustReply =
+      clear.length > 0
+        ? await api.trustAllPeers(clear.map((r) => ({ serverId: r.serverId, caFingerprint: r.caFingerprint })))
+        : { trusted: [], skipped: [] };
+    const left = disputed.map((r) => r.serverId);
+    showTrusted(ctx, { trusted: reply.trusted, skipped: [...reply.skipped, ...left] }, left);
     return;
   }
 
   const request = received.find((r) => r.serverId === id);
   if (!request) fail(`no connection request from server ${id}; see 'cpcc connected-servers'`, 1, 'REQUEST_NOT_FOUND');
   if (expected !== undefined && normalizeFingerprint(expected) !== normalizeFingerprint(request.caFingerprint)) {
-    fail(`fingerprint mismatch: the request carries CA ${request.caFingerprint}, expected ${expected}; nothing changed`, 1, 'FINGERPRINT_MISMATCH');
+    const later = request.conflicts.some((c) => normalizeFingerprint(c.caFingerprint) === normalizeFingerprint(expected));
+    fail(
+      `fingerprint mismatch: the request carries CA ${request.caFingerprint}, expected ${expected}` +
+        (later ? `; that CA came in a later, conflicting request: decline them all with 'cpcc disconnect ${request.serverId}' and ask its admin to connect again` : '') +
+        '; nothing changed',
+      1,
+      'FINGERPRINT_MISMATCH',
+    );
   }
   await confirmTrust(ctx, [request], opts);
   showTrusted(ctx, await api.trustPeer(request.serverId, request.caFingerprint));
@@ -201,7 +272,13 @@ export const federationCommands: CommandSpec[] = [
     name: 'connect-server',
     args: ['<host>', '[port]'],
     summary: `send a connection request to another server (PORT: its unsecure port, default ${DEFAULT_UNSECURE_PORT})`,
-    help: 'The other server lists the request; its admin accepts it with cpcc trust SERVER_ID.',
+    help:
+      "Shows the other server's CA fingerprint and, on a terminal, asks to confirm it; only an answer with that CA is trusted. " +
+      'The other server lists the request; its admin accepts it with cpcc trust SERVER_ID.',
+    options: [
+      { flags: '--fingerprint <fp>', description: "pin this SHA-256 fingerprint of the other server's CA (as its admin gave it)" },
+      { flags: '-y, --yes', description: 'pin the CA the server shows now, without asking' },
+    ],
     run: connectServer,
   },
   {
@@ -216,7 +293,7 @@ export const federationCommands: CommandSpec[] = [
     summary: 'trust a server that sent a connection request (see connected-servers)',
     help: 'Shows the CA fingerprint of each server first and, on a terminal, asks before trusting.',
     options: [
-      { flags: '--all', description: 'trust every waiting connection request' },
+      { flags: '--all', description: 'trust every waiting connection request not in conflict (lists them and asks)' },
       { flags: '-y, --yes', description: 'do not ask' },
       { flags: '--fingerprint <fp>', description: "trust only if the server's CA has this SHA-256 fingerprint" },
     ],

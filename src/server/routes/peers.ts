@@ -5,6 +5,8 @@
 import { z } from 'zod';
 import type {
   ConnectServerReply,
+  PeerCaView,
+  RequestClaimView,
   DisconnectReply,
   PeerView,
   PeersView,
@@ -14,21 +16,28 @@ import type {
 } from '../../core/wire.js';
 import { DEFAULT_UNSECURE_PORT, type TrustOutcome } from '../../federation/handshake.js';
 import { serverIdSchema } from '../../federation/handshake-schemas.js';
-import type { Peer, ReceivedRequest, SentRequest } from '../../federation/trust-store.js';
+import type { Peer, ReceivedRequest, RequestClaim, SentRequest } from '../../federation/trust-store.js';
 import type { Context } from '../context.js';
 import { peerView } from '../views.js';
 import type { Router } from '../http.js';
 
 const fingerprintSchema = z.string().min(1).max(200);
 
-const connectSchema = z.strictObject({
+const peerAddress = {
   host: z
     .string()
     .min(1)
     .max(253)
     .regex(/^[A-Za-z0-9._:-]+$/, 'must be a host name or an IP address'),
   port: z.int().min(1).max(65535).optional(),
-});
+};
+const lookupSchema = z.strictObject(peerAddress);
+// The CA the admin confirmed: 32 bytes in hex, with or without colons.
+const pinnedFingerprint = z
+  .string()
+  .max(200)
+  .refine((fp) => fp.replace(/^sha-?256[:=]?/i, '').replace(/[^0-9a-f]/gi, '').length === 64, 'must be a SHA-256 fingerprint (64 hex digits)');
+const connectSchema = z.strictObject({ ...peerAddress, caFingerprint: pinnedFingerprint });
 const trustSchema = z.strictObject({ caFingerprint: fingerprintSchema.optional() });
 const trustAllSchema = z.strictObject({
   expect: z.array(z.strictObject({ serverId: serverIdSchema, caFingerprint: fingerprintSchema })).max(1000).optional(),
@@ -49,9 +58,14 @@ export function peerRoutes(router: Router, ctx: Context): void {
     };
   });
 
-  router.add('POST', '/peers/connect', { auth: 'superuser', summary: "send a connection request to a server's unsecure port", body: connectSchema }, async (req): Promise<ConnectServerReply> => {
+  router.add('POST', '/peers/ca', { auth: 'superuser', summary: "the CA a server shows on its unsecure port, as seen from here", body: lookupSchema }, async (req): Promise<PeerCaView> => {
+    const port = req.body.port ?? DEFAULT_UNSECURE_PORT;
+    return { host: req.body.host, port, ...(await ctx.handshake.lookup(req.body.host, port)) };
+  });
+
+  router.add('POST', '/peers/connect', { auth: 'superuser', summary: "send a connection request to a server's unsecure port, pinning its CA", body: connectSchema }, async (req): Promise<ConnectServerReply> => {
     const body = req.body;
-    const out = await ctx.handshake.connect(body.host, body.port ?? DEFAULT_UNSECURE_PORT);
+    const out = await ctx.handshake.connect(body.host, body.port ?? DEFAULT_UNSECURE_PORT, body.caFingerprint);
     return {
       sent: out.sent ? sentView(out.sent) : null,
       connected: out.peer ? view(out.peer) : null,
@@ -97,17 +111,21 @@ export function peerRoutes(router: Router, ctx: Context): void {
 }
 
 function sentView(s: SentRequest): SentRequestView {
-  return { host: s.host, port: s.port, peerServerId: s.peerServerId, peerName: s.peerName, sentAt: s.sentAt };
+  return { host: s.host, port: s.port, peerServerId: s.peerServerId, peerName: s.peerName, caFingerprint: s.caFingerprint ?? null, sentAt: s.sentAt };
+}
+
+function claimView(c: RequestClaim): RequestClaimView {
+  return {
+    name: c.name,
+    host: c.host,
+    unsecurePort: c.unsecurePort,
+    securePort: c.securePort,
+    caFingerprint: c.caFingerprint,
+    source: c.source,
+    receivedAt: c.receivedAt,
+  };
 }
 
 function receivedView(r: ReceivedRequest): ReceivedRequestView {
-  return {
-    serverId: r.serverId,
-    name: r.name,
-    host: r.host,
-    unsecurePort: r.unsecurePort,
-    securePort: r.securePort,
-    caFingerprint: r.caFingerprint,
-    receivedAt: r.receivedAt,
-  };
+  return { serverId: r.serverId, ...claimView(r), conflicts: (r.conflicts ?? []).map(claimView) };
 }
