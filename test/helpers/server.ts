@@ -385,7 +385,7 @@ export async function spawnServer(home: string, opts: SpawnServerOptions = {}): 
       const parsed = JSON.parse(readFileSync(runtimeFile, 'utf8')) as RuntimeInfo;
       return parsed.pid === child.pid ? parsed : null;
     },
-    { timeoutMs: opts.timeoutMs ?? 15_000, signal: gone.signal },
+    { timeoutMs: opts.timeoutMs ?? 45_000, signal: gone.signal },
   );
   let info: RuntimeInfo;
   try {
