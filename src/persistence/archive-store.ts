@@ -147,9 +147,10 @@ export class ArchiveStore<T extends ArchivedJob = ArchivedJob> {
     const out: [string, string][] = [];
     for (const pdir of await this.projectDirs()) {
       const project = decodeURIComponent(pdir);
-      for (const name of await readdirOrEmpty(path.join(this.dir, pdir))) {
-        if (!DAY_FILE.test(name)) continue;
-        await this.forEachLine(path.join(this.dir, pdir, name), (line) => {
+      const entries = await fsp.readdir(path.join(this.dir, pdir), { withFileTypes: true });
+      for (const e of entries) {
+        if (!e.isFile() || !DAY_FILE.test(e.name)) continue;
+        await this.forEachLine(path.join(this.dir, pdir, e.name), (line) => {
           const job = parseJob<T>(line);
           if (job) out.push([job.id, project]);
         });
