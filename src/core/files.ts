@@ -6,7 +6,8 @@ import type { FileRef } from './types.js';
  * content-addressed store (by sha256); what the model keeps is who refers to
  * which content: a job's inputs, an attempt's outputs, a project value. A
  * blob no one refers to may be collected; a project's quota counts each of
- * its distinct blobs once, however many jobs refer to it.
+ * its distinct blobs once, however many jobs refer to it. A project may name
+ * by checksum only content it refers to or sent the bytes of itself.
  */
 
 export const SHA256 = /^[0-9a-f]{64}$/;
