@@ -78,9 +78,19 @@ export async function keepOutputs(client: ApiClient, workerId: string, job: Clai
   const specs = job.outputs ?? [];
   if (specs.length === 0) return { outputs: [] };
   const patterns = specs.map((s) => ({ ...s, re: globToRegExp(s.glob) }));
-  const root = await OpenFolder.open(dir);
+  let root: OpenFolder;
   try {
-    const all = await filesUnder(root);
+    root = await OpenFolder.open(dir);
+  } catch (err) {
+    return { failed: `the job's folder cannot be read: ${(err as Error).message}` };
+  }
+  try {
+    let all: string[];
+    try {
+      all = await filesUnder(root);
+    } catch (err) {
+      return { failed: `the job's folder cannot be read: ${(err as Error).message}` };
+    }
     const outputs: FileRef[] = [];
     for (const p of patterns) {
       if (succeeded && p.to !== undefined && !all.some((f) => p.re.test(f))) {
@@ -88,7 +98,8 @@ export async function keepOutputs(client: ApiClient, workerId: string, job: Clai
       }
     }
     for (const name of all.filter((f) => patterns.some((p) => p.re.test(f)))) {
-      const file = await root.openFile(name);
+      const file = await root.openFile(name).catch((err: unknown) => err as Error);
+      if (file instanceof Error) return { failed: `output '${name}': ${file.message}` };
       if (!file) return { failed: `output '${name}': it is no longer a file in the job's folder` };
       try {
         const sum = await hashFile(file.handle);
