@@ -34,10 +34,12 @@ export class OpenFolder {
   /** Opens the job's folder itself, which must not be a symbolic link. */
   static async open(dir: string): Promise<OpenFolder> {
     const handle = await open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-    return new OpenFolder(handle, await realpath(dir).catch(async (err) => {
+    try {
+      return new OpenFolder(handle, await realpath(dir));
+    } catch (err) {
       await handle.close();
       throw err;
-    }));
+    }
   }
 
   private where(name: string): string {
