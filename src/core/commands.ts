@@ -91,8 +91,10 @@ export function planLoadProject(model: Model, p: ProjectToLoad, at: number): Pro
       return ref;
     });
     if (spec.outputs) checkOutputs(spec.outputs, i);
+    checkResolved(job, where);
     job.attempts.forEach((a, k) => {
       if (a.n !== k + 1) throw fail('INVALID_FIELD', `${where}.attempts[${k}]: attempts must be numbered 1, 2, … in order`);
+      for (const [m, f] of (a.outputs ?? []).entries()) checkFileName(f.name, `${where}.attempts[${k}].outputs[${m}].name`);
     });
     return out;
   });
@@ -107,6 +109,25 @@ export function planLoadProject(model: Model, p: ProjectToLoad, at: number): Pro
     return job.state === 'running' ? { ...job, attempts, state: 'queued', reason: LEFT_BEHIND, updatedAt: at } : { ...job, attempts };
   });
   return { t: 'project-loaded', at, name: p.name, owner: p.owner, createdAt: p.createdAt, values: p.values, jobs };
+}
+
+/**
+ * What a saved job carries beyond its spec is held to the spec's rules: the
+ * inputs it was queued with (a worker writes them into the job's folder under
+ * these names) name the spec's own inputs, each once, and kept outputs are
+ * paths inside a work folder, as a worker's report must be.
+ */
+function checkResolved(job: LoadedJob, where: string): void {
+  const declared = new Set((job.spec.inputs ?? []).map((input) => input.name));
+  const seen = new Set<string>();
+  (job.inputs ?? []).forEach((input, k) => {
+    checkFileName(input.name, `${where}.inputs[${k}].name`);
+    if (!declared.has(input.name)) throw fail('INVALID_FIELD', `${where}.inputs[${k}]: '${input.name}' is not an input of the job's spec`);
+    if (seen.has(input.name)) throw fail('INVALID_FIELD', `${where}.inputs[${k}]: input '${input.name}' is given twice`);
+    seen.add(input.name);
+    if ('sha256' in input && !SHA256.test(input.sha256)) throw fail('INVALID_FIELD', `${where}.inputs[${k}].sha256 must be 64 lowercase hex digits`);
+  });
+  (job.outputs ?? []).forEach((f, k) => checkFileName(f.name, `${where}.outputs[${k}].name`));
 }
 
 /**

@@ -161,6 +161,26 @@ export interface ValueSet {
   value: ProjectValue | null;
 }
 
+/**
+ * A project sent the bytes of a file (an upload of its own, an output of one
+ * of its attempts): from now on it may name that content by its checksum,
+ * until the collector removes it.
+ */
+export interface FileReceived {
+  t: 'file-received';
+  at: number;
+  project: string;
+  sha256: string;
+  size: number;
+}
+
+/** The collector removed stored content nothing referred to: no project may name it any longer. */
+export interface FilesCollected {
+  t: 'files-collected';
+  at: number;
+  sha256s: string[];
+}
+
 /** The server took an attempt back (lease expired, worker lost); the job is re-queued. */
 export interface AttemptsLost {
   t: 'attempts-lost';
@@ -220,4 +240,6 @@ export type Event =
   | JobsRetried
   | JobsArchived
   | LeasesExtended
-  | ValueSet;
+  | ValueSet
+  | FileReceived
+  | FilesCollected;

@@ -6,7 +6,8 @@ import type { FileRef } from './types.js';
  * content-addressed store (by sha256); what the model keeps is who refers to
  * which content: a job's inputs, an attempt's outputs, a project value. A
  * blob no one refers to may be collected; a project's quota counts each of
- * its distinct blobs once, however many jobs refer to it.
+ * its distinct blobs once, however many jobs refer to it. A project may name
+ * by checksum only content it refers to or sent the bytes of itself.
  */
 
 export const SHA256 = /^[0-9a-f]{64}$/;
@@ -75,6 +76,8 @@ interface Holding {
 export interface FileRegistrySnapshot {
   /** [project, sha256, size, references] */
   holdings: [string, string, number, number][];
+  /** [project, sha256, size]: content the project sent the bytes of (see FileReceived). */
+  received?: [string, string, number][];
 }
 
 /**
@@ -87,6 +90,14 @@ export class FileRegistry {
   private readonly bytes = new Map<string, number>();
   /** Projects holding each blob. */
   private readonly holders = new Map<string, number>();
+  /**
+   * Content each project sent the bytes of, with its size. It lets the
+   * project name that content before anything refers to it (a submit after
+   * an upload), but does not keep it from the collector.
+   */
+  private readonly received = new Map<string, Map<string, number>>();
+  /** Projects that sent each content. */
+  private readonly senders = new Map<string, Set<string>>();
 
   hold(project: string, file: Pick<FileRef, 'sha256' | 'size'>): void {
     let held = this.byProject.get(project);
@@ -112,11 +123,55 @@ export class FileRegistry {
   }
 
   dropProject(project: string): void {
+    for (const sha of this.received.get(project)?.keys() ?? []) this.forgetSender(sha, project);
+    this.received.delete(project);
     const held = this.byProject.get(project);
     if (!held) return;
     for (const sha of held.keys()) this.forgetHolder(sha);
     this.byProject.delete(project);
     this.bytes.delete(project);
+  }
+
+  /** The project sent these bytes itself. */
+  receive(project: string, sha256: string, size: number): void {
+    let got = this.received.get(project);
+    if (!got) this.received.set(project, (got = new Map()));
+    got.set(sha256, size);
+    let who = this.senders.get(sha256);
+    if (!who) this.senders.set(sha256, (who = new Set()));
+    who.add(project);
+  }
+
+  /** The content is gone from the store: nobody sent it any longer. */
+  collected(sha256: string): void {
+    for (const project of this.senders.get(sha256) ?? []) this.received.get(project)?.delete(sha256);
+    this.senders.delete(sha256);
+  }
+
+  private forgetSender(sha: string, project: string): void {
+    const who = this.senders.get(sha);
+    who?.delete(project);
+    if (who?.size === 0) this.senders.delete(sha);
+  }
+
+  /** Whether the project sent this content itself (it may hold it too). */
+  sentBy(project: string, sha256: string): boolean {
+    return this.received.get(project)?.has(sha256) ?? false;
+  }
+
+  /**
+   * The size of the content as this project knows it, or null when the
+   * project may not name it: it neither refers to it nor sent its bytes.
+   * A project may name by checksum only what it holds; anything else is
+   * answered as if it did not exist.
+   */
+  sizeFor(project: string, sha256: string): number | null {
+    return this.byProject.get(project)?.get(sha256)?.size ?? this.received.get(project)?.get(sha256) ?? null;
+  }
+
+  /** Content sent by some project that nothing refers to: what the collector may have removed. */
+  *sentOnly(): Iterable<string> {
+    for (const sha of this.senders.keys()) if (!this.holders.has(sha)) yield sha;
   }
 
   private forgetHolder(sha: string): void {
@@ -154,7 +209,9 @@ export class FileRegistry {
   toSnapshot(): FileRegistrySnapshot {
     const holdings: [string, string, number, number][] = [];
     for (const [project, held] of this.byProject) for (const [sha, h] of held) holdings.push([project, sha, h.size, h.refs]);
-    return { holdings };
+    const received: [string, string, number][] = [];
+    for (const [project, got] of this.received) for (const [sha, size] of got) received.push([project, sha, size]);
+    return { holdings, received };
   }
 
   static fromSnapshot(s: FileRegistrySnapshot | undefined): FileRegistry {
@@ -163,6 +220,7 @@ export class FileRegistry {
       r.hold(project, { sha256, size });
       r.byProject.get(project)!.get(sha256)!.refs = refs;
     }
+    for (const [project, sha256, size] of s?.received ?? []) r.receive(project, sha256, size);
     return r;
   }
 }

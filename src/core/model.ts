@@ -54,6 +54,8 @@ export interface ModelSnapshot {
   turns?: Turn[];
   files?: FileRegistrySnapshot;
   archivedOutputs?: [string, { project: string; files: FileRef[] }][];
+  /** Ids of archived jobs, by project; absent in snapshots older than the index. */
+  archivedIds?: [string, string[]][];
 }
 
 /**
@@ -74,6 +76,13 @@ export class Model {
   readonly files: FileRegistry;
   /** Outputs of archived jobs, so later jobs and `getf` can still reach them. */
   private readonly archivedOutputs = new Map<string, { project: string; files: FileRef[] }>();
+  /**
+   * The project of every archived job, so a lookup by id reads only the one
+   * day file that holds it, and an unknown id reads nothing.
+   */
+  private readonly archivedIds = new Map<string, string>();
+  /** False when the state came from a snapshot without archivedIds: the server fills them in from the archive. */
+  archivedIndexComplete = true;
 
   /** Live job ids per project, in submission order. */
   private readonly projectJobs = new Map<string, Set<string>>();
@@ -116,6 +125,17 @@ export class Model {
 
   job(id: string): Job | undefined {
     return this.jobs.get(id);
+  }
+
+  /** The project of an archived job, or undefined when no job of that id was archived. */
+  archivedProjectOf(id: string): string | undefined {
+    return this.archivedIds.get(id);
+  }
+
+  /** Records archived jobs found in the archive itself (see archivedIndexComplete). */
+  indexArchived(jobs: Iterable<[id: string, project: string]>): void {
+    for (const [id, project] of jobs) if (this.projects.has(project) && !this.jobs.has(id)) this.archivedIds.set(id, project);
+    this.archivedIndexComplete = true;
   }
 
   jobIdsOf(project: string): ReadonlySet<string> {
@@ -299,6 +319,12 @@ export class Model {
         return;
       case 'value-set':
         return this.setValue(e.project, e.name, e.value);
+      case 'file-received':
+        if (this.projects.has(e.project)) this.files.receive(e.project, e.sha256, e.size);
+        return;
+      case 'files-collected':
+        for (const sha of e.sha256s) this.files.collected(sha);
+        return;
     }
   }
 
@@ -695,6 +721,7 @@ export class Model {
     a[job.state]++;
     this.dependants.delete(id);
     if (job.outputs) this.archivedOutputs.set(id, { project: job.project, files: job.outputs });
+    this.archivedIds.set(id, job.project);
   }
 
   private removeProject(name: string, at: number): void {
@@ -710,6 +737,7 @@ export class Model {
       this.jobs.delete(id);
     }
     for (const [id, o] of this.archivedOutputs) if (o.project === name) this.archivedOutputs.delete(id);
+    for (const [id, project] of this.archivedIds) if (project === name) this.archivedIds.delete(id);
     this.files.dropProject(name);
     this.projects.delete(name);
     this.projectJobs.delete(name);
@@ -733,12 +761,26 @@ export class Model {
       turns: this.ready.turns(),
       files: this.files.toSnapshot(),
       archivedOutputs: [...this.archivedOutputs],
+      archivedIds: this.archivedIdsByProject(),
     };
+  }
+
+  private archivedIdsByProject(): [string, string[]][] {
+    const by = new Map<string, string[]>();
+    for (const [id, project] of this.archivedIds) {
+      let ids = by.get(project);
+      if (!ids) by.set(project, (ids = []));
+      ids.push(id);
+    }
+    return [...by];
   }
 
   static fromSnapshot(s: ModelSnapshot): Model {
     const m = new Model(FileRegistry.fromSnapshot(s.files));
     for (const [id, o] of s.archivedOutputs ?? []) m.archivedOutputs.set(id, o);
+    for (const [project, ids] of s.archivedIds ?? []) for (const id of ids) m.archivedIds.set(id, project);
+    // An older snapshot with archived jobs but no index: the server reads the archive once.
+    m.archivedIndexComplete = s.archivedIds !== undefined || s.archivedCounts.length === 0;
     m.seq = s.seq;
     m.lastEventAt = s.lastEventAt;
     for (const p of s.projects) {

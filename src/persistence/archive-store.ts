@@ -57,6 +57,8 @@ export class ArchiveStore<T extends ArchivedJob = ArchivedJob> {
   /** Day files whose folder entry is durable and whose last byte is a newline. */
   private readonly ready = new Set<string>();
   private readonly locks = new Map<string, Promise<void>>();
+  /** Day files opened for reading so far (lookups must not read what they need not). */
+  filesRead = 0;
 
   constructor(
     readonly dir: string,
@@ -85,7 +87,7 @@ export class ArchiveStore<T extends ArchivedJob = ArchivedJob> {
     const needle = Buffer.from(id, 'utf8');
     for (const pdir of projectDirs) {
       let found: T | null = null;
-      await forEachLine(path.join(this.dir, pdir, `${day}.ndjson`), (line) => {
+      await this.forEachLine(path.join(this.dir, pdir, `${day}.ndjson`), (line) => {
         if (line.indexOf(needle) < 0) return;
         const job = parseJob<T>(line);
         if (job && job.id === id) found = job;
@@ -108,7 +110,7 @@ export class ArchiveStore<T extends ArchivedJob = ArchivedJob> {
     for (const day of await this.days(project)) {
       if (fromDay !== null && day < fromDay) continue;
       const latest = new Map<string, T>();
-      await forEachLine(this.dayFile(project, day), (line) => {
+      await this.forEachLine(this.dayFile(project, day), (line) => {
         const job = parseJob<T>(line);
         if (job && (after === undefined || job.id > after)) latest.set(job.id, job);
       });
@@ -128,13 +130,38 @@ export class ArchiveStore<T extends ArchivedJob = ArchivedJob> {
     const counts: Record<string, number> = {};
     for (const day of await this.days(project)) {
       const states = new Map<string, string>();
-      await forEachLine(this.dayFile(project, day), (line) => {
+      await this.forEachLine(this.dayFile(project, day), (line) => {
         const job = parseJob<T>(line);
         if (job) states.set(job.id, typeof job.state === 'string' ? job.state : 'unknown');
       });
       for (const state of states.values()) counts[state] = (counts[state] ?? 0) + 1;
     }
     return counts;
+  }
+
+  /**
+   * Every archived job's id with its project, read from every day file: how
+   * the index of archived ids is built once for state saved before it existed.
+   */
+  async allIds(): Promise<[id: string, project: string][]> {
+    const out: [string, string][] = [];
+    for (const pdir of await this.projectDirs()) {
+      const project = decodeURIComponent(pdir);
+      const entries = await fsp.readdir(path.join(this.dir, pdir), { withFileTypes: true });
+      for (const e of entries) {
+        if (!e.isFile() || !DAY_FILE.test(e.name)) continue;
+        await this.forEachLine(path.join(this.dir, pdir, e.name), (line) => {
+          const job = parseJob<T>(line);
+          if (job) out.push([job.id, project]);
+        });
+      }
+    }
+    return out;
+  }
+
+  private forEachLine(file: string, onLine: (line: Buffer) => void): Promise<void> {
+    this.filesRead++;
+    return forEachLine(file, onLine);
   }
 
   async removeProject(project: string): Promise<void> {

@@ -126,9 +126,10 @@ export class BlobStore {
    * than `graceMs`: a blob just uploaded is referred to only once the request
    * that names it (a submit, a result, a value) commits.
    */
-  async collect(isHeld: (sha256: string) => boolean, graceMs: number, now = Date.now()): Promise<{ removed: number; bytes: number }> {
+  async collect(isHeld: (sha256: string) => boolean, graceMs: number, now = Date.now()): Promise<{ removed: number; bytes: number; gone: string[] }> {
     let removed = 0;
     let bytes = 0;
+    const gone: string[] = [];
     const old = async (path: string) => {
       const s = await stat(path).catch(() => null);
       return s && now - s.mtimeMs >= graceMs ? s : null;
@@ -146,8 +147,9 @@ export class BlobStore {
         await rm(join(dir, sha), { force: true });
         removed++;
         bytes += s.size;
+        gone.push(sha);
       }
     }
-    return { removed, bytes };
+    return { removed, bytes, gone };
   }
 }

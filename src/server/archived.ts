@@ -8,7 +8,7 @@ import type { Context } from './context.js';
 export async function archivedStates(ctx: Context, project: string, ids: Iterable<string>): Promise<Map<string, JobState>> {
   const out = new Map<string, JobState>();
   for (const id of new Set(ids)) {
-    if (ctx.store.model.job(id) || !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(id)) continue;
+    if (ctx.store.model.job(id) || ctx.store.model.archivedProjectOf(id) !== project) continue;
     const job = (await ctx.store.archive.get(id, project)) as { state?: JobState } | null;
     if (job?.state) out.set(id, job.state);
   }

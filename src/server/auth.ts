@@ -140,8 +140,11 @@ export function visibleLiveJob(ctx: Context, who: UserIdentity, id: string): Job
 /** A live or archived job the user may see; otherwise JOB_NOT_FOUND. */
 export async function visibleJob(ctx: Context, who: UserIdentity, id: string): Promise<{ job: Job; archived: boolean; project: Project }> {
   check(jobIdParam, id, 'path.id');
-  const live = ctx.store.model.job(id);
-  const job = live ?? ((await ctx.store.archive.get(id)) as Job | null);
+  const model = ctx.store.model;
+  const live = model.job(id);
+  // Archived jobs are found through the model's index: an id it does not know costs no read at all.
+  const home = live ? undefined : model.archivedProjectOf(id);
+  const job = live ?? (home === undefined ? null : ((await ctx.store.archive.get(id, home)) as Job | null));
   const project = job && ctx.store.model.projects.get(job.project);
   if (!job || !project || !canSee(who, project)) throw fail('JOB_NOT_FOUND', `no job with id '${id}'`);
   return { job, archived: !live, project };

@@ -16,11 +16,9 @@
  * parser takes all of them.
  */
 import { randomBytes } from 'node:crypto';
-import { open, readdir, rm } from 'node:fs/promises';
-import { createReadStream } from 'node:fs';
+import { open, rm } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { extract as tarExtract } from 'tar-stream';
 import { z } from 'zod';
@@ -414,49 +412,6 @@ async function receive(ctx: Context, req: IncomingMessage, size: number): Promis
   return out;
 }
 
-/** Job ids among `ids` that the archive holds already, in any project (archived jobs are not in memory). */
-async function archivedAmong(dir: string, ids: readonly string[]): Promise<string | null> {
-  const byDay = new Map<string, Set<string>>();
-  for (const id of ids) {
-    const day = new Date(uuidV7Millis(id)!).toISOString().slice(0, 10);
-    let set = byDay.get(day);
-    if (!set) byDay.set(day, (set = new Set()));
-    set.add(id);
-  }
-  const projects = await readdir(dir, { withFileTypes: true }).catch(() => []);
-  for (const p of projects) {
-    if (!p.isDirectory()) continue;
-    for (const [day, wanted] of byDay) {
-      const file = join(dir, p.name, `${day}.ndjson`);
-      let stream;
-      try {
-        stream = createReadStream(file);
-        await new Promise((resolve, reject) => stream!.once('open', resolve).once('error', reject));
-      } catch {
-        continue;
-      }
-      for await (const line of createInterface({ input: stream, crlfDelay: Infinity })) {
-        // Archived jobs are written with their id first; anything else is parsed.
-        let id = line.startsWith('{"id":"') ? line.slice(7, 43) : '';
-        if (!id && line.trim()) id = String((parseJsonSafe(line) as { id?: unknown } | null)?.id ?? '');
-        if (wanted.has(id)) {
-          stream.destroy();
-          return id;
-        }
-      }
-    }
-  }
-  return null;
-}
-
-function parseJsonSafe(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return null;
-  }
-}
-
 /** Loads are checked against the archive and committed one at a time, so two cannot both take the same job ids. */
 const loading = new WeakMap<Context, Promise<unknown>>();
 
@@ -502,9 +457,10 @@ export async function importProject(ctx: Context, req: IncomingMessage, name: st
     jobs.push(job as LoadedJob);
   });
   if (jobs.length !== manifest.jobs) throw fail('TRANSFER_INCOMPLETE', `${JOBS} holds ${jobs.length} jobs; ${MANIFEST} says ${manifest.jobs}`);
+  // Every file comes in the archive itself: a checksum alone names nothing,
+  // even content this server holds for another project.
   for (const f of manifest.files) {
     if (got.files.get(f.sha256) === f.size) continue;
-    if ((await ctx.files.store.sizeOf(f.sha256)) === f.size) continue;
     throw fail('TRANSFER_INCOMPLETE', `the archive lists file ${f.sha256} (${f.size} bytes), which it does not hold`);
   }
   const toLoad: ProjectToLoad = {
@@ -515,10 +471,13 @@ export async function importProject(ctx: Context, req: IncomingMessage, name: st
     jobs: opts.newIds ? withNewJobIds(jobs, newId) : jobs,
   };
   const files = loadedFiles(toLoad);
-  await ctx.files.requireStored(files.map((f) => ({ ...f, name: 'saved' })), 'file');
+  for (const f of files) {
+    const size = got.files.get(f.sha256) === f.size ? await ctx.files.store.sizeOf(f.sha256) : null;
+    if (size !== f.size) throw fail('FILE_NOT_FOUND', `file '${f.name}' (${f.sha256}) is not in the archive`);
+  }
 
   return serially(ctx, async () => {
-    const taken = await archivedAmong(ctx.store.archive.dir, toLoad.jobs.map((j) => j.id));
+    const taken = toLoad.jobs.find((j) => model.archivedProjectOf(j.id) !== undefined)?.id;
     if (taken) throw fail('JOB_EXISTS', `this server already has a job ${taken} (archived); was the project loaded here before? (new ids make a copy: cpcc load --new-ids)`);
     const at = Date.now();
     const event = planLoadProject(model, toLoad, at);

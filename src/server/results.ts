@@ -18,8 +18,10 @@ export function fitsInTail(text: string, bytes: number): boolean {
  */
 export async function acceptResult(ctx: Context, workerId: string, body: ResultRequest, via: string): Promise<ResultReply> {
   const model = ctx.store.model;
-  // Outputs are uploaded before the result names them; what is named must be here.
-  if (body.outputs) await ctx.files.requireStored(body.outputs, 'output');
+  // Outputs are uploaded for the attempt before the result names them: what is
+  // named must be here, sent for the job's own project (or held by it already).
+  const job = model.job(body.jobId);
+  if (body.outputs && job) await ctx.files.requireHeld(job.project, body.outputs, 'output');
   const report: AttemptReport = {
     how: body.how,
     exitCode: body.exitCode,

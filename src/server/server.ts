@@ -36,7 +36,7 @@ import { withRequestId } from './request-id.js';
 import { Store } from './store.js';
 import { Sweeper } from './sweeper.js';
 import { openLoginThrottle } from './throttle-file.js';
-import { Files } from './files.js';
+import { Files, forgetMissingFiles } from './files.js';
 import { Transfers } from './transfers.js';
 import { BlobStore } from '../persistence/blob-store.js';
 import { unsecureListener, unsecureRoutes } from './unsecure.js';
@@ -148,6 +148,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     });
   }
 
+  const forgotten = await forgetMissingFiles(store, blobs);
+  if (forgotten > 0) log.info('files collected before the last stop forgotten', { files: forgotten });
+
   let closing = false;
   let stopAsked!: () => void;
   const stopRequested = new Promise<void>((resolve) => (stopAsked = resolve));
@@ -175,7 +178,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     loginThrottle: loginThrottle.throttle,
     dispatcher: new Dispatcher(store, () => leaseMs),
     logs: new LogStore(join(home, 'logs')),
-    files: new Files(blobs, store.model, config),
+    files: new Files(blobs, store, config),
     log,
     leaseMs,
     version: packageVersion(),

@@ -133,6 +133,10 @@ export class Store {
       },
     });
     const archive = new ArchiveStore(join(opts.home, 'archive'));
+    if (!model.archivedIndexComplete) {
+      model.indexArchived(await archive.allIds());
+      opts.log.info('archived job ids indexed from the archive');
+    }
     const base = (snapshot?.data as { eventSeq?: unknown } | undefined)?.eventSeq;
     store = new Store(
       model,

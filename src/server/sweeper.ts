@@ -26,8 +26,11 @@ export class Sweeper {
   /** Removes stored files that nothing has referred to for the grace period. */
   async collectFiles(now = Date.now()): Promise<{ removed: number; bytes: number }> {
     const { store, files, config, log } = this.ctx;
-    const out = await files.store.collect((sha) => store.model.files.isHeld(sha), config.fileGraceS * 1000, now);
+    const { gone, ...out } = await files.store.collect((sha) => store.model.files.isHeld(sha), config.fileGraceS * 1000, now);
     if (out.removed > 0) log.info('unused files removed', out);
+    // Whoever sent that content may no longer name it. A crash before this
+    // commit is made good at the next start (forgetMissingFiles).
+    if (gone.length > 0) await store.commit({ t: 'files-collected', at: now, sha256s: gone });
     return out;
   }
 

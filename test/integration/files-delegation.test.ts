@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
 import { hashFile } from '../../src/client/api/files.js';
@@ -108,6 +109,16 @@ describe('files of a delegated job', () => {
     });
     assert.equal(stale.statusCode, 409);
     assert.equal(((await stale.body.json()) as { error: { code: string } }).error.code, 'STALE_ATTEMPT');
+    // Nor fetch the input of a job home has not handed to it.
+    const secret = Buffer.from('an input of a job that stays at home\n');
+    const sha = createHash('sha256').update(secret).digest('hex');
+    await b.admin.sendBytes(`/projects/far/files/${sha}`, Readable.from([secret]), secret.length);
+    const kept = await b.admin.submit('far', [{ argv: ['true'], cores: 64, inputs: [{ name: 'in', sha256: sha, size: secret.length }] }]);
+    for (const attempt of [0, 1]) {
+      const fetch = await request(`${b.url}${API_PREFIX}/peer/files/${sha}?job=${kept.ids[0]!}&attempt=${attempt}`, { dispatcher: asPeer });
+      assert.equal(fetch.statusCode, attempt === 0 ? 400 : 409);
+      assert.doesNotMatch(await fetch.body.text(), /stays at home/);
+    }
     await Promise.all([plain.close(), asPeer.close()]);
   });
 });

@@ -16,6 +16,7 @@ import { extract } from 'tar-stream';
 import { Agent, request } from 'undici';
 import { LEFT_BEHIND } from '../../src/core/commands.js';
 import { API_PREFIX, type JobView, type ProjectLoadReply, type ProjectManifest, type ValueView } from '../../src/core/wire.js';
+import { newId } from '../../src/server/ids.js';
 import { tarHeader, tarSize } from '../../src/server/project-archive.js';
 import {
   adminPasswordOf,
@@ -94,6 +95,8 @@ describe('save a project on one server and load it on another', () => {
   let tarFile: string;
   const ids: Record<string, string> = {};
   const output = Buffer.from('the result of a long simulation\n'.repeat(100));
+  let beat: NodeJS.Timeout | undefined;
+  after(() => clearInterval(beat));
   const conf = Buffer.from('temperature 300\n');
 
   before(async () => {
@@ -128,7 +131,10 @@ describe('save a project on one server and load it on another', () => {
 
     // Running when saved; queued on the kept output; waiting on that.
     [ids.running] = (await api.submit('orig', [{ name: 'long', argv: ['sleep', '1000'] }])).ids;
-    assert.deepEqual((await claim(w, 1)).map((c) => c.id), [ids.running]);
+    const [long] = await claim(w, 1);
+    assert.deepEqual([long!.id], [ids.running]);
+    // Still running when saved and compared, however slowly cpcc starts: its lease is kept.
+    beat = setInterval(() => void w.client.heartbeat(w.workerId, { attempts: [{ jobId: long!.id, attempt: long!.attempt }] }).catch(() => undefined), 250);
     const later = await api.submit('orig', [
       { key: 'analyse', name: 'analyse', argv: ['analyse'], inputs: [{ name: 'in.dat', job: ids.done!, output: 'run.dat' }], outputs: [{ glob: 'report' }] },
       { name: 'report', argv: ['report'], after: ['analyse'], inputs: [{ name: 'b.dat', value: 'best' }] },
@@ -425,5 +431,44 @@ describe('saving and loading a large file', () => {
     const again = createHash('sha256');
     for await (const c of createReadStream(back)) again.update(c as Buffer);
     assert.equal(again.digest('hex'), sum);
+  });
+});
+
+describe('loading checks every name a loaded job carries', () => {
+  it('refuses a queued job whose resolved input names a path outside its folder, and changes nothing', async () => {
+    const ts = await startTestServer();
+    const load = (project: string, inputName: string) => {
+      const job = {
+        id: newId(),
+        spec: { argv: ['cat', 'in.txt'], env: {}, resources: { cores: 1, memoryMb: 0 }, priority: 0, maxRetries: 0, timeoutS: null, after: [], inputs: [{ name: 'in.txt', value: 'v' }] },
+        state: 'queued',
+        reason: 'dependencies done',
+        createdAt: 1,
+        updatedAt: 1,
+        attempts: [],
+        failures: 0,
+        lost: 0,
+        // What it was queued with: the names a worker writes into the job's folder.
+        inputs: [{ name: inputName, text: 'ssh-ed25519 AAAA attacker\n' }],
+      };
+      const manifest = { format: 'cpc-project', version: 1, project: 'p', owner: 'x', members: [], createdAt: 1, values: { v: { text: 'hello', at: 1 } }, serverId: 's', savedAt: 1, jobs: 1, files: [] };
+      const body = tar([
+        ['cpc-project.json', Buffer.from(JSON.stringify(manifest))],
+        ['jobs.ndjson', Buffer.from(JSON.stringify(job) + '\n')],
+      ]);
+      return ts.admin.sendBytes<ProjectLoadReply>(`/projects/${project}/import`, Readable.from([body]), body.length, undefined, 'POST');
+    };
+    const seq = ts.server.ctx.store.seq;
+    for (const name of ['../../../root/.ssh/authorized_keys', '/etc/cron.d/job', 'elsewhere.txt']) {
+      const refused = (await load('bad', name).catch((e: unknown) => e)) as { code?: string; status?: number };
+      assert.equal(refused.code, name === 'elsewhere.txt' ? 'INVALID_FIELD' : 'INVALID_PATH', name);
+      assert.equal(refused.status, 400);
+    }
+    assert.equal(ts.server.ctx.store.seq, seq, 'nothing was journaled');
+    assert.equal(ts.server.model.projects.has('bad'), false);
+    // The same archive with the name its spec gives loads.
+    const ok = await load('good', 'in.txt');
+    assert.equal(ok.jobs, 1);
+    assert.equal((await ts.admin.jobs('good')).jobs[0]!.state, 'queued');
   });
 });

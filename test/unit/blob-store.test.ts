@@ -72,8 +72,8 @@ describe('blob store', () => {
     await s.put(Readable.from([kept]), { maxBytes: 100 });
     await s.put(Readable.from([loose]), { maxBytes: 100 });
     const held = (h: string) => h === sha(kept);
-    assert.deepEqual(await s.collect(held, 60_000), { removed: 0, bytes: 0 }, 'too young to collect');
-    assert.deepEqual(await s.collect(held, 0, Date.now() + 1000), { removed: 1, bytes: loose.length });
+    assert.deepEqual(await s.collect(held, 60_000), { removed: 0, bytes: 0, gone: [] }, 'too young to collect');
+    assert.deepEqual(await s.collect(held, 0, Date.now() + 1000), { removed: 1, bytes: loose.length, gone: [sha(loose)] });
     assert.equal(await s.has(sha(kept)), true);
     assert.equal(await s.has(sha(loose)), false);
   });

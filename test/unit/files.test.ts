@@ -58,6 +58,36 @@ describe('file references', () => {
     const copy = FileRegistry.fromSnapshot(JSON.parse(JSON.stringify(r.toSnapshot())));
     assert.deepEqual(copy.toSnapshot(), r.toSnapshot());
   });
+
+  it('lets a project name only what it refers to or sent itself, until the collector removes it', () => {
+    const w = new World();
+    w.project('p');
+    w.project('q');
+    const files = w.model.files;
+    w.apply({ t: 'value-set', at: w.tick(), project: 'p', name: 'v', value: { sha256: sha('a'), size: 5, at: w.now } });
+    w.apply({ t: 'file-received', at: w.tick(), project: 'p', sha256: sha('b'), size: 6 });
+    w.apply({ t: 'file-received', at: w.tick(), project: 'nobody', sha256: sha('c'), size: 7 });
+    assert.equal(files.sizeFor('p', sha('a')), 5, 'referred to');
+    assert.equal(files.sizeFor('p', sha('b')), 6, 'sent');
+    assert.equal(files.sizeFor('q', sha('a')), null, "another project's");
+    assert.equal(files.sizeFor('q', sha('b')), null);
+    assert.equal(files.sizeFor('nobody', sha('c')), null, 'a project that does not exist holds nothing');
+    assert.equal(files.isHeld(sha('b')), false, 'sending keeps nothing from the collector');
+    assert.deepEqual([...files.sentOnly()], [sha('b')]);
+    w.apply({ t: 'file-received', at: w.tick(), project: 'q', sha256: sha('b'), size: 6 });
+    assert.equal(files.sizeFor('q', sha('b')), 6);
+    const journal = replay(w.events);
+    const snapshot = Model.fromSnapshot(JSON.parse(JSON.stringify(w.model.toSnapshot())));
+    for (const m of [journal, snapshot]) assert.deepEqual(m.files.toSnapshot(), files.toSnapshot());
+    w.apply({ t: 'files-collected', at: w.tick(), sha256s: [sha('b')] });
+    assert.equal(files.sizeFor('p', sha('b')), null);
+    assert.equal(files.sizeFor('q', sha('b')), null);
+    w.apply({ t: 'file-received', at: w.tick(), project: 'q', sha256: sha('b'), size: 6 });
+    assert.equal(files.sizeFor('p', sha('b')), null, 'sent again by someone else: not p’s again');
+    w.apply({ t: 'project-removed', at: w.tick(), name: 'q' });
+    assert.equal(files.sizeFor('q', sha('b')), null);
+    assert.deepEqual([...files.sentOnly()], []);
+  });
 });
 
 describe('inputs, outputs and values in the model', () => {

@@ -175,6 +175,17 @@ describe('project-loaded', () => {
     throwsCode(() => planLoadProject(b, alter(ids.done, (j) => (j.attempts[0]!.n = 3)), 1), 'INVALID_FIELD');
     throwsCode(() => planLoadProject(b, alter(ids.done, (j) => (j.spec.outputs = [{ glob: '../*' }])), 1), 'INVALID_PATH');
     throwsCode(() => planLoadProject(b, { ...toLoad, jobs: [...toLoad.jobs, toLoad.jobs[0]!] }, 1), 'INVALID_FIELD');
+    // What the job was queued with (a worker writes these names into its folder) and what it kept
+    // are held to a submit's rules too.
+    const queuedWith = (inputs: LoadedJob['inputs']) => alter(ids.queued, (j) => (j.inputs = inputs));
+    assert.ok(toLoad.jobs.find((j) => j.id === ids.queued)!.inputs?.length, 'the queued job was saved with its resolved inputs');
+    throwsCode(() => planLoadProject(b, queuedWith([{ name: '../../.ssh/authorized_keys', text: 'ssh-ed25519 AAAA' }]), 1), 'INVALID_PATH');
+    throwsCode(() => planLoadProject(b, queuedWith([{ name: '/etc/cron.d/x', sha256: sha('a'), size: 10 }]), 1), 'INVALID_PATH');
+    throwsCode(() => planLoadProject(b, queuedWith([{ name: 'not-in-the-spec', text: 'x' }]), 1), 'INVALID_FIELD');
+    throwsCode(() => planLoadProject(b, queuedWith([{ name: 'x', text: 'x' }, { name: 'x', text: 'y' }]), 1), 'INVALID_FIELD');
+    throwsCode(() => planLoadProject(b, queuedWith([{ name: 'x', sha256: 'ABC', size: 1 }]), 1), 'INVALID_FIELD');
+    throwsCode(() => planLoadProject(b, alter(ids.done, (j) => (j.outputs = [{ ...OUT, name: '../out.txt' }])), 1), 'INVALID_PATH');
+    throwsCode(() => planLoadProject(b, alter(ids.done, (j) => (j.attempts[0]!.outputs = [{ ...OUT, name: 'a\0b' }])), 1), 'INVALID_PATH');
     assert.equal(JSON.stringify(a.model.toSnapshot()), before);
     assert.equal(b.projects.size, 0);
   });

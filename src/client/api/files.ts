@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { open, rename, rm, stat } from 'node:fs/promises';
+import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -27,9 +27,15 @@ export function isTransient(err: unknown): boolean {
   return err instanceof ApiError && TRANSIENT.has(err.code);
 }
 
-export async function hashFile(path: string): Promise<FileSum> {
+/** A file by path, or an open handle read from its start (the handle stays open). */
+function readFrom(file: string | FileHandle) {
+  const opts = { highWaterMark: 1024 * 1024 };
+  return typeof file === 'string' ? createReadStream(file, opts) : file.createReadStream({ ...opts, start: 0, autoClose: false });
+}
+
+export async function hashFile(file: string | FileHandle): Promise<FileSum> {
   const meter = new Meter();
-  await pipeline(createReadStream(path, { highWaterMark: 1024 * 1024 }), meter, async function* (source) {
+  await pipeline(readFrom(file), meter, async function* (source) {
     for await (const _ of source) {
       // only the meter's count and hash are wanted
     }
@@ -49,12 +55,12 @@ export async function withRetries<T>(attempt: () => Promise<T>, tries = 4, signa
   }
 }
 
-/** Sends a local file whose checksum is known to `path` (which names that checksum). */
-export async function uploadFile<T>(client: ApiClient, path: string, file: string, sum: FileSum, query?: Record<string, string | number>): Promise<T> {
+/** Sends a local file (by path, or an open handle) whose checksum is known to `path` (which names that checksum). */
+export async function uploadFile<T>(client: ApiClient, path: string, file: string | FileHandle, sum: FileSum, query?: Record<string, string | number>, label = String(file)): Promise<T> {
   return withRetries(async () => {
-    const now = await stat(file);
-    if (now.size !== sum.size) throw new ApiError('FILE_CHANGED', `${file} changed while it was being sent`);
-    return client.sendBytes<T>(path, createReadStream(file, { highWaterMark: 1024 * 1024 }), sum.size, query);
+    const now = typeof file === 'string' ? await stat(file) : await file.stat();
+    if (now.size !== sum.size) throw new ApiError('FILE_CHANGED', `${label} changed while it was being sent`);
+    return client.sendBytes<T>(path, readFrom(file), sum.size, query);
   });
 }
 

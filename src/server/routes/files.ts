@@ -57,7 +57,7 @@ export function fileRoutes(router: Router, ctx: Context): void {
     '/projects/:project/files/:sha256',
     { auth: 'member', summary: 'download a file the project refers to', params: projectFileParams, download: true },
     (req) => {
-      if (!model.files.heldBy(req.project.name, req.params.sha256)) {
+      if (model.files.sizeFor(req.project.name, req.params.sha256) === null) {
         throw fail('FILE_NOT_FOUND', `project '${req.project.name}' refers to no file with checksum ${req.params.sha256}`);
       }
       return ctx.files.download(req.params.sha256);
@@ -113,7 +113,7 @@ export function fileRoutes(router: Router, ctx: Context): void {
       let value: ProjectValue;
       if ('text' in body) value = { text: body.text, at };
       else {
-        await ctx.files.requireStored([{ name: req.params.name, ...body }], 'value');
+        await ctx.files.requireHeld(project, [{ name: req.params.name, ...body }], 'value');
         ctx.files.checkQuota(project, [body]);
         value = { sha256: body.sha256, size: body.size, at };
       }

@@ -57,7 +57,7 @@ export function projectRoutes(router: Router, ctx: Context): void {
       const refs = items.flatMap((i) => [...i.spec.after, ...(i.spec.inputs ?? []).flatMap((x) => ('job' in x ? [x.job] : []))]);
       const archived = await archivedStates(ctx, project.name, refs.filter((ref) => !keys.has(ref)));
       const uploaded = uploadedInputs(items);
-      await ctx.files.requireStored(uploaded, 'input');
+      await ctx.files.requireHeld(project.name, uploaded, 'input');
       // Checked again after the wait: the project may have been removed meanwhile.
       if (m.projects.get(project.name) !== project) throw fail('PROJECT_NOT_FOUND', `no project named '${project.name}'`);
       const event = planSubmit(m, project.name, items, ids, Date.now(), archived);
@@ -84,7 +84,8 @@ export function projectRoutes(router: Router, ctx: Context): void {
       // submission number, read from the archive when it is no longer live.
       let afterSeq = 0;
       if (q.after !== undefined) {
-        const cursor = m.job(q.after) ?? ((await ctx.store.archive.get(q.after, project.name)) as { seq?: number } | null);
+        const archivedHere = m.archivedProjectOf(q.after) === project.name;
+        const cursor = m.job(q.after) ?? (archivedHere ? ((await ctx.store.archive.get(q.after, project.name)) as { seq?: number } | null) : null);
         if (cursor?.seq === undefined) throw fail('INVALID_FIELD', `query.after: no job '${q.after}' in project '${project.name}'`);
         afterSeq = cursor.seq;
       }
