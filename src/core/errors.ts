@@ -50,6 +50,8 @@ export const ERROR_STATUS = {
   PEER_CA_MISMATCH: 409,
   /** A worker token that has as many workers registered as it allows. */
   TOO_MANY_WORKERS: 409,
+  /** A worker whose jobs would share its identity, with a token not bound to one user, and not told to share. */
+  ISOLATION_REQUIRED: 409,
   FINGERPRINT_MISMATCH: 409,
   // 408/413/415/429/431: limits at the edge, each with its own code
   HEADERS_TIMEOUT: 408,
