@@ -175,7 +175,11 @@ class ProcessTree {
   private readonly known = new Map<number, string>();
   private readonly timer: NodeJS.Timeout;
 
-  constructor(private readonly leader: number) {
+  constructor(
+    private readonly leader: number,
+    /** `CPC_JOB_ID=…\0CPC_ATTEMPT=…` as the job's environment has it: what a process that slipped away between scans still carries. */
+    private readonly marks: string[],
+  ) {
     this.timer = setInterval(() => this.scan(), 1000);
     this.timer.unref();
   }
@@ -197,10 +201,25 @@ class ProcessTree {
     return procs.filter((p) => this.known.get(p.pid) === p.start && p.state !== 'Z');
   }
 
+  /** Processes not known yet whose environment carries the job's marks (those of this worker's user only can be read). */
+  private marked(procs: ProcInfo[]): void {
+    for (const p of procs) {
+      if (p.pid === process.pid || this.known.has(p.pid) || p.state === 'Z') continue;
+      let env: string;
+      try {
+        env = readFileSync(`/proc/${p.pid}/environ`, 'latin1');
+      } catch {
+        continue;
+      }
+      if (this.marks.every((m) => env.includes(`\0${m}\0`) || env.startsWith(`${m}\0`))) this.known.set(p.pid, p.start);
+    }
+  }
+
   /** Kills every process of the job still alive, until none is left. */
   async kill(): Promise<void> {
     clearInterval(this.timer);
     for (let round = 0; round < 50; round++) {
+      this.marked(allProcesses());
       const alive = this.scan();
       if (alive.length === 0) return;
       for (const p of alive) {
@@ -388,7 +407,7 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
   }
 
   // A sandbox's processes die with its pid namespace; a uid's are all killed by release().
-  const tree = level === 'none' ? new ProcessTree(child.pid!) : undefined;
+  const tree = level === 'none' ? new ProcessTree(child.pid!, [`CPC_JOB_ID=${spec.jobId}`, `CPC_ATTEMPT=${spec.attempt}`]) : undefined;
   const sweep = async (): Promise<void> => {
     if (tree) await tree.kill();
     await release();
