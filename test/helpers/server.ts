@@ -206,7 +206,8 @@ export async function startTestServer(opts: Partial<ServerOptions> = {}): Promis
     home,
   });
   servers.push(server);
-  const adminPassword = server.adminPassword ?? readFileSync(join(home, 'initial-admin-password'), 'utf8').trim();
+  if (server.adminPassword) knownPasswords.set(home, server.adminPassword);
+  const adminPassword = adminPasswordOf(home);
   const admin = await loginAdmin(server.url, server.caPem, adminPassword);
   return {
     server,
@@ -428,8 +429,16 @@ export function parseLogLines(text: string): LogLine[] {
   return out;
 }
 
+/** cpc-admin's first password by home: the server removes its file once cpc-admin has logged in. */
+const knownPasswords = new Map<string, string>();
+
 export function adminPasswordOf(home: string): string {
-  return readFileSync(join(home, 'initial-admin-password'), 'utf8').trim();
+  let password = knownPasswords.get(home);
+  if (password === undefined) {
+    password = readFileSync(join(home, 'initial-admin-password'), 'utf8').trim();
+    knownPasswords.set(home, password);
+  }
+  return password;
 }
 
 // ---- worker subprocesses ----------------------------------------------------------------
