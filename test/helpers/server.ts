@@ -343,6 +343,8 @@ export interface SpawnServerOptions {
   unsecurePort?: number;
   heartbeatIntervalS?: number;
   timeoutMs?: number;
+  /** Start it with --local-worker. */
+  localWorker?: boolean;
 }
 
 /** `cpc-server --home HOME start …` as a real process; resolves once its server.json names it. */
@@ -362,6 +364,7 @@ export async function spawnServer(home: string, opts: SpawnServerOptions = {}): 
     String(opts.unsecurePort ?? 0),
     '--heartbeat-interval',
     String(opts.heartbeatIntervalS ?? 1),
+    ...(opts.localWorker ? ['--local-worker'] : []),
   ];
   const env = { ...process.env };
   for (const k of Object.keys(env)) if (k.startsWith('CPC_')) delete env[k];
