@@ -444,7 +444,7 @@ function printWelcome(home: string, server: RunningServer, localWorker: string |
       'First start: the administrator account was created.',
       `  user      cpc-admin`,
       `  password  ${server.adminPassword}`,
-      `  (also in ${join(home, 'initial-admin-password')}, readable only by you)`,
+      `  (also in ${join(home, 'initial-admin-password')}, readable only by you, until cpc-admin logs in)`,
     );
   }
   lines.push('', 'Log in from another terminal:');

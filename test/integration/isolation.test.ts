@@ -162,7 +162,7 @@ describe('isolation user: the local worker of a server run by root', { skip: !as
     const home = srv.home;
     // A home whose admin has not logged in yet still holds the first password: put it back for the attack.
     writeFileSync(join(home, 'initial-admin-password'), adminPasswordOf(home) + '\n', { mode: 0o600 });
-    const workers = await until('the local worker to register', async () => (await admin.workers()).workers.find((w) => w.name === 'local-worker'));
+    const workers = await until('the local worker to register', async () => (await admin.workers()).workers.find((w) => w.name === 'local-worker'), { timeoutMs: 60_000, intervalMs: 200 });
     assert.equal(workers.isolation, 'user');
     assert.match(srv.stderr(), /info starting .*isolation=user/);
 
