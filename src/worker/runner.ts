@@ -372,7 +372,13 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
     return startFailed('the job has neither argv nor a shell line', performance.now());
   }
 
-  if (uid !== undefined) await chownTree(dir, uid, uid);
+  if (uid !== undefined) {
+    try {
+      await chownTree(dir, uid, uid);
+    } catch (e) {
+      return startFailed(`cannot give the attempt folder to uid ${uid}: ${(e as Error).message}`, performance.now());
+    }
+  }
   const startedAt = performance.now();
   let child: ChildProcess;
   try {
