@@ -348,6 +348,63 @@ describe('isolation none: a worker that is not root', { skip: !asRoot && 'needs 
   });
 });
 
+const bwrapWorks =
+  asRoot && spawnSync('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', 'bwrap', '--ro-bind', '/', '/', '--unshare-pid', '--proc', '/proc', '--dev', '/dev', 'true']).status === 0;
+
+describe('isolation sandbox: a worker that is not root, with bubblewrap', { skip: !bwrapWorks && 'needs root to become nobody, and a working bwrap' }, () => {
+  let ts: TestServer;
+  let worker: ChildProcess | undefined;
+
+  before(async () => {
+    ts = await startTestServer();
+  });
+  after(async () => {
+    if (worker && worker.exitCode === null) {
+      const gone = new Promise((resolve) => worker!.once('exit', resolve));
+      worker.kill('SIGTERM');
+      await gone;
+    }
+  });
+
+  it("gives each job its own view: no worker token, no other job's folder or process, nothing left running", async () => {
+    const dir = await tempDir('cpc-iso-sandbox-');
+    chmodSync(dir, 0o755);
+    const nobody = Number(spawnSync('id', ['-u', 'nobody'], { encoding: 'utf8' }).stdout.trim());
+    chownSync(dir, nobody, nobody);
+    writeFileSync(join(dir, 'ca.pem'), ts.server.caPem, { mode: 0o644 });
+    const token = await ts.server.createWorkerToken('boxed');
+    // The environment is accepted at this level: the jobs' /proc is their own.
+    const args = [
+      '--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, WORKER_JS,
+      '--server', ts.server.url, '--ca', join(dir, 'ca.pem'), '--server-id', ts.server.serverId,
+      '--work-dir', join(dir, 'work'), '--name', 'boxed', '--cores', '2', '--claim-wait', '2',
+    ];
+    worker = spawn('setpriv', args, { cwd: '/', env: { PATH: process.env.PATH ?? '/usr/bin:/bin', CPC_WORKER_TOKEN: token }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    worker.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    await until('the worker to register', () => /registered as/.test(stderr) || worker!.exitCode !== null, { timeoutMs: 60_000 });
+    assert.match(stderr, /isolation=sandbox/);
+    assert.equal((await ts.admin.workers()).workers.find((w) => w.name === 'boxed')?.isolation, 'sandbox');
+
+    await ts.admin.createProject('box');
+    const [victim] = (await ts.admin.submit('box', [{ ...VICTIM, cores: 1, memoryMb: 1 }])).ids;
+    await stateOf(ts.admin, victim!, 'running');
+    // The victim's process is in a pid namespace of its own: the attacker cannot wait for it to show.
+    await until('the victim to start', () => processesWith('sleep 4242').length > 0, { timeoutMs: 30_000 });
+    const attack = attackJob(ts.home, victim!, join(dir, 'none-such'));
+    attack.argv[2] = attack.argv[2]!.replace('for i in $(seq 1 300)', 'for i in $(seq 1 3)');
+    const [attacker] = (await ts.admin.submit('box', [{ ...attack, cores: 1, memoryMb: 1 }])).ids;
+    const v = await finalView(ts.admin, attacker!);
+    assert.equal(v.state, 'done', v.stderrTail);
+    const out = v.stdoutTail ?? '';
+    assertDenied(out, ['home-password', 'ca-key', 'users-file', 'home-list', 'own-env-token', 'victim-folder', 'victim-environ'], [token, 'victim-private-bytes', 'victim-secret-env']);
+    assert.deepEqual(processesWith('sleep 987654'), [], 'a setsid process outlived its job');
+    await ts.admin.cancel([victim!]);
+    await finalView(ts.admin, victim!);
+    await until('the cancelled job to be killed', () => processesWith('sleep 4242').length === 0, { timeoutMs: 30_000 });
+  });
+});
+
 describe('a job beside its worker (isolation none) still ends whole', () => {
   it('kills what it left running in a session of its own', async () => {
     const { startAttempt } = await import('../../src/worker/runner.js');
