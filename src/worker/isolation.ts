@@ -184,8 +184,11 @@ export class UidPool {
         this.next = uid;
         continue;
       }
-      // A uid in no lock file may still have processes of a worker that died uncleanly.
-      if (liveProcessesOf(uid).length > 0) await killAllOf(uid);
+      // Processes under a uid no worker noted are someone else's (another range overlaps this one): not ours to kill.
+      if (liveProcessesOf(uid).length > 0) {
+        await fsp.rm(file, { force: true });
+        continue;
+      }
       return uid;
     }
     throw new Error(`every uid of ${this.range.first}-${this.range.last} is in use`);
@@ -284,6 +287,33 @@ export async function killAllOf(uid: number): Promise<void> {
     spawnSync('/bin/sh', ['-c', 'kill -KILL -1'], { uid, gid: uid, stdio: 'ignore', cwd: '/', env: {} });
     if (liveProcessesOf(uid).length === 0) return;
     await new Promise((r) => setTimeout(r, 20 * Math.min(round + 1, 10)));
+  }
+}
+
+/** World-writable places where a job may leave files for the next job of its uid to find. */
+const SHARED_TMP = ['/tmp', '/var/tmp', '/dev/shm'];
+
+/**
+ * Removes what `uid` left at the top of the shared temporary folders, once
+ * none of its processes runs: the uid will be another job's, perhaps another
+ * user's, later.
+ */
+export async function removeLeftovers(uid: number, roots: readonly string[] = SHARED_TMP): Promise<void> {
+  for (const root of roots) {
+    let names: string[];
+    try {
+      names = await fsp.readdir(root);
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      const p = join(root, name);
+      try {
+        if ((await fsp.lstat(p)).uid === uid) await fsp.rm(p, { recursive: true, force: true });
+      } catch {
+        // gone meanwhile, or not ours to remove
+      }
+    }
   }
 }
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Resources } from '../core/types.js';
 import type { ResultRequest } from '../core/wire.js';
-import { allProcesses, chownTree, killAllOf, sandboxArgs, type Isolation, type ProcInfo, type UidPool } from './isolation.js';
+import { allProcesses, chownTree, killAllOf, removeLeftovers, sandboxArgs, type Isolation, type ProcInfo, type UidPool } from './isolation.js';
 
 /**
  * Runs one attempt of a job as a real subprocess in a folder of its own.
@@ -311,8 +311,9 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
     if (uid === undefined || released) return;
     released = true;
     await killAllOf(uid);
-    // The folder is the worker's again before the uid can be another job's.
+    // The folder is the worker's again, and the job's temporary files gone, before the uid can be another job's.
     await chownTree(dir, process.getuid!(), process.getgid!()).catch(() => {});
+    await removeLeftovers(uid);
     await pool!.release(uid);
   };
 

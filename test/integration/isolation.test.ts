@@ -102,6 +102,7 @@ probe victim-environ "for p in /proc/[0-9]*; do tr '\\0' '\\n' < \$p/environ 2>/
 for p in /proc/[0-9]*; do
   if tr '\0' ' ' < $p/cmdline 2>/dev/null | grep -q "^$M"; then pid=$(basename $p); kill -9 $pid 2>/dev/null && echo "killed-victim=$pid"; fi
 done
+echo left > /tmp/cpc-iso-left-$(id -u)
 S="sleep 98""7654"
 setsid $S > /dev/null 2>&1 < /dev/null &
 echo "id=$(id -u)"
@@ -192,8 +193,9 @@ describe('isolation user: the local worker of a server run by root', { skip: !as
     const still = await bob.job(victim!);
     assert.equal(still.state, 'running');
     assert.equal(still.attempts.length, 1);
-    // What the attacker left behind in a session of its own ended with it.
+    // What the attacker left behind in a session of its own ended with it, and its temporary file too.
     assert.deepEqual(processesWith('sleep 987654'), [], 'a setsid process outlived its job');
+    assert.equal(existsSync(`/tmp/cpc-iso-left-${idAt![1]}`), false, 'a file the job left in /tmp waits for the next job of its uid');
 
     await bob.cancel([victim!]);
     await finalView(bob, victim!);
