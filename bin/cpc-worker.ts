@@ -1,16 +1,22 @@
 #!/usr/bin/env node
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { readFileSync, promises as fsp } from 'node:fs';
+import { closeSync, fstatSync, readFileSync, statSync, promises as fsp } from 'node:fs';
 import { availableParallelism, hostname, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { ApiClient } from '../src/client/api/client.js';
 import { packageVersion } from '../src/version.js';
+import { detectIsolation, ISOLATION_LEVELS, parseUidRange, type IsolationLevel, type UidRange } from '../src/worker/isolation.js';
 import { Worker, type LogLevel } from '../src/worker/worker.js';
 
 interface Flags {
   server: string;
   bundle?: string;
   token?: string;
+  tokenFile?: string;
+  tokenFd?: number;
+  isolation?: IsolationLevel;
+  jobUids?: UidRange;
+  sharedIdentity: boolean;
   ca?: string;
   serverId?: string;
   cores: number;
@@ -56,6 +62,45 @@ function termMode(value: string): 'drain' | 'abandon' {
   return value;
 }
 
+function isolationLevel(value: string): IsolationLevel {
+  if (!(ISOLATION_LEVELS as readonly string[]).includes(value)) throw new InvalidArgumentError(`expected one of ${ISOLATION_LEVELS.join(', ')}.`);
+  return value as IsolationLevel;
+}
+
+function uidRange(value: string): UidRange {
+  const r = parseUidRange(value);
+  if (typeof r === 'string') throw new InvalidArgumentError(`${r}.`);
+  return r;
+}
+
+/**
+ * A secret file must be the worker's alone: a token others can read is
+ * anyone's. Returns the content, or why it cannot be used.
+ */
+function readPrivate(file: string): { text: string } | string {
+  try {
+    const st = statSync(file);
+    if ((st.mode & 0o077) !== 0) return `${file} is readable by others (mode ${(st.mode & 0o777).toString(8)}); chmod 600 it`;
+    return { text: readFileSync(file, 'utf8') };
+  } catch (err) {
+    return `cannot read ${file}: ${(err as Error).message}`;
+  }
+}
+
+/** The token from a descriptor the starter passed (a pipe), read to its end once and closed. */
+function readTokenFd(fd: number): string {
+  try {
+    fstatSync(fd);
+    return readFileSync(fd, 'utf8').trim();
+  } finally {
+    try {
+      closeSync(fd);
+    } catch {
+      // already closed
+    }
+  }
+}
+
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
@@ -86,12 +131,9 @@ interface Bundle {
 
 /** The bundle in `file`, or why it cannot be used. */
 function readBundle(file: string): Bundle | string {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    return `cannot read ${file}: ${(err as Error).message}`;
-  }
+  const read = readPrivate(file);
+  if (typeof read === 'string') return read;
+  const text = read.text;
   let b: Partial<Record<keyof Bundle, unknown>>;
   try {
     b = JSON.parse(text) as typeof b;
@@ -117,7 +159,12 @@ async function main(argv: string[]): Promise<number> {
     .version(packageVersion())
     .option('--server <url>', 'the server secure URL, https://host:port (or from --bundle)')
     .option('--bundle <file>', 'a connection file from cpc-server bundle: server, CA, server id, token and name; flags override it')
-    .option('--token <token>', 'worker token (prefer the CPC_WORKER_TOKEN environment variable: flags show up in ps)')
+    .option('--token-file <file>', 'read the worker token from this file (mode 0600), once at start')
+    .option('--token-fd <n>', 'read the worker token from this open descriptor (a pipe), once at start', wholeNumber(3))
+    .option('--token <token>', 'refused: a token on the command line shows in ps and /proc; use --token-file')
+    .option('--isolation <level>', 'how jobs are kept apart: user (root: a uid per job), sandbox (bubblewrap), none; default: the strongest that works', isolationLevel)
+    .option('--job-uids <first-last>', 'isolation user: the uids jobs run as, one per running job, used by no account', uidRange)
+    .option('--shared-identity', "isolation none: run any user's jobs although they can read this worker and each other", false)
     .option('--ca <file>', "the server's CA certificate (PEM)")
     .option('--server-id <id>', "accept only a server whose certificate carries this id")
     .option('--cores <n>', 'cores to offer', wholeNumber(1), availableParallelism())
@@ -149,6 +196,14 @@ async function main(argv: string[]): Promise<number> {
   const flags = program.opts<Flags>();
   const log = makeLogger(flags.verbose);
 
+  // Whatever happens next, no job may inherit the token from the environment.
+  const envToken = process.env.CPC_WORKER_TOKEN;
+  delete process.env.CPC_WORKER_TOKEN;
+  if (flags.token !== undefined) return usageError('--token puts the token where every process of this machine can read it (ps, /proc); use --token-file FILE (mode 0600)');
+
+  const isolation = detectIsolation({ want: flags.isolation, uids: flags.jobUids });
+  if (typeof isolation === 'string') return usageError(`--isolation: ${isolation}`);
+
   let bundle: Bundle | undefined;
   if (flags.bundle !== undefined) {
     const read = readBundle(flags.bundle);
@@ -156,14 +211,35 @@ async function main(argv: string[]): Promise<number> {
     bundle = read;
     flags.server ??= bundle.url;
     flags.serverId ??= bundle.serverId;
-    flags.token ??= process.env.CPC_WORKER_TOKEN ?? bundle.token;
+    flags.token = bundle.token;
     // One bundle may serve many machines; the host tells their workers apart.
     if (bundle.name && program.getOptionValueSource('name') === 'default') flags.name = `${bundle.name}@${hostname()}`;
   }
   if (!flags.server) return usageError('give the server: --server URL, or --bundle FILE (made by cpc-server bundle)');
 
-  const token = flags.token ?? process.env.CPC_WORKER_TOKEN;
-  if (!token) return usageError('a worker token is needed: set CPC_WORKER_TOKEN (or pass --token)');
+  let token: string | undefined;
+  if (flags.tokenFile !== undefined) {
+    const read = readPrivate(flags.tokenFile);
+    if (typeof read === 'string') return usageError(`--token-file: ${read}`);
+    token = read.text.trim();
+  } else if (flags.tokenFd !== undefined) {
+    try {
+      token = readTokenFd(flags.tokenFd);
+    } catch (err) {
+      return usageError(`--token-fd: cannot read descriptor ${flags.tokenFd}: ${(err as Error).message}`);
+    }
+  } else if (envToken !== undefined) {
+    // The variable is gone from this process's environment, but the kernel
+    // keeps the one it started with in /proc/<pid>/environ, which jobs of
+    // this worker's own user can read.
+    if (isolation.level === 'none') {
+      return usageError('CPC_WORKER_TOKEN stays readable in /proc of this worker to its jobs at isolation none; use --token-file FILE (mode 0600)');
+    }
+    token = envToken;
+  } else {
+    token = flags.token;
+  }
+  if (!token) return usageError('a worker token is needed: --token-file FILE (mode 0600), --bundle FILE, or CPC_WORKER_TOKEN');
   let url: URL;
   try {
     url = new URL(flags.server);
@@ -196,6 +272,8 @@ async function main(argv: string[]): Promise<number> {
     memoryMb: flags.memory,
     workDir,
     labels: flags.label,
+    isolation,
+    sharedIdentity: flags.sharedIdentity,
     claimWaitS: flags.claimWait,
     keepWorkDirs: flags.keepWorkDirs,
     log,
@@ -218,7 +296,15 @@ async function main(argv: string[]): Promise<number> {
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
 
-  log('info', 'starting', { server: flags.server, name: flags.name, workDir });
+  log('info', 'starting', { server: flags.server, name: flags.name, workDir, isolation: isolation.level, why: isolation.why });
+  if (isolation.level === 'none') {
+    log(
+      'warn',
+      flags.sharedIdentity
+        ? "ISOLATION NONE, SHARED: jobs of every user run as this worker's own user; they can read its files and each other's folders, and signal each other"
+        : "ISOLATION NONE: jobs run as this worker's own user and can read what it can; it takes only the jobs of the user its token is bound to",
+    );
+  }
   let code = 0;
   try {
     await worker.start();

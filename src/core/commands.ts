@@ -314,9 +314,11 @@ export function planClaim(
   remote?: { free: Resources; workerName: string },
 ): JobsClaimed | null {
   const free = remote ? { ...remote.free } : model.freeOf(workerId);
+  const onlyUser = remote ? undefined : model.workers.get(workerId)?.onlyUser;
+  const accept = onlyUser === undefined ? undefined : (project: string) => usedOnlyBy(model, project, onlyUser);
   const claims: [string, number][] = [];
   while (claims.length < max && free.cores > 0) {
-    const job = model.ready.take(free);
+    const job = model.ready.take(free, accept);
     if (!job) break;
     free.cores -= job.spec.resources.cores;
     free.memoryMb -= job.spec.resources.memoryMb;
@@ -326,6 +328,16 @@ export function planClaim(
   const event: JobsClaimed = { t: 'jobs-claimed', at, workerId, via, deadline: at + leaseMs, claims };
   if (remote) event.workerName = remote.workerName;
   return event;
+}
+
+/**
+ * True when `user` alone may use the project (super users aside): a worker
+ * whose jobs share its identity, bound to that user, runs only such jobs, so
+ * no other user's job can read them or it.
+ */
+export function usedOnlyBy(model: Model, project: string, user: string): boolean {
+  const p = model.projects.get(project);
+  return p !== undefined && p.owner === user && p.members.every((m) => m === user);
 }
 
 export interface AttemptReport extends ProcessOutcome {

@@ -50,6 +50,8 @@ export const ERROR_STATUS = {
   PEER_CA_MISMATCH: 409,
   /** A worker token that has as many workers registered as it allows. */
   TOO_MANY_WORKERS: 409,
+  /** A worker whose jobs would share its identity, with a token not bound to one user, and not told to share. */
+  ISOLATION_REQUIRED: 409,
   FINGERPRINT_MISMATCH: 409,
   /** A connection request that other requests in the same server's name contradict: trusting it needs its fingerprint. */
   CONFLICTING_REQUESTS: 409,

@@ -66,6 +66,9 @@ export interface WorkerRegistered {
   resources: Resources;
   labels: string[];
   tokenId: string;
+  isolation?: 'user' | 'sandbox' | 'none';
+  sharedIdentity?: boolean;
+  onlyUser?: string;
 }
 
 export interface WorkerRemoved {

@@ -204,6 +204,9 @@ export class Model {
           resources: { ...e.resources },
           labels: [...e.labels],
           tokenId: e.tokenId,
+          ...(e.isolation !== undefined ? { isolation: e.isolation } : {}),
+          ...(e.sharedIdentity ? { sharedIdentity: true } : {}),
+          ...(e.onlyUser !== undefined ? { onlyUser: e.onlyUser } : {}),
           registeredAt: e.at,
           lastSeen: e.at,
         });

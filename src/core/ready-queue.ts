@@ -105,8 +105,8 @@ export class ReadyQueue {
     if (shape) shape.live--;
   }
 
-  /** Takes the next job that fits `free`, or undefined. */
-  take(free: Resources): Job | undefined {
+  /** Takes the next job that fits `free` (of a project `accept` allows, when given), or undefined. */
+  take(free: Resources, accept?: (project: string) => boolean): Job | undefined {
     for (let p = 0; p < this.priorities.length; p++) {
       const priority = this.priorities[p]!;
       const level = this.levels.get(priority)!;
@@ -114,6 +114,7 @@ export class ReadyQueue {
       for (let i = 0; i < n; i++) {
         const idx = (level.cursor + i) % n;
         const project = level.order[idx]!;
+        if (accept && !accept(project)) continue;
         const lane = level.lanes.get(project)!;
         let best: Shape | undefined;
         let bestSeq = Infinity;

@@ -162,6 +162,11 @@ export interface Worker {
   labels: string[];
   /** Who registered it: a worker token id. */
   tokenId: string;
+  /** How far it keeps jobs apart, as it said (absent: it did not say). */
+  isolation?: 'user' | 'sandbox' | 'none';
+  sharedIdentity?: boolean;
+  /** Its token is bound to this user: it is handed only jobs of projects this user alone may use. */
+  onlyUser?: string;
   registeredAt: number;
   lastSeen: number;
 }

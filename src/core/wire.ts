@@ -202,6 +202,9 @@ export interface WorkerView {
   running: number;
   registeredAt: number;
   lastSeen: number;
+  isolation?: IsolationLevel;
+  sharedIdentity?: boolean;
+  onlyUser?: string;
 }
 
 export interface LeaseView {
@@ -225,7 +228,13 @@ export interface WorkerTokenView {
   name: string;
   createdAt: number;
   revoked: boolean;
+  /** Workers of this token are handed only this user's jobs. */
+  user?: string;
 }
+
+/** How far a worker keeps its jobs apart (docs/SECURITY.md), strongest first. */
+export const ISOLATION_LEVELS = ['user', 'sandbox', 'none'] as const;
+export type IsolationLevel = (typeof ISOLATION_LEVELS)[number];
 
 export interface RegisterRequest {
   name: string;
@@ -233,12 +242,18 @@ export interface RegisterRequest {
   cores: number;
   memoryMb: number;
   labels?: string[];
+  /** The worker's isolation level; absent from workers that do not say. */
+  isolation?: IsolationLevel;
+  /** Isolation `none`: its operator accepts that jobs of different users share its identity. */
+  sharedIdentity?: boolean;
 }
 
 export interface RegisterReply {
   workerId: string;
   heartbeatIntervalS: number;
   leaseS: number;
+  /** The worker is handed only this user's jobs (its token is bound to the user). */
+  onlyUser?: string;
 }
 
 export interface ClaimRequest {

@@ -40,6 +40,8 @@ export interface TokenRecord {
   revoked: boolean;
   /** A worker token: how many workers may be registered with it at once (the server's `maxWorkersPerToken` when absent). */
   maxWorkers?: number;
+  /** A worker token: its workers are handed only this user's jobs. */
+  user?: string;
 }
 
 interface AccountsDoc {
@@ -49,7 +51,7 @@ interface AccountsDoc {
 
 export type Identity =
   | { kind: 'user'; user: string; superuser: boolean; tokenId: string }
-  | { kind: 'worker'; name: string; tokenId: string; maxWorkers?: number };
+  | { kind: 'worker'; name: string; tokenId: string; maxWorkers?: number; user?: string };
 
 export class Accounts {
   /** Tokens by id: every authenticated request looks one up. */
@@ -149,7 +151,7 @@ export class Accounts {
     return { token, record, user };
   }
 
-  async issue(kind: TokenKind, name: string, expiresAt: number | null, opts: { maxWorkers?: number } = {}): Promise<{ token: string; record: TokenRecord }> {
+  async issue(kind: TokenKind, name: string, expiresAt: number | null, opts: { maxWorkers?: number; user?: string } = {}): Promise<{ token: string; record: TokenRecord }> {
     const id = randomBytes(8).toString('hex');
     const secret = randomBytes(32).toString('base64url');
     const record: TokenRecord = {
@@ -161,6 +163,7 @@ export class Accounts {
       expiresAt,
       revoked: false,
       ...(opts.maxWorkers !== undefined ? { maxWorkers: opts.maxWorkers } : {}),
+      ...(opts.user !== undefined ? { user: opts.user } : {}),
     };
     await this.change(() => {
       this.db.data.tokens.push(record);
@@ -175,7 +178,13 @@ export class Accounts {
     if (record.revoked) throw fail('UNAUTHENTICATED', 'the token was revoked');
     if (record.expiresAt !== null && record.expiresAt <= Date.now()) throw fail('UNAUTHENTICATED', 'the token has expired; log in again');
     if (record.kind === 'worker') {
-      return { kind: 'worker', name: record.name, tokenId: record.id, ...(record.maxWorkers !== undefined ? { maxWorkers: record.maxWorkers } : {}) };
+      return {
+        kind: 'worker',
+        name: record.name,
+        tokenId: record.id,
+        ...(record.maxWorkers !== undefined ? { maxWorkers: record.maxWorkers } : {}),
+        ...(record.user !== undefined ? { user: record.user } : {}),
+      };
     }
     const user = this.user(record.name);
     if (!user) throw fail('UNAUTHENTICATED', 'the token belongs to a user who no longer exists');

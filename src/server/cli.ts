@@ -1,12 +1,15 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, promises as fsp, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer as createNetServer, type Server as NetServer } from 'node:net';
+import type { Writable } from 'node:stream';
 import { delimiter, join, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { CpcError } from '../core/errors.js';
 import { writeFileDurable } from '../persistence/durable-file.js';
-import { Accounts } from './accounts.js';
+import { inheritedEnv } from '../worker/runner.js';
+import { detectIsolation } from '../worker/isolation.js';
+import { ADMIN_USER, Accounts } from './accounts.js';
 import { configPath, configSchema, defaultHome, readConfigFile, resolveConfig, type ServerConfig } from './config.js';
 import { alive, withHomeLock } from './home-lock.js';
 import { startServer, type RunningServer } from './server.js';
@@ -162,8 +165,9 @@ async function start(
   const { server, control } = started;
 
   let worker: ChildProcess | null = null;
-  if (o.localWorker) worker = await startLocalWorker(home, server);
-  printWelcome(home, server, worker !== null);
+  let workerLevel: string | null = null;
+  if (o.localWorker) ({ child: worker, level: workerLevel } = await startLocalWorker(home, server));
+  printWelcome(home, server, workerLevel);
 
   await new Promise<void>((resolve) => {
     let stopping = false;
@@ -383,24 +387,45 @@ function bundleUrl(config: ServerConfig, runningUrl: string | null): string {
   return `https://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
-async function startLocalWorker(home: string, server: RunningServer): Promise<ChildProcess> {
-  const token = await server.createWorkerToken('local-worker');
+/**
+ * The local worker follows the same isolation model as any other: as root,
+ * jobs run under uids of their own and cannot enter the home (0700); with
+ * bubblewrap they do not see it. With neither, its jobs would run as this
+ * very user, so its token is bound to cpc-admin, who may read the home
+ * anyway: no other user's job runs there. It gets none of this process's
+ * environment, and its token through a pipe, never in its environment.
+ */
+async function startLocalWorker(home: string, server: RunningServer): Promise<{ child: ChildProcess; level: string }> {
+  const isolation = detectIsolation();
+  const level = typeof isolation === 'string' ? 'none' : isolation.level;
+  const token = await server.createWorkerToken('local-worker', level === 'none' ? ADMIN_USER : undefined);
   const self = fileURLToPath(import.meta.url);
   const ext = self.endsWith('.ts') ? '.ts' : '.js';
   const script = fileURLToPath(new URL(`../../bin/cpc-worker${ext}`, import.meta.url));
   const args = ext === '.ts' ? ['--import', 'tsx', script] : [script];
   const child = spawn(
     process.execPath,
-    [...args, '--server', server.url, '--ca', join(home, 'identity', 'ca.pem'), '--server-id', server.serverId, '--name', 'local-worker'],
-    { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, CPC_WORKER_TOKEN: token } },
+    [
+      ...args,
+      '--server', server.url,
+      '--ca', join(home, 'identity', 'ca.pem'),
+      '--server-id', server.serverId,
+      '--name', 'local-worker',
+      '--isolation', level,
+      '--token-fd', '3',
+    ],
+    { stdio: ['ignore', 'inherit', 'inherit', 'pipe'], env: inheritedEnv() },
   );
+  const pipe = child.stdio[3] as Writable;
+  pipe.on('error', () => {});
+  pipe.end(token + '\n');
   child.on('exit', (code, signal) => {
     process.stderr.write(`cpc-server: local worker exited (${signal ?? `code ${code}`})\n`);
   });
-  return child;
+  return { child, level };
 }
 
-function printWelcome(home: string, server: RunningServer, localWorker: boolean): void {
+function printWelcome(home: string, server: RunningServer, localWorker: string | null): void {
   const lines = [
     '',
     `cpc-server is running (id ${server.serverId})`,
@@ -409,7 +434,9 @@ function printWelcome(home: string, server: RunningServer, localWorker: boolean)
     `  CA SHA-256     ${server.caFingerprint}`,
     `  dashboard      ${server.url}/   (the browser will ask you to accept the server's own CA)`,
     `  home           ${home}`,
-    localWorker ? '  local worker   started' : '',
+    localWorker === null
+      ? ''
+      : `  local worker   started, isolation ${localWorker}${localWorker === 'none' ? ` (runs only ${ADMIN_USER}'s jobs: not root and no bubblewrap)` : ''}`,
   ];
   if (server.adminPassword) {
     lines.push(
@@ -417,7 +444,7 @@ function printWelcome(home: string, server: RunningServer, localWorker: boolean)
       'First start: the administrator account was created.',
       `  user      cpc-admin`,
       `  password  ${server.adminPassword}`,
-      `  (also in ${join(home, 'initial-admin-password')}, readable only by you)`,
+      `  (also in ${join(home, 'initial-admin-password')}, readable only by you, until cpc-admin logs in)`,
     );
   }
   lines.push('', 'Log in from another terminal:');

@@ -53,6 +53,8 @@ export interface Context {
   requestStop: () => void;
   /** Failed logins slow further ones down (throttle.ts); kept across restarts. */
   loginThrottle: LoginThrottle;
+  /** A user logged in or has a new password: cpc-admin's first password, kept in the home, is of no more use. */
+  passwordUsed: (user: string) => void;
   /** Pilots on batch systems (docs/PILOTS.md); set once the server listens. */
   pilots?: PilotManager;
 }

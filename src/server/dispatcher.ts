@@ -168,7 +168,7 @@ export class Dispatcher {
 
   /** Asks peers for a waiting claim; a grant that comes too late goes back home. */
   private askFor(waiter: Waiter): void {
-    const free = this.freeOf(waiter.workerId);
+    const free = this.peerRoomOf(waiter.workerId);
     if (!free || !this.remote?.fits(free)) return;
     waiter.asking = true;
     this.remote.ask(waiter.workerId, free, waiter.max).then(
@@ -185,13 +185,19 @@ export class Dispatcher {
   }
 
   private async askRemote(workerId: string, max: number): Promise<Grant | null> {
-    const free = this.freeOf(workerId);
+    const free = this.peerRoomOf(workerId);
     if (!free || !this.remote?.fits(free)) return null;
     try {
       return await this.remote.ask(workerId, free, max);
     } catch {
       return null;
     }
+  }
+
+  /** The room a worker offers peers' jobs: none when it runs only one user's (peers' jobs belong to nobody here). */
+  private peerRoomOf(workerId: string): Resources | null {
+    if (this.store.model.workers.get(workerId)?.onlyUser !== undefined) return null;
+    return this.freeOf(workerId);
   }
 
   private freeOf(workerId: string): Resources | null {

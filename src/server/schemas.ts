@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { fail, isErrorCode, type ErrorCode } from '../core/errors.js';
 import type { JobSpec } from '../core/types.js';
-import { MAX_LOG_PART, type JobInput } from '../core/wire.js';
+import { ISOLATION_LEVELS, MAX_LOG_PART, type JobInput } from '../core/wire.js';
 import { USER_NAME } from './accounts.js';
 
 /**
@@ -69,6 +69,8 @@ export const tokenNameSchema = z.strictObject({
   name: name(64).regex(/^[\w.@-]+$/, 'must be letters, digits, _ . @ -'),
   /** How many workers may be registered with the token at once. */
   maxWorkers: z.int().min(1).max(1_000_000).optional(),
+  /** Workers of the token are handed only this user's jobs. */
+  user: name(64).optional(),
 });
 
 /** Names are checked as paths by the core (INVALID_PATH); here only their size. */
@@ -132,6 +134,8 @@ export const registerSchema = z.strictObject({
   cores: z.int().min(1).max(4096),
   memoryMb: z.int().min(0).max(64 * 1024 * 1024),
   labels: z.array(name(64)).max(64).optional(),
+  isolation: z.enum(ISOLATION_LEVELS).optional(),
+  sharedIdentity: z.boolean().optional(),
 });
 
 

@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -70,7 +70,8 @@ export interface RunningServer {
   /** The event stream (positions, subscribers). */
   events: EventHub;
   metrics: Metrics;
-  createWorkerToken(name: string): Promise<string>;
+  /** A new worker token; with `user`, its workers get only that user's jobs. */
+  createWorkerToken(name: string, user?: string): Promise<string>;
   /** Gives the secure listener the current trusted CAs, without a restart; done on every trust change. */
   reloadTls(): void;
   /** Stops listening, answers waiting claims, finishes the journal, snapshots. Safe to call twice. */
@@ -84,6 +85,8 @@ const INITIAL_PASSWORD_FILE = 'initial-admin-password';
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const { home, log: logOption, onStopRequest, ...overrides } = opts;
   mkdirSync(home, { recursive: true, mode: 0o700 });
+  // Keys, tokens and the journal live here: nobody else, jobs above all, may look in.
+  chmodSync(home, 0o700);
   const config = resolveConfig(home, overrides);
   const log = toLogger(logOption, config.logLevel);
   const leaseMs = leaseSeconds(config) * 1000;
@@ -187,6 +190,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     trust,
     handshake,
     journaledDeadline: new Map(),
+    passwordUsed: (user: string) => {
+      if (user === ADMIN_USER) rmSync(join(home, INITIAL_PASSWORD_FILE), { force: true });
+    },
     requestStop: () => {
       log.info('asked to stop');
       stopAsked();
@@ -359,7 +365,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     ctx,
     events: hub,
     metrics,
-    createWorkerToken: async (name) => (await accounts.issue('worker', name, null)).token,
+    createWorkerToken: async (name, user) => (await accounts.issue('worker', name, null, user !== undefined ? { user } : {})).token,
     reloadTls,
     close,
     stopRequested,

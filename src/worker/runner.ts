@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Resources } from '../core/types.js';
 import type { ResultRequest } from '../core/wire.js';
+import { allProcesses, chownTree, killAllOf, removeLeftovers, sandboxArgs, type Isolation, type ProcInfo, type UidPool } from './isolation.js';
 
 /**
  * Runs one attempt of a job as a real subprocess in a folder of its own.
@@ -14,7 +15,15 @@ import type { ResultRequest } from '../core/wire.js';
  * free. Output goes straight from the child into files (the child writes to
  * file descriptors, nothing passes through this process), so a job may print
  * gigabytes without the worker holding any of it in memory; only the tails are
- * read back at the end.
+ * read back at the end, through the worker's own descriptors (a job may
+ * replace the files by links to what it may not read).
+ *
+ * How the job is kept apart from the worker and other jobs depends on the
+ * isolation level (isolation.ts, docs/SECURITY.md): under a uid of its own
+ * (`user`), in a bubblewrap sandbox (`sandbox`), or beside the worker (`none`,
+ * the default here). Whatever the job leaves running is killed when it ends:
+ * every process of its uid, its pid namespace, or (`none`) the processes of
+ * its session and group and their descendants, watched from /proc while it runs.
  */
 
 export interface AttemptSpec {
@@ -40,6 +49,14 @@ export interface RunnerOptions {
   killGraceMs?: number;
   /** The environment every job starts from; defaults to a safe subset of this process's. */
   baseEnv?: Record<string, string | undefined>;
+  /** How jobs are kept apart; without it they run beside the worker (`none`). */
+  confine?: Confinement;
+}
+
+/** An isolation level as the runner applies it: for `user`, the pool of uids. */
+export interface Confinement {
+  isolation: Isolation;
+  uids?: UidPool;
 }
 
 export type AttemptHow = ResultRequest['how'];
@@ -81,6 +98,8 @@ export class RunningAttempt {
     private readonly child: ChildProcess | undefined,
     private readonly graceMs: number,
     done: (self: RunningAttempt) => Promise<AttemptOutcome>,
+    /** Kills what the job left running; called once its leader has exited. */
+    private readonly sweep: () => Promise<void> = async () => {},
   ) {
     this.done = done(this);
   }
@@ -135,12 +154,83 @@ export class RunningAttempt {
     const pid = this.child!.pid!;
     if (!this.stopping) {
       signalGroup(pid, 'SIGKILL');
-      return;
+    } else {
+      // Stop waiting once SIGKILL is out: a member that is a zombie of a parent
+      // that never reaps would otherwise keep the group "alive" for good.
+      while (!this.killSent && groupAlive(pid)) await delay(50);
+      clearTimeout(this.graceTimer);
     }
-    // Stop waiting once SIGKILL is out: a member that is a zombie of a parent
-    // that never reaps would otherwise keep the group "alive" for good.
-    while (!this.killSent && groupAlive(pid)) await delay(50);
-    clearTimeout(this.graceTimer);
+    // What left the group (setsid, a double fork) is part of the job all the same.
+    await this.sweep();
+  }
+}
+
+/**
+ * The processes of a job that runs beside the worker: its session and group,
+ * and every descendant seen while it ran (a scan of /proc each second, so a
+ * process that double-forks into a session of its own is still caught unless
+ * it manages that between two scans).
+ */
+class ProcessTree {
+  private readonly known = new Map<number, string>();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly leader: number,
+    /** `CPC_JOB_ID=…\0CPC_ATTEMPT=…` as the job's environment has it: what a process that slipped away between scans still carries. */
+    private readonly marks: string[],
+  ) {
+    this.timer = setInterval(() => this.scan(), 1000);
+    this.timer.unref();
+  }
+
+  private scan(): ProcInfo[] {
+    const procs = allProcesses();
+    let grew = true;
+    while (grew) {
+      grew = false;
+      for (const p of procs) {
+        if (p.pid === process.pid || this.known.get(p.pid) === p.start) continue;
+        if (p.session === this.leader || p.pgrp === this.leader || p.pid === this.leader || this.known.has(p.ppid)) {
+          if (this.known.has(p.pid) && this.known.get(p.pid) !== p.start) this.known.delete(p.pid);
+          this.known.set(p.pid, p.start);
+          grew = true;
+        }
+      }
+    }
+    return procs.filter((p) => this.known.get(p.pid) === p.start && p.state !== 'Z');
+  }
+
+  /** Processes not known yet whose environment carries the job's marks (those of this worker's user only can be read). */
+  private marked(procs: ProcInfo[]): void {
+    for (const p of procs) {
+      if (p.pid === process.pid || this.known.has(p.pid) || p.state === 'Z') continue;
+      let env: string;
+      try {
+        env = readFileSync(`/proc/${p.pid}/environ`, 'latin1');
+      } catch {
+        continue;
+      }
+      if (this.marks.every((m) => env.includes(`\0${m}\0`) || env.startsWith(`${m}\0`))) this.known.set(p.pid, p.start);
+    }
+  }
+
+  /** Kills every process of the job still alive, until none is left. */
+  async kill(): Promise<void> {
+    clearInterval(this.timer);
+    for (let round = 0; round < 50; round++) {
+      this.marked(allProcesses());
+      const alive = this.scan();
+      if (alive.length === 0) return;
+      for (const p of alive) {
+        try {
+          process.kill(p.pid, 'SIGKILL');
+        } catch {
+          // gone already
+        }
+      }
+      await delay(20);
+    }
   }
 }
 
@@ -197,13 +287,41 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
   const maxLogBytes = Math.max(0, opts.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES);
   const graceMs = Math.max(0, opts.killGraceMs ?? DEFAULT_KILL_GRACE_MS);
   const dir = join(opts.workDir, attemptDirName(spec.jobId, spec.attempt));
+  const level = opts.confine?.isolation.level ?? 'none';
   await fsp.rm(dir, { recursive: true, force: true });
-  await fsp.mkdir(dir, { recursive: true });
+  await fsp.mkdir(dir, { recursive: true, mode: level === 'none' ? undefined : 0o700 });
   const stdoutPath = join(dir, 'stdout.log');
   const stderrPath = join(dir, 'stderr.log');
+  // Opened before anything of the job's runs, and read back through these
+  // handles only: what the paths name later is up to the job.
+  const out = await fsp.open(stdoutPath, 'w+', 0o600);
+  const err = await fsp.open(stderrPath, 'w+', 0o600);
+  let closed = false;
+  const closeLogs = async () => {
+    if (closed) return;
+    closed = true;
+    await Promise.all([out.close(), err.close()]);
+  };
+
+  // `user`: a uid of the attempt's own, given back once nothing of it is left.
+  const pool = level === 'user' ? opts.confine!.uids : undefined;
+  const uid = pool ? await pool.acquire() : undefined;
+  let released = false;
+  const release = async (): Promise<void> => {
+    if (uid === undefined || released) return;
+    released = true;
+    await killAllOf(uid);
+    // The folder is the worker's again, and the job's temporary files gone, before the uid can be another job's.
+    await chownTree(dir, process.getuid!(), process.getgid!()).catch(() => {});
+    await removeLeftovers(uid);
+    await pool!.release(uid);
+  };
 
   const env: Record<string, string> = {
     ...(opts.baseEnv ? definedOnly(opts.baseEnv) : inheritedEnv()),
+    ...(level !== 'none' ? { HOME: dir } : {}),
+    ...(uid !== undefined ? { TMPDIR: dir, USER: `cpc${uid}`, LOGNAME: `cpc${uid}` } : {}),
+    ...(level === 'sandbox' ? { TMPDIR: '/tmp' } : {}),
     ...spec.env,
     CPC_JOB_ID: spec.jobId,
     CPC_ATTEMPT: String(spec.attempt),
@@ -213,23 +331,24 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
   };
 
   const outcomeOf = async (how: AttemptHow, exitCode: number | null, signal: string | null, durationMs: number, reason?: string) => {
-    const [out, err] = await Promise.all([readTail(stdoutPath, maxLogBytes), readTail(stderrPath, maxLogBytes)]);
+    const [outTail, errTail] = await Promise.all([readTailOf(out, maxLogBytes), readTailOf(err, maxLogBytes)]);
+    await closeLogs();
+    await release();
     return {
       how,
       exitCode,
       signal,
       durationMs,
-      stdout: out.text,
-      stderr: err.text,
-      stdoutBytes: out.bytes,
-      stderrBytes: err.bytes,
+      stdout: outTail.text,
+      stderr: errTail.text,
+      stdoutBytes: outTail.bytes,
+      stderrBytes: errTail.bytes,
       ...(reason !== undefined ? { reason } : {}),
     } satisfies AttemptOutcome;
   };
 
   const startFailed = async (message: string, startedAt: number): Promise<RunningAttempt> => {
-    await fsp.appendFile(stderrPath, `cpc-worker: cannot start the job: ${message}\n`);
-    await fsp.appendFile(stdoutPath, '');
+    await err.write(`cpc-worker: cannot start the job: ${message}\n`);
     const durationMs = Math.round(performance.now() - startedAt);
     return new RunningAttempt(dir, undefined, graceMs, () => outcomeOf('start-failed', null, null, durationMs, message));
   };
@@ -254,15 +373,29 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
     return startFailed('the job has neither argv nor a shell line', performance.now());
   }
 
-  const out = await fsp.open(stdoutPath, 'w');
-  const err = await fsp.open(stderrPath, 'w');
+  if (uid !== undefined) {
+    try {
+      await chownTree(dir, uid, uid);
+    } catch (e) {
+      return startFailed(`cannot give the attempt folder to uid ${uid}: ${(e as Error).message}`, performance.now());
+    }
+  }
   const startedAt = performance.now();
   let child: ChildProcess;
   try {
-    child = spawn(file, args, { cwd: dir, env, stdio: ['ignore', out.fd, err.fd], detached: true });
+    if (level === 'sandbox') {
+      args = [...sandboxArgs(dir, dir), '--', file, ...args];
+      file = opts.confine!.isolation.bwrap!;
+    }
+    child = spawn(file, args, {
+      cwd: dir,
+      env,
+      stdio: ['ignore', out.fd, err.fd],
+      detached: true,
+      ...(uid !== undefined ? { uid, gid: uid } : {}),
+    });
   } catch (e) {
     // Invalid arguments (a NUL byte in argv, say) throw here instead of emitting 'error'.
-    await Promise.all([out.close(), err.close()]);
     return startFailed((e as Error).message, startedAt);
   }
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
@@ -273,8 +406,6 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
     child.once('spawn', () => resolve(null));
     child.on('error', (e) => resolve(e));
   });
-  // The child holds its own copies of the descriptors by now.
-  await Promise.all([out.close(), err.close()]);
   const started = await starting;
   if (started) {
     const e = started as NodeJS.ErrnoException;
@@ -282,6 +413,12 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
     return startFailed(what, startedAt);
   }
 
+  // A sandbox's processes die with its pid namespace; a uid's are all killed by release().
+  const tree = level === 'none' ? new ProcessTree(child.pid!, [`CPC_JOB_ID=${spec.jobId}`, `CPC_ATTEMPT=${spec.attempt}`]) : undefined;
+  const sweep = async (): Promise<void> => {
+    if (tree) await tree.kill();
+    await release();
+  };
   return new RunningAttempt(dir, child, graceMs, async (self) => {
     let timedOut = false;
     const limitMs = spec.timeoutS && spec.timeoutS > 0 ? spec.timeoutS * 1000 : 0;
@@ -298,7 +435,7 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
     clearTimeout(timer);
     await self.leaderExited();
     return outcomeOf(timedOut ? 'timeout' : 'exited', code, signal, durationMs);
-  });
+  }, sweep);
 }
 
 function definedOnly(env: Record<string, string | undefined>): Record<string, string> {
@@ -321,21 +458,26 @@ export async function readTail(path: string, max: number): Promise<{ text: strin
     throw err;
   }
   try {
-    const { size } = await fh.stat();
-    const start = Math.max(0, size - max);
-    const length = size - start;
-    if (length === 0) return { text: '', bytes: size };
-    const buf = Buffer.alloc(length);
-    let got = 0;
-    while (got < length) {
-      const { bytesRead } = await fh.read(buf, got, length - got, start + got);
-      if (bytesRead === 0) break;
-      got += bytesRead;
-    }
-    let skip = 0;
-    if (start > 0) while (skip < Math.min(3, got) && (buf[skip]! & 0xc0) === 0x80) skip++;
-    return { text: new TextDecoder('utf-8').decode(buf.subarray(skip, got)), bytes: size };
+    return await readTailOf(fh, max);
   } finally {
     await fh.close();
   }
+}
+
+/** readTail through an open handle. */
+export async function readTailOf(fh: fsp.FileHandle, max: number): Promise<{ text: string; bytes: number }> {
+  const { size } = await fh.stat();
+  const start = Math.max(0, size - max);
+  const length = size - start;
+  if (length === 0) return { text: '', bytes: size };
+  const buf = Buffer.alloc(length);
+  let got = 0;
+  while (got < length) {
+    const { bytesRead } = await fh.read(buf, got, length - got, start + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  let skip = 0;
+  if (start > 0) while (skip < Math.min(3, got) && (buf[skip]! & 0xc0) === 0x80) skip++;
+  return { text: new TextDecoder('utf-8').decode(buf.subarray(skip, got)), bytes: size };
 }

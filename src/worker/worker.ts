@@ -4,7 +4,8 @@ import { ApiError, type ApiClient } from '../client/api/client.js';
 import type { Resources } from '../core/types.js';
 import type { ClaimReply, ClaimedJob, RegisterReply, ResultRequest } from '../core/wire.js';
 import { fetchInputs, keepOutputs } from './files.js';
-import { startAttempt, type AttemptOutcome, type RunningAttempt } from './runner.js';
+import { closedAncestor, detectIsolation, UidPool, type Isolation } from './isolation.js';
+import { startAttempt, type AttemptOutcome, type Confinement, type RunningAttempt } from './runner.js';
 
 /**
  * The worker runtime: registers with a server, keeps one long-poll claim open
@@ -58,6 +59,10 @@ export interface WorkerOptions {
   exitSettleMs?: number;
   /** Send results with the next claim when one follows at once (default); false: always on their own. */
   resultsWithClaims?: boolean;
+  /** How jobs are kept apart (isolation.ts); detected when absent. */
+  isolation?: Isolation;
+  /** Isolation `none`: run jobs of any user although they share the worker's identity. */
+  sharedIdentity?: boolean;
 }
 
 export interface HeldAttempt {
@@ -93,6 +98,12 @@ function classify(err: unknown): ErrorKind {
   if (err.code === 'UNREACHABLE' || err.code === 'TIMEOUT' || err.code === 'BAD_RESPONSE') return 'transient';
   if (err.status >= 500 || err.status === 429) return 'transient';
   return 'rejected';
+}
+
+class IsolationRefused extends Error {
+  constructor() {
+    super("the server does not bind this worker to one user: at isolation none, use a token made with 'cpcc worker-token create NAME --user USER', or --shared-identity");
+  }
 }
 
 /** A wake-up call that any number of waiters can sleep on, each with a limit. */
@@ -167,6 +178,8 @@ export class Worker {
   private reregistering?: Promise<void>;
   private readonly slots = new Map<string, Slot>();
 
+  readonly isolation: Isolation;
+  private confine?: Confinement;
   private started = false;
   private stopping = false;
   private killing = false;
@@ -195,6 +208,9 @@ export class Worker {
     if (!Number.isInteger(opts.cores) || opts.cores < 1) throw new Error(`cores must be a whole number of at least 1, not ${opts.cores}`);
     if (!Number.isInteger(opts.memoryMb) || opts.memoryMb < 0) throw new Error(`memoryMb must be a whole number, not ${opts.memoryMb}`);
     this.opts = opts;
+    const isolation = opts.isolation ?? detectIsolation();
+    if (typeof isolation === 'string') throw new Error(isolation);
+    this.isolation = isolation;
     this.client = opts.client;
     this.log = opts.log ?? (() => {});
     this.claimWaitS = opts.claimWaitS ?? 30;
@@ -252,7 +268,7 @@ export class Worker {
     if (this.started) throw new Error('the worker was already started');
     this.started = true;
     try {
-      await fsp.mkdir(this.opts.workDir, { recursive: true });
+      await this.prepareWorkDir();
       if (!(await this.register())) {
         this.end();
         return;
@@ -266,6 +282,25 @@ export class Worker {
     this.claimLoopDone = this.guard(this.claimLoop());
     this.heartbeatLoopDone = this.guard(this.heartbeatLoop());
     if (this.opts.idleExitS !== undefined) this.watchIdle(this.opts.idleExitS * 1000);
+  }
+
+  /**
+   * The work folder, closed to jobs: at `user` level other uids may pass
+   * through it to their own folder (0711) but not list it.
+   */
+  private async prepareWorkDir(): Promise<void> {
+    const { workDir } = this.opts;
+    const { level } = this.isolation;
+    await fsp.mkdir(workDir, { recursive: true, mode: 0o700 });
+    if (level === 'user') {
+      await fsp.chmod(workDir, 0o711);
+      this.confine = { isolation: this.isolation, uids: new UidPool(this.isolation.uids!, this.isolation.locks!) };
+      const closed = closedAncestor(workDir);
+      if (closed) this.log('warn', `${closed} is closed to other users: jobs can use their folder only by relative paths; give it o+x or choose another --work-dir`);
+    } else {
+      this.confine = { isolation: this.isolation };
+      if (level === 'sandbox') await fsp.chmod(workDir, 0o700);
+    }
   }
 
   /** Stops the worker once it has held no attempt for `idleMs`. */
@@ -308,13 +343,29 @@ export class Worker {
     let failures = 0;
     while (!this.stopping) {
       try {
-        const reply = await this.client.register({ name, host, cores, memoryMb, ...(labels?.length ? { labels } : {}) });
+        const { level } = this.isolation;
+        const shared = level === 'none' && this.opts.sharedIdentity === true;
+        const reply = await this.client.register({
+          name,
+          host,
+          cores,
+          memoryMb,
+          ...(labels?.length ? { labels } : {}),
+          isolation: level,
+          ...(shared ? { sharedIdentity: true } : {}),
+        });
+        if (level === 'none' && reply.onlyUser === undefined && !shared) {
+          // A server that does not know isolation levels would hand this worker anyone's jobs.
+          throw new IsolationRefused();
+        }
         this.reg = reply;
         this.workerId = reply.workerId;
         this.heartbeatMs = reply.heartbeatIntervalS * 1000;
         this.serverAnswered();
         this.log('info', `registered as ${reply.workerId} with ${cores} cores / ${memoryMb} MB`, {
           worker: reply.workerId,
+          isolation: level,
+          onlyUser: reply.onlyUser,
           heartbeatIntervalS: reply.heartbeatIntervalS,
           leaseS: reply.leaseS,
         });
@@ -322,7 +373,7 @@ export class Worker {
         this.resourcesChanged.fire();
         return true;
       } catch (err) {
-        if (classify(err) !== 'transient') throw err;
+        if (err instanceof IsolationRefused || classify(err) !== 'transient') throw err;
         this.serverUnreachable(err, 'register');
         await sleep(this.backoff(failures++), this.stopCtl.signal);
       }
@@ -499,7 +550,7 @@ export class Worker {
           timeoutS: job.timeoutS,
           prepare: job.inputs?.length ? (dir) => fetchInputs(this.client, slot.workerId, job, dir, slot.ctl.signal) : undefined,
         },
-        { workDir: this.opts.workDir, maxLogBytes: this.opts.maxLogBytes, killGraceMs: this.opts.killGraceMs },
+        { workDir: this.opts.workDir, maxLogBytes: this.opts.maxLogBytes, killGraceMs: this.opts.killGraceMs, confine: this.confine },
       );
       slot.run = run;
       slot.phase = 'running';

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { ApiClient } from '../../src/client/api/client.js';
 import type { ResultRequest } from '../../src/core/wire.js';
 import { startServer, type RunningServer, type ServerOptions } from '../../src/server/server.js';
-import { freePort, until } from './server.js';
+import { adminPasswordOf, freePort, until } from './server.js';
 
 /** A server for federation tests: in this process, or a subprocess that can be killed with SIGKILL. */
 export interface Site {
@@ -78,7 +78,7 @@ export async function spawnSite(name: string, home?: string, ports?: { securePor
   if (!running(child)) throw new Error(`${name} exited: ${stderr}`);
   const info = JSON.parse(readFileSync(runtime, 'utf8')) as { url: string; serverId: string };
   const caPem = readFileSync(join(home, 'identity', 'ca.pem'), 'utf8');
-  const password = readFileSync(join(home, 'initial-admin-password'), 'utf8').trim();
+  const password = adminPasswordOf(home);
   const admin = await adminOf(`https://127.0.0.1:${securePort}`, caPem, info.serverId, password);
   return {
     name,

@@ -206,7 +206,8 @@ export async function startTestServer(opts: Partial<ServerOptions> = {}): Promis
     home,
   });
   servers.push(server);
-  const adminPassword = server.adminPassword ?? readFileSync(join(home, 'initial-admin-password'), 'utf8').trim();
+  if (server.adminPassword) knownPasswords.set(home, server.adminPassword);
+  const adminPassword = adminPasswordOf(home);
   const admin = await loginAdmin(server.url, server.caPem, adminPassword);
   return {
     server,
@@ -342,6 +343,8 @@ export interface SpawnServerOptions {
   unsecurePort?: number;
   heartbeatIntervalS?: number;
   timeoutMs?: number;
+  /** Start it with --local-worker. */
+  localWorker?: boolean;
 }
 
 /** `cpc-server --home HOME start …` as a real process; resolves once its server.json names it. */
@@ -361,6 +364,7 @@ export async function spawnServer(home: string, opts: SpawnServerOptions = {}): 
     String(opts.unsecurePort ?? 0),
     '--heartbeat-interval',
     String(opts.heartbeatIntervalS ?? 1),
+    ...(opts.localWorker ? ['--local-worker'] : []),
   ];
   const env = { ...process.env };
   for (const k of Object.keys(env)) if (k.startsWith('CPC_')) delete env[k];
@@ -428,8 +432,16 @@ export function parseLogLines(text: string): LogLine[] {
   return out;
 }
 
+/** cpc-admin's first password by home: the server removes its file once cpc-admin has logged in. */
+const knownPasswords = new Map<string, string>();
+
 export function adminPasswordOf(home: string): string {
-  return readFileSync(join(home, 'initial-admin-password'), 'utf8').trim();
+  let password = knownPasswords.get(home);
+  if (password === undefined) {
+    password = readFileSync(join(home, 'initial-admin-password'), 'utf8').trim();
+    knownPasswords.set(home, password);
+  }
+  return password;
 }
 
 // ---- worker subprocesses ----------------------------------------------------------------

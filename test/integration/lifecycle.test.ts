@@ -5,7 +5,7 @@
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ApiError } from '../../src/client/api/client.js';
 import type { JobInput, JobView } from '../../src/core/wire.js';
@@ -23,6 +23,13 @@ import {
 } from '../helpers/server.js';
 
 after(cleanup);
+
+/** A folder jobs leave marks in; they run under uids of their own when the tests run as root. */
+async function marksDir(): Promise<string> {
+  const dir = await tempDir('cpc-marks-');
+  chmodSync(dir, 0o777);
+  return dir;
+}
 
 /** Short heartbeats and leases, so that a lost worker is noticed within seconds. */
 const FAST = { heartbeatIntervalS: 0.5, leaseS: 1.5, archiveAfterS: 3600 };
@@ -149,7 +156,7 @@ describe('job lifecycle with real workers', () => {
   it('re-queues the job of a worker killed mid-job after its lease, and a second worker finishes it', async () => {
     const ts = await startTestServer(FAST);
     await ts.admin.createProject('lost');
-    const marks = await tempDir('cpc-marks-');
+    const marks = await marksDir();
     const pidFile = join(marks, 'first-run.pid');
     // The first run records its pid and sleeps; a later run sees the mark and finishes at once.
     const shell = `if [ -e '${pidFile}' ]; then echo second run; exit 0; fi; echo $$ > '${pidFile}'; exec sleep 30`;
@@ -182,7 +189,7 @@ describe('job lifecycle with real workers', () => {
   it('stops the process of a job cancelled while it runs, and gives its core to the next job', async () => {
     const ts = await startTestServer(FAST);
     await ts.admin.createProject('stop');
-    const marks = await tempDir('cpc-marks-');
+    const marks = await marksDir();
     const pidFile = join(marks, 'run.pid');
     const [id] = (await ts.admin.submit('stop', [{ shell: `echo $$ > '${pidFile}'; exec sleep 30` }])).ids as [string];
     await startWorker(ts, 'single', 1);

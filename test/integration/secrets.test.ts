@@ -5,7 +5,7 @@
  * whatever the client sends.
  */
 import assert from 'node:assert/strict';
-import { statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
@@ -62,7 +62,7 @@ describe('secrets', () => {
     assert.equal(mode(join(home, 'identity', IDENTITY_FILES.caKey)), '0600');
     assert.equal(mode(join(home, 'identity', IDENTITY_FILES.key)), '0600');
     assert.equal(mode(join(home, 'users.json')), '0600');
-    assert.equal(mode(join(home, 'initial-admin-password')), '0600');
+    assert.equal(existsSync(join(home, 'initial-admin-password')), false, 'the first password is gone once cpc-admin has logged in');
     assert.equal(mode(join(home, 'config.json')), '0600');
     await ts.admin.addUser('moded', 'moded-password');
     assert.equal(mode(join(home, 'users.json')), '0600', 'still 0600 after a rewrite');

@@ -24,6 +24,8 @@ const pids = new Set<number>();
 
 async function tempDir(prefix = 'cpc-worker-it-'): Promise<string> {
   const d = await fsp.mkdtemp(join(tmpdir(), prefix));
+  // Jobs leave their pids here, and run under uids of their own when the tests run as root.
+  await fsp.chmod(d, 0o777);
   tempDirs.push(d);
   return d;
 }

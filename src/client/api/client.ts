@@ -332,8 +332,8 @@ export class ApiClient {
     return this.call('GET', '/heartbeats');
   }
 
-  createWorkerToken(name: string, maxWorkers?: number): Promise<WorkerTokenCreated> {
-    return this.call('POST', '/worker-tokens', maxWorkers === undefined ? { name } : { name, maxWorkers });
+  createWorkerToken(name: string, maxWorkers?: number, user?: string): Promise<WorkerTokenCreated> {
+    return this.call('POST', '/worker-tokens', { name, ...(maxWorkers !== undefined ? { maxWorkers } : {}), ...(user !== undefined ? { user } : {}) });
   }
 
   workerTokens(): Promise<{ tokens: WorkerTokenView[] }> {

@@ -19,8 +19,17 @@ async function workers(ctx: Context): Promise<void> {
     { header: 'MB', value: (w) => `${w.used.memoryMb}/${w.resources.memoryMb}`, align: 'right' },
     { header: 'jobs', value: (w) => w.running, align: 'right' },
     { header: 'labels', value: (w) => w.labels.join(','), max: 24 },
+    { header: 'isolation', value: (w) => isolationOf(w, ctx) },
     { header: 'seen', value: (w) => ago(w.lastSeen, now) },
   ], 'no workers');
+}
+
+/** The level, and whose jobs a worker runs when they share its identity. */
+function isolationOf(w: WorkerView, ctx: Context): string {
+  const level = w.isolation ?? '?';
+  const scope = w.onlyUser !== undefined ? ` (${w.onlyUser} only)` : w.sharedIdentity ? ' (shared)' : '';
+  // Jobs of several users that can read each other: worth a colour.
+  return w.isolation === 'none' && w.sharedIdentity ? ctx.out.c.red(level + scope) : level + scope;
 }
 
 async function heartbeats(ctx: Context): Promise<void> {
@@ -40,7 +49,7 @@ async function heartbeats(ctx: Context): Promise<void> {
 
 async function createToken(ctx: Context, args: Argument[], opts: Record<string, unknown>): Promise<void> {
   const { api } = await ctx.client();
-  const created = await api.createWorkerToken(String(args[0]), opts.maxWorkers as number | undefined);
+  const created = await api.createWorkerToken(String(args[0]), opts.maxWorkers as number | undefined, opts.user as string | undefined);
   ctx.out.show(created, () => {
     ctx.out.note(`worker token '${created.name}' (id ${created.id}); it is shown only this once:`);
     ctx.out.raw(`${created.token}\n`);
@@ -56,6 +65,7 @@ async function listTokens(ctx: Context): Promise<void> {
     { header: 'name', value: (t) => t.name },
     { header: 'created', value: (t) => ago(t.createdAt, now) },
     { header: 'state', value: (t) => (t.revoked ? ctx.out.c.red('revoked') : 'valid') },
+    { header: 'user', value: (t) => t.user ?? '' },
   ], "no worker tokens; run 'cpcc worker-token create NAME'");
 }
 
@@ -76,7 +86,10 @@ export const workerCommands: CommandSpec[] = [
         name: 'create',
         args: ['<name>'],
         summary: 'issue a token; it is printed once',
-        options: [{ flags: '--max-workers <n>', description: 'how many workers may be registered with it at once', parse: positive }],
+        options: [
+          { flags: '--max-workers <n>', description: 'how many workers may be registered with it at once', parse: positive },
+          { flags: '--user <name>', description: "its workers get only this user's jobs (for workers that cannot keep jobs apart)" },
+        ],
         run: createToken,
       },
       { name: 'list', summary: 'list tokens', run: listTokens },

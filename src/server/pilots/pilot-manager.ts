@@ -340,6 +340,7 @@ export class PilotManager {
         '--server', config.serverUrl ?? this.host.serverUrl(),
         '--ca', caFile,
         '--server-id', this.host.serverId,
+        '--token-file', tokenFile,
         '--cores', String(config.cores),
         '--memory', String(config.memoryMb),
         '--name', name,
@@ -355,8 +356,8 @@ export class PilotManager {
         partition: config.partition,
         account: config.account,
         directives: config.directives.map((d) => renderTemplate(d, vars)),
-        // The token is read from its file so that it shows neither in the script nor in ps.
-        commands: [`CPC_WORKER_TOKEN="$(cat ${shellQuote(tokenFile)})"`, 'export CPC_WORKER_TOKEN', `exec ${worker.map(shellQuote).join(' ')}`],
+        // The worker reads the token from its file: it shows neither in the script, nor in ps, nor in /proc/<pid>/environ.
+        commands: [`exec ${worker.map(shellQuote).join(' ')}`],
         dir,
       });
     } catch (err) {

@@ -23,6 +23,7 @@ export function sessionRoutes(router: Router, ctx: Context): void {
       const attempt = throttle.begin(req.body.user, req.raw.socket.remoteAddress ?? 'unknown');
       const { token, record, user } = await ctx.accounts.login(req.body.user, req.body.password);
       attempt.succeeded();
+      ctx.passwordUsed(user.name);
       ctx.log.info('user logged in', { user: user.name });
       return { token, user: user.name, superuser: user.superuser, expiresAt: record.expiresAt ?? 0 };
     },

@@ -70,6 +70,7 @@ export function userRoutes(router: Router, ctx: Context): void {
       const name = req.params.name;
       const keep = name === req.who.user ? req.who.tokenId : undefined;
       const revoked = await ctx.accounts.setPassword(name, req.body.password, keep);
+      ctx.passwordUsed(name);
       ctx.log.info('password set', { user: name, by: req.who.user, tokensRevoked: revoked });
       return { user: name, tokensRevoked: revoked };
     },
@@ -84,6 +85,7 @@ export function userRoutes(router: Router, ctx: Context): void {
       // The current password is asked for so that a stolen token alone cannot lock the user out.
       if (!(await ctx.accounts.checkPassword(name, req.body.current))) throw fail('BAD_CREDENTIALS', 'the current password is wrong');
       const revoked = await ctx.accounts.setPassword(name, req.body.password, req.who.tokenId);
+      ctx.passwordUsed(name);
       ctx.log.info('password changed', { user: name, tokensRevoked: revoked });
       return { user: name, tokensRevoked: revoked };
     },

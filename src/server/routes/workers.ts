@@ -84,6 +84,15 @@ export function workerRoutes(router: Router, ctx: Context): void {
     if (registered >= most) {
       throw fail('TOO_MANY_WORKERS', `${registered} worker${registered === 1 ? ' is' : 's are'} registered with this token, the most it allows`);
     }
+    // The token decides whose jobs a worker gets, not what the worker says of
+    // itself: a token taken from a worker whose jobs could read it stays bound.
+    const onlyUser = who.user;
+    if (body.isolation === 'none' && onlyUser === undefined && !body.sharedIdentity) {
+      throw fail(
+        'ISOLATION_REQUIRED',
+        "this worker's jobs would run as the worker itself (isolation none): give it a token bound to one user (cpcc worker-token create NAME --user USER), or start it with --shared-identity",
+      );
+    }
     const id = newId();
     await ctx.store.commit({
       t: 'worker-registered',
@@ -94,9 +103,12 @@ export function workerRoutes(router: Router, ctx: Context): void {
       resources: { cores: body.cores, memoryMb: body.memoryMb },
       labels: body.labels ?? [],
       tokenId: who.tokenId,
+      ...(body.isolation !== undefined ? { isolation: body.isolation } : {}),
+      ...(body.sharedIdentity ? { sharedIdentity: true } : {}),
+      ...(onlyUser !== undefined ? { onlyUser } : {}),
     });
-    ctx.log.info('worker registered', { worker: id, name: body.name, cores: body.cores, memoryMb: body.memoryMb });
-    return { workerId: id, heartbeatIntervalS: ctx.config.heartbeatIntervalS, leaseS: ctx.leaseMs / 1000 };
+    ctx.log.info('worker registered', { worker: id, name: body.name, cores: body.cores, memoryMb: body.memoryMb, isolation: body.isolation, onlyUser });
+    return { workerId: id, heartbeatIntervalS: ctx.config.heartbeatIntervalS, leaseS: ctx.leaseMs / 1000, ...(onlyUser !== undefined ? { onlyUser } : {}) };
   });
 
   router.add(
@@ -192,19 +204,26 @@ export function workerRoutes(router: Router, ctx: Context): void {
       running: model.leases.countOfWorker(w.id),
       registeredAt: w.registeredAt,
       lastSeen: w.lastSeen,
+      ...(w.isolation !== undefined ? { isolation: w.isolation } : {}),
+      ...(w.sharedIdentity ? { sharedIdentity: true } : {}),
+      ...(w.onlyUser !== undefined ? { onlyUser: w.onlyUser } : {}),
     }));
     return { workers };
   });
 
   router.add('POST', '/worker-tokens', { auth: 'superuser', summary: 'issue a worker token (shown once)', body: tokenNameSchema }, async (req): Promise<WorkerTokenCreated> => {
-    const { name, maxWorkers } = req.body;
-    const { token, record } = await ctx.accounts.issue('worker', name, null, maxWorkers !== undefined ? { maxWorkers } : {});
+    const { name, maxWorkers, user } = req.body;
+    if (user !== undefined && !ctx.accounts.user(user)) throw fail('USER_NOT_FOUND', `no user named '${user}'`);
+    const { token, record } = await ctx.accounts.issue('worker', name, null, {
+      ...(maxWorkers !== undefined ? { maxWorkers } : {}),
+      ...(user !== undefined ? { user } : {}),
+    });
     return { id: record.id, name, token };
   });
 
   router.add('GET', '/worker-tokens', { auth: 'superuser', summary: 'the worker tokens, valid and revoked' }, (): { tokens: WorkerTokenView[] } => {
     return {
-      tokens: ctx.accounts.workerTokens().map((t) => ({ id: t.id, name: t.name, createdAt: t.createdAt, revoked: t.revoked })),
+      tokens: ctx.accounts.workerTokens().map((t) => ({ id: t.id, name: t.name, createdAt: t.createdAt, revoked: t.revoked, ...(t.user !== undefined ? { user: t.user } : {}) })),
     };
   });
 
