@@ -161,6 +161,19 @@ export interface ValueSet {
   value: ProjectValue | null;
 }
 
+/**
+ * An admin set a user's or a project's weight (1 is the default, and
+ * forgets the setting): a user's share of the queue against other users, a
+ * project's against its owner's other projects at the same priority.
+ */
+export interface WeightSet {
+  t: 'weight-set';
+  at: number;
+  of: 'user' | 'project';
+  name: string;
+  weight: number;
+}
+
 /** The server took an attempt back (lease expired, worker lost); the job is re-queued. */
 export interface AttemptsLost {
   t: 'attempts-lost';
@@ -220,4 +233,5 @@ export type Event =
   | JobsRetried
   | JobsArchived
   | LeasesExtended
-  | ValueSet;
+  | ValueSet
+  | WeightSet;

@@ -1,65 +1,100 @@
 import { Heap } from './heap.js';
+import { TurnRing } from './turn-ring.js';
 import type { Job, Resources } from './types.js';
 
 /**
  * The queue of runnable jobs, shaped for the scheduler's question: "which job
  * should a worker with this much free room run next?"
  *
- * Order: highest priority first; within a priority, projects take turns
- * (round-robin); within a project, the oldest job that fits.
+ * Order: users (the owners of the projects) take turns, each as many in a row
+ * as their weight; within a user, the highest priority first; within a
+ * priority, the user's projects take turns by their weight; within a project,
+ * the oldest job that fits. A priority orders only its own user's jobs, so no
+ * user can push ahead of another by choosing a higher one.
  *
- * Jobs are grouped by priority → project → resource shape, and each shape
- * holds a heap ordered by submission. A take looks at the head of each shape
- * that fits, so its cost grows with the number of distinct shapes and
- * projects, not with the number of queued jobs.
+ * Jobs are grouped by user → priority → project → resource shape. Each user
+ * keeps its priorities in a heap, so a new priority, a take and dropping an
+ * emptied priority cost O(log P) in the number of distinct priorities; each
+ * shape holds a heap ordered by submission. A take looks at the head of each
+ * shape that fits, so its cost grows with the number of distinct shapes, not
+ * with the number of queued jobs.
  *
- * Removal is lazy: `remove` forgets the job, and a heap entry whose job was
- * forgotten (or queued again since) is dropped when it reaches the top.
+ * Removal is lazy: `remove` forgets the job and counts it out, and a heap entry
+ * whose job was forgotten (or queued again since) is dropped when it reaches
+ * the top. Users, priorities and projects left with nothing queued are dropped
+ * when a take walks past them; until then they count as absent (see TurnRing).
  */
 
 interface Entry {
   job: Job;
-  mark: number;
+  shape: Shape;
 }
 
 interface Shape {
+  key: string;
   resources: Resources;
   heap: Heap<Entry>;
   /** Live entries in the heap (the rest are stale). */
   live: number;
+  lane: Lane;
 }
 
 interface Lane {
+  project: string;
   shapes: Map<string, Shape>;
+  live: number;
+  level: Level;
 }
 
 interface Level {
-  lanes: Map<string, Lane>;
-  /** Projects in turn order; `cursor` is whose turn it is. */
-  order: string[];
-  cursor: number;
+  priority: number;
+  lanes: TurnRing<Lane>;
+  live: number;
+  share: Share;
+}
+
+/** One user's part of the queue. */
+interface Share {
+  user: string;
+  levels: Map<number, Level>;
+  /** The levels in `levels`, highest priority on top. */
+  order: Heap<Level>;
+  live: number;
 }
 
 const byAge = (a: Entry, b: Entry): boolean => a.job.seq < b.job.seq;
+const byPriority = (a: Level, b: Level): boolean => a.priority > b.priority;
 
-/** Whose turn it is at one priority, for snapshots. */
-export interface Turn {
-  priority: number;
-  order: string[];
-  cursor: number;
+/** Whose turn it is, for snapshots: only users, priorities and projects with queued jobs. */
+export interface Turns {
+  /** Users in turn order, and the turns the first has had in a row. */
+  users: string[];
+  used: number;
+  /** Each user's priorities (highest first): its projects in turn order. */
+  levels: { user: string; priority: number; projects: string[]; used: number }[];
 }
+
+/** Who a project's jobs count for, and the weights of users and projects (1 unless set). */
+export interface Shares {
+  ownerOf(project: string): string;
+  userWeight(user: string): number;
+  projectWeight(project: string): number;
+}
+
+const EVEN: Shares = { ownerOf: () => '', userWeight: () => 1, projectWeight: () => 1 };
 
 export function fits(need: Resources, free: Resources): boolean {
   return need.cores <= free.cores && need.memoryMb <= free.memoryMb;
 }
 
 export class ReadyQueue {
-  private readonly levels = new Map<number, Level>();
-  /** Priorities with queued jobs, highest first. */
-  private priorities: number[] = [];
-  /** Live entries: job id → the mark of its current entry. */
-  private readonly present = new Map<string, number>();
-  private nextMark = 1;
+  private readonly users = new TurnRing<Share>();
+  /** Live entries by job id. */
+  private readonly present = new Map<string, Entry>();
+  /** Queued jobs per resource shape, across users (for peers and metrics). */
+  private readonly byShape = new Map<string, { resources: Resources; count: number }>();
+
+  constructor(private readonly shares: Shares = EVEN) {}
 
   get size(): number {
     return this.present.size;
@@ -71,179 +106,177 @@ export class ReadyQueue {
 
   add(job: Job): void {
     this.remove(job);
-    const mark = this.nextMark++;
-    this.present.set(job.id, mark);
+    const user = this.shares.ownerOf(job.project);
+    let share = this.users.get(user);
+    if (!share) share = { user, levels: new Map(), order: new Heap(byPriority), live: 0 };
+    if (share.live === 0) this.users.put(user, share);
     const priority = job.spec.priority;
-    let level = this.levels.get(priority);
+    let level = share.levels.get(priority);
     if (!level) {
-      level = { lanes: new Map(), order: [], cursor: 0 };
-      this.levels.set(priority, level);
-      this.priorities.push(priority);
-      this.priorities.sort((a, b) => b - a);
+      level = { priority, lanes: new TurnRing(), live: 0, share };
+      share.levels.set(priority, level);
+      share.order.push(level);
     }
     let lane = level.lanes.get(job.project);
-    if (!lane) {
-      lane = { shapes: new Map() };
-      level.lanes.set(job.project, lane);
-      level.order.push(job.project);
-    }
+    if (!lane) lane = { project: job.project, shapes: new Map(), live: 0, level };
+    if (lane.live === 0) level.lanes.put(job.project, lane);
     const { cores, memoryMb } = job.spec.resources;
     const key = `${cores}:${memoryMb}`;
     let shape = lane.shapes.get(key);
     if (!shape) {
-      shape = { resources: { cores, memoryMb }, heap: new Heap(byAge), live: 0 };
+      shape = { key, resources: { cores, memoryMb }, heap: new Heap(byAge), live: 0, lane };
       lane.shapes.set(key, shape);
     }
-    shape.heap.push({ job, mark });
-    shape.live++;
+    const entry: Entry = { job, shape };
+    shape.heap.push(entry);
+    this.present.set(job.id, entry);
+    this.count(entry, +1);
   }
 
   remove(job: Job): void {
-    if (!this.present.delete(job.id)) return;
-    const { cores, memoryMb } = job.spec.resources;
-    const shape = this.levels.get(job.spec.priority)?.lanes.get(job.project)?.shapes.get(`${cores}:${memoryMb}`);
-    if (shape) shape.live--;
+    const entry = this.present.get(job.id);
+    if (!entry) return;
+    this.present.delete(job.id);
+    this.count(entry, -1);
   }
 
   /** Takes the next job that fits `free`, or undefined. */
   take(free: Resources): Job | undefined {
-    for (let p = 0; p < this.priorities.length; p++) {
-      const priority = this.priorities[p]!;
-      const level = this.levels.get(priority)!;
-      const n = level.order.length;
-      for (let i = 0; i < n; i++) {
-        const idx = (level.cursor + i) % n;
-        const project = level.order[idx]!;
-        const lane = level.lanes.get(project)!;
-        let best: Shape | undefined;
-        let bestSeq = Infinity;
-        for (const [key, shape] of lane.shapes) {
-          const top = this.liveTop(shape);
-          if (!top) {
-            lane.shapes.delete(key);
-            continue;
-          }
-          if (top.job.seq < bestSeq && fits(shape.resources, free)) {
-            best = shape;
-            bestSeq = top.job.seq;
-          }
-        }
-        if (best) {
-          const entry = best.heap.pop()!;
-          this.present.delete(entry.job.id);
-          best.live--;
-          level.cursor = idx + 1;
-          this.prune(priority, level, project, lane);
-          return entry.job;
-        }
+    for (const share of this.users.values()) {
+      if (share.live === 0) {
+        this.users.delete(share.user);
+        continue;
       }
-      // Drop lanes that turned out to be empty while we looked.
-      for (const project of [...level.order]) this.prune(priority, level, project, level.lanes.get(project)!);
-      if (!this.levels.has(priority)) p--;
+      const entry = this.pickIn(share, free);
+      if (!entry) continue;
+      entry.shape.heap.pop();
+      this.present.delete(entry.job.id);
+      this.count(entry, -1);
+      this.advance(entry);
+      return entry.job;
     }
     return undefined;
   }
 
   /**
-   * Records that `job` was handed out: its project's turn is over. `take`
-   * already does this as it picks; replay, which only removes jobs, calls this
-   * so that the turn order after a restart is the one the live server had.
-   * Idempotent: it sets the turn from the job's project, it does not step it.
+   * Records that `job` was handed out. A job `take` picked is already gone
+   * and its turn counted; replay, which does not take, comes here with the
+   * job still queued and does what the take did, so the turns after a
+   * restart are the ones the live server had.
    */
-  turnPast(job: Job): void {
-    const level = this.levels.get(job.spec.priority);
-    if (!level) return;
-    const idx = level.order.indexOf(job.project);
-    if (idx >= 0) level.cursor = (idx + 1) % level.order.length;
+  handedOut(job: Job): void {
+    const entry = this.present.get(job.id);
+    if (!entry) return;
+    this.present.delete(job.id);
+    this.count(entry, -1);
+    this.advance(entry);
   }
 
-  /**
-   * The turn order at each priority, in a canonical form: only projects with
-   * queued jobs, and the cursor on the next of them to be served. Replay
-   * leaves emptied lanes in place until a take tidies them, so the raw state
-   * of a replayed queue and a live one may differ while serving the same.
-   */
-  turns(): Turn[] {
-    const out: Turn[] = [];
-    for (const priority of this.priorities) {
-      const level = this.levels.get(priority)!;
-      const live = (p: string) => [...level.lanes.get(p)!.shapes.values()].some((s) => s.live > 0);
-      const order = level.order.filter(live);
-      if (order.length === 0) continue;
-      let cursor = 0;
-      for (let i = 0; i < level.order.length; i++) {
-        const p = level.order[(level.cursor + i) % level.order.length]!;
-        if (live(p)) {
-          cursor = order.indexOf(p);
-          break;
-        }
+  /** The turn order in a canonical form: what the queue will serve, whatever it has yet to tidy. */
+  turns(): Turns {
+    const { keys, used } = this.users.order();
+    const levels: Turns['levels'] = [];
+    for (const user of keys) {
+      const share = this.users.get(user)!;
+      const live = [...share.levels.values()].filter((l) => l.live > 0).sort((a, b) => b.priority - a.priority);
+      for (const level of live) {
+        const order = level.lanes.order();
+        levels.push({ user, priority: level.priority, projects: order.keys, used: order.used });
       }
-      out.push({ priority, order, cursor });
     }
-    return out;
+    return { users: keys, used, levels };
   }
 
-  /** After the queued jobs were added again, puts each priority's turn order back as saved. */
-  restoreTurns(turns: Turn[]): void {
-    for (const t of turns) {
-      const level = this.levels.get(t.priority);
-      if (!level) continue;
-      const saved = t.order.filter((p) => level.lanes.has(p));
-      const rest = level.order.filter((p) => !saved.includes(p));
-      level.order = [...saved, ...rest];
-      const current = t.order[t.cursor];
-      // The project whose turn it was may have no queued job left; then the next saved one that has.
-      let cursor = 0;
-      for (let i = 0; i < t.order.length; i++) {
-        const p = t.order[(t.cursor + i) % t.order.length]!;
-        const at = level.order.indexOf(p);
-        if (at >= 0) {
-          cursor = at;
-          break;
-        }
-      }
-      level.cursor = current !== undefined && level.order.includes(current) ? level.order.indexOf(current) : cursor;
-    }
+  /** After the queued jobs were added again, puts the turns back as saved. */
+  restoreTurns(turns: Turns | unknown): void {
+    // Snapshots of older versions kept turns per priority only; their jobs simply start a fresh round.
+    if (!turns || typeof turns !== 'object' || Array.isArray(turns)) return;
+    const t = turns as Turns;
+    this.users.restore(t.users, t.used);
+    for (const l of t.levels) this.users.get(l.user)?.levels.get(l.priority)?.lanes.restore(l.projects, l.used);
   }
 
   /** Distinct resource shapes that are queued, with counts (for peers and metrics). */
   shapes(): { resources: Resources; count: number }[] {
-    const out = new Map<string, { resources: Resources; count: number }>();
-    for (const level of this.levels.values()) {
-      for (const lane of level.lanes.values()) {
-        for (const [key, shape] of lane.shapes) {
-          const live = shape.live;
-          if (live === 0) continue;
-          const seen = out.get(key);
-          if (seen) seen.count += live;
-          else out.set(key, { resources: shape.resources, count: live });
-        }
-      }
+    return [...this.byShape.values()].map((s) => ({ resources: s.resources, count: s.count }));
+  }
+
+  private count(entry: Entry, delta: 1 | -1): void {
+    const shape = entry.shape;
+    shape.live += delta;
+    shape.lane.live += delta;
+    shape.lane.level.live += delta;
+    shape.lane.level.share.live += delta;
+    const counted = this.byShape.get(shape.key);
+    if (counted) {
+      counted.count += delta;
+      if (counted.count === 0) this.byShape.delete(shape.key);
+    } else {
+      this.byShape.set(shape.key, { resources: shape.resources, count: 1 });
     }
-    return [...out.values()];
+  }
+
+  /** Moves the turns on past the entry just handed out. */
+  private advance(entry: Entry): void {
+    const lane = entry.shape.lane;
+    const level = lane.level;
+    const share = level.share;
+    this.users.served(share.user, this.shares.userWeight(share.user));
+    level.lanes.served(lane.project, this.shares.projectWeight(lane.project));
+  }
+
+  /**
+   * The user's best job that fits: from the highest priority that has one.
+   * Priorities with nothing that fits are set aside and put back after, so a
+   * take that finds its job at the top costs O(log P) at most.
+   */
+  private pickIn(share: Share, free: Resources): Entry | undefined {
+    let skipped: Level[] | undefined;
+    let found: Entry | undefined;
+    for (;;) {
+      const level = share.order.peek();
+      if (!level) break;
+      if (level.live === 0) {
+        share.order.pop();
+        share.levels.delete(level.priority);
+        continue;
+      }
+      found = this.pickAt(level, free);
+      if (found) break;
+      (skipped ??= []).push(share.order.pop()!);
+    }
+    if (skipped) for (const level of skipped) share.order.push(level);
+    return found;
+  }
+
+  /** The oldest fitting job of the first project in turn at this priority that has one. */
+  private pickAt(level: Level, free: Resources): Entry | undefined {
+    for (const lane of level.lanes.values()) {
+      if (lane.live === 0) {
+        level.lanes.delete(lane.project);
+        continue;
+      }
+      let best: Entry | undefined;
+      for (const shape of lane.shapes.values()) {
+        if (shape.live === 0) {
+          lane.shapes.delete(shape.key);
+          continue;
+        }
+        if (!fits(shape.resources, free)) continue;
+        const top = this.liveTop(shape);
+        if (top && (!best || top.job.seq < best.job.seq)) best = top;
+      }
+      if (best) return best;
+    }
+    return undefined;
   }
 
   private liveTop(shape: Shape): Entry | undefined {
     for (;;) {
       const top = shape.heap.peek();
       if (!top) return undefined;
-      if (this.present.get(top.job.id) === top.mark) return top;
+      if (this.present.get(top.job.id) === top) return top;
       shape.heap.pop();
-    }
-  }
-
-  private prune(priority: number, level: Level, project: string, lane: Lane): void {
-    for (const [key, shape] of lane.shapes) if (!this.liveTop(shape)) lane.shapes.delete(key);
-    if (lane.shapes.size > 0) return;
-    level.lanes.delete(project);
-    const idx = level.order.indexOf(project);
-    level.order.splice(idx, 1);
-    if (level.cursor > idx) level.cursor--;
-    if (level.order.length === 0) {
-      this.levels.delete(priority);
-      this.priorities = this.priorities.filter((p) => p !== priority);
-    } else {
-      level.cursor %= level.order.length;
     }
   }
 }
