@@ -17,6 +17,7 @@ import { SHA256, checkFileName, checkValueName, globToRegExp } from './files.js'
 import type { Model } from './model.js';
 import {
   FINAL_STATES,
+  MAX_WEIGHT,
   PRIORITY_MAX,
   PRIORITY_MIN,
   type AttemptEnd,
@@ -243,9 +244,6 @@ export function planSubmit(
   const order = dependencyOrder(inBatch);
   return { t: 'jobs-submitted', at, project, jobs: order.map((i) => ({ id: newIds[i]!, spec: specs[i]! })) };
 }
-
-/** The largest weight an admin may give: that many turns in a row against a weight of 1. */
-export const MAX_WEIGHT = 1000;
 
 /**
  * An admin sets a user's or a project's weight. A user must exist (the caller

@@ -36,6 +36,9 @@ export interface Resources {
 export const PRIORITY_MIN = -100;
 export const PRIORITY_MAX = 100;
 
+/** The largest weight an admin may give a user or project: that many turns in a row against a weight of 1. */
+export const MAX_WEIGHT = 1000;
+
 /** What a researcher asks for; immutable once submitted. */
 export interface JobSpec {
   name?: string;
