@@ -9,6 +9,7 @@ import { afterEach, describe, it } from 'node:test';
 import { planClaim, planFinish, planLoadProject, planSetWeight, planSubmit } from '../../src/core/commands.js';
 import type { Event } from '../../src/core/events.js';
 import { Heap } from '../../src/core/heap.js';
+import { IndexedHeap } from '../../src/core/indexed-heap.js';
 import { Model } from '../../src/core/model.js';
 import { ReadyQueue } from '../../src/core/ready-queue.js';
 import { PRIORITY_MAX, PRIORITY_MIN, type Job, type JobSpec } from '../../src/core/types.js';
@@ -34,23 +35,27 @@ let restore: (() => void) | undefined;
 function startMetering(budget: number): void {
   meter.steps = 0;
   meter.budget = budget;
-  const heap = Heap.prototype as unknown as Record<'push' | 'pop', (this: { less: (a: unknown, b: unknown) => boolean }, ...a: unknown[]) => unknown>;
+  // Every heap's comparisons are counted: its `less` is wrapped the first time the heap is used.
+  type Less = { less: (a: unknown, b: unknown) => boolean };
   const counted = new WeakSet<object>();
-  const wrap = (h: { less: (a: unknown, b: unknown) => boolean }) => {
+  const wrap = (h: Less) => {
     if (counted.has(h)) return;
     counted.add(h);
     const less = h.less;
     h.less = (a, b) => (step(), less(a, b));
   };
-  const { push, pop } = heap;
-  heap.push = function (...a) {
-    wrap(this);
-    return push.apply(this, a);
-  };
-  heap.pop = function (...a) {
-    wrap(this);
-    return pop.apply(this, a);
-  };
+  const patched: [Record<string, (this: Less, ...a: unknown[]) => unknown>, string, (this: Less, ...a: unknown[]) => unknown][] = [];
+  for (const proto of [Heap.prototype, IndexedHeap.prototype] as unknown as Record<string, (this: Less, ...a: unknown[]) => unknown>[]) {
+    for (const name of ['push', 'pop', 'peek', 'remove', 'update']) {
+      const original = proto[name];
+      if (!original) continue;
+      patched.push([proto, name, original]);
+      proto[name] = function (...a) {
+        wrap(this);
+        return original.apply(this, a);
+      };
+    }
+  }
   const proto = Array.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
   const saved = ARRAY_METHODS.map((m) => [m, proto[m]!] as const);
   for (const [m, original] of saved) {
@@ -60,8 +65,7 @@ function startMetering(budget: number): void {
     };
   }
   restore = () => {
-    heap.push = push;
-    heap.pop = pop;
+    for (const [proto, name, original] of patched) proto[name] = original;
     for (const [m, original] of saved) proto[m] = original;
     meter.budget = Infinity;
     restore = undefined;
@@ -160,6 +164,22 @@ describe('the ready queue under many distinct priorities', () => {
     const many = fillAndDrain(shuffle(Array.from({ length: N }, (_, i) => job('p', i)), 3), budget).steps / N;
     const allowed = (few * log2(N)) / log2(small) + 4;
     assert.ok(many <= allowed, `${many.toFixed(1)} steps per job at ${N}, ${few.toFixed(1)} at ${small}; logarithmic growth allows ${allowed.toFixed(1)}`);
+  });
+
+  it('stays within O(log n) steps per job with the priorities spread over 400 projects of 20 users', () => {
+    const owners = { ownerOf: (p: string) => `u${Number(p.slice(1)) % 20}`, userWeight: () => 1, projectWeight: () => 1 };
+    const q = new ReadyQueue(owners);
+    const jobs = shuffle(Array.from({ length: N }, (_, i) => metered(job(`p${i % 400}`, i))), 6);
+    startMetering(budget);
+    let taken = 0;
+    try {
+      for (const j of jobs) q.add(j);
+      while (q.take(roomy)) taken++;
+    } finally {
+      stopMetering();
+    }
+    assert.equal(taken, N);
+    assert.ok(meter.steps / N <= 12 * log2(N), `${(meter.steps / N).toFixed(1)} steps per job`);
   });
 
   it('takes in O(log P) after 40 000 distinct priorities were cancelled: the first take afterwards does not stall', () => {

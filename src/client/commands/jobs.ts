@@ -386,7 +386,7 @@ export const jobCommands: CommandSpec[] = [
   {
     name: 'queue',
     aliases: ['q'],
-    summary: 'the queued jobs, in the order they will run',
+    summary: 'the queued jobs, by priority then age (users take turns between them)',
     options: [{ flags: '--limit <n>', description: `at most this many (default ${DEFAULT_LIST_LIMIT})`, parse: positive }],
     run: queue,
   },
