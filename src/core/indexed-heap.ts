@@ -20,11 +20,6 @@ export class IndexedHeap<T extends Placed> {
     return this.items[0];
   }
 
-  /** The item at place `i` (0 is the top; a parent's place is below its children's). */
-  at(i: number): T | undefined {
-    return this.items[i];
-  }
-
   push(item: T): void {
     item.heapAt = this.items.length;
     this.items.push(item);
