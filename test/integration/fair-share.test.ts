@@ -79,7 +79,7 @@ describe('users share the queue', () => {
 
     const refused = await cpcc(admin, ['set-weight', 'user', 'mallory', '0']);
     assert.equal(refused.code, 2);
-    assert.match(refused.stderr, /WEIGHT must be a whole number from 1 to 1000/);
+    assert.match(refused.stderr, /the weight must be a whole number from 1 to 1000/);
     const unknown = await cpcc(admin, ['set-weight', 'project', 'nowhere', '2']);
     assert.equal(unknown.code, 1);
     await assert.rejects(alice.setWeight('user', 'alice', 50), (err: unknown) => err instanceof ApiError && err.status === 403);

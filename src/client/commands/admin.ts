@@ -50,7 +50,7 @@ async function setWeight(ctx: Context, args: Argument[]): Promise<void> {
   const [of, name, text] = args.map(String) as [string, string, string];
   if (of !== 'user' && of !== 'project') usage(`the first argument must be 'user' or 'project', got '${of}'`);
   const weight = Number(text);
-  if (text.trim() === '' || !Number.isInteger(weight) || weight < 1 || weight > MAX_WEIGHT) usage(`WEIGHT must be a whole number from 1 to ${MAX_WEIGHT}, got '${text}'`);
+  if (text.trim() === '' || !Number.isInteger(weight) || weight < 1 || weight > MAX_WEIGHT) usage(`the weight must be a whole number from 1 to ${MAX_WEIGHT}, got '${text}'`);
   const { api } = await ctx.client();
   const reply = await api.setWeight(of, name, weight);
   ctx.out.show(reply, () => ctx.out.line(`${of} '${name}' now has weight ${reply.weight}`));
@@ -84,10 +84,11 @@ export const adminCommands: CommandSpec[] = [
   { name: 'stop-server', summary: 'stop the current server cleanly (super user)', run: stopServer },
   {
     name: 'set-weight',
-    args: ['<user|project>', '<name>', '<weight>'],
+    args: ['<user|project>', '<name>', '<n>'],
     summary: "set a user's or a project's share of the queue (1 to 1000, default 1; super user)",
     help:
-      'Users take turns for the next job, each as many jobs in a row as their weight; a project\'s weight does the same among its\nowner\'s projects at one priority. A job\'s priority orders only its own user\'s jobs.',
+      "Users take turns for the next job, each as many jobs in a row as their weight; a project's weight\n" +
+      "does the same among its owner's projects at one priority. A job's priority orders only its own\nuser's jobs.",
     run: setWeight,
   },
   { name: 'weights', summary: 'the users and projects whose weight is not 1 (super user)', run: weights },
