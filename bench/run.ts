@@ -19,6 +19,7 @@ import { dispatch, type DispatchRun } from './dispatch.js';
 import { heartbeats, type HeartbeatRun } from './heartbeats.js';
 import { BENCH_DIR, PROFILE_ENV, round, stat, type Stat } from './lib.js';
 import { memory, type MemoryRun } from './memory.js';
+import { priorities, type PrioritiesRun } from './priorities.js';
 import { buildRestartState, removeRestartState, restart } from './restart.js';
 import { transfer, type TransferRun } from './transfer.js';
 import { wakeup } from './wakeup.js';
@@ -32,7 +33,7 @@ const repeats = quick ? 1 : 3;
 const resultsDir = join(BENCH_DIR, 'results');
 if (profile) process.env[PROFILE_ENV] = join(resultsDir, 'profiles');
 
-const FIGURES = ['ceiling', 'dispatch', 'dispatch-shapes', 'dispatch-growth', 'delegated-dispatch', 'wakeup', 'delegated-wakeup', 'bulk', 'heartbeats', 'restart', 'memory', 'transfer'];
+const FIGURES = ['ceiling', 'dispatch', 'dispatch-shapes', 'dispatch-growth', 'delegated-dispatch', 'wakeup', 'delegated-wakeup', 'bulk', 'priorities', 'heartbeats', 'restart', 'memory', 'transfer'];
 for (const name of only ?? []) if (!FIGURES.includes(name)) throw new Error(`--only: no figure '${name}' (figures: ${FIGURES.join(', ')})`);
 
 const size = quick
@@ -43,6 +44,7 @@ const size = quick
       growthQueued: [1000, 10_000],
       wakeSamples: 50,
       bulkJobs: 10_000,
+      priorityJobs: 5000,
       hbWorkers: [10, 100],
       hbSeconds: 1,
       restart: { jobs: 20_000, live: 2000, running: 200 },
@@ -57,6 +59,7 @@ const size = quick
       growthQueued: [1000, 10_000, 100_000],
       wakeSamples: 300,
       bulkJobs: 100_000,
+      priorityJobs: 40_000,
       hbWorkers: [100, 1000],
       hbSeconds: 10,
       restart: { jobs: 1_000_000, live: 100_000, running: 10_000 },
@@ -219,6 +222,22 @@ await figure('bulk', async () => {
   const ms = of(runs, (r) => r.ms);
   results.bulk = { jobs: size.bulkJobs, requestBytes: runs[0]!.requestBytes, ms, jobsPerS: of(runs, (r) => r.jobsPerS) };
   rows.push({ figure: `bulk submit (${size.bulkJobs} jobs, one request)`, unit: 'ms', s: ms, target: { op: '≤', value: 2000, text: '≤ 2 000 ms' } });
+});
+
+// ---- distinct priorities -----------------------------------------------------
+
+await figure('priorities', async () => {
+  // In this process and in CPU time.
+  const runs: PrioritiesRun[] = await repeat(repeats, async (i) => priorities(size.priorityJobs, i + 1));
+  const pick = (k: keyof PrioritiesRun) => of(runs, (r) => r[k]);
+  results.priorities = { jobs: size.priorityJobs, ...Object.fromEntries((Object.keys(runs[0]!) as (keyof PrioritiesRun)[]).map((k) => [k, pick(k)])) };
+  const n = size.priorityJobs;
+  rows.push({ figure: `priorities: ready queue, ${n} jobs in and out, one priority`, unit: 'ms CPU', s: pick('queueSingleMs') });
+  rows.push({ figure: `  the same, each job at its own priority`, unit: 'ms CPU', s: pick('queueDistinctMs') });
+  rows.push({ figure: `  distinct / one`, unit: '×', s: pick('queueRatio'), target: { op: '≤', value: 1.2, text: '≤ 1.2 (within 20 %)' } });
+  rows.push({ figure: `priorities: through the model (submits, claims), one priority`, unit: 'ms CPU', s: pick('modelSingleMs') });
+  rows.push({ figure: `  the same, each job at its own priority`, unit: 'ms CPU', s: pick('modelDistinctMs') });
+  rows.push({ figure: `  distinct / one`, unit: '×', s: pick('modelRatio') });
 });
 
 // ---- file transfer -------------------------------------------------------------

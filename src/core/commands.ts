@@ -10,12 +10,16 @@ import type {
   ProjectCreated,
   ProjectLoaded,
   ValueSet,
+  WeightSet,
 } from './events.js';
 import { fail } from './errors.js';
 import { SHA256, checkFileName, checkValueName, globToRegExp } from './files.js';
 import type { Model } from './model.js';
 import {
   FINAL_STATES,
+  MAX_WEIGHT,
+  PRIORITY_MAX,
+  PRIORITY_MIN,
   type AttemptEnd,
   type FileRef,
   type InputSource,
@@ -77,6 +81,7 @@ export function planLoadProject(model: Model, p: ProjectToLoad, at: number): Pro
     const where = `jobs[${i}]`;
     const spec = job.spec;
     if ((spec.argv === undefined) === (spec.shell === undefined)) throw fail('INVALID_FIELD', `${where}: give exactly one of argv or shell`);
+    checkPriority(spec.priority, where);
     const inside = (ref: string, what: string): number => {
       const k = index.get(ref);
       if (k === undefined) throw fail('UNKNOWN_DEPENDENCY', `${where}: ${what} ${ref} is not a job of the saved project`);
@@ -248,6 +253,7 @@ export function planSubmit(
       after.push(ref);
       return ref;
     };
+    checkPriority(item.spec.priority, `jobs[${i}]`);
     for (const ref of item.spec.after) dependOn(ref);
     const spec: JobSpec = { ...item.spec };
     if (item.spec.inputs) spec.inputs = checkInputs(item.spec.inputs, i, dependOn);
@@ -258,6 +264,22 @@ export function planSubmit(
 
   const order = dependencyOrder(inBatch);
   return { t: 'jobs-submitted', at, project, jobs: order.map((i) => ({ id: newIds[i]!, spec: specs[i]! })) };
+}
+
+/**
+ * An admin sets a user's or a project's weight. A user must exist (the caller
+ * asks the accounts); a project is looked up here.
+ */
+export function planSetWeight(model: Model, of: 'user' | 'project', name: string, weight: number, at: number): WeightSet {
+  if (!Number.isInteger(weight) || weight < 1 || weight > MAX_WEIGHT) throw fail('INVALID_FIELD', `weight must be a whole number from 1 to ${MAX_WEIGHT}`);
+  if (of === 'project') model.project(name);
+  return { t: 'weight-set', at, of, name, weight };
+}
+
+export function checkPriority(priority: number, where: string): void {
+  if (!Number.isInteger(priority) || priority < PRIORITY_MIN || priority > PRIORITY_MAX) {
+    throw fail('PRIORITY_OUT_OF_RANGE', `${where}: priority must be a whole number from ${PRIORITY_MIN} to ${PRIORITY_MAX}`);
+  }
 }
 
 /** Input names are paths in the work folder, each given once; an output of another job makes it a dependency. */

@@ -12,6 +12,8 @@ export const ERROR_STATUS = {
   UNKNOWN_DEPENDENCY: 400,
   DEPENDENCY_CYCLE: 400,
   TOO_MANY_JOBS: 400,
+  /** A job priority outside PRIORITY_MIN…PRIORITY_MAX. */
+  PRIORITY_OUT_OF_RANGE: 400,
   INVALID_CERTIFICATE: 400,
   /** A file or value name that is absolute, climbs out with `..`, or holds NUL. */
   INVALID_PATH: 400,

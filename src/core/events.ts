@@ -184,6 +184,19 @@ export interface FilesCollected {
   sha256s: string[];
 }
 
+/**
+ * An admin set a user's or a project's weight (1 is the default, and
+ * forgets the setting): a user's share of the queue against other users, a
+ * project's against its owner's other projects at the same priority.
+ */
+export interface WeightSet {
+  t: 'weight-set';
+  at: number;
+  of: 'user' | 'project';
+  name: string;
+  weight: number;
+}
+
 /** The server took an attempt back (lease expired, worker lost); the job is re-queued. */
 export interface AttemptsLost {
   t: 'attempts-lost';
@@ -245,4 +258,5 @@ export type Event =
   | LeasesExtended
   | ValueSet
   | FileReceived
-  | FilesCollected;
+  | FilesCollected
+  | WeightSet;

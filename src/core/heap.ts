@@ -1,8 +1,10 @@
 /** A binary min-heap ordered by `less`. Used for deadlines and for queues ordered by age. */
 export class Heap<T> {
-  private items: T[] = [];
-
-  constructor(private readonly less: (a: T, b: T) => boolean) {}
+  /** `items` may start the heap off, already in heap order (one item, say). */
+  constructor(
+    private readonly less: (a: T, b: T) => boolean,
+    private items: T[] = [],
+  ) {}
 
   get size(): number {
     return this.items.length;

@@ -2,7 +2,7 @@ import type { Event, ProjectLoaded } from './events.js';
 import { fail } from './errors.js';
 import { FileRegistry, matchesGlob, type FileRegistrySnapshot } from './files.js';
 import { LeaseTable } from './lease-table.js';
-import { ReadyQueue, type Turn } from './ready-queue.js';
+import { ReadyQueue, type Turns } from './ready-queue.js';
 import {
   FINAL_STATES,
   emptyCounts,
@@ -51,7 +51,9 @@ export interface ModelSnapshot {
   leases: { jobId: string; attempt: number; workerId: string; via: string; deadline: number }[];
   archivedCounts: [string, StateCounts][];
   foreign?: ForeignAttempt[];
-  turns?: Turn[];
+  turns?: Turns;
+  /** Weights an admin set (others are 1): users' shares, and projects' within their owner's. */
+  weights?: { users: [string, number][]; projects: [string, number][] };
   files?: FileRegistrySnapshot;
   archivedOutputs?: [string, { project: string; files: FileRef[] }][];
   /** Ids of archived jobs, by project; absent in snapshots older than the index. */
@@ -69,7 +71,14 @@ export class Model {
   readonly jobs = new Map<string, Job>();
   readonly workers = new Map<string, Worker>();
   readonly leases = new LeaseTable();
-  readonly ready = new ReadyQueue();
+  /** Weights an admin set; absent means 1. */
+  private readonly userWeights = new Map<string, number>();
+  private readonly projectWeights = new Map<string, number>();
+  readonly ready = new ReadyQueue({
+    ownerOf: (project) => this.projects.get(project)?.owner ?? '',
+    userWeight: (user) => this.userWeights.get(user) ?? 1,
+    projectWeight: (project) => this.projectWeights.get(project) ?? 1,
+  });
   /** Peers' jobs run by this server's workers, by job id. */
   readonly foreign = new Map<string, ForeignAttempt>();
   /** Who refers to which file content, per project. */
@@ -161,6 +170,16 @@ export class Model {
     return this.jobs.get(jobId)?.outputs ?? this.archivedOutputs.get(jobId)?.files;
   }
 
+  /** A user's or a project's weight (1 unless an admin set another). */
+  weightOf(of: 'user' | 'project', name: string): number {
+    return (of === 'user' ? this.userWeights : this.projectWeights).get(name) ?? 1;
+  }
+
+  /** The weights an admin set, other than 1. */
+  weights(): { users: [string, number][]; projects: [string, number][] } {
+    return { users: [...this.userWeights], projects: [...this.projectWeights] };
+  }
+
   worker(id: string): Worker {
     const w = this.workers.get(id);
     if (!w) throw fail('WORKER_NOT_FOUND', `no worker with id '${id}'`);
@@ -196,6 +215,12 @@ export class Model {
         return;
       case 'jobs-submitted':
         return this.submit(e.project, e.jobs, e.at);
+      case 'weight-set': {
+        const weights = e.of === 'user' ? this.userWeights : this.projectWeights;
+        if (e.weight === 1) weights.delete(e.name);
+        else weights.set(e.name, e.weight);
+        return;
+      }
       case 'worker-registered':
         this.workers.set(e.id, {
           id: e.id,
@@ -222,8 +247,7 @@ export class Model {
         const worker = this.workers.get(e.workerId);
         for (const [jobId, n] of e.claims) {
           const job = this.jobs.get(jobId)!;
-          this.ready.remove(job);
-          this.ready.turnPast(job);
+          this.ready.handedOut(job);
           job.attempts.push({
             n,
             workerId: e.workerId,
@@ -743,6 +767,7 @@ export class Model {
     for (const [id, project] of this.archivedIds) if (project === name) this.archivedIds.delete(id);
     this.files.dropProject(name);
     this.projects.delete(name);
+    this.projectWeights.delete(name);
     this.projectJobs.delete(name);
     this.counts.delete(name);
     this.archivedCounts.delete(name);
@@ -762,6 +787,7 @@ export class Model {
       archivedCounts: [...this.archivedCounts],
       foreign: [...this.foreign.values()],
       turns: this.ready.turns(),
+      weights: this.weights(),
       files: this.files.toSnapshot(),
       archivedOutputs: [...this.archivedOutputs],
       archivedIds: this.archivedIdsByProject(),
@@ -792,6 +818,8 @@ export class Model {
       m.counts.set(p.name, emptyCounts());
     }
     for (const [name, c] of s.archivedCounts) m.archivedCounts.set(name, c);
+    for (const [name, w] of s.weights?.users ?? []) m.userWeights.set(name, w);
+    for (const [name, w] of s.weights?.projects ?? []) m.projectWeights.set(name, w);
     for (const w of s.workers) m.workers.set(w.id, w);
     const jobs = [...s.jobs].sort((a, b) => a.seq - b.seq);
     for (const job of jobs) {

@@ -28,6 +28,17 @@ export interface Resources {
   memoryMb: number;
 }
 
+/**
+ * The priorities a job may be given. A priority orders its user's own jobs
+ * only (users share the queue by weight), so the range only keeps the
+ * number of distinct priorities small.
+ */
+export const PRIORITY_MIN = -100;
+export const PRIORITY_MAX = 100;
+
+/** The largest weight an admin may give a user or project: that many turns in a row against a weight of 1. */
+export const MAX_WEIGHT = 1000;
+
 /** What a researcher asks for; immutable once submitted. */
 export interface JobSpec {
   name?: string;
@@ -35,7 +46,7 @@ export interface JobSpec {
   shell?: string;
   env: Record<string, string>;
   resources: Resources;
-  /** Higher runs first. */
+  /** Higher runs first, among the jobs of the same user (PRIORITY_MIN to PRIORITY_MAX). */
   priority: number;
   /** How many times a non-zero exit is retried. */
   maxRetries: number;

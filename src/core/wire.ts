@@ -31,6 +31,9 @@
  *               POST /users            AddUserRequest   → UserView
  *               DELETE /users/:name                     → UserRemoved
  *               PUT  /users/:name/password { password } → PasswordChanged
+ *               PUT  /users/:name/weight { weight }     → WeightView  (the user's share against other users)
+ *               PUT  /projects/:p/weight { weight }     → WeightView  (the project's share among its owner's)
+ *               GET  /weights                           → WeightsView (those set to other than 1)
  *               POST /worker-tokens    { name }         → WorkerTokenCreated
  *               GET  /worker-tokens                     → { tokens: WorkerTokenView[] }
  *               DELETE /worker-tokens/:id               → { revoked }
@@ -114,6 +117,17 @@ export interface UserRemoved {
   tokensRevoked: number;
   /** Projects the user was a member of, and no longer is. */
   projectsLeft: string[];
+}
+
+/** A user's or a project's weight in the queue (1 unless an admin set another). */
+export interface WeightView {
+  of: 'user' | 'project';
+  name: string;
+  weight: number;
+}
+
+export interface WeightsView {
+  weights: WeightView[];
 }
 
 /** A password was set; the user's other login tokens were revoked. */

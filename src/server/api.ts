@@ -9,6 +9,7 @@ import { projectRoutes } from './routes/projects.js';
 import { saveLoadRoutes } from './routes/save-load.js';
 import { sessionRoutes } from './routes/session.js';
 import { userRoutes } from './routes/users.js';
+import { weightRoutes } from './routes/weights.js';
 import { workerRoutes } from './routes/workers.js';
 
 /** Every route of the secure API (under /api/v1), each with its access rule and schemas. */
@@ -24,5 +25,6 @@ export function apiRouter(ctx: Context): Router {
   peerRoutes(router, ctx);
   pilotRoutes(router, ctx);
   adminRoutes(router, ctx);
+  weightRoutes(router, ctx);
   return router;
 }

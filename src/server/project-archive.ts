@@ -30,7 +30,7 @@ import type { ProjectLoadReply, ProjectManifest } from '../core/wire.js';
 import { uuidV7Millis, type ArchivedJob } from '../persistence/archive-store.js';
 import type { Context } from './context.js';
 import { newId } from './ids.js';
-import { check, fileRefSchema, sha256Schema } from './schemas.js';
+import { check, fileRefSchema, prioritySchema, sha256Schema } from './schemas.js';
 import { projectView } from './views.js';
 
 const BLOCK = 512;
@@ -241,7 +241,7 @@ const specSchema = z.strictObject({
   shell: z.string().min(1).max(65_536).optional(),
   env: z.record(envName, z.string().max(65_536)),
   resources: z.strictObject({ cores: z.int().min(1).max(4096), memoryMb: z.int().min(0).max(64 * 1024 * 1024) }),
-  priority: z.int().min(-1_000_000).max(1_000_000),
+  priority: prioritySchema,
   maxRetries: z.int().min(0).max(1000),
   timeoutS: z.int().min(1).max(365 * 24 * 3600).nullable(),
   after: z.array(jobId).max(10_000),

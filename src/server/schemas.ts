@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { fail, isErrorCode, type ErrorCode } from '../core/errors.js';
-import type { JobSpec } from '../core/types.js';
+import { PRIORITY_MAX, PRIORITY_MIN, type JobSpec } from '../core/types.js';
 import { ISOLATION_LEVELS, MAX_LOG_PART, type JobInput } from '../core/wire.js';
 import { USER_NAME } from './accounts.js';
 
@@ -50,6 +50,14 @@ export function limited<S extends z.ZodType>(inner: S, size: (v: unknown) => num
 }
 
 const arrayLength = (v: unknown) => (Array.isArray(v) ? v.length : null);
+
+/** A job priority; a whole number outside the range is refused with its own code. */
+export const prioritySchema = z.preprocess((v, ctx) => {
+  if (typeof v === 'number' && Number.isInteger(v) && (v < PRIORITY_MIN || v > PRIORITY_MAX)) {
+    ctx.issues.push({ code: 'custom', message: `must be from ${PRIORITY_MIN} to ${PRIORITY_MAX}`, input: v, params: { code: 'PRIORITY_OUT_OF_RANGE' } });
+  }
+  return v;
+}, z.int().min(PRIORITY_MIN).max(PRIORITY_MAX));
 const stringLength = (v: unknown) => (typeof v === 'string' ? v.length : null);
 
 export const userNameSchema = z.string().regex(USER_NAME, 'must be 1-64 letters, digits, . _ @ - (starting with a letter or digit)');
@@ -93,7 +101,7 @@ export const jobInputSchema = z
     env: z.record(envName, z.string().max(65_536)).optional(),
     cores: z.int().min(1).max(4096).optional(),
     memoryMb: z.int().min(0).max(64 * 1024 * 1024).optional(),
-    priority: z.int().min(-1_000_000).max(1_000_000).optional(),
+    priority: prioritySchema.optional(),
     maxRetries: z.int().min(0).max(1000).optional(),
     timeoutS: z.int().min(1).max(365 * 24 * 3600).nullable().optional(),
     after: z.array(name(128)).max(10_000).optional(),

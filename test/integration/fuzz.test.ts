@@ -119,6 +119,8 @@ function validBody(route: Route): Record<string, unknown> | null {
     'POST /peers/trust-all': { expect: [] },
     'POST /peers/:id/trust': { caFingerprint: 'AB' },
     'PUT /peers/:id/priority': { priority: 0 },
+    'PUT /users/:name/weight': { weight: 2 },
+    'PUT /projects/:project/weight': { weight: 2 },
   };
   return bodies[key] ?? null;
 }

@@ -25,7 +25,7 @@ import type {
 } from '../../core/wire.js';
 import type { ConnectServerReply, DisconnectReply, PeerCaView, PeerView, PeersView, TrustReply } from '../../core/wire.js';
 import type { PasswordChanged, UserRemoved, UserView } from '../../core/wire.js';
-import type { LostReply, NetworkView, StopReply } from '../../core/wire.js';
+import type { LostReply, NetworkView, StopReply, WeightView, WeightsView } from '../../core/wire.js';
 import type { StoredFile, ValueView } from '../../core/wire.js';
 import type { FileRef } from '../../core/types.js';
 import { API_PREFIX } from '../../core/wire.js';
@@ -416,6 +416,16 @@ export class ApiClient {
   }
 
   // ---- admin (super user) ----------------------------------------------------
+
+  /** Sets a user's or a project's weight in the queue. */
+  setWeight(of: WeightView['of'], name: string, weight: number): Promise<WeightView> {
+    return this.call('PUT', `/${of === 'user' ? 'users' : 'projects'}/${encodeURIComponent(name)}/weight`, { weight });
+  }
+
+  /** The weights set to other than 1. */
+  weights(): Promise<WeightsView> {
+    return this.call('GET', '/weights');
+  }
 
   /** Every attempt the worker holds is lost now and its jobs re-queued (worker-failed). */
   markWorkerLost(id: string): Promise<LostReply> {

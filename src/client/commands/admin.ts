@@ -1,10 +1,12 @@
 /**
  * Admin commands under their Copernicus names: take back what a dead worker
  * (worker-failed) or one job's attempt (command-failed) holds now instead of
- * when its lease runs out, and stop the server (stop-server).
+ * when its lease runs out, and stop the server (stop-server). Also the
+ * weights users and projects share the queue by (set-weight, weights).
  */
-import type { LostReply } from '../../core/wire.js';
-import { plural } from '../output.js';
+import { MAX_WEIGHT } from '../../core/types.js';
+import type { LostReply, WeightView } from '../../core/wire.js';
+import { plural, usage } from '../output.js';
 import type { Argument, CommandSpec, Context } from './context.js';
 
 function showLost(ctx: Context, reply: LostReply, what: string): void {
@@ -44,6 +46,26 @@ async function stopServer(ctx: Context): Promise<void> {
   ctx.out.show({ server: server.name, ...reply }, () => ctx.out.line(`server '${server.name}' (${reply.serverId}) is stopping`));
 }
 
+async function setWeight(ctx: Context, args: Argument[]): Promise<void> {
+  const [of, name, text] = args.map(String) as [string, string, string];
+  if (of !== 'user' && of !== 'project') usage(`the first argument must be 'user' or 'project', got '${of}'`);
+  const weight = Number(text);
+  if (text.trim() === '' || !Number.isInteger(weight) || weight < 1 || weight > MAX_WEIGHT) usage(`the weight must be a whole number from 1 to ${MAX_WEIGHT}, got '${text}'`);
+  const { api } = await ctx.client();
+  const reply = await api.setWeight(of, name, weight);
+  ctx.out.show(reply, () => ctx.out.line(`${of} '${name}' now has weight ${reply.weight}`));
+}
+
+async function weights(ctx: Context): Promise<void> {
+  const { api } = await ctx.client();
+  const reply = await api.weights();
+  ctx.out.list(reply, reply.weights, [
+    { header: 'of', value: (w: WeightView) => w.of },
+    { header: 'name', value: (w) => w.name },
+    { header: 'weight', value: (w) => w.weight, align: 'right' },
+  ], 'every user and project has weight 1');
+}
+
 export const adminCommands: CommandSpec[] = [
   {
     name: 'worker-failed',
@@ -60,4 +82,14 @@ export const adminCommands: CommandSpec[] = [
     run: commandFailed,
   },
   { name: 'stop-server', summary: 'stop the current server cleanly (super user)', run: stopServer },
+  {
+    name: 'set-weight',
+    args: ['<user|project>', '<name>', '<n>'],
+    summary: "set a user's or a project's share of the queue (1 to 1000, default 1; super user)",
+    help:
+      "Users take turns for the next job, each as many jobs in a row as their weight; a project's weight\n" +
+      "does the same among its owner's projects at one priority. A job's priority orders only its own\nuser's jobs.",
+    run: setWeight,
+  },
+  { name: 'weights', summary: 'the users and projects whose weight is not 1 (super user)', run: weights },
 ];

@@ -8,6 +8,7 @@
  * chunk's references to keys of earlier chunks are replaced by the ids those
  * jobs were given. Ids come back in the order of the file.
  */
+import { PRIORITY_MAX, PRIORITY_MIN } from '../../core/types.js';
 import type { JobInput } from '../../core/wire.js';
 import { CliError, EXIT_FAILURE } from '../output.js';
 
@@ -61,6 +62,10 @@ function checkJobs(items: unknown[], where: string, label: (i: number) => string
     }
     if (item.key !== undefined && typeof item.key !== 'string') {
       throw new CliError(`${where}: ${label(i)}: key must be a string`, EXIT_FAILURE);
+    }
+    const p = item.priority;
+    if (p !== undefined && !(typeof p === 'number' && Number.isInteger(p) && p >= PRIORITY_MIN && p <= PRIORITY_MAX)) {
+      throw new CliError(`${where}: ${label(i)}: priority must be a whole number from ${PRIORITY_MIN} to ${PRIORITY_MAX}`, EXIT_FAILURE, Number.isInteger(p) ? 'PRIORITY_OUT_OF_RANGE' : 'INVALID_FIELD');
     }
   });
   return items as JobInput[];

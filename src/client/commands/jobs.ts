@@ -3,14 +3,14 @@
  * cancel, retry, wait for a project to finish, and look at the queue.
  */
 import { promises as fsp } from 'node:fs';
-import { JOB_STATES, type Attempt } from '../../core/types.js';
+import { JOB_STATES, PRIORITY_MAX, PRIORITY_MIN, type Attempt } from '../../core/types.js';
 import { MAX_LOG_PART, type JobInput, type JobList, type JobView } from '../../core/wire.js';
 import { ApiError, type ApiClient } from '../api/client.js';
 import { CliError, EXIT_FAILURE, ago, describeError, duration, fail, plural, usage } from '../output.js';
 import type { Argument, CommandSpec, Context } from './context.js';
 import { fileFlags, fileOptions } from './files.js';
 import { PartialSubmitError, applyDefaults, parseJobFile, submitInChunks } from './job-file.js';
-import { anyInteger, collect, keyValue, nonNegative, oneOf, positive } from './parsers.js';
+import { collect, integer, keyValue, nonNegative, oneOf, positive } from './parsers.js';
 import { readAll } from './prompt.js';
 import { countsLine, total } from './projects.js';
 
@@ -339,7 +339,7 @@ export const jobCommands: CommandSpec[] = [
     options: [
       { flags: '--cores <n>', description: 'cores the job needs', parse: positive },
       { flags: '--memory <mb>', description: 'memory the job needs, in MB', parse: positive },
-      { flags: '--priority <n>', description: 'higher runs first', parse: anyInteger },
+      { flags: '--priority <n>', description: `higher runs first among your own jobs (${PRIORITY_MIN} to ${PRIORITY_MAX})`, parse: integer(PRIORITY_MIN, PRIORITY_MAX) },
       { flags: '--retries <n>', description: 'how often to retry a non-zero exit', parse: nonNegative },
       { flags: '--timeout <s>', description: 'wall-clock limit per attempt, in seconds', parse: positive },
       { flags: '--after <id>', description: 'run only after this job is done (repeatable)', parse: collect },
@@ -386,7 +386,7 @@ export const jobCommands: CommandSpec[] = [
   {
     name: 'queue',
     aliases: ['q'],
-    summary: 'the queued jobs, in the order they will run',
+    summary: 'the queued jobs, by priority then age (users take turns between them)',
     options: [{ flags: '--limit <n>', description: `at most this many (default ${DEFAULT_LIST_LIMIT})`, parse: positive }],
     run: queue,
   },

@@ -74,7 +74,7 @@ export function jobRoutes(router: Router, ctx: Context): void {
     return { retried: event.ids };
   });
 
-  router.add('GET', '/queue', { auth: 'user', summary: 'queued jobs this user may see, in the order they will run', query: limitQuery }, (req): JobList => {
+  router.add('GET', '/queue', { auth: 'user', summary: 'queued jobs this user may see, by priority, then age (users take turns between them; see the scheduling rule)', query: limitQuery }, (req): JobList => {
     const m = model();
     const queued: Job[] = [];
     for (const job of m.jobs.values()) {

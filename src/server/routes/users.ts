@@ -56,6 +56,7 @@ export function userRoutes(router: Router, ctx: Context): void {
         const now = model().projects.get(p.name);
         if (now) await setMembers(now, now.members.filter((m) => m !== name));
       }
+      if (model().weightOf('user', name) !== 1) await ctx.store.commit({ t: 'weight-set', at: Date.now(), of: 'user', name, weight: 1 });
       const revoked = await ctx.accounts.removeUser(name);
       ctx.log.info('user removed', { user: name, by: req.who.user, tokensRevoked: revoked });
       return { removed: name, tokensRevoked: revoked, projectsLeft: memberOf.map((p) => p.name) };
