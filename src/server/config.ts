@@ -47,6 +47,12 @@ export const configSchema = z.strictObject({
   maxWorkersPerToken: z.int().min(1).max(1_000_000),
   /** Long-poll claims open at once for workers of one worker token (TOO_MANY_REQUESTS past it). */
   maxClaimsPerToken: z.int().min(1).max(1_000_000),
+  /** Event stream clients subscribed at once (1013 past it). */
+  maxEventClients: z.int().min(1).max(1_000_000),
+  /** Event stream sockets at once that have not said who they are; the oldest makes room for a new one. */
+  maxEventPending: z.int().min(1).max(1_000_000),
+  /** An event stream socket that has not said hello by then is closed (4408). */
+  eventHelloTimeoutS: z.number().min(0.1).max(MINUTE),
   /** Failed logins for one user name, and from one address, before further tries are delayed. */
   loginFailuresPerUser: z.int().min(1).max(1_000_000),
   loginFailuresPerAddress: z.int().min(1).max(1_000_000),
@@ -96,6 +102,9 @@ export const DEFAULTS: ServerConfig = {
   maxHeaderBytes: 16 * 1024,
   maxClaimsPerToken: 1000,
   maxWorkersPerToken: 10_000,
+  maxEventClients: 1000,
+  maxEventPending: 64,
+  eventHelloTimeoutS: 5,
   loginFailuresPerUser: 5,
   loginFailuresPerAddress: 20,
   loginMaxDelayS: 15 * MINUTE,

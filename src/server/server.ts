@@ -275,6 +275,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     authenticate: (token) => accounts.authenticate(token),
     project: (name) => store.model.projects.get(name),
     log,
+    maxClients: config.maxEventClients,
+    maxPending: config.maxEventPending,
+    helloTimeoutMs: config.eventHelloTimeoutS * 1000,
   });
   // One listener routes websocket upgrades: the event stream, or the peer link.
   secure.on('upgrade', (req, socket, head) => {
