@@ -15,6 +15,8 @@ export const ERROR_STATUS = {
   INVALID_CERTIFICATE: 400,
   /** A file or value name that is absolute, climbs out with `..`, or holds NUL. */
   INVALID_PATH: 400,
+  /** A name (of a job, worker or project) holding characters that act on a terminal: C0, DEL, C1, bidirectional controls. */
+  CONTROL_CHARACTERS: 400,
   /** Bytes that do not hash to the checksum they were sent with. */
   CHECKSUM_MISMATCH: 400,
   /** A transfer that ended before its announced size. */
