@@ -58,6 +58,8 @@ export const configSchema = z.strictObject({
   loginFailuresPerAddress: z.int().min(1).max(1_000_000),
   /** The longest a user name or address is made to wait after failed logins (the delay doubles up to it). */
   loginMaxDelayS: z.number().min(1).max(DAY),
+  /** Passwords are hashed with scrypt at N = 2^scryptLogN (r 8, p 1); a login rehashes a password hashed otherwise. */
+  scryptLogN: z.int().min(10).max(20),
   /** The largest file one upload may bring (inputs, outputs, project files). */
   maxFileBytes: z.int().min(1024).max(Number.MAX_SAFE_INTEGER),
   /** Bytes of distinct file content one project may refer to; 0 for no limit. */
@@ -108,6 +110,7 @@ export const DEFAULTS: ServerConfig = {
   loginFailuresPerUser: 5,
   loginFailuresPerAddress: 20,
   loginMaxDelayS: 15 * MINUTE,
+  scryptLogN: 17,
   maxFileBytes: 64 * 1024 * MiB,
   projectQuotaBytes: 0,
   fileGraceS: 1 * HOUR,
@@ -127,6 +130,7 @@ const ENV: Record<string, keyof ServerConfig> = {
   CPC_LOG_LEVEL: 'logLevel',
   CPC_METRICS: 'metrics',
   CPC_METRICS_TOKEN: 'metricsToken',
+  CPC_SCRYPT_LOG_N: 'scryptLogN',
 };
 
 export function defaultHome(): string {

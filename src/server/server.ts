@@ -95,7 +95,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   if (created) log.info('created server identity', { serverId: identity.serverId, caFingerprint: identity.caFingerprint });
 
-  const accounts = await Accounts.open(home, config.tokenTtlS);
+  const accounts = await Accounts.open(home, config.tokenTtlS, config.scryptLogN);
   let adminPassword: string | undefined;
   if (accounts.empty) {
     adminPassword = generatePassword();
