@@ -53,6 +53,8 @@ export const ERROR_STATUS = {
   /** A worker token that has as many workers registered as it allows. */
   TOO_MANY_WORKERS: 409,
   FINGERPRINT_MISMATCH: 409,
+  /** The user's projects already hold as many unfinished jobs, or bytes of them, as the server allows. */
+  QUEUE_FULL: 409,
   // 408/413/415/429/431: limits at the edge, each with its own code
   HEADERS_TIMEOUT: 408,
   REQUEST_TIMEOUT: 408,
@@ -60,6 +62,9 @@ export const ERROR_STATUS = {
   LOG_TOO_LARGE: 413,
   FILE_TOO_LARGE: 413,
   QUOTA_EXCEEDED: 413,
+  /** A job's command or environment too large to start a process with, or over the server's limit. */
+  ARGV_TOO_LARGE: 413,
+  ENV_TOO_LARGE: 413,
   LENGTH_REQUIRED: 411,
   UNSUPPORTED_MEDIA_TYPE: 415,
   TOO_MANY_REQUESTS: 429,

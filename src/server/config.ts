@@ -64,6 +64,14 @@ export const configSchema = z.strictObject({
   maxFileBytes: z.int().min(1024).max(Number.MAX_SAFE_INTEGER),
   /** Bytes of distinct file content one project may refer to; 0 for no limit. */
   projectQuotaBytes: z.int().min(0).max(Number.MAX_SAFE_INTEGER),
+  /** Unfinished jobs (waiting, queued, running) in the projects one user owns (QUEUE_FULL past it). */
+  maxQueuedJobsPerUser: z.int().min(1).max(100_000_000),
+  /** Bytes of the specs of those jobs (QUEUE_FULL past it): what they hold in the server's memory. */
+  maxQueuedBytesPerUser: z.int().min(1024).max(Number.MAX_SAFE_INTEGER),
+  /** Bytes of one job's command, argv or shell line (ARGV_TOO_LARGE past it). */
+  maxArgvBytes: z.int().min(1024).max(64 * MiB),
+  /** Bytes of one job's environment, `NAME=value` each (ENV_TOO_LARGE past it). */
+  maxEnvBytes: z.int().min(1024).max(64 * MiB),
   /** Files nothing refers to are removed once this old (an upload is referred to only when the submit that names it commits). */
   fileGraceS: z.number().min(60).max(30 * DAY),
   /** A snapshot is written when the journal has grown this much since the last. */
@@ -112,7 +120,12 @@ export const DEFAULTS: ServerConfig = {
   loginMaxDelayS: 15 * MINUTE,
   scryptLogN: 17,
   maxFileBytes: 64 * 1024 * MiB,
-  projectQuotaBytes: 0,
+  projectQuotaBytes: 64 * 1024 * MiB,
+  maxQueuedJobsPerUser: 500_000,
+  maxQueuedBytesPerUser: 256 * MiB,
+  // Linux starts no process whose arguments and environment pass 2 MiB (a quarter of the usual stack limit).
+  maxArgvBytes: 1 * MiB,
+  maxEnvBytes: 512 * 1024,
   fileGraceS: 1 * HOUR,
   snapshotAfterBytes: 64 * MiB,
   logLevel: 'info',

@@ -35,6 +35,7 @@ import { openPilots } from './pilots/index.js';
 import { withRequestId } from './request-id.js';
 import { Store } from './store.js';
 import { Sweeper } from './sweeper.js';
+import { QueuedUsage } from './queued-usage.js';
 import { openLoginThrottle } from './throttle-file.js';
 import { Files } from './files.js';
 import { Transfers } from './transfers.js';
@@ -176,6 +177,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     dispatcher: new Dispatcher(store, () => leaseMs),
     logs: new LogStore(join(home, 'logs')),
     files: new Files(blobs, store.model, config),
+    usage: new QueuedUsage(store.model, store, config),
     log,
     leaseMs,
     version: packageVersion(),
