@@ -156,6 +156,29 @@ describe('body limits per route', () => {
   });
 });
 
+describe('project names taken by projects one may not see', () => {
+  it('answers the same as for a visible one, and stops a user who keeps asking for hidden names', async () => {
+    const ts = await startTestServer();
+    const alice = await userClient(ts, 'alice');
+    const mallory = await userClient(ts, 'mallory');
+    await alice.createProject('alices-secret');
+    await mallory.createProject('mine');
+    const hidden = await mallory.createProject('alices-secret').catch((e: ApiError) => e);
+    const visible = await mallory.createProject('mine').catch((e: ApiError) => e);
+    assert.ok(hidden instanceof ApiError && visible instanceof ApiError);
+    assert.deepEqual([hidden.status, hidden.code, hidden.message.replace('alices-secret', 'N')], [visible.status, visible.code, visible.message.replace('mine', 'N')]);
+    // Her own names do not count; hidden ones do, ten an hour, then every creation of hers waits, whatever the name.
+    for (let i = 0; i < 20; i++) await assert.rejects(mallory.createProject('mine'), refusal('PROJECT_EXISTS', 409));
+    for (let i = 1; i < 10; i++) await assert.rejects(mallory.createProject('alices-secret'), refusal('PROJECT_EXISTS', 409));
+    for (const name of ['alices-secret', 'free-name', 'mine']) {
+      await assert.rejects(mallory.createProject(name), (e: ApiError) => refusal('TOO_MANY_REQUESTS', 429)(e) && (e.retryAfterS ?? 0) > 0);
+    }
+    assert.equal(ts.server.model.projects.has('free-name'), false);
+    // Others are not held back by her.
+    assert.equal((await alice.createProject('free-name')).name, 'free-name');
+  });
+});
+
 describe('settings', () => {
   it('has limits by default: a project quota, jobs and bytes per user, command and environment size', async () => {
     const c = resolveConfig(await tempDir('cpc-defaults-'), {}, {});

@@ -7,6 +7,7 @@ import { canSee } from '../auth.js';
 import type { Context } from '../context.js';
 import type { Router } from '../http.js';
 import { newId } from '../ids.js';
+import { NameProbes } from '../name-probes.js';
 import { createProjectSchema, jobListQuery, projectParams, submitSchema, toJobSpec } from '../schemas.js';
 import { jobView, projectView } from '../views.js';
 
@@ -19,9 +20,13 @@ export function projectRoutes(router: Router, ctx: Context): void {
     return { projects };
   });
 
+  const probes = new NameProbes();
   router.add('POST', '/projects', { auth: 'user', summary: 'create a project owned by this user', body: createProjectSchema }, async (req): Promise<ProjectView> => {
     const m = model();
     const { name } = req.body;
+    if (!req.who.superuser) probes.check(req.who.user);
+    const taken = m.projects.get(name);
+    if (taken && !canSee(req.who, taken)) probes.hit(req.who.user);
     await ctx.store.commit(planCreateProject(m, name, req.who.user, Date.now()));
     return projectView(m.project(name), m.countsOf(name));
   });
