@@ -14,7 +14,7 @@ import { ApiClient, ApiError } from '../../src/client/api/client.js';
 import type { JobInput } from '../../src/core/wire.js';
 import { main as cpcServer } from '../../src/server/cli.js';
 import { resolveConfig } from '../../src/server/config.js';
-import { cleanup, makeClient, startTestServer, tempDir, type TestServer } from '../helpers/server.js';
+import { cleanup, cpccHome, cpccInProcess, makeClient, startTestServer, tempDir, type TestServer } from '../helpers/server.js';
 
 after(cleanup);
 
@@ -126,6 +126,20 @@ describe('unfinished jobs per user', () => {
     assert.equal(ts.server.model.jobs.size, jobs);
     assert.equal(ts.server.ctx.store.seq, seq);
     assert.ok(ts.server.ctx.usage.of('carol').bytes <= 16 * 1024);
+  });
+
+  it('counts the unfinished jobs of a loaded project against its new owner', async () => {
+    await ts.admin.createProject('saved');
+    await ts.admin.submit('saved', [1, 2, 3].map(() => ({ argv: ['true'] })));
+    const home = await cpccHome(ts, 'saved');
+    const dir = await tempDir('cpc-saved-');
+    const tar = join(dir, 'saved.tar');
+    assert.equal((await cpccInProcess(home, ['save', 'saved', tar])).code, 0);
+    // Three of the admin's five already: three more do not fit, and no project is made.
+    const load = await cpccInProcess(home, ['load', tar, 'copy', '--new-ids']);
+    assert.equal(load.code, 1);
+    assert.match(load.stderr, /QUEUE_FULL/);
+    assert.equal(ts.server.model.projects.has('copy'), false);
   });
 
   it('counts the same after a restart', async () => {
