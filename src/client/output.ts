@@ -2,6 +2,12 @@
  * Everything cpcc shows goes through here, so that `--json`, `--no-color`,
  * `NO_COLOR` and the look of tables hold for every command alike. chalk and
  * cli-table3 are used nowhere else.
+ *
+ * Names, reasons and messages come from servers and from other people, so
+ * nothing reaches the terminal with its control characters: lines, notes,
+ * table cells, progress and errors are passed through `printable`, which
+ * shows them escaped (`\x1b`) and keeps only the colour codes cpcc adds
+ * itself. Logs and tokens (`raw`) are the result and are written as they are.
  */
 import { Chalk, type ChalkInstance } from 'chalk';
 import Table from 'cli-table3';
@@ -98,7 +104,12 @@ export class Output {
 
   /** A line for people; suppressed under --json so stdout stays one JSON document. */
   line(text = ''): void {
-    if (!this.json) this.stdout.write(`${text}\n`);
+    if (!this.json) this.stdout.write(`${this.printable(text)}\n`);
+  }
+
+  /** `text` safe for the terminal, with the colour codes this output may add. */
+  printable(text: string, multiline = true): string {
+    return printable(text, { colour: this.c.level > 0, multiline });
   }
 
   /** Text that is the result itself (logs, a token), written as is. */
@@ -108,11 +119,11 @@ export class Output {
 
   /** Side remarks go to stderr, where they never mix with the result. */
   note(text: string): void {
-    this.stderr.write(`${text}\n`);
+    this.stderr.write(`${this.printable(text)}\n`);
   }
 
   data(value: unknown): void {
-    this.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+    this.stdout.write(`${jsonText(value)}\n`);
   }
 
   /** `value` under --json, otherwise whatever `human` prints. */
@@ -146,7 +157,7 @@ export class Output {
         columns.map((col) => {
           const v = col.value(row);
           const s = v === null || v === undefined ? '' : String(v);
-          return col.max !== undefined ? clip(s, col.max) : s;
+          return this.printable(col.max !== undefined ? clip(s, col.max) : s, false);
         }),
       );
     }
@@ -169,7 +180,7 @@ export class Output {
 
   /** A status line that redraws itself on a terminal and prints plain lines when it changes otherwise. */
   progress(): Progress {
-    return new Progress(this.stderr, this.stderr.isTTY === true);
+    return new Progress(this.stderr, this.stderr.isTTY === true, (text) => this.printable(text, false));
   }
 }
 
@@ -180,10 +191,12 @@ export class Progress {
   constructor(
     private readonly stream: TextStream,
     private readonly live: boolean,
+    private readonly safe: (text: string) => string = (text) => printable(text, { multiline: false }),
   ) {}
 
   /** `fraction` draws a bar on a terminal; plain lines leave it out, as it says nothing the text does not. */
-  update(text: string, fraction?: number): void {
+  update(raw: string, fraction?: number): void {
+    const text = this.safe(raw);
     if (text === this.last) return;
     this.last = text;
     if (this.live) {
@@ -204,6 +217,46 @@ export function bar(fraction: number, width = 30): string {
   const f = Number.isFinite(fraction) ? Math.min(1, Math.max(0, fraction)) : 0;
   const full = Math.round(f * width);
   return `[${'#'.repeat(full)}${'.'.repeat(width - full)}]`;
+}
+
+/**
+ * Characters that act on a terminal instead of showing: C0 controls, DEL, C1
+ * controls (some terminals take U+009B as CSI), and the bidirectional marks,
+ * embeddings, overrides and isolates that reorder what is shown around them.
+ * The same set servers refuse in names (src/core/names.ts).
+ */
+const UNSAFE = /\x1b\[[0-9;]*m|[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+/** The colour codes cpcc's own output uses (bold, dim, gray, colours, and their resets). */
+const OWN_COLOUR = /^\x1b\[(?:1|2|22|3[1-9]|90)m$/;
+
+export interface PrintableOptions {
+  /** Keep cpcc's own colour codes (colour is on). */
+  colour?: boolean;
+  /** Keep newlines and tabs (text cpcc laid out in lines). */
+  multiline?: boolean;
+}
+
+/** `text` with every character that would act on a terminal shown escaped, as `\x1b` or `\u202e`. */
+export function printable(text: string, opts: PrintableOptions = {}): string {
+  return text.replace(UNSAFE, (m) => {
+    if (m.length > 1) return opts.colour && OWN_COLOUR.test(m) ? m : escapeChars(m);
+    if (opts.multiline && (m === '\n' || m === '\t')) return m;
+    return escapeChars(m);
+  });
+}
+
+function escapeChars(s: string): string {
+  let out = '';
+  for (const ch of s) {
+    const n = ch.codePointAt(0)!;
+    out += n >= 0x20 && n < 0x7f ? ch : n <= 0xff ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
+  }
+  return out;
+}
+
+/** JSON for the terminal: JSON.stringify escapes C0 controls, this also DEL, C1 and bidirectional controls (still valid JSON). */
+export function jsonText(value: unknown): string {
+  return JSON.stringify(value, null, 2).replace(/[\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 export function clip(s: string, max: number): string {
@@ -270,7 +323,7 @@ export function describeError(err: unknown): { line: string; exitCode: number } 
 
 export function reportError(err: unknown, stderr: TextStream, env: NodeJS.ProcessEnv = process.env): number {
   const { line, exitCode } = describeError(err);
-  stderr.write(`cpcc: ${line}\n`);
+  stderr.write(`cpcc: ${printable(line)}\n`);
   // A stack is for whoever debugs cpcc itself, never for its users.
   if (env.CPCC_DEBUG && err instanceof Error && err.stack) stderr.write(`${err.stack}\n`);
   return exitCode;

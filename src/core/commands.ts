@@ -45,7 +45,8 @@ export function planCreateProject(model: Model, name: string, owner: string, at:
   if (!PROJECT_NAME.test(name)) {
     throw fail('INVALID_FIELD', `project name '${name}' must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
   }
-  if (model.projects.has(name)) throw fail('PROJECT_EXISTS', `project '${name}' already exists`);
+  // The same words whether or not the asker may see the project: nothing but "taken" is told.
+  if (model.projects.has(name)) throw fail('PROJECT_EXISTS', `the project name '${name}' is taken; choose another`);
   return { t: 'project-created', at, name, owner };
 }
 

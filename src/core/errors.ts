@@ -17,6 +17,8 @@ export const ERROR_STATUS = {
   INVALID_CERTIFICATE: 400,
   /** A file or value name that is absolute, climbs out with `..`, or holds NUL. */
   INVALID_PATH: 400,
+  /** A name (of a job, worker or project) holding characters that act on a terminal: C0, DEL, C1, bidirectional controls. */
+  CONTROL_CHARACTERS: 400,
   /** Bytes that do not hash to the checksum they were sent with. */
   CHECKSUM_MISMATCH: 400,
   /** A transfer that ended before its announced size. */
@@ -57,6 +59,8 @@ export const ERROR_STATUS = {
   FINGERPRINT_MISMATCH: 409,
   /** A connection request that other requests in the same server's name contradict: trusting it needs its fingerprint. */
   CONFLICTING_REQUESTS: 409,
+  /** The user's projects already hold as many unfinished jobs, or bytes of them, as the server allows. */
+  QUEUE_FULL: 409,
   // 408/413/415/429/431: limits at the edge, each with its own code
   HEADERS_TIMEOUT: 408,
   REQUEST_TIMEOUT: 408,
@@ -64,6 +68,9 @@ export const ERROR_STATUS = {
   LOG_TOO_LARGE: 413,
   FILE_TOO_LARGE: 413,
   QUOTA_EXCEEDED: 413,
+  /** A job's command or environment too large to start a process with, or over the server's limit. */
+  ARGV_TOO_LARGE: 413,
+  ENV_TOO_LARGE: 413,
   LENGTH_REQUIRED: 411,
   UNSUPPORTED_MEDIA_TYPE: 415,
   TOO_MANY_REQUESTS: 429,

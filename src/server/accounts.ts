@@ -1,4 +1,4 @@
-import { createHash, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Low } from 'lowdb';
@@ -9,12 +9,54 @@ import { changeDocument, openDocument } from '../persistence/lowdb-adapter.js';
  * Users, their login tokens and worker tokens, in one small durable document
  * (`<home>/users.json`, mode 0600).
  *
- * Passwords are hashed with scrypt. A token is `cpc_<id>_<secret>`: the id
+ * Passwords are hashed with scrypt, at N = 2^17, r = 8, p = 1 by default
+ * (OWASP's advice; `scryptLogN` sets N). Each hash records the parameters it
+ * was made with, and a successful login rehashes a password whose hash was
+ * made with others (older hashes, made before parameters were recorded, used
+ * Node's defaults), so raising the cost reaches every user who logs in.
+ * Hashing is memory-hard (128 MiB at the default) and runs in libuv's thread
+ * pool, which the journal and files use too, so at most two run at once.
+ *
+ * A token is `cpc_<id>_<secret>`: the id
  * finds the record in one lookup, and only a SHA-256 of the secret is stored,
  * so the file alone lets nobody in.
  */
 
-const scryptAsync = promisify(scrypt) as (pw: string, salt: Buffer, len: number) => Promise<Buffer>;
+const scryptAsync = promisify(scrypt) as (pw: string, salt: Buffer, len: number, opts: ScryptOptions) => Promise<Buffer>;
+
+export interface ScryptParams {
+  N: number;
+  r: number;
+  p: number;
+}
+
+/** What hashes without a record of their parameters were made with (Node's defaults). */
+export const LEGACY_SCRYPT: ScryptParams = { N: 16384, r: 8, p: 1 };
+export const DEFAULT_SCRYPT_LOG_N = 17;
+
+export function scryptParams(logN: number): ScryptParams {
+  return { N: 2 ** logN, r: 8, p: 1 };
+}
+
+const sameParams = (a: ScryptParams, b: ScryptParams) => a.N === b.N && a.r === b.r && a.p === b.p;
+
+/** Hashes at most two passwords at once (each holds 128·N·r bytes and a thread of the pool); the rest wait their turn. */
+class HashQueue {
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  async hash(password: string, salt: Buffer, params: ScryptParams): Promise<Buffer> {
+    if (this.running >= 2) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.running++;
+    try {
+      // Node refuses scrypt past 32 MiB unless told how much it may use.
+      return await scryptAsync(password, salt, 32, { ...params, maxmem: 256 * params.N * params.r + 1024 * 1024 });
+    } finally {
+      this.running--;
+      this.waiting.shift()?.();
+    }
+  }
+}
 
 export const ADMIN_USER = 'cpc-admin';
 export const USER_NAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
@@ -23,6 +65,8 @@ export interface UserRecord {
   name: string;
   salt: string;
   hash: string;
+  /** The parameters `hash` was made with; absent on hashes older than the record (LEGACY_SCRYPT). */
+  scrypt?: ScryptParams;
   superuser: boolean;
   createdAt: number;
 }
@@ -57,17 +101,26 @@ export class Accounts {
   /** Tokens by id: every authenticated request looks one up. */
   private readonly byId = new Map<string, TokenRecord>();
   private readonly verified = new Map<string, TokenRecord>();
+  private readonly hashes = new HashQueue();
 
   private constructor(
     private readonly db: Low<AccountsDoc>,
     private readonly tokenTtlMs: number,
+    private readonly scrypt: ScryptParams,
   ) {
     this.reindex();
   }
 
-  static async open(home: string, tokenTtlS: number): Promise<Accounts> {
+  static async open(home: string, tokenTtlS: number, scryptLogN = DEFAULT_SCRYPT_LOG_N): Promise<Accounts> {
     const db = await openDocument<AccountsDoc>(join(home, 'users.json'), { users: [], tokens: [] }, { mode: 0o600 });
-    return new Accounts(db, tokenTtlS * 1000);
+    return new Accounts(db, tokenTtlS * 1000, scryptParams(scryptLogN));
+  }
+
+  /** A new salt and the hash of `password` with the current parameters, as stored in a user record. */
+  private async newHash(password: string): Promise<Pick<UserRecord, 'salt' | 'hash' | 'scrypt'>> {
+    const salt = randomBytes(16);
+    const hash = await this.hashes.hash(password, salt, this.scrypt);
+    return { salt: salt.toString('hex'), hash: hash.toString('hex'), scrypt: { ...this.scrypt } };
   }
 
   get empty(): boolean {
@@ -85,11 +138,10 @@ export class Accounts {
   async addUser(name: string, password: string, superuser: boolean): Promise<UserRecord> {
     if (!USER_NAME.test(name)) throw fail('INVALID_FIELD', `user name '${name}' is not valid`);
     if (this.user(name)) throw fail('USER_EXISTS', `user '${name}' already exists`);
-    const salt = randomBytes(16);
-    const hash = await scryptAsync(password, salt, 32);
+    const hashed = await this.newHash(password);
     // Checked again: another request may have added the name while scrypt ran.
     if (this.user(name)) throw fail('USER_EXISTS', `user '${name}' already exists`);
-    const record: UserRecord = { name, salt: salt.toString('hex'), hash: hash.toString('hex'), superuser, createdAt: Date.now() };
+    const record: UserRecord = { name, ...hashed, superuser, createdAt: Date.now() };
     await this.change(() => this.db.data.users.push(record));
     return record;
   }
@@ -99,8 +151,23 @@ export class Accounts {
     const user = this.user(name);
     // Hash even for unknown users so that timing does not tell which names exist.
     const salt = user ? Buffer.from(user.salt, 'hex') : randomBytes(16);
-    const hash = await scryptAsync(password, salt, 32);
+    const hash = await this.hashes.hash(password, salt, user ? (user.scrypt ?? LEGACY_SCRYPT) : this.scrypt);
     return user && timingSafeEqual(hash, Buffer.from(user.hash, 'hex')) ? user : null;
+  }
+
+  /**
+   * Hashes a password again with the current parameters when its hash was
+   * made with others; called with the password just checked. A password
+   * changed meanwhile is left as it is.
+   */
+  private async rehash(user: UserRecord, password: string): Promise<void> {
+    if (user.scrypt && sameParams(user.scrypt, this.scrypt)) return;
+    const checkedHash = user.hash;
+    const hashed = await this.newHash(password);
+    await this.change(() => {
+      const now = this.user(user.name);
+      if (now && now.hash === checkedHash) Object.assign(now, hashed);
+    });
   }
 
   /**
@@ -110,14 +177,12 @@ export class Accounts {
    */
   async setPassword(name: string, password: string, keep?: string): Promise<number> {
     if (!this.user(name)) throw fail('USER_NOT_FOUND', `no user named '${name}'`);
-    const salt = randomBytes(16);
-    const hash = await scryptAsync(password, salt, 32);
+    const hashed = await this.newHash(password);
     let revoked = 0;
     await this.change(() => {
       const user = this.user(name);
       if (!user) throw fail('USER_NOT_FOUND', `no user named '${name}'`);
-      user.salt = salt.toString('hex');
-      user.hash = hash.toString('hex');
+      Object.assign(user, hashed);
       revoked = this.dropUserTokens(name, keep);
     });
     return revoked;
@@ -147,6 +212,7 @@ export class Accounts {
   async login(name: string, password: string): Promise<{ token: string; record: TokenRecord; user: UserRecord }> {
     const user = await this.checkPassword(name, password);
     if (!user) throw fail('BAD_CREDENTIALS', 'wrong user name or password');
+    await this.rehash(user, password);
     const { token, record } = await this.issue('user', name, Date.now() + this.tokenTtlMs);
     return { token, record, user };
   }

@@ -110,6 +110,8 @@ export async function main(argv: string[]): Promise<number> {
       const next = { ...file, [key]: parsed };
       const check = configSchema.partial().safeParse(next);
       if (!check.success) throw new CpcError('INVALID_FIELD', `setting '${key}': ${check.error.issues[0]!.message}`);
+      // A home that has never been started has no folder yet; made as the server makes it.
+      mkdirSync(home(), { recursive: true, mode: 0o700 });
       await writeFileDurable(configPath(home()), JSON.stringify(next, null, 2) + '\n', { mode: 0o600 });
       process.stdout.write(`${key} = ${JSON.stringify(parsed)}\n`);
     });
@@ -349,7 +351,8 @@ async function bundleLocked(home: string, o: BundleOptions, name: string, file: 
   } else {
     // No server runs on this home, and none can start while the lock is
     // held, so the document is ours to change; the next start reads it.
-    const accounts = await Accounts.open(home, resolveConfig(home).tokenTtlS);
+    const config = resolveConfig(home);
+    const accounts = await Accounts.open(home, config.tokenTtlS, config.scryptLogN);
     const issued = await accounts.issue('worker', name, null);
     token = issued.token;
     tokenId = issued.record.id;

@@ -47,15 +47,31 @@ export const configSchema = z.strictObject({
   maxWorkersPerToken: z.int().min(1).max(1_000_000),
   /** Long-poll claims open at once for workers of one worker token (TOO_MANY_REQUESTS past it). */
   maxClaimsPerToken: z.int().min(1).max(1_000_000),
+  /** Event stream clients subscribed at once (1013 past it). */
+  maxEventClients: z.int().min(1).max(1_000_000),
+  /** Event stream sockets at once that have not said who they are; the oldest makes room for a new one. */
+  maxEventPending: z.int().min(1).max(1_000_000),
+  /** An event stream socket that has not said hello by then is closed (4408). */
+  eventHelloTimeoutS: z.number().min(0.1).max(MINUTE),
   /** Failed logins for one user name, and from one address, before further tries are delayed. */
   loginFailuresPerUser: z.int().min(1).max(1_000_000),
   loginFailuresPerAddress: z.int().min(1).max(1_000_000),
   /** The longest a user name or address is made to wait after failed logins (the delay doubles up to it). */
   loginMaxDelayS: z.number().min(1).max(DAY),
+  /** Passwords are hashed with scrypt at N = 2^scryptLogN (r 8, p 1); a login rehashes a password hashed otherwise. */
+  scryptLogN: z.int().min(10).max(20),
   /** The largest file one upload may bring (inputs, outputs, project files). */
   maxFileBytes: z.int().min(1024).max(Number.MAX_SAFE_INTEGER),
   /** Bytes of distinct file content one project may refer to; 0 for no limit. */
   projectQuotaBytes: z.int().min(0).max(Number.MAX_SAFE_INTEGER),
+  /** Unfinished jobs (waiting, queued, running) in the projects one user owns (QUEUE_FULL past it). */
+  maxQueuedJobsPerUser: z.int().min(1).max(100_000_000),
+  /** Bytes of the specs of those jobs (QUEUE_FULL past it): what they hold in the server's memory. */
+  maxQueuedBytesPerUser: z.int().min(1024).max(Number.MAX_SAFE_INTEGER),
+  /** Bytes of one job's command, argv or shell line (ARGV_TOO_LARGE past it). */
+  maxArgvBytes: z.int().min(1024).max(64 * MiB),
+  /** Bytes of one job's environment, `NAME=value` each (ENV_TOO_LARGE past it). */
+  maxEnvBytes: z.int().min(1024).max(64 * MiB),
   /** Files nothing refers to are removed once this old (an upload is referred to only when the submit that names it commits). */
   fileGraceS: z.number().min(60).max(30 * DAY),
   /** A snapshot is written when the journal has grown this much since the last. */
@@ -96,11 +112,20 @@ export const DEFAULTS: ServerConfig = {
   maxHeaderBytes: 16 * 1024,
   maxClaimsPerToken: 1000,
   maxWorkersPerToken: 10_000,
+  maxEventClients: 1000,
+  maxEventPending: 64,
+  eventHelloTimeoutS: 5,
   loginFailuresPerUser: 5,
   loginFailuresPerAddress: 20,
   loginMaxDelayS: 15 * MINUTE,
+  scryptLogN: 17,
   maxFileBytes: 64 * 1024 * MiB,
-  projectQuotaBytes: 0,
+  projectQuotaBytes: 64 * 1024 * MiB,
+  maxQueuedJobsPerUser: 500_000,
+  maxQueuedBytesPerUser: 256 * MiB,
+  // Linux starts no process whose arguments and environment pass 2 MiB (a quarter of the usual stack limit).
+  maxArgvBytes: 1 * MiB,
+  maxEnvBytes: 512 * 1024,
   fileGraceS: 1 * HOUR,
   snapshotAfterBytes: 64 * MiB,
   logLevel: 'info',
@@ -118,6 +143,7 @@ const ENV: Record<string, keyof ServerConfig> = {
   CPC_LOG_LEVEL: 'logLevel',
   CPC_METRICS: 'metrics',
   CPC_METRICS_TOKEN: 'metricsToken',
+  CPC_SCRYPT_LOG_N: 'scryptLogN',
 };
 
 export function defaultHome(): string {

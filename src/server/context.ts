@@ -12,6 +12,7 @@ import type { LogStore } from './log-store.js';
 import type { Logger } from './logger.js';
 import type { PilotManager } from './pilots/pilot-manager.js';
 import type { Store } from './store.js';
+import type { QueuedUsage } from './queued-usage.js';
 import type { LoginThrottle } from './throttle.js';
 
 /** What every route handler may use: one object, built once at start-up. */
@@ -26,6 +27,8 @@ export interface Context {
   logs: LogStore;
   /** The file store and its rules (quota, limits). */
   files: Files;
+  /** Unfinished jobs and their bytes per user, for the limits on what one user leaves waiting. */
+  usage: QueuedUsage;
   /** Attempts' inputs and outputs, for this server's workers, through to home for delegated jobs. */
   transfers: Transfers;
   log: Logger;

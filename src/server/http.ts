@@ -94,6 +94,13 @@ export interface RouteSpec<A extends AuthRule, P extends z.ZodType, Q extends z.
    * from `req.raw` itself; the body limit does not apply, the handler's own does.
    */
   upload?: boolean;
+  /**
+   * The JSON body may be as large as `maxBodyBytes` (submissions, claims,
+   * results, heartbeats, values); other routes take at most SMALL_BODY_BYTES,
+   * so that no caller, signed in or not, makes the server hold a large body
+   * where a small one is all the route can use.
+   */
+  bulk?: boolean;
   /** The reply is bytes (a StreamReply), not JSON. */
   download?: boolean;
   /** For the hot worker routes: predicates that pass ordinary valid input without the schemas (quick-checks.ts). */
@@ -113,6 +120,7 @@ export interface Route {
   body: z.ZodType;
   text: boolean;
   upload: boolean;
+  bulk: boolean;
   download: boolean;
   quick: { params?: QuickCheck; body?: QuickCheck };
   parts: string[];
@@ -145,6 +153,7 @@ export class Router {
       body: spec.body ?? NO_BODY,
       text: spec.text ?? false,
       upload: spec.upload ?? false,
+      bulk: spec.bulk ?? false,
       download: spec.download ?? false,
       quick: spec.quick ?? {},
       parts: pattern.split('/').filter(Boolean),
@@ -227,6 +236,9 @@ export const anonymousOnly: Authorize = (rule) => {
   return { who: null } as Granted[typeof rule];
 };
 
+/** The body limit of routes that are not `bulk`: the largest of their bodies is a few hundred KiB (10 000 job ids). */
+export const SMALL_BODY_BYTES = 1024 * 1024;
+
 export interface HttpOptions {
   router: Router;
   prefix: string;
@@ -284,7 +296,7 @@ async function handle(opts: HttpOptions, req: IncomingMessage, res: ServerRespon
     // `await` only what is a promise: each await costs a turn of the microtask queue.
     let granted = opts.authorize(r.auth, creds);
     if (granted instanceof Promise) granted = await granted;
-    const raw = r.upload ? undefined : await readBody(req, opts.maxBodyBytes);
+    const raw = r.upload ? undefined : await readBody(req, r.bulk ? opts.maxBodyBytes : Math.min(opts.maxBodyBytes, SMALL_BODY_BYTES));
     // Reading a body takes time, in which the token may have been revoked or
     // the project removed: the handler gets what holds now.
     if (raw !== undefined && r.auth !== 'anonymous') {

@@ -25,7 +25,7 @@ import { z } from 'zod';
 import { loadedFiles, planLoadProject, withNewJobIds, type ProjectToLoad } from '../core/commands.js';
 import { CpcError, fail } from '../core/errors.js';
 import type { LoadedJob } from '../core/events.js';
-import type { FileRef, Job, Project, ProjectValue } from '../core/types.js';
+import { FINAL_STATES, type FileRef, type Job, type Project, type ProjectValue } from '../core/types.js';
 import type { ProjectLoadReply, ProjectManifest } from '../core/wire.js';
 import { uuidV7Millis, type ArchivedJob } from '../persistence/archive-store.js';
 import type { Context } from './context.js';
@@ -482,6 +482,8 @@ export async function importProject(ctx: Context, req: IncomingMessage, name: st
     const at = Date.now();
     const event = planLoadProject(model, toLoad, at);
     ctx.files.checkQuota(name, files);
+    // Unfinished jobs that come back count against the new owner like submitted ones.
+    ctx.usage.checkRoom(owner, toLoad.jobs.filter((j) => !FINAL_STATES.has(j.state)).map((j) => j.spec));
     const bytes = Buffer.byteLength(JSON.stringify(event));
     if (bytes > MAX_EVENT_BYTES) throw fail('BODY_TOO_LARGE', `the project's jobs and values come to ${bytes} bytes; at most ${MAX_EVENT_BYTES} load in one piece`);
     await ctx.dispatcher.commitWork(event);

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { fail, isErrorCode, type ErrorCode } from '../core/errors.js';
+import { hasControlCharacters } from '../core/names.js';
 import { PRIORITY_MAX, PRIORITY_MIN, type JobSpec } from '../core/types.js';
 import { ISOLATION_LEVELS, MAX_LOG_PART, type JobInput } from '../core/wire.js';
 import { USER_NAME } from './accounts.js';
@@ -21,6 +22,11 @@ export interface Limits {
 }
 
 const name = (max: number) => z.string().min(1).max(max);
+/** A name shown to other people: no characters that act on a terminal (CONTROL_CHARACTERS). */
+const shownName = (max: number) =>
+  name(max).superRefine((v, ctx) => {
+    if (hasControlCharacters(v)) ctx.addIssue({ code: 'custom', message: 'must not hold control characters', params: { code: 'CONTROL_CHARACTERS' } });
+  });
 const id = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'must be a job id');
 const shortText = z.string().max(4096);
 const envName = z
@@ -71,7 +77,7 @@ export const grantSchema = z.strictObject({ user: userNameSchema });
 export const projectParams = z.strictObject({ project: name(64) });
 export const userParams = z.strictObject({ name: name(64) });
 export const memberParams = z.strictObject({ project: name(64), user: name(64) });
-export const createProjectSchema = z.strictObject({ name: name(64) });
+export const createProjectSchema = z.strictObject({ name: shownName(64) });
 export const idsSchema = z.strictObject({ ids: z.array(id).min(1).max(10_000) });
 export const tokenNameSchema = z.strictObject({
   name: name(64).regex(/^[\w.@-]+$/, 'must be letters, digits, _ . @ -'),
@@ -95,7 +101,7 @@ const outputSpecSchema = z.strictObject({ glob: path, to: z.string().min(1).max(
 export const jobInputSchema = z
   .strictObject({
     key: name(128).optional(),
-    name: name(256).optional(),
+    name: shownName(256).optional(),
     argv: z.array(z.string().max(65_536)).min(1).max(4096).optional(),
     shell: z.string().min(1).max(65_536).optional(),
     env: z.record(envName, z.string().max(65_536)).optional(),
@@ -137,11 +143,11 @@ export const submitSchema = perLimits((limits) =>
 );
 
 export const registerSchema = z.strictObject({
-  name: name(128),
-  host: name(255),
+  name: shownName(128),
+  host: shownName(255),
   cores: z.int().min(1).max(4096),
   memoryMb: z.int().min(0).max(64 * 1024 * 1024),
-  labels: z.array(name(64)).max(64).optional(),
+  labels: z.array(shownName(64)).max(64).optional(),
   isolation: z.enum(ISOLATION_LEVELS).optional(),
   sharedIdentity: z.boolean().optional(),
 });

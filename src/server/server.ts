@@ -35,6 +35,7 @@ import { openPilots } from './pilots/index.js';
 import { withRequestId } from './request-id.js';
 import { Store } from './store.js';
 import { Sweeper } from './sweeper.js';
+import { QueuedUsage } from './queued-usage.js';
 import { openLoginThrottle } from './throttle-file.js';
 import { Files, forgetMissingFiles } from './files.js';
 import { Transfers } from './transfers.js';
@@ -98,7 +99,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   if (created) log.info('created server identity', { serverId: identity.serverId, caFingerprint: identity.caFingerprint });
 
-  const accounts = await Accounts.open(home, config.tokenTtlS);
+  const accounts = await Accounts.open(home, config.tokenTtlS, config.scryptLogN);
   let adminPassword: string | undefined;
   if (accounts.empty) {
     adminPassword = generatePassword();
@@ -182,6 +183,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     dispatcher: new Dispatcher(store, () => leaseMs),
     logs: new LogStore(join(home, 'logs')),
     files: new Files(blobs, store, config),
+    usage: new QueuedUsage(store.model, store, config),
     log,
     leaseMs,
     version: packageVersion(),
@@ -284,6 +286,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     authenticate: (token) => accounts.authenticate(token),
     project: (name) => store.model.projects.get(name),
     log,
+    maxClients: config.maxEventClients,
+    maxPending: config.maxEventPending,
+    helloTimeoutMs: config.eventHelloTimeoutS * 1000,
   });
   // One listener routes websocket upgrades: the event stream, or the peer link.
   secure.on('upgrade', (req, socket, head) => {

@@ -367,7 +367,8 @@ export async function spawnServer(home: string, opts: SpawnServerOptions = {}): 
     ...(opts.localWorker ? ['--local-worker'] : []),
   ];
   const env = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('CPC_')) delete env[k];
+  // The settings of the test run's own shell stay out, but for the password hash cost (scripts/run-tests.mjs).
+  for (const k of Object.keys(env)) if (k.startsWith('CPC_') && k !== 'CPC_SCRYPT_LOG_N') delete env[k];
   const child = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   processes.add(child);
   let err = '';

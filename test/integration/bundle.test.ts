@@ -33,7 +33,7 @@ const children = new Set<ChildProcess>();
 
 function cleanEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('CPC_')) delete env[k];
+  for (const k of Object.keys(env)) if (k.startsWith('CPC_') && k !== 'CPC_SCRYPT_LOG_N') delete env[k];
   return env;
 }
 

@@ -249,7 +249,7 @@ async function watch(ctx: Context, args: Argument[], opts: Record<string, unknow
       live,
     });
     // Home, each line cleared to its end, then the rest of the screen cleared: no flicker.
-    stdout.write(`\x1b[H${lines.map((l) => `${l}\x1b[K`).join('\n')}\n\x1b[J`);
+    stdout.write(`\x1b[H${lines.map((l) => `${out.printable(l, false)}\x1b[K`).join('\n')}\n\x1b[J`);
   };
   const redraw = () => {
     if (screen && !drawTimer) drawTimer = setTimeout(draw, 50);

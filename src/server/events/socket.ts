@@ -17,9 +17,17 @@ import { mayView, type EventHub } from './hub.js';
  * answers with `cpc.events.v1`, so the token is not echoed. The token is
  * checked again every `recheckMs`: a logged-out or expired session is cut.
  *
+ * A socket that has not said who it is yet sits in a small pool of its own
+ * (`maxPending`) for at most `helloTimeoutMs`; when the pool is full the
+ * oldest such socket makes room for the new one. Sockets that never say
+ * hello therefore cannot take the places of users (`maxClients`, counted
+ * once a hello is accepted): a real client says hello one round trip after
+ * it opens, far sooner than a pool's worth of strangers can push it out.
+ *
  * Close codes: 4400 bad hello, 4401 not authenticated, 4403 not a user,
  * 4404 no such project, 4408 no hello in time, 4409 too slow (resume with
- * the cursor), 1013 too many clients, 1001 server stopping.
+ * the cursor), 1013 too many clients (or pushed out of the waiting pool),
+ * 1001 server stopping.
  */
 
 const helloSchema = z.strictObject({
@@ -39,7 +47,10 @@ export interface EventSocketOptions {
   helloTimeoutMs?: number;
   pingMs?: number;
   recheckMs?: number;
+  /** Subscribed clients at once. */
   maxClients?: number;
+  /** Sockets at once that have not said hello yet. */
+  maxPending?: number;
   /** A client with this much unsent data is cut off; it resumes with its cursor. */
   maxBufferedBytes?: number;
 }
@@ -47,6 +58,9 @@ export interface EventSocketOptions {
 export class EventSocket {
   private readonly wss: WebSocketServer;
   private readonly sockets = new Set<WebSocket>();
+  /** Sockets without an accepted hello, oldest first. */
+  private readonly pending = new Set<WebSocket>();
+  private subscribed = 0;
   private closed = false;
 
   constructor(private readonly opts: EventSocketOptions) {
@@ -58,8 +72,14 @@ export class EventSocket {
     });
   }
 
+  /** Subscribed clients. */
   get clients(): number {
-    return this.sockets.size;
+    return this.subscribed;
+  }
+
+  /** Sockets that have not said hello yet. */
+  get waiting(): number {
+    return this.pending.size;
   }
 
   /** Takes an upgrade request for the stream's path. */
@@ -90,11 +110,13 @@ export class EventSocket {
 
   private accept(ws: WebSocket, protocolToken: string | undefined): void {
     const o = this.opts;
-    if (this.sockets.size >= (o.maxClients ?? 1000)) {
-      ws.close(1013, 'too many event stream clients; try again later');
-      return;
+    if (this.pending.size >= (o.maxPending ?? 64)) {
+      const oldest = this.pending.values().next().value!;
+      this.pending.delete(oldest);
+      oldest.close(1013, 'too many connections waiting to say hello');
     }
     this.sockets.add(ws);
+    this.pending.add(ws);
     let unsubscribe: (() => void) | null = null;
     let alive = true;
     const timers: NodeJS.Timeout[] = [];
@@ -104,6 +126,8 @@ export class EventSocket {
     };
     ws.on('close', () => {
       this.sockets.delete(ws);
+      this.pending.delete(ws);
+      if (unsubscribe) this.subscribed--;
       unsubscribe?.();
       for (const t of timers) clearInterval(t);
     });
@@ -112,7 +136,7 @@ export class EventSocket {
     timers.push(
       setTimeout(() => {
         if (!unsubscribe) stop(4408, { type: 'error', code: 'UNAUTHENTICATED', message: 'no hello in time' });
-      }, o.helloTimeoutMs ?? 10_000),
+      }, o.helloTimeoutMs ?? 5_000),
       setInterval(() => {
         if (!alive) return ws.terminate();
         alive = false;
@@ -122,6 +146,8 @@ export class EventSocket {
     for (const t of timers) t.unref();
 
     ws.once('message', (data: RawData, isBinary: boolean) => {
+      // Pushed out of the waiting pool already: its close is on the way.
+      if (!this.pending.delete(ws)) return;
       let hello: z.infer<typeof helloSchema>;
       try {
         if (isBinary) throw new Error('binary');
@@ -144,6 +170,9 @@ export class EventSocket {
           return stop(4404, { type: 'error', code: 'PROJECT_NOT_FOUND', message: `no project named '${hello.project}'` });
         }
       }
+      if (this.subscribed >= (o.maxClients ?? 1000)) {
+        return stop(1013, { type: 'error', code: 'TOO_MANY_REQUESTS', message: 'too many event stream clients; try again later' });
+      }
       const maxBuffered = o.maxBufferedBytes ?? 8 * 1024 * 1024;
       unsubscribe = o.hub.subscribe(
         {
@@ -162,6 +191,7 @@ export class EventSocket {
         },
         hello.cursor,
       );
+      this.subscribed++;
       o.log.debug('event stream client joined', { user: who.user, cursor: hello.cursor, project: hello.project });
       // A session that ends (logout, expiry, a removed user) ends its stream.
       const recheck = setInterval(() => {

@@ -105,7 +105,7 @@ export function fileRoutes(router: Router, ctx: Context): void {
   router.add(
     'PUT',
     '/projects/:project/values/:name',
-    { auth: 'member', summary: 'set a project value: text, or a file uploaded before', params: valueParams, body: valueBody },
+    { auth: 'member', summary: 'set a project value: text, or a file uploaded before', params: valueParams, body: valueBody, bulk: true },
     async (req): Promise<ValueView> => {
       const project = req.project.name;
       const at = Date.now();

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { planCancel, planRetry } from '../../core/commands.js';
 import { fail } from '../../core/errors.js';
-import type { Job } from '../../core/types.js';
+import { FINAL_STATES, type Job, type JobSpec } from '../../core/types.js';
 import type { JobList, JobView, LeaseView } from '../../core/wire.js';
 import { archivedStates } from '../archived.js';
 import { canSee, visibleLiveJob, visibleProject } from '../auth.js';
@@ -69,6 +69,13 @@ export function jobRoutes(router: Router, ctx: Context): void {
     for (const job of jobs) for (const [id, state] of await archivedStates(ctx, job.project, job.spec.after)) archived.set(id, state);
     // Checked again after the waits: another request may have removed a job or its project meanwhile.
     for (const id of ids) visibleLiveJob(ctx, req.who, id);
+    // Jobs given another go are unfinished again, and count as such against their projects' owners.
+    const byOwner = new Map<string, JobSpec[]>();
+    for (const job of jobs) {
+      const owner = model().projects.get(job.project)?.owner;
+      if (owner !== undefined && FINAL_STATES.has(job.state)) byOwner.set(owner, [...(byOwner.get(owner) ?? []), job.spec]);
+    }
+    for (const [owner, specs] of byOwner) ctx.usage.checkRoom(owner, specs);
     const event = planRetry(model(), ids, Date.now(), archived);
     await ctx.dispatcher.commitWork(event);
     return { retried: event.ids };

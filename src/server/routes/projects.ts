@@ -1,11 +1,13 @@
 import { planCreateProject, planSubmit, uploadedInputs, type SubmitItem } from '../../core/commands.js';
 import type { JobInput, JobList, ProjectView, SubmitReply } from '../../core/wire.js';
 import { fail } from '../../core/errors.js';
+import { checkJobSize } from '../../core/job-size.js';
 import { archivedStates } from '../archived.js';
 import { canSee } from '../auth.js';
 import type { Context } from '../context.js';
 import type { Router } from '../http.js';
 import { newId } from '../ids.js';
+import { NameProbes } from '../name-probes.js';
 import { createProjectSchema, jobListQuery, projectParams, submitSchema, toJobSpec } from '../schemas.js';
 import { jobView, projectView } from '../views.js';
 
@@ -18,9 +20,13 @@ export function projectRoutes(router: Router, ctx: Context): void {
     return { projects };
   });
 
+  const probes = new NameProbes();
   router.add('POST', '/projects', { auth: 'user', summary: 'create a project owned by this user', body: createProjectSchema }, async (req): Promise<ProjectView> => {
     const m = model();
     const { name } = req.body;
+    if (!req.who.superuser) probes.check(req.who.user);
+    const taken = m.projects.get(name);
+    if (taken && !canSee(req.who, taken)) probes.hit(req.who.user);
     await ctx.store.commit(planCreateProject(m, name, req.who.user, Date.now()));
     return projectView(m.project(name), m.countsOf(name));
   });
@@ -45,13 +51,15 @@ export function projectRoutes(router: Router, ctx: Context): void {
   router.add(
     'POST',
     '/projects/:project/jobs',
-    { auth: 'member', summary: 'submit jobs, with dependencies among them', params: projectParams, body: submitSchema(ctx.config) },
+    { auth: 'member', summary: 'submit jobs, with dependencies among them', params: projectParams, body: submitSchema(ctx.config), bulk: true },
     async (req): Promise<SubmitReply> => {
       const m = model();
       const project = req.project;
       const items: SubmitItem[] = req.body.jobs.map((input: JobInput) =>
         input.key === undefined ? { spec: toJobSpec(input) } : { key: input.key, spec: toJobSpec(input) },
       );
+      items.forEach((item, i) => checkJobSize(item.spec, ctx.config, `job ${i + 1}${item.spec.name !== undefined ? ` ('${item.spec.name}')` : ''}`));
+      ctx.usage.checkRoom(project.owner, items.map((i) => i.spec));
       const ids = items.map(() => newId());
       const keys = new Set(items.map((i) => i.key));
       const refs = items.flatMap((i) => [...i.spec.after, ...(i.spec.inputs ?? []).flatMap((x) => ('job' in x ? [x.job] : []))]);
@@ -62,6 +70,8 @@ export function projectRoutes(router: Router, ctx: Context): void {
       if (m.projects.get(project.name) !== project) throw fail('PROJECT_NOT_FOUND', `no project named '${project.name}'`);
       const event = planSubmit(m, project.name, items, ids, Date.now(), archived);
       ctx.files.checkQuota(project.name, uploaded);
+      // Again: other submissions may have come in during the waits above.
+      ctx.usage.checkRoom(project.owner, items.map((i) => i.spec));
       await ctx.dispatcher.commitWork(event);
       return { ids };
     },

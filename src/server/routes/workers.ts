@@ -114,7 +114,7 @@ export function workerRoutes(router: Router, ctx: Context): void {
   router.add(
     'POST',
     '/workers/:id/claim',
-    { auth: 'worker', summary: 'jobs that fit the worker (long-poll: answered when some fit, or empty after waitS)', params: workerParams, body: claimSchema(ctx.config), quick: { params: isWorkerPath, body: isClaim(ctx.config) } },
+    { auth: 'worker', summary: 'jobs that fit the worker (long-poll: answered when some fit, or empty after waitS)', params: workerParams, body: claimSchema(ctx.config), quick: { params: isWorkerPath, body: isClaim(ctx.config) }, bulk: true },
     async (req): Promise<ClaimReply> => {
       const { who, body } = req;
       const worker = ownWorker(who, req.params.id);
@@ -147,7 +147,7 @@ export function workerRoutes(router: Router, ctx: Context): void {
   router.add(
     'POST',
     '/workers/:id/heartbeat',
-    { auth: 'worker', summary: 'renew the leases of the attempts the worker runs; lists those to abandon', params: workerParams, body: heartbeatSchema, quick: { params: isWorkerPath, body: isHeartbeat } },
+    { auth: 'worker', summary: 'renew the leases of the attempts the worker runs; lists those to abandon', params: workerParams, body: heartbeatSchema, quick: { params: isWorkerPath, body: isHeartbeat }, bulk: true },
     (req): HeartbeatReply => {
       const worker = ownWorker(req.who, req.params.id);
       const now = Date.now();
@@ -189,7 +189,7 @@ export function workerRoutes(router: Router, ctx: Context): void {
   router.add(
     'POST',
     '/workers/:id/results',
-    { auth: 'worker', summary: 'report how an attempt ended, with the ends of its output', params: workerParams, body: resultSchema(ctx.config), quick: { params: isWorkerPath, body: isPlainResult(ctx.config) } },
+    { auth: 'worker', summary: 'report how an attempt ended, with the ends of its output', params: workerParams, body: resultSchema(ctx.config), quick: { params: isWorkerPath, body: isPlainResult(ctx.config) }, bulk: true },
     (req): Promise<ResultReply> => report(ownWorker(req.who, req.params.id).id, req.body),
   );
 
