@@ -353,6 +353,11 @@ describe('isolation none: a worker that is not root', { skip: !asRoot && 'needs 
 const bwrapWorks =
   asRoot && spawnSync('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', 'bwrap', '--ro-bind', '/', '/', '--unshare-pid', '--proc', '/proc', '--dev', '/dev', 'true']).status === 0;
 
+// CI installs bubblewrap and runs as root: there every level must run, not be skipped.
+if (process.env.CPC_REQUIRE_ISOLATION === '1' && !bwrapWorks) {
+  throw new Error('CPC_REQUIRE_ISOLATION=1: the isolation tests need root and a working bwrap (Debian: bubblewrap)');
+}
+
 describe('isolation sandbox: a worker that is not root, with bubblewrap', { skip: !bwrapWorks && 'needs root to become nobody, and a working bwrap' }, () => {
   let ts: TestServer;
   let worker: ChildProcess | undefined;
