@@ -7,7 +7,8 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, promises as fsp, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdtempSync, promises as fsp, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { after, before, describe, it } from 'node:test';
 import { join } from 'node:path';
 import type { ApiClient } from '../../src/client/api/client.js';
@@ -35,7 +36,36 @@ const FINAL = new Set(['done', 'failed', 'cancelled']);
 const asRoot = process.getuid?.() === 0;
 const WORKER_JS = join(ROOT, 'dist', 'bin', 'cpc-worker.js');
 
+/**
+ * The built worker as `nobody` can reach it. A checkout inside a folder closed to
+ * others (a 0700 temporary folder, a home) is bind-mounted under an open one;
+ * the checkout itself is 0755 as git makes it.
+ */
+let nobodyRoot: { js: string; mount?: string } | undefined;
+function workerJsForNobody(): string {
+  if (nobodyRoot) return nobodyRoot.js;
+  const reads = (path: string) => spawnSync('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', 'test', '-r', path]).status === 0;
+  if (reads(WORKER_JS)) {
+    nobodyRoot = { js: WORKER_JS };
+  } else {
+    const mount = mkdtempSync(join(tmpdir(), 'cpc-iso-root-'));
+    chmodSync(mount, 0o755);
+    const bound = spawnSync('mount', ['--bind', ROOT, mount], { encoding: 'utf8' });
+    assert.equal(bound.status, 0, `mount --bind of the checkout for nobody: ${bound.stderr}`);
+    nobodyRoot = { js: join(mount, 'dist', 'bin', 'cpc-worker.js'), mount };
+    assert.ok(reads(nobodyRoot.js), `nobody cannot read ${nobodyRoot.js}: the checkout must be open to others (0755)`);
+  }
+  return nobodyRoot.js;
+}
+
 after(cleanup);
+after(() => {
+  if (nobodyRoot?.mount) {
+    spawnSync('umount', [nobodyRoot.mount]);
+    // rmdir, not rm -r: should the unmount have failed, the checkout is still beneath it.
+    rmdirSync(nobodyRoot.mount);
+  }
+});
 
 async function finalView(c: ApiClient, id: string, timeoutMs = 60_000): Promise<JobView> {
   return until(`job ${id} to finish`, async () => {
@@ -284,7 +314,7 @@ describe('isolation none: a worker that is not root', { skip: !asRoot && 'needs 
     writeFileSync(tokenFile, token + '\n', { mode: 0o600 });
     chownSync(tokenFile, nobody, nogroup);
     const args = [
-      '--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, WORKER_JS,
+      '--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, workerJsForNobody(),
       '--server', ts.server.url, '--ca', join(dir, 'ca.pem'), '--server-id', ts.server.serverId,
       '--work-dir', join(dir, `${name}-work`), '--name', name, '--cores', '2', '--claim-wait', '2',
       '--isolation', 'none', ...(env.CPC_WORKER_TOKEN ? [] : ['--token-file', tokenFile]), ...extra,
@@ -382,7 +412,7 @@ describe('isolation sandbox: a worker that is not root, with bubblewrap', { skip
     const token = await ts.server.createWorkerToken('boxed');
     // The environment is accepted at this level: the jobs' /proc is their own.
     const args = [
-      '--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, WORKER_JS,
+      '--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, workerJsForNobody(),
       '--server', ts.server.url, '--ca', join(dir, 'ca.pem'), '--server-id', ts.server.serverId,
       '--work-dir', join(dir, 'work'), '--name', 'boxed', '--cores', '2', '--claim-wait', '2',
     ];
