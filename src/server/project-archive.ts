@@ -30,7 +30,7 @@ import type { ProjectLoadReply, ProjectManifest } from '../core/wire.js';
 import { uuidV7Millis, type ArchivedJob } from '../persistence/archive-store.js';
 import type { Context } from './context.js';
 import { newId } from './ids.js';
-import { check, fileRefSchema, prioritySchema, sha256Schema } from './schemas.js';
+import { check, fileRefSchema, prioritySchema, sha256Schema, shownName } from './schemas.js';
 import { projectView } from './views.js';
 
 const BLOCK = 512;
@@ -236,7 +236,7 @@ const valueSchema = z.union([
 const valuesSchema = z.record(valueName, valueSchema).refine((v) => Object.keys(v).length <= 100_000, 'at most 100000 values');
 
 const specSchema = z.strictObject({
-  name: z.string().min(1).max(256).optional(),
+  name: shownName(256).optional(),
   argv: z.array(z.string().max(65_536)).min(1).max(4096).optional(),
   shell: z.string().min(1).max(65_536).optional(),
   env: z.record(envName, z.string().max(65_536)),

@@ -23,7 +23,7 @@ export interface Limits {
 
 const name = (max: number) => z.string().min(1).max(max);
 /** A name shown to other people: no characters that act on a terminal (CONTROL_CHARACTERS). */
-const shownName = (max: number) =>
+export const shownName = (max: number) =>
   name(max).superRefine((v, ctx) => {
     if (hasControlCharacters(v)) ctx.addIssue({ code: 'custom', message: 'must not hold control characters', params: { code: 'CONTROL_CHARACTERS' } });
   });

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { ApiClient } from '../../src/client/api/client.js';
 import type { ResultRequest } from '../../src/core/wire.js';
 import { startServer, type RunningServer, type ServerOptions } from '../../src/server/server.js';
-import { adminPasswordOf, freePort, until } from './server.js';
+import { adminPasswordOf, freePort, rememberAdminPassword, until } from './server.js';
 
 /** A server for federation tests: in this process, or a subprocess that can be killed with SIGKILL. */
 export interface Site {
@@ -45,6 +45,7 @@ export async function startSite(name: string, opts: Partial<ServerOptions> = {})
     log: () => {},
     ...opts,
   });
+  rememberAdminPassword(home, server.adminPassword!);
   const admin = await adminOf(server.url, server.caPem, server.serverId, server.adminPassword!);
   return {
     name,
@@ -74,7 +75,7 @@ export async function spawnSite(name: string, home?: string, ports?: { securePor
   );
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
-  await until(`${name} to start`, () => existsSync(runtime) || !running(child), { timeoutMs: 30_000 });
+  await until(`${name} to start`, () => existsSync(runtime) || !running(child), { timeoutMs: 45_000 });
   if (!running(child)) throw new Error(`${name} exited: ${stderr}`);
   const info = JSON.parse(readFileSync(runtime, 'utf8')) as { url: string; serverId: string };
   const caPem = readFileSync(join(home, 'identity', 'ca.pem'), 'utf8');

@@ -436,6 +436,11 @@ export function parseLogLines(text: string): LogLine[] {
 /** cpc-admin's first password by home: the server removes its file once cpc-admin has logged in. */
 const knownPasswords = new Map<string, string>();
 
+/** For servers started in this process, whose first password the test holds before the file goes. */
+export function rememberAdminPassword(home: string, password: string): void {
+  knownPasswords.set(home, password);
+}
+
 export function adminPasswordOf(home: string): string {
   let password = knownPasswords.get(home);
   if (password === undefined) {

@@ -7,7 +7,7 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   ROOT,
@@ -193,9 +193,14 @@ describe('cpc-server bundle and cpc-worker --bundle', () => {
     ];
     for (const [name, content, pattern] of cases) {
       const file = join(dir, name);
-      if (content !== null) writeFileSync(file, content);
+      if (content !== null) writeFileSync(file, content, { mode: 0o600 });
       oneLineFailure(await run(WORKER_BIN, ['--bundle', file]), 2, 'cpc-worker', new RegExp(`--bundle: .*${pattern.source}`));
     }
+    // A bundle holds a token: one that others may read is refused before it is read.
+    const open = join(dir, 'open.json');
+    writeFileSync(open, '{}', { mode: 0o644 });
+    chmodSync(open, 0o644);
+    oneLineFailure(await run(WORKER_BIN, ['--bundle', open]), 2, 'cpc-worker', /--bundle: .*readable by others \(mode 644\); chmod 600 it/);
     oneLineFailure(await run(WORKER_BIN, []), 2, 'cpc-worker', /--server URL, or --bundle FILE/);
   });
 });

@@ -437,10 +437,10 @@ describe('saving and loading a large file', () => {
 describe('loading checks every name a loaded job carries', () => {
   it('refuses a queued job whose resolved input names a path outside its folder, and changes nothing', async () => {
     const ts = await startTestServer();
-    const load = (project: string, inputName: string) => {
+    const load = (project: string, inputName: string, jobName = 'reader') => {
       const job = {
         id: newId(),
-        spec: { argv: ['cat', 'in.txt'], env: {}, resources: { cores: 1, memoryMb: 0 }, priority: 0, maxRetries: 0, timeoutS: null, after: [], inputs: [{ name: 'in.txt', value: 'v' }] },
+        spec: { name: jobName, argv: ['cat', 'in.txt'], env: {}, resources: { cores: 1, memoryMb: 0 }, priority: 0, maxRetries: 0, timeoutS: null, after: [], inputs: [{ name: 'in.txt', value: 'v' }] },
         state: 'queued',
         reason: 'dependencies done',
         createdAt: 1,
@@ -464,6 +464,10 @@ describe('loading checks every name a loaded job carries', () => {
       assert.equal(refused.code, name === 'elsewhere.txt' ? 'INVALID_FIELD' : 'INVALID_PATH', name);
       assert.equal(refused.status, 400);
     }
+    // A job name that would act on the terminal of whoever lists the project.
+    const named = (await load('bad', 'in.txt', 'x\x1b]0;owned\x07\x1b[2J').catch((e: unknown) => e)) as { code?: string; status?: number };
+    assert.equal(named.code, 'CONTROL_CHARACTERS');
+    assert.equal(named.status, 400);
     assert.equal(ts.server.ctx.store.seq, seq, 'nothing was journaled');
     assert.equal(ts.server.model.projects.has('bad'), false);
     // The same archive with the name its spec gives loads.
