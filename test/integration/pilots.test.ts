@@ -195,7 +195,9 @@ describe('pilots on Slurm', { skip, timeout: 240_000 }, () => {
     assert.equal(done.attempts.length, 2, JSON.stringify(done.attempts));
     assert.equal(done.attempts[0]!.workerId, firstWorker);
     assert.notEqual(done.attempts[1]!.workerId, firstWorker);
-    assert.equal(done.attempts[0]!.how, 'worker-lost', JSON.stringify(done.attempts[0]));
+    // Lost, not failed: by the manager's look at Slurm (worker-lost) or, on a loaded machine where the
+    // pilot's last heartbeat is older than its lease by then, by the lease (lease-expired).
+    assert.ok(['worker-lost', 'lease-expired'].includes(done.attempts[0]!.how ?? ''), JSON.stringify(done.attempts[0]));
     const view = await pilotsOf(api);
     const cancelled = view.pilots.find((p) => p.id === pilot.id)!;
     assert.equal(cancelled.state, 'cancelled');
