@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { METRICS_CONTENT_TYPE, metricsAllowed, type Metrics } from '../metrics.js';
+import { METRICS_CONTENT_TYPE, metricsAllowed, type Metrics } from './metrics.js';
 
 /**
  * What the secure port serves outside the API: the dashboard (an HTML page,

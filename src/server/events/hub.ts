@@ -10,7 +10,7 @@ import type {
   StreamProject,
   StreamWorker,
 } from '../../core/wire.js';
-import type { Store } from '../store.js';
+import type { Store } from '../jobs/store.js';
 
 /**
  * The event stream's core: turns each journal event into a stream event,

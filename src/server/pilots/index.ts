@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { Context } from '../context.js';
+import type { Context } from '../start/context.js';
 import { PilotManager, type PilotHost } from './pilot-manager.js';
 
 /**
