@@ -2,9 +2,10 @@ import type { TLSSocket } from 'node:tls';
 import { fail } from '../../core/errors.js';
 import type { Job, Project } from '../../core/types.js';
 import { peerOf } from '../../federation/peer-auth.js';
-import type { Peer } from '../../federation/trust-store.js';
-import type { Identity } from '../accounts/accounts.js';
-import type { Context } from '../start/context.js';
+import type { TrustStore } from '../../federation/trust-store.js';
+import type { Accounts, Identity } from '../accounts/accounts.js';
+import type { Store } from '../jobs/store.js';
+import type { AuthRule, Granted, UserIdentity } from './auth-rules.js';
 import type { Authorize, Credentials } from './router.js';
 import { check, jobIdParam } from './schemas.js';
 
@@ -31,29 +32,20 @@ import { check, jobIdParam } from './schemas.js';
  * of other people's projects do not leak.
  */
 
-export type UserIdentity = Extract<Identity, { kind: 'user' }>;
-export type WorkerIdentity = Extract<Identity, { kind: 'worker' }>;
+export { AUTH_RULES } from './auth-rules.js';
+export type { AuthRule, Granted, UserIdentity, WorkerIdentity } from './auth-rules.js';
 
-/** What each rule hands the handler once it lets the caller in. */
-export interface Granted {
-  anonymous: { who: null };
-  user: { who: UserIdentity };
-  superuser: { who: UserIdentity };
-  worker: { who: WorkerIdentity };
-  member: { who: UserIdentity; project: Project };
-  owner: { who: UserIdentity; project: Project };
-  job: { who: UserIdentity; project: Project; job: Job; archived: boolean };
-  peer: { who: null; peer: Peer };
+/** What the rules look at: the accounts, the jobs and projects, and the trusted peers. */
+export interface AuthServices {
+  accounts: Pick<Accounts, 'authenticate'>;
+  store: Pick<Store, 'model' | 'archive'>;
+  trust: TrustStore;
 }
-
-export type AuthRule = keyof Granted;
-
-export const AUTH_RULES: readonly AuthRule[] = ['anonymous', 'user', 'member', 'owner', 'job', 'superuser', 'worker', 'peer'];
 
 const BEARER = /^Bearer ([\x21-\x7e]{1,512})$/;
 
 /** The identity behind the request's token. */
-export function identify(ctx: Context, creds: Pick<Credentials, 'authorization' | 'socket'>): Identity {
+export function identify(ctx: AuthServices, creds: Pick<Credentials, 'authorization' | 'socket'>): Identity {
   const header = creds.authorization;
   if (!header) {
     if (hasPeerCertificate(creds.socket)) {
@@ -73,16 +65,16 @@ function hasPeerCertificate(socket: Credentials['socket']): boolean {
   return cert !== null && typeof cert === 'object' && Object.keys(cert).length > 0;
 }
 
-export function authorizer(ctx: Context): Authorize {
+export function authorizer(ctx: AuthServices): Authorize {
   return ((rule: AuthRule, creds: Credentials) => authorize(ctx, rule, creds)) as Authorize;
 }
 
 /** Synchronous but for the `job` rule, which may read the archive: most requests pass without a promise. */
-export function authorize<A extends AuthRule>(ctx: Context, rule: A, creds: Credentials): Granted[A] | Promise<Granted[A]> {
+export function authorize<A extends AuthRule>(ctx: AuthServices, rule: A, creds: Credentials): Granted[A] | Promise<Granted[A]> {
   return grant(ctx, rule, creds) as Granted[A] | Promise<Granted[A]>;
 }
 
-function grant(ctx: Context, rule: AuthRule, creds: Credentials): Granted[AuthRule] | Promise<Granted[AuthRule]> {
+function grant(ctx: AuthServices, rule: AuthRule, creds: Credentials): Granted[AuthRule] | Promise<Granted[AuthRule]> {
   if (rule === 'anonymous') return { who: null };
   if (rule === 'peer') {
     const peer = peerOf(creds.socket as TLSSocket, ctx.trust);
@@ -122,14 +114,14 @@ export function canSee(who: UserIdentity, project: Project): boolean {
 }
 
 /** The project, if the user may see it; otherwise PROJECT_NOT_FOUND, as if it did not exist. */
-export function visibleProject(ctx: Context, who: UserIdentity, name: string): Project {
+export function visibleProject(ctx: AuthServices, who: UserIdentity, name: string): Project {
   const project = ctx.store.model.projects.get(name);
   if (!project || !canSee(who, project)) throw fail('PROJECT_NOT_FOUND', `no project named '${name}'`);
   return project;
 }
 
 /** A live job the user may see; otherwise JOB_NOT_FOUND. */
-export function visibleLiveJob(ctx: Context, who: UserIdentity, id: string): Job {
+export function visibleLiveJob(ctx: AuthServices, who: UserIdentity, id: string): Job {
   check(jobIdParam, id, 'id');
   const job = ctx.store.model.job(id);
   const project = job && ctx.store.model.projects.get(job.project);
@@ -138,7 +130,7 @@ export function visibleLiveJob(ctx: Context, who: UserIdentity, id: string): Job
 }
 
 /** A live or archived job the user may see; otherwise JOB_NOT_FOUND. */
-export async function visibleJob(ctx: Context, who: UserIdentity, id: string): Promise<{ job: Job; archived: boolean; project: Project }> {
+export async function visibleJob(ctx: AuthServices, who: UserIdentity, id: string): Promise<{ job: Job; archived: boolean; project: Project }> {
   check(jobIdParam, id, 'path.id');
   const model = ctx.store.model;
   const live = model.job(id);
