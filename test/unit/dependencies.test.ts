@@ -23,7 +23,7 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const DOORS: Record<string, string[]> = {
   'src/server/http': ['router.ts', 'auth.ts', 'auth-rules.ts', 'schemas.ts', 'views.ts', 'quick-checks.ts', 'logger.ts'],
   'src/server/jobs': ['store.ts', 'dispatcher.ts', 'results.ts', 'ids.ts', 'worker-routes.ts'],
-  'src/server/files': ['files.ts', 'log-part.ts'],
+  'src/server/files': ['files.ts', 'log-store.ts', 'log-part.ts'],
   'src/server/accounts': ['accounts.ts'],
   'src/server/federation': ['delegation.ts'],
   'src/server/events': ['hub.ts'],
@@ -34,19 +34,11 @@ const DOORS: Record<string, string[]> = {
 const ASSEMBLY = 'src/server/start';
 
 /**
- * Circles not yet broken, each as its sorted member files. The test fails
- * on any other circle, and on a listed one that no longer exists, so the
- * list only shrinks.
+ * Circles allowed for now, each as its sorted member files: none. Listing one
+ * here lets a change land before its circle is broken; the test fails when a
+ * listed circle is gone, so the list only shrinks.
  */
-const KNOWN_CIRCLES: string[][] = [
-  // Subsystems that take the whole Context, which names them in turn.
-  [
-    'src/server/federation/delegation.ts',
-    'src/server/files/transfers.ts',
-    'src/server/jobs/results.ts',
-    'src/server/start/context.ts',
-  ],
-];
+const KNOWN_CIRCLES: string[][] = [];
 
 const IO_MODULES = new Set([
   'fs', 'fs/promises', 'net', 'http', 'https', 'http2', 'tls', 'dgram', 'dns', 'dns/promises', 'child_process',

@@ -6,9 +6,10 @@ import type { Resources } from '../../core/types.js';
 import type { ClaimedJob, ResultReply, ResultRequest } from '../../core/wire.js';
 import { anyFits, type Shape } from '../../federation/link.js';
 import type { LinkManager, PeerDirectory } from '../../federation/links.js';
-import type { Context } from '../start/context.js';
+import type { Logger } from '../http/logger.js';
+import type { Store } from '../jobs/store.js';
 import type { Grant, RemoteWork } from '../jobs/dispatcher.js';
-import { acceptResult } from '../jobs/results.js';
+import { acceptResult, type ResultServices } from '../jobs/results.js';
 import { check, resultSchema } from '../http/schemas.js';
 import { claimedJob } from '../http/views.js';
 
@@ -43,6 +44,14 @@ interface PeerHeartbeatReply {
   abandon: { jobId: string; attempt: number; reason: string }[];
 }
 
+/** What delegation uses: the journal and model, result taking, the dispatcher to wake, and the lease length. */
+export interface DelegationServices extends ResultServices {
+  store: Store;
+  config: Parameters<typeof resultSchema>[0];
+  leaseMs: number;
+  log: Logger;
+}
+
 export class Delegation implements RemoteWork {
   links: LinkManager | undefined;
   directory: PeerDirectory | undefined;
@@ -51,7 +60,7 @@ export class Delegation implements RemoteWork {
   private readonly lastRenewal = new Map<string, number>();
   private readonly delivering = new Set<string>();
 
-  constructor(private readonly ctx: Context) {}
+  constructor(private readonly ctx: DelegationServices) {}
 
   // ---- asking side ---------------------------------------------------------
 

@@ -7,11 +7,24 @@ import { serverIdentityChecker } from '../../federation/certificates.js';
 import type { Peer } from '../../federation/trust-store.js';
 import type { StoredBlob } from '../../persistence/blob-store.js';
 import { Meter } from '../../common/stream-meter.js';
-import type { Context } from '../start/context.js';
+import type { ServerIdentity } from '../../federation/identity.js';
+import type { TrustStore } from '../../federation/trust-store.js';
+import type { Logger } from '../http/logger.js';
+import type { Store } from '../jobs/store.js';
+import type { Files } from './files.js';
 import { Reply, type StreamReply } from '../http/router.js';
 
 /** Where a peer serves the files of the attempts it delegated (auth rule `peer`). */
 export const PEER_FILES_PATH = '/api/v1/peer/files';
+
+/** What the transfers use: leases and foreign attempts, the file store, the peers and this server's certificate. */
+export interface TransferServices {
+  store: Pick<Store, 'model'>;
+  files: Pick<Files, 'receive' | 'download' | 'announcedSize'>;
+  trust: Pick<TrustStore, 'peer'>;
+  identity: Pick<ServerIdentity, 'certPem' | 'keyPem'>;
+  log: Logger;
+}
 
 /**
  * The files of running attempts. A worker fetches its inputs from, and
@@ -24,7 +37,7 @@ export const PEER_FILES_PATH = '/api/v1/peer/files';
 export class Transfers {
   private readonly agents = new Map<string, { caPem: string; agent: Agent }>();
 
-  constructor(private readonly ctx: Context) {}
+  constructor(private readonly ctx: TransferServices) {}
 
   // ---- for this server's workers ---------------------------------------------
 

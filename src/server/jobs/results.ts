@@ -1,6 +1,9 @@
 import { planFinish, type AttemptReport } from '../../core/commands.js';
 import type { ResultReply, ResultRequest } from '../../core/wire.js';
-import type { Context } from '../start/context.js';
+import type { Files } from '../files/files.js';
+import type { LogStore } from '../files/log-store.js';
+import type { Dispatcher } from './dispatcher.js';
+import type { Store } from './store.js';
 
 /** How much of each stream the job record keeps; the rest is in the log files. */
 export const TAIL_CHARS = 2048;
@@ -10,13 +13,21 @@ export function fitsInTail(text: string, bytes: number): boolean {
   return text.length <= TAIL_CHARS && Buffer.byteLength(text) === bytes;
 }
 
+/** What taking a result uses: the journal, the outputs' files, the log files, and the dispatcher to wake. */
+export interface ResultServices {
+  store: Pick<Store, 'model' | 'commit'>;
+  files: Pick<Files, 'requireHeld'>;
+  logs: Pick<LogStore, 'write'>;
+  dispatcher: Pick<Dispatcher, 'kick'>;
+}
+
 /**
  * Takes a worker's report of an attempt of one of this server's jobs, from
  * one of its own workers (`via` = local) or from a peer's worker (`via` = the
  * peer). Idempotent: a repeat of a report already taken is answered as a
  * duplicate.
  */
-export async function acceptResult(ctx: Context, workerId: string, body: ResultRequest, via: string): Promise<ResultReply> {
+export async function acceptResult(ctx: ResultServices, workerId: string, body: ResultRequest, via: string): Promise<ResultReply> {
   const model = ctx.store.model;
   // Outputs are uploaded for the attempt before the result names them: what is
   // named must be here, sent for the job's own project (or held by it already).
