@@ -1,3 +1,9 @@
+/**
+ * server/accounts: who may log in. Users, login tokens, worker tokens, the login throttle.
+ * Owns users.json (this file), the failed-login throttle and its file, and the session and user routes.
+ * May call: src/core, src/persistence, server/http, server/jobs (the store, through the Context, for
+ * memberships). Writes members-changed, and weight-set when a removed user's weight is reset.
+ */
 import { createHash, randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';

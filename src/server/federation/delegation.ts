@@ -1,3 +1,11 @@
+/**
+ * server/federation: the server side of the mesh. Delegation (this file), the peer TLS edge,
+ * the unsecure listener's handshake routes, and the peer routes.
+ * May call: src/federation (links, trust store, handshake), src/core, server/http, server/jobs
+ * (store, dispatcher, results). Writes foreign-claimed, foreign-finished, foreign-closed,
+ * leases-renewed, claims-returned, attempts-lost. Receives narrow services (DelegationServices),
+ * not the whole Context.
+ */
 import { z } from 'zod';
 import { planClaim, renewedAttempts, renewLeases } from '../../core/commands.js';
 import { fail } from '../../core/errors.js';

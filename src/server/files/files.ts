@@ -1,3 +1,11 @@
+/**
+ * server/files: the bytes. Files, logs, transfers and save/load.
+ * Owns the rules of the file store (this file), the attempts' transfers (local and to a delegated
+ * job's home), the log files of attempts, saving and loading a project, and their routes.
+ * May call: src/core, src/persistence (blob store, archive), src/federation (peer certificates),
+ * server/http, server/jobs (store, ids, the worker routes' worker lookup). Writes file-received,
+ * files-collected, value-set, project-loaded.
+ */
 import type { IncomingMessage } from 'node:http';
 import { fail } from '../../core/errors.js';
 import { checkFileName } from '../../core/files.js';

@@ -1,3 +1,10 @@
+/**
+ * server/start: start-up and assembly. The command line (cli.ts), the server's assembly and
+ * listeners (this file), the configuration, the Context handed to route handlers, the home lock, the
+ * table of every route (api.ts) and the OpenAPI description made from it.
+ * May call anything in src/server: this is where the subsystems are built and wired together.
+ * Writes the events of lease recovery at start-up.
+ */
 import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
