@@ -1,5 +1,20 @@
 import { archivable, planExpiry } from '../../core/commands.js';
-import type { Context } from '../start/context.js';
+import type { Files } from '../files/files.js';
+import type { Logger } from '../http/logger.js';
+import type { Dispatcher } from './dispatcher.js';
+import type { Store } from './store.js';
+
+/** What the sweeper uses: the store, the file store, the settings of its timers, and who to wake. */
+export interface SweeperServices {
+  store: Pick<Store, 'model' | 'commit' | 'archiveJobs'>;
+  files: Pick<Files, 'store'>;
+  config: { archiveAfterS: number; fileGraceS: number };
+  dispatcher: Pick<Dispatcher, 'kick'>;
+  /** Delegated attempts have their own clock-driven work (renewals, silent workers). */
+  delegation: { tick(now: number): void };
+  leaseMs: number;
+  log: Logger;
+}
 
 /**
  * The server's clock-driven work, on one timer: expire leases whose deadline
@@ -14,7 +29,7 @@ export class Sweeper {
   private lastCollect = Date.now();
 
   constructor(
-    private readonly ctx: Context,
+    private readonly ctx: SweeperServices,
     private readonly tickMs = Math.min(1000, ctx.leaseMs / 4),
   ) {}
 
