@@ -4,7 +4,7 @@ import { Session } from 'node:inspector/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiClient } from '../src/client/api/client.js';
-import { startServer, type RunningServer, type ServerOptions } from '../src/server/server.js';
+import { startServer, type RunningServer, type ServerOptions } from '../src/server/start/server.js';
 
 /** A server in a temp home with an admin client and a project, for one benchmark. */
 export interface Bench {

@@ -6,7 +6,7 @@
  * argv: home workerToken
  */
 import { ApiClient } from '../src/client/api/client.js';
-import { startServer } from '../src/server/server.js';
+import { startServer } from '../src/server/start/server.js';
 import { profiled, reply, round } from './lib.js';
 
 const [home, token] = process.argv.slice(2);

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { v7 as uuidv7 } from 'uuid';
 import { planClaim, planSubmit } from '../src/core/commands.js';
 import type { JobSpec } from '../src/core/types.js';
-import { startServer } from '../src/server/server.js';
+import { startServer } from '../src/server/start/server.js';
 import { round, runChild, tempHome } from './lib.js';
 
 export interface RestartRun {

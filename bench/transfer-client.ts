@@ -8,7 +8,7 @@ import { createReadStream, readFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ApiClient } from '../src/client/api/client.js';
-import { Meter } from '../src/stream-meter.js';
+import { Meter } from '../src/common/stream-meter.js';
 import { reply } from './lib.js';
 
 const [mode, url, caFile, serverId, token, path, queryJson, file, sha256, sizeText] = process.argv.slice(2) as [string, string, string, string, string, string, string, string, string, string];

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { main } from '../src/server/cli.js';
+import { main } from '../src/server/start/cli.js';
 
 main(process.argv).then(
   (code) => process.exit(code),

@@ -4,7 +4,7 @@ import { closeSync, fstatSync, readFileSync, statSync, promises as fsp } from 'n
 import { availableParallelism, hostname, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { ApiClient } from '../src/client/api/client.js';
-import { packageVersion } from '../src/version.js';
+import { packageVersion } from '../src/common/version.js';
 import { detectIsolation, ISOLATION_LEVELS, parseUidRange, type IsolationLevel, type UidRange } from '../src/worker/isolation.js';
 import { Worker, type LogLevel } from '../src/worker/worker.js';
 

@@ -7,7 +7,7 @@
  *   2  usage: bad flags or arguments
  */
 import { Command, CommanderError, Option } from 'commander';
-import { packageVersion } from '../version.js';
+import { packageVersion } from '../common/version.js';
 import { configHome } from './config.js';
 import { EXIT_OK, EXIT_USAGE, reportError } from './output.js';
 import { Context, type Argument, type CommandSpec, type GlobalOptions, type Io, type OptionSpec } from './commands/context.js';

@@ -15,7 +15,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fail } from '../core/errors.js';
 import { SHA256 } from '../core/files.js';
-import { Meter } from '../stream-meter.js';
+import { Meter } from '../common/stream-meter.js';
 import { fsyncDir } from './durable-file.js';
 import { SyncedFileWriter } from './synced-file-writer.js';
 

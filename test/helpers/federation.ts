@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiClient } from '../../src/client/api/client.js';
 import type { ResultRequest } from '../../src/core/wire.js';
-import { startServer, type RunningServer, type ServerOptions } from '../../src/server/server.js';
+import { startServer, type RunningServer, type ServerOptions } from '../../src/server/start/server.js';
 import { adminPasswordOf, freePort, rememberAdminPassword, until } from './server.js';
 
 /** A server for federation tests: in this process, or a subprocess that can be killed with SIGKILL. */

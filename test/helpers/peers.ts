@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { connect, type TLSSocket } from 'node:tls';
 import { request } from 'undici';
 import { ApiClient } from '../../src/client/api/client.js';
-import { startServer, type RunningServer, type ServerOptions } from '../../src/server/server.js';
+import { startServer, type RunningServer, type ServerOptions } from '../../src/server/start/server.js';
 import { cpcc, freePort, ROOT, until as waitUntil, type CpccRun as Run } from './server.js';
 
 const tempDirs: string[] = [];

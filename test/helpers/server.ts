@@ -16,7 +16,7 @@ import { ApiClient } from '../../src/client/api/client.js';
 import { main } from '../../src/client/cli.js';
 import { updateConfig } from '../../src/client/config.js';
 import type { ResultRequest } from '../../src/core/wire.js';
-import { startServer, type RunningServer, type ServerOptions } from '../../src/server/server.js';
+import { startServer, type RunningServer, type ServerOptions } from '../../src/server/start/server.js';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const SERVER_BIN = join(ROOT, 'bin', 'cpc-server.ts');

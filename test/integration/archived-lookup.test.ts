@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ApiError } from '../../src/client/api/client.js';
 import { readLatestSnapshot, writeSnapshot } from '../../src/persistence/snapshot-store.js';
-import { newId } from '../../src/server/ids.js';
+import { newId } from '../../src/server/jobs/ids.js';
 import { cleanup, makeClient, resultOf, startTestServer, type TestServer } from '../helpers/server.js';
 
 after(cleanup);

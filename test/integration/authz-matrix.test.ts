@@ -15,9 +15,9 @@ import { Agent, request } from 'undici';
 import WebSocket from 'ws';
 import { API_PREFIX } from '../../src/core/wire.js';
 import { LINK_PATH } from '../../src/federation/links.js';
-import { apiRouter } from '../../src/server/api.js';
-import type { AuthRule } from '../../src/server/auth.js';
-import { unsecureRoutes } from '../../src/server/unsecure.js';
+import { apiRouter } from '../../src/server/start/api.js';
+import type { AuthRule } from '../../src/server/http/auth.js';
+import { unsecureRoutes } from '../../src/server/federation/unsecure.js';
 import { connect, startSite, stopSite, type Site } from '../helpers/federation.js';
 
 /** Every route and its rule. A route missing here, or here but not in the server, fails the suite. */

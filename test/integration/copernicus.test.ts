@@ -10,7 +10,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ApiError, type ApiClient } from '../../src/client/api/client.js';
 import { buildProgram } from '../../src/client/cli.js';
-import { packageVersion } from '../../src/version.js';
+import { packageVersion } from '../../src/common/version.js';
 import { linkedSites, stopSite, type Site } from '../helpers/federation.js';
 import {
   adminPasswordOf,

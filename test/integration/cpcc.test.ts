@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { ApiClient } from '../../src/client/api/client.js';
 import { dependencyOrder, submitInChunks } from '../../src/client/commands/job-file.js';
 import type { JobInput } from '../../src/core/wire.js';
-import { startServer } from '../../src/server/server.js';
+import { startServer } from '../../src/server/start/server.js';
 import { CPCC, cpcc, type CpccRun as Run } from '../helpers/server.js';
 
 const WRONG_FINGERPRINT = 'AB:'.repeat(31) + 'AB';

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ApiClient } from '../../src/client/api/client.js';
-import { startServer, type RunningServer } from '../../src/server/server.js';
+import { startServer, type RunningServer } from '../../src/server/start/server.js';
 import { cleanup, resultOf, startTestServer } from '../helpers/server.js';
 
 describe('long-poll dispatcher', () => {

@@ -14,8 +14,8 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { ApiError, type ApiClient } from '../../src/client/api/client.js';
-import { tarHeader, tarSize } from '../../src/server/project-archive.js';
-import { Sweeper } from '../../src/server/sweeper.js';
+import { tarHeader, tarSize } from '../../src/server/files/project-archive.js';
+import { Sweeper } from '../../src/server/jobs/sweeper.js';
 import { cleanup, makeClient, resultOf, startTestServer, type TestServer } from '../helpers/server.js';
 
 after(cleanup);

@@ -15,9 +15,9 @@ import fc from 'fast-check';
 import { Agent, request } from 'undici';
 import type { z } from 'zod';
 import { API_PREFIX } from '../../src/core/wire.js';
-import { apiRouter } from '../../src/server/api.js';
-import type { Route } from '../../src/server/http.js';
-import { unsecureRoutes } from '../../src/server/unsecure.js';
+import { apiRouter } from '../../src/server/start/api.js';
+import type { Route } from '../../src/server/http/router.js';
+import { unsecureRoutes } from '../../src/server/federation/unsecure.js';
 import { cleanup, startTestServer, type SimWorker, type TestServer } from '../helpers/server.js';
 
 const PER_ENDPOINT = Number(process.env.FUZZ_PER_ENDPOINT ?? 1000);

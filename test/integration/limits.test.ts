@@ -12,8 +12,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ApiClient, ApiError } from '../../src/client/api/client.js';
 import type { JobInput } from '../../src/core/wire.js';
-import { main as cpcServer } from '../../src/server/cli.js';
-import { resolveConfig } from '../../src/server/config.js';
+import { main as cpcServer } from '../../src/server/start/cli.js';
+import { resolveConfig } from '../../src/server/start/config.js';
 import { cleanup, cpccHome, cpccInProcess, makeClient, startTestServer, tempDir, type TestServer } from '../helpers/server.js';
 
 after(cleanup);

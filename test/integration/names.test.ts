@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { ApiError } from '../../src/client/api/client.js';
-import { newId } from '../../src/server/ids.js';
+import { newId } from '../../src/server/jobs/ids.js';
 import { cleanup, cpccHome, cpccInProcess, makeClient, startTestServer, type TestServer } from '../helpers/server.js';
 
 after(cleanup);

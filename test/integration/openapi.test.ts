@@ -7,9 +7,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { request, Agent } from 'undici';
-import { apiRouter } from '../../src/server/api.js';
-import { describeApi } from '../../src/server/openapi.js';
-import { packageVersion } from '../../src/version.js';
+import { apiRouter } from '../../src/server/start/api.js';
+import { describeApi } from '../../src/server/start/openapi.js';
+import { packageVersion } from '../../src/common/version.js';
 import { cleanup, startTestServer, type TestServer } from '../helpers/server.js';
 
 type Doc = { openapi: string; paths: Record<string, Record<string, { 'x-cpc-auth'?: string; security?: unknown[]; responses?: object }>> };

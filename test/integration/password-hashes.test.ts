@@ -10,9 +10,9 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { ApiError } from '../../src/client/api/client.js';
-import { Accounts } from '../../src/server/accounts.js';
-import { resolveConfig } from '../../src/server/config.js';
-import { startServer } from '../../src/server/server.js';
+import { Accounts } from '../../src/server/accounts/accounts.js';
+import { resolveConfig } from '../../src/server/start/config.js';
+import { startServer } from '../../src/server/start/server.js';
 import { cleanup, makeClient, tempDir } from '../helpers/server.js';
 
 after(cleanup);

@@ -11,7 +11,7 @@ import { appendFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ApiError, type ApiClient } from '../../src/client/api/client.js';
 import type { JobView } from '../../src/core/wire.js';
-import { startServer } from '../../src/server/server.js';
+import { startServer } from '../../src/server/start/server.js';
 import {
   adminPasswordOf,
   cleanup,

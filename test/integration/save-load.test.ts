@@ -16,8 +16,8 @@ import { extract } from 'tar-stream';
 import { Agent, request } from 'undici';
 import { LEFT_BEHIND } from '../../src/core/commands.js';
 import { API_PREFIX, type JobView, type ProjectLoadReply, type ProjectManifest, type ValueView } from '../../src/core/wire.js';
-import { newId } from '../../src/server/ids.js';
-import { tarHeader, tarSize } from '../../src/server/project-archive.js';
+import { newId } from '../../src/server/jobs/ids.js';
+import { tarHeader, tarSize } from '../../src/server/files/project-archive.js';
 import {
   adminPasswordOf,
   cleanup,

@@ -15,7 +15,7 @@ import { main as cpcc } from '../../src/client/cli.js';
 import type { Io } from '../../src/client/commands/context.js';
 import { API_PREFIX } from '../../src/core/wire.js';
 import { IDENTITY_FILES } from '../../src/federation/identity.js';
-import { main as cpcServer } from '../../src/server/cli.js';
+import { main as cpcServer } from '../../src/server/start/cli.js';
 import { cleanup, makeClient, startTestServer, tempDir, type TestServer } from '../helpers/server.js';
 
 const mode = (path: string) => (statSync(path).mode & 0o777).toString(8).padStart(4, '0');

@@ -8,7 +8,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { ApiClient, ApiError } from '../../src/client/api/client.js';
 import type { ClaimReply, ClaimRequest, HeartbeatReply, HeartbeatRequest, JobView, ResultReply, ResultRequest } from '../../src/core/wire.js';
-import { startServer } from '../../src/server/server.js';
+import { startServer } from '../../src/server/start/server.js';
 import { Worker, type WorkerOptions } from '../../src/worker/worker.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { uuidV7Millis } from '../../src/persistence/archive-store.js';
-import { newId } from '../../src/server/ids.js';
+import { newId } from '../../src/server/jobs/ids.js';
 
 const V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { textPart } from '../../src/server/log-part.js';
+import { textPart } from '../../src/server/files/log-part.js';
 
 const TEXT = 'ascii é € 😀 line\n'.repeat(40);
 const SIZE = Buffer.byteLength(TEXT);

@@ -8,8 +8,8 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, wri
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { resolveConfig } from '../../src/server/config.js';
-import { silentLogger } from '../../src/server/logger.js';
+import { resolveConfig } from '../../src/server/start/config.js';
+import { silentLogger } from '../../src/server/http/logger.js';
 import { launcherSchema, type LauncherConfig } from '../../src/server/pilots/config.js';
 import { pilotDemand } from '../../src/server/pilots/demand.js';
 import { LauncherError, renderTemplate, unknownPlaceholders, type BatchStatus, type Launcher, type PilotRequest } from '../../src/server/pilots/launcher.js';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { CpcError } from '../../src/core/errors.js';
-import { LoginThrottle } from '../../src/server/throttle.js';
+import { LoginThrottle } from '../../src/server/accounts/throttle.js';
 
 function waitOf(fn: () => unknown): number | null {
   try {

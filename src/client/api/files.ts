@@ -4,7 +4,7 @@ import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Meter } from '../../stream-meter.js';
+import { Meter } from '../../common/stream-meter.js';
 import { ApiError, type ApiClient } from './client.js';
 
 /**

@@ -12,7 +12,7 @@ import type { InputSource, OutputSpec } from '../../core/types.js';
 import type { StoredFile, ValueView } from '../../core/wire.js';
 import type { ApiClient } from '../api/client.js';
 import { downloadFile, hashFile, uploadFile } from '../api/files.js';
-import { Meter } from '../../stream-meter.js';
+import { Meter } from '../../common/stream-meter.js';
 import { ago, fail, usage } from '../output.js';
 import type { Argument, CommandSpec, Context } from './context.js';
 import { collect } from './parsers.js';

@@ -4,7 +4,7 @@
  * (this server, its peers, their links).
  */
 import type { NetworkPeerView } from '../../core/wire.js';
-import { packageVersion } from '../../version.js';
+import { packageVersion } from '../../common/version.js';
 import { ApiError } from '../api/client.js';
 import { ConfigError } from '../config.js';
 import { ago, describeError, EXIT_FAILURE, type Column } from '../output.js';

@@ -1,7 +1,12 @@
+/**
+ * server/dashboard: what the secure port serves outside the API. The dashboard page (this
+ * file serves it) and the Prometheus metrics.
+ * May call: src/core (events, to count them). Writes no events.
+ */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { METRICS_CONTENT_TYPE, metricsAllowed, type Metrics } from '../metrics.js';
+import { METRICS_CONTENT_TYPE, metricsAllowed, type Metrics } from './metrics.js';
 
 /**
  * What the secure port serves outside the API: the dashboard (an HTML page,

@@ -1,3 +1,9 @@
+/**
+ * server/events: the live event stream (WebSocket) that cpcc watch and the dashboard read.
+ * Owns the hub (journal events turned into stream events, this file) and the socket.
+ * May call: src/core, server/jobs (store), server/accounts (who may see what), server/http (logger).
+ * Writes no events: it only reads the journal's.
+ */
 import type { Event } from '../../core/events.js';
 import type { JobChange } from '../../core/model.js';
 import type { Job } from '../../core/types.js';
@@ -10,7 +16,7 @@ import type {
   StreamProject,
   StreamWorker,
 } from '../../core/wire.js';
-import type { Store } from '../store.js';
+import type { Store } from '../jobs/store.js';
 
 /**
  * The event stream's core: turns each journal event into a stream event,

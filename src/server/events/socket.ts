@@ -4,8 +4,8 @@ import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { z } from 'zod';
 import { CpcError } from '../../core/errors.js';
 import { EVENTS_PROTOCOL, EVENTS_TOKEN_PROTOCOL, type StreamError } from '../../core/wire.js';
-import type { Identity } from '../accounts.js';
-import type { Logger } from '../logger.js';
+import type { Identity } from '../accounts/accounts.js';
+import type { Logger } from '../http/logger.js';
 import { mayView, type EventHub } from './hub.js';
 
 /**

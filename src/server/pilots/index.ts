@@ -1,6 +1,13 @@
+/**
+ * server/pilots: workers started on batch systems (Slurm) when work waits.
+ * Owns the pilot manager, its store, the launchers and their routes; index.ts (this file) connects
+ * the manager to a running server through the narrow PilotHost.
+ * May call: src/core, src/persistence, server/http, server/start (Context, here only). Writes
+ * worker-removed.
+ */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { Context } from '../context.js';
+import type { Context } from '../start/context.js';
 import { PilotManager, type PilotHost } from './pilot-manager.js';
 
 /**

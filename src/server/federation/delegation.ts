@@ -1,0 +1,348 @@
+/**
+ * server/federation: the server side of the mesh. Delegation (this file), the peer TLS edge,
+ * the unsecure listener's handshake routes, and the peer routes.
+ * May call: src/federation (links, trust store, handshake), src/core, server/http, server/jobs
+ * (store, dispatcher, results). Writes foreign-claimed, foreign-finished, foreign-closed,
+ * leases-renewed, claims-returned, attempts-lost. Receives narrow services (DelegationServices),
+ * not the whole Context.
+ */
+import { z } from 'zod';
+import { planClaim, renewedAttempts, renewLeases } from '../../core/commands.js';
+import { fail } from '../../core/errors.js';
+import type { ForeignAttempt } from '../../core/model.js';
+import type { Resources } from '../../core/types.js';
+import type { ClaimedJob, ResultReply, ResultRequest } from '../../core/wire.js';
+import { anyFits, type Shape } from '../../federation/link.js';
+import type { LinkManager, PeerDirectory } from '../../federation/links.js';
+import type { Logger } from '../http/logger.js';
+import type { Store } from '../jobs/store.js';
+import type { Grant, RemoteWork } from '../jobs/dispatcher.js';
+import { acceptResult, type ResultServices } from '../jobs/results.js';
+import { check, resultSchema } from '../http/schemas.js';
+import { claimedJob } from '../http/views.js';
+
+/**
+ * Worker delegation between trusted servers.
+ *
+ * Asking side: when none of this server's jobs fits an idle worker, it asks
+ * the peers that announced fitting work, in the admin's priority order, for
+ * jobs. The worker talks only to this server; its heartbeats renew this
+ * server's own deadline for each foreign attempt, this server renews the home
+ * server's lease over the link, and the result goes home through a durable
+ * outbox (kept across restarts until home takes it).
+ *
+ * Home side: a peer's calls over the link are served against the same model
+ * as local workers, with the peer's id as the lease's `via`; a peer can only
+ * heartbeat, finish or return attempts leased to it.
+ */
+
+const uuid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+const resources = z.strictObject({ cores: z.int().min(1).max(4096), memoryMb: z.int().min(0).max(64 * 1024 * 1024) });
+const claimCall = z.strictObject({ workerId: uuid, workerName: z.string().min(1).max(128), free: resources, max: z.int().min(1).max(4096) });
+const attemptsCall = z.strictObject({
+  attempts: z.array(z.strictObject({ jobId: uuid, attempt: z.int().min(1), workerId: uuid })).max(100_000),
+});
+const resultCall = z.strictObject({ workerId: uuid, result: z.unknown() });
+
+interface PeerClaimReply {
+  jobs: ClaimedJob[];
+}
+
+interface PeerHeartbeatReply {
+  abandon: { jobId: string; attempt: number; reason: string }[];
+}
+
+/** What delegation uses: the journal and model, result taking, the dispatcher to wake, and the lease length. */
+export interface DelegationServices extends ResultServices {
+  store: Store;
+  config: Parameters<typeof resultSchema>[0];
+  leaseMs: number;
+  log: Logger;
+}
+
+export class Delegation implements RemoteWork {
+  links: LinkManager | undefined;
+  directory: PeerDirectory | undefined;
+  /** Attempts home told us to drop, waiting for their worker's next heartbeat. */
+  private readonly abandon = new Map<string, { jobId: string; attempt: number; reason: string }[]>();
+  private readonly lastRenewal = new Map<string, number>();
+  private readonly delivering = new Set<string>();
+
+  constructor(private readonly ctx: DelegationServices) {}
+
+  // ---- asking side ---------------------------------------------------------
+
+  fits(free: Resources): boolean {
+    if (!this.links || !this.directory) return false;
+    for (const peer of this.directory.peers()) if (anyFits(this.links.shapes(peer.serverId), free)) return true;
+    return false;
+  }
+
+  async ask(workerId: string, free: Resources, max: number): Promise<Grant | null> {
+    if (!this.links || !this.directory) return null;
+    const worker = this.ctx.store.model.workers.get(workerId);
+    if (!worker) return null;
+    for (const peer of this.directory.peers()) {
+      const link = this.links.link(peer.serverId);
+      if (!link || !anyFits(link.shapes, free)) continue;
+      let reply: PeerClaimReply;
+      try {
+        reply = await link.call<PeerClaimReply>('claim', { workerId, workerName: worker.name, free, max });
+      } catch (err) {
+        this.ctx.log.debug('peer claim failed', { peer: peer.serverId, err: String(err) });
+        continue;
+      }
+      if (!Array.isArray(reply?.jobs) || reply.jobs.length === 0) continue;
+      return this.grant(peer.serverId, workerId, reply.jobs);
+    }
+    return null;
+  }
+
+  private grant(home: string, workerId: string, jobs: ClaimedJob[]): Grant {
+    const now = Date.now();
+    const claims = jobs.map((j) => ({ jobId: j.id, attempt: j.attempt, resources: j.resources }));
+    const durable = this.ctx.store.commit({ t: 'foreign-claimed', at: now, home, workerId, deadline: now + this.ctx.leaseMs, claims });
+    return {
+      jobs,
+      durable,
+      giveBack: async () => {
+        const attempts = claims.map((c): [string, number] => [c.jobId, c.attempt]);
+        await this.ctx.store.commit({ t: 'foreign-closed', at: Date.now(), attempts, reason: 'claim not delivered' });
+        await this.links
+          ?.link(home)
+          ?.call('return', { attempts: claims.map((c) => ({ jobId: c.jobId, attempt: c.attempt, workerId })) })
+          .catch(() => {});
+      },
+    };
+  }
+
+  /**
+   * A worker's heartbeat for foreign attempts: renews this server's deadline
+   * for the ones it still holds, and hands back what home said to drop.
+   */
+  heartbeat(workerId: string, attempts: { jobId: string; attempt: number }[], deadline: number) {
+    const model = this.ctx.store.model;
+    const out: { jobId: string; attempt: number; reason: string }[] = [];
+    for (const { jobId, attempt } of attempts) {
+      const f = model.foreign.get(jobId);
+      if (f && f.attempt === attempt && f.workerId === workerId) {
+        if (f.deadline < deadline) f.deadline = deadline;
+      } else {
+        out.push({ jobId, attempt, reason: 'no longer leased to this worker' });
+      }
+    }
+    // What home said to drop carries home's reason; it goes first.
+    const pending = this.abandon.get(workerId) ?? [];
+    this.abandon.delete(workerId);
+    return [...pending, ...out];
+  }
+
+  /** A worker's result for a foreign attempt: kept durably here, then delivered home. */
+  async result(workerId: string, body: ResultRequest): Promise<ResultReply> {
+    const f = this.ctx.store.model.foreign.get(body.jobId);
+    if (!f || f.workerId !== workerId || f.attempt !== body.attempt) {
+      throw fail('STALE_ATTEMPT', `attempt ${body.attempt} of job ${body.jobId} is not this worker's`);
+    }
+    if (f.result !== undefined) return { accepted: true, duplicate: true, state: 'running' };
+    await this.ctx.store.commit({ t: 'foreign-finished', at: Date.now(), jobId: body.jobId, attempt: body.attempt, result: body });
+    this.ctx.dispatcher.kick();
+    const delivered = await this.deliver(f);
+    return delivered ?? { accepted: true, duplicate: false, state: 'running' };
+  }
+
+  /** Sends a kept result home; null while home cannot be reached (it is tried again later). */
+  private async deliver(f: ForeignAttempt): Promise<ResultReply | null> {
+    const link = this.links?.link(f.home);
+    const key = `${f.jobId}#${f.attempt}`;
+    if (!link || this.delivering.has(key)) return null;
+    this.delivering.add(key);
+    try {
+      const reply = await link.call<ResultReply>('result', { workerId: f.workerId, result: f.result }, 60_000);
+      await this.close([f], 'delivered home');
+      return reply;
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === 'STALE_ATTEMPT' || code === 'JOB_NOT_FOUND' || code === 'ATTEMPT_NOT_FOUND') {
+        this.ctx.log.warn('home refused a delegated result', { home: f.home, job: f.jobId, attempt: f.attempt, code });
+        await this.close([f], `home refused it (${code})`);
+      }
+      return null;
+    } finally {
+      this.delivering.delete(key);
+    }
+  }
+
+  private close(attempts: ForeignAttempt[], reason: string): Promise<void> {
+    return this.ctx.store.commit({
+      t: 'foreign-closed',
+      at: Date.now(),
+      attempts: attempts.map((f): [string, number] => [f.jobId, f.attempt]),
+      reason,
+    });
+  }
+
+  /**
+   * Called every sweep: gives up foreign attempts whose worker went silent
+   * (and tells home at once), renews home's leases for the rest, and delivers
+   * results that are waiting.
+   */
+  tick(now: number): void {
+    const model = this.ctx.store.model;
+    if (model.foreign.size === 0) return;
+    const silent: ForeignAttempt[] = [];
+    const live: ForeignAttempt[] = [];
+    for (const f of model.foreign.values()) {
+      if (f.result !== undefined) void this.deliver(f);
+      else if (f.deadline <= now) silent.push(f);
+      else live.push(f);
+    }
+    if (silent.length > 0) {
+      this.ctx.log.info('delegated attempts lost: their worker went silent', { attempts: silent.length });
+      void this.close(silent, 'worker went silent').catch(() => {});
+      for (const [home, list] of groupBy(silent, (f) => f.home)) {
+        void this.links
+          ?.link(home)
+          ?.call('lost', { attempts: list.map(attemptRef) })
+          .catch(() => {});
+      }
+    }
+    for (const [home, list] of groupBy(live, (f) => f.home)) {
+      const link = this.links?.link(home);
+      if (!link?.hello) continue;
+      const every = Math.max(200, Math.min(link.hello.leaseS * 1000 / 3, link.hello.heartbeatIntervalS * 1000));
+      if (now - (this.lastRenewal.get(home) ?? 0) < every) continue;
+      this.lastRenewal.set(home, now);
+      link
+        .call<PeerHeartbeatReply>('heartbeat', { attempts: list.map(attemptRef) })
+        .then((reply) => this.dropAbandoned(reply.abandon ?? []))
+        .catch(() => this.lastRenewal.delete(home));
+    }
+  }
+
+  /** Results kept while home was away go out as soon as its link is back. */
+  linkUp(home: string): void {
+    this.lastRenewal.delete(home);
+    for (const f of this.ctx.store.model.foreign.values()) if (f.home === home && f.result !== undefined) void this.deliver(f);
+  }
+
+  private dropAbandoned(list: { jobId: string; attempt: number; reason: string }[]): void {
+    const model = this.ctx.store.model;
+    const gone: ForeignAttempt[] = [];
+    for (const a of list) {
+      const f = model.foreign.get(a.jobId);
+      if (!f || f.attempt !== a.attempt || f.result !== undefined) continue;
+      gone.push(f);
+      const queue = this.abandon.get(f.workerId) ?? [];
+      queue.push({ jobId: a.jobId, attempt: a.attempt, reason: `home: ${a.reason}` });
+      this.abandon.set(f.workerId, queue);
+    }
+    if (gone.length > 0) void this.close(gone, 'home said to abandon').then(() => this.ctx.dispatcher.kick());
+  }
+
+  // ---- home side -----------------------------------------------------------
+
+  /** Serves a trusted peer's call over its link. */
+  async handle(peerId: string, method: string, params: unknown): Promise<unknown> {
+    const model = this.ctx.store.model;
+    switch (method) {
+      case 'claim': {
+        const p = check(claimCall, params, 'params');
+        const event = planClaim(model, p.workerId, peerId, Date.now(), this.ctx.leaseMs, p.max, { free: p.free, workerName: p.workerName });
+        if (!event) return { jobs: [] };
+        await this.ctx.store.commit(event);
+        return { jobs: event.claims.map(([jobId, attempt]) => claimedJob(model.job(jobId)!, attempt)) };
+      }
+      case 'heartbeat': {
+        const { attempts } = check(attemptsCall, params, 'params');
+        const now = Date.now();
+        const deadline = now + this.ctx.leaseMs;
+        const abandon: PeerHeartbeatReply['abandon'] = [];
+        for (const [workerId, list] of groupBy(attempts, (a) => a.workerId)) {
+          const dropped = renewLeases(model, workerId, list, deadline, now, peerId).abandon;
+          abandon.push(...dropped);
+          const renewed = renewedAttempts(list, dropped);
+          if (renewed.length > 0) this.ctx.store.commitLater({ t: 'leases-renewed', at: now, workerId, deadline, attempts: renewed });
+        }
+        return { abandon };
+      }
+      case 'result': {
+        const p = check(resultCall, params, 'params');
+        const body = check(resultSchema(this.ctx.config), p.result, 'params.result');
+        return acceptResult(this.ctx, p.workerId, body, peerId);
+      }
+      case 'return':
+      case 'lost': {
+        const { attempts } = check(attemptsCall, params, 'params');
+        const mine = attempts.filter((a) => {
+          const lease = model.leases.get(a.jobId);
+          return lease && lease.attempt === a.attempt && lease.workerId === a.workerId && lease.via === peerId;
+        });
+        if (mine.length === 0) return { ok: true };
+        const pairs = mine.map((a): [string, number] => [a.jobId, a.attempt]);
+        if (method === 'return') {
+          for (const [workerId, list] of groupBy(mine, (a) => a.workerId)) {
+            await this.ctx.store.commit({
+              t: 'claims-returned',
+              at: Date.now(),
+              workerId,
+              claims: list.map((a): [string, number] => [a.jobId, a.attempt]),
+            });
+          }
+        } else {
+          await this.ctx.store.commit({ t: 'attempts-lost', at: Date.now(), how: 'worker-lost', reason: `${peerId} lost its worker`, attempts: pairs });
+        }
+        this.ctx.dispatcher.kick();
+        return { ok: true };
+      }
+      default:
+        throw fail('ROUTE_NOT_FOUND', `no peer call named '${method}'`);
+    }
+  }
+
+  /**
+   * A peer is no longer trusted: whatever it runs of ours is lost now, and
+   * whatever our workers run of its is dropped (their workers are told to
+   * abandon it at their next heartbeat; results waiting for it are discarded,
+   * as it would refuse them anyway).
+   */
+  async peerGone(peerId: string): Promise<void> {
+    const model = this.ctx.store.model;
+    const attempts: [string, number][] = [];
+    for (const lease of model.leases.all()) if (lease.via === peerId) attempts.push([lease.jobId, lease.attempt]);
+    if (attempts.length > 0) {
+      await this.ctx.store.commit({ t: 'attempts-lost', at: Date.now(), how: 'worker-lost', reason: `peer ${peerId} disconnected`, attempts });
+    }
+    const theirs = [...model.foreign.values()].filter((f) => f.home === peerId);
+    for (const f of theirs) {
+      if (f.result !== undefined) continue;
+      const queue = this.abandon.get(f.workerId) ?? [];
+      queue.push({ jobId: f.jobId, attempt: f.attempt, reason: `server ${peerId} was disconnected` });
+      this.abandon.set(f.workerId, queue);
+    }
+    if (theirs.length > 0) await this.close(theirs, `server ${peerId} was disconnected`);
+    this.lastRenewal.delete(peerId);
+    if (attempts.length > 0 || theirs.length > 0) this.ctx.dispatcher.kick();
+  }
+
+  /** What this server has queued, for its hello and work notices. */
+  shapes(): Shape[] {
+    return this.ctx.store.model.ready.shapes();
+  }
+}
+
+/** How a foreign attempt is named in calls to its home. */
+function attemptRef(f: ForeignAttempt): { jobId: string; attempt: number; workerId: string } {
+  return { jobId: f.jobId, attempt: f.attempt, workerId: f.workerId };
+}
+
+/** Items grouped by a key, each group in the order the items came. */
+function groupBy<T>(items: T[], key: (item: T) => string): Map<string, T[]> {
+  const out = new Map<string, T[]>();
+  for (const item of items) {
+    const k = key(item);
+    const list = out.get(k);
+    if (list) list.push(item);
+    else out.set(k, [item]);
+  }
+  return out;
+}

@@ -1,0 +1,73 @@
+import type { Job, Project, StateCounts } from '../../core/types.js';
+import type { ClaimedJob, JobView, PeerLinkState, PeerView, ProjectView } from '../../core/wire.js';
+import type { Peer } from '../../federation/trust-store.js';
+
+/** Turns domain records into the shapes of the API (core/wire.ts). */
+
+export function jobView(job: Job, archived = false): JobView {
+  const { spec } = job;
+  const view: JobView = {
+    id: job.id,
+    project: job.project,
+    state: job.state,
+    reason: job.reason,
+    env: spec.env,
+    resources: spec.resources,
+    priority: spec.priority,
+    maxRetries: spec.maxRetries,
+    timeoutS: spec.timeoutS,
+    after: spec.after,
+    createdAt: job.createdAt,
+    updatedAt: job.updatedAt,
+    attempts: job.attempts,
+  };
+  if (spec.name !== undefined) view.name = spec.name;
+  if (spec.argv !== undefined) view.argv = spec.argv;
+  if (spec.shell !== undefined) view.shell = spec.shell;
+  if (spec.inputs) view.inputs = spec.inputs;
+  if (spec.outputs) view.outputs = spec.outputs;
+  if (job.outputs) view.files = job.outputs;
+  if (job.result) {
+    view.exitCode = job.result.exitCode;
+    view.durationMs = job.result.durationMs;
+    view.stdoutTail = job.result.stdoutTail;
+    view.stderrTail = job.result.stderrTail;
+  }
+  if (archived) view.archived = true;
+  return view;
+}
+
+export function projectView(project: Project, counts: StateCounts): ProjectView {
+  return { name: project.name, owner: project.owner, members: project.members, createdAt: project.createdAt, counts };
+}
+
+/** What a worker needs to run one attempt of a job. */
+export function claimedJob(job: Job, attempt: number): ClaimedJob {
+  const { spec } = job;
+  return {
+    id: job.id,
+    project: job.project,
+    attempt,
+    ...(spec.argv ? { argv: spec.argv } : { shell: spec.shell! }),
+    env: spec.env,
+    resources: spec.resources,
+    timeoutS: spec.timeoutS,
+    ...(job.inputs ? { inputs: job.inputs } : {}),
+    ...(spec.outputs ? { outputs: spec.outputs } : {}),
+  };
+}
+
+/** A trusted peer as admins see it, with the state of its link. */
+export function peerView(p: Peer, link: PeerLinkState): PeerView {
+  return {
+    serverId: p.serverId,
+    name: p.name,
+    host: p.host,
+    unsecurePort: p.unsecurePort,
+    securePort: p.securePort,
+    caFingerprint: p.caFingerprint,
+    priority: p.priority,
+    trustedAt: p.trustedAt,
+    link,
+  };
+}

@@ -1,0 +1,122 @@
+import { z } from 'zod';
+import { planCancel, planRetry } from '../../core/commands.js';
+import { fail } from '../../core/errors.js';
+import { FINAL_STATES, type Job, type JobSpec } from '../../core/types.js';
+import type { JobList, JobView, LeaseView } from '../../core/wire.js';
+import { archivedStates } from './archived.js';
+import { canSee, visibleLiveJob, visibleProject } from '../http/auth.js';
+import type { Context } from '../start/context.js';
+import { Reply, type Router } from '../http/router.js';
+import { textPart } from '../files/log-part.js';
+import { fitsInTail } from './results.js';
+import { idsSchema, jobIdParam, limitQuery, logsQuery, runningQuery } from '../http/schemas.js';
+import { jobView } from '../http/views.js';
+
+const jobParams = z.strictObject({ id: jobIdParam });
+
+export function jobRoutes(router: Router, ctx: Context): void {
+  const model = () => ctx.store.model;
+
+  router.add('GET', '/jobs/:id', { auth: 'job', summary: 'one job, live or archived', params: jobParams }, (req): JobView =>
+    jobView(req.job, req.archived),
+  );
+
+  router.add(
+    'GET',
+    '/jobs/:id/logs',
+    {
+      auth: 'job',
+      summary: "an attempt's stdout or stderr (the last attempt by default); offset and limit, or tail, ask for a part (in bytes, given in x-log-offset, x-log-end and x-log-size)",
+      params: jobParams,
+      query: logsQuery,
+      text: true,
+    },
+    async (req) => {
+      const { job, query: q } = req;
+      const attempt = q.attempt ?? job.attempts[job.attempts.length - 1]?.n;
+      if (attempt === undefined) throw fail('LOG_NOT_FOUND', `job ${job.id} has not run yet`);
+      const a = job.attempts.find((x) => x.n === attempt);
+      if (!a) throw fail('ATTEMPT_NOT_FOUND', `job ${job.id} has no attempt ${attempt}`);
+      const tail = q.stream === 'stdout' ? a.stdoutTail : a.stderrTail;
+      const bytes = q.stream === 'stdout' ? a.stdoutBytes : a.stderrBytes;
+      const kept = tail !== undefined && bytes !== undefined && fitsInTail(tail, bytes) ? tail : null;
+      const missing = () => fail('LOG_NOT_FOUND', `attempt ${attempt} of job ${job.id} has no ${q.stream} (it has not finished, or it was lost)`);
+      if (q.offset === undefined && q.limit === undefined && q.tail === undefined) {
+        const text = kept ?? (await ctx.logs.read(job.id, attempt, q.stream));
+        if (text === null) throw missing();
+        return Reply.text(text);
+      }
+      const part = kept !== null ? await textPart(kept, q) : await ctx.logs.readPart(job.id, attempt, q.stream, q);
+      if (part === null) throw missing();
+      return Reply.text(part.text, 200, { 'x-log-offset': String(part.offset), 'x-log-end': String(part.end), 'x-log-size': String(part.size) });
+    },
+  );
+
+  router.add('POST', '/jobs/cancel', { auth: 'user', summary: 'cancel jobs (all or none)', body: idsSchema }, async (req) => {
+    const { ids } = req.body;
+    for (const id of ids) visibleLiveJob(ctx, req.who, id);
+    const event = planCancel(model(), ids, `cancelled by ${req.who.user}`, Date.now());
+    await ctx.store.commit(event);
+    // Cancelling a running job frees room on its worker.
+    ctx.dispatcher.kick();
+    return { cancelled: event.ids };
+  });
+
+  router.add('POST', '/jobs/retry', { auth: 'user', summary: 'give failed or cancelled jobs a fresh budget (all or none)', body: idsSchema }, async (req) => {
+    const { ids } = req.body;
+    const jobs = ids.map((id) => visibleLiveJob(ctx, req.who, id));
+    const archived = new Map();
+    for (const job of jobs) for (const [id, state] of await archivedStates(ctx, job.project, job.spec.after)) archived.set(id, state);
+    // Checked again after the waits: another request may have removed a job or its project meanwhile.
+    for (const id of ids) visibleLiveJob(ctx, req.who, id);
+    // Jobs given another go are unfinished again, and count as such against their projects' owners.
+    const byOwner = new Map<string, JobSpec[]>();
+    for (const job of jobs) {
+      const owner = model().projects.get(job.project)?.owner;
+      if (owner !== undefined && FINAL_STATES.has(job.state)) byOwner.set(owner, [...(byOwner.get(owner) ?? []), job.spec]);
+    }
+    for (const [owner, specs] of byOwner) ctx.usage.checkRoom(owner, specs);
+    const event = planRetry(model(), ids, Date.now(), archived);
+    await ctx.dispatcher.commitWork(event);
+    return { retried: event.ids };
+  });
+
+  router.add('GET', '/queue', { auth: 'user', summary: 'queued jobs this user may see, by priority, then age (users take turns between them; see the scheduling rule)', query: limitQuery }, (req): JobList => {
+    const m = model();
+    const queued: Job[] = [];
+    for (const job of m.jobs.values()) {
+      if (job.state === 'queued' && canSee(req.who, m.project(job.project))) queued.push(job);
+    }
+    queued.sort((a, b) => b.spec.priority - a.spec.priority || a.seq - b.seq);
+    return { jobs: queued.slice(0, req.query.limit).map((j) => jobView(j)) };
+  });
+
+  router.add('GET', '/running', { auth: 'user', summary: 'running jobs this user may see (or of one project), oldest start first', query: runningQuery }, (req): JobList => {
+    const m = model();
+    const only = req.query.project === undefined ? undefined : visibleProject(ctx, req.who, req.query.project);
+    const running: { job: Job; startedAt: number }[] = [];
+    for (const lease of m.leases.all()) {
+      const job = m.job(lease.jobId);
+      if (!job || (only ? job.project !== only.name : !canSee(req.who, m.project(job.project)))) continue;
+      running.push({ job, startedAt: job.attempts.find((a) => a.n === lease.attempt)?.startedAt ?? job.updatedAt });
+    }
+    running.sort((a, b) => a.startedAt - b.startedAt || a.job.seq - b.job.seq);
+    return { jobs: running.slice(0, req.query.limit).map((r) => jobView(r.job)) };
+  });
+
+  router.add('GET', '/heartbeats', { auth: 'user', summary: 'running attempts this user may see, with their lease deadlines' }, (req): { leases: LeaseView[] } => {
+    const m = model();
+    const leases: LeaseView[] = [];
+    for (const lease of m.leases.all()) {
+      const job = m.job(lease.jobId);
+      if (!job || !canSee(req.who, m.project(job.project))) continue;
+      leases.push({
+        ...lease,
+        project: job.project,
+        workerName: m.workers.get(lease.workerId)?.name ?? lease.workerId,
+      });
+    }
+    leases.sort((a, b) => a.deadline - b.deadline);
+    return { leases };
+  });
+}

@@ -1,0 +1,87 @@
+import { archivable, planExpiry } from '../../core/commands.js';
+import type { Files } from '../files/files.js';
+import type { Logger } from '../http/logger.js';
+import type { Dispatcher } from './dispatcher.js';
+import type { Store } from './store.js';
+
+/** What the sweeper uses: the store, the file store, the settings of its timers, and who to wake. */
+export interface SweeperServices {
+  store: Pick<Store, 'model' | 'commit' | 'archiveJobs'>;
+  files: Pick<Files, 'store'>;
+  config: { archiveAfterS: number; fileGraceS: number };
+  dispatcher: Pick<Dispatcher, 'kick'>;
+  /** Delegated attempts have their own clock-driven work (renewals, silent workers). */
+  delegation: { tick(now: number): void };
+  leaseMs: number;
+  log: Logger;
+}
+
+/**
+ * The server's clock-driven work, on one timer: expire leases whose deadline
+ * passed (re-queueing their jobs) and move old finished jobs to the archive.
+ * Leases are checked every `tickMs`, so a lease runs out at most one tick late.
+ */
+export class Sweeper {
+  private timer: NodeJS.Timeout | null = null;
+  private archiving = false;
+  private lastArchive = 0;
+  private collecting = false;
+  private lastCollect = Date.now();
+
+  constructor(
+    private readonly ctx: SweeperServices,
+    private readonly tickMs = Math.min(1000, ctx.leaseMs / 4),
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => this.tick(), this.tickMs);
+    this.timer.unref();
+  }
+
+  /** Removes stored files that nothing has referred to for the grace period. */
+  async collectFiles(now = Date.now()): Promise<{ removed: number; bytes: number }> {
+    const { store, files, config, log } = this.ctx;
+    const { gone, ...out } = await files.store.collect((sha) => store.model.files.isHeld(sha), config.fileGraceS * 1000, now);
+    if (out.removed > 0) log.info('unused files removed', out);
+    // Whoever sent that content may no longer name it. A crash before this
+    // commit is made good at the next start (forgetMissingFiles).
+    if (gone.length > 0) await store.commit({ t: 'files-collected', at: now, sha256s: gone });
+    return out;
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  tick(now = Date.now()): void {
+    const { store, dispatcher, log } = this.ctx;
+    const expiry = planExpiry(store.model, now);
+    if (expiry) {
+      log.info('leases expired; jobs re-queued', { attempts: expiry.attempts.length });
+      store.commit(expiry).catch((err: unknown) => log.error('could not journal lease expiry', { err: String(err) }));
+      dispatcher.kick();
+    }
+    this.ctx.delegation.tick(now);
+    const every = Math.max(1000, Math.min(60_000, (this.ctx.config.archiveAfterS * 1000) / 4));
+    if (!this.archiving && now - this.lastArchive >= every) {
+      this.lastArchive = now;
+      const ids = archivable(store.model, now - this.ctx.config.archiveAfterS * 1000, 10_000);
+      if (ids.length > 0) {
+        this.archiving = true;
+        store
+          .archiveJobs(ids, now)
+          .catch((err: unknown) => log.error('archiving failed; will try again', { err: String(err) }))
+          .finally(() => (this.archiving = false));
+      }
+    }
+    const collectEvery = Math.max(1000, Math.min(10 * 60_000, (this.ctx.config.fileGraceS * 1000) / 2));
+    if (!this.collecting && now - this.lastCollect >= collectEvery) {
+      this.lastCollect = now;
+      this.collecting = true;
+      this.collectFiles(now)
+        .catch((err: unknown) => log.error('collecting unused files failed; will try again', { err: String(err) }))
+        .finally(() => (this.collecting = false));
+    }
+  }
+}

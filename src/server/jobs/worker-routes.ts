@@ -1,0 +1,234 @@
+import { renewFromMemo, renewalMemo, renewedAttempts, renewLeases, type RenewalMemo } from '../../core/commands.js';
+import { CpcError, fail } from '../../core/errors.js';
+import type { Model } from '../../core/model.js';
+import type { Worker } from '../../core/types.js';
+import type {
+  ClaimReply,
+  HeartbeatReply,
+  RegisterReply,
+  ResultOutcome,
+  ResultReply,
+  ResultRequest,
+  WorkerTokenCreated,
+  WorkerTokenView,
+  WorkerView,
+} from '../../core/wire.js';
+import { z } from 'zod';
+import type { WorkerIdentity } from '../http/auth.js';
+import type { Context } from '../start/context.js';
+import type { Router } from '../http/router.js';
+import { newId } from './ids.js';
+import { isClaim, isHeartbeat, isPlainResult, isWorkerPath } from '../http/quick-checks.js';
+import { acceptResult } from './results.js';
+import { claimSchema, heartbeatSchema, jobIdParam, registerSchema, resultSchema, tokenNameSchema } from '../http/schemas.js';
+
+export const workerParams = z.strictObject({ id: jobIdParam });
+const tokenParams = z.strictObject({ id: z.string().max(64) });
+
+/** The worker a request names, if it was registered with the caller's token. */
+export function workerOf(model: Model, who: WorkerIdentity, id: string): Worker {
+  const worker = model.workers.get(id);
+  if (!worker || worker.tokenId !== who.tokenId) throw fail('WORKER_NOT_FOUND', `no worker with id '${id}'; register again`);
+  return worker;
+}
+
+export function workerRoutes(router: Router, ctx: Context): void {
+  const model = ctx.store.model;
+  /**
+   * Long-polls open per worker token. A worker's newer claim replaces its
+   * older one (dispatcher.ts), but one token may register any number of
+   * workers, so the token as a whole is capped.
+   */
+  const claimsOpen = new Map<string, number>();
+
+  const ownWorker = (who: WorkerIdentity, id: string): Worker => workerOf(model, who, id);
+
+  /** What each worker's last heartbeat renewed, for heartbeats that name the same attempts (`{ same }`); gone with the worker. */
+  const memos = new WeakMap<Worker, RenewalMemo>();
+
+  /**
+   * Renewals only move deadlines, so they are journaled coarsely and not
+   * waited for: losing the last few in a crash only shortens a lease, and
+   * start-up gives such leases a full period anyway (see recovery.ts).
+   */
+  const journalRenewal = (workerId: string, deadline: number, now: number, attempts: [string, number][]): void => {
+    const last = ctx.journaledDeadline.get(workerId) ?? 0;
+    if (deadline - last < ctx.leaseMs / 4) return;
+    ctx.journaledDeadline.set(workerId, deadline);
+    ctx.store.commitLater({ t: 'leases-renewed', at: now, workerId, deadline, attempts });
+  };
+
+  /** A worker's result, alone or with its next claim. */
+  const report = async (workerId: string, body: ResultRequest): Promise<ResultReply> => {
+    // Mine or forward: a peer's job goes home through the delegation outbox.
+    if (model.foreign.has(body.jobId)) return ctx.delegation.result(workerId, body);
+    // A job this server does not hold (anymore) cannot be this worker's to finish.
+    if (!model.job(body.jobId)) throw fail('STALE_ATTEMPT', `job ${body.jobId} is not leased to this worker (it may have been given up)`);
+    return acceptResult(ctx, workerId, body, 'local');
+  };
+
+  /** A refusal of one of several results is that result's answer, not the whole request's. */
+  const outcomeOf = (p: Promise<ResultReply>): Promise<ResultOutcome> =>
+    p.catch((err: unknown) => {
+      if (err instanceof CpcError) return { error: { code: err.code, message: err.message } };
+      ctx.log.error('a result sent with a claim failed', { err: String(err) });
+      return { error: { code: 'INTERNAL', message: 'internal error; see the server log' } };
+    });
+
+  router.add('POST', '/workers', { auth: 'worker', summary: 'register a worker with its resources', body: registerSchema }, async (req): Promise<RegisterReply> => {
+    const { who, body } = req;
+    // A token handed to a cluster node must not become a fleet: its workers are capped.
+    const most = who.maxWorkers ?? ctx.config.maxWorkersPerToken;
+    let registered = 0;
+    for (const w of model.workers.values()) if (w.tokenId === who.tokenId) registered++;
+    if (registered >= most) {
+      throw fail('TOO_MANY_WORKERS', `${registered} worker${registered === 1 ? ' is' : 's are'} registered with this token, the most it allows`);
+    }
+    // The token decides whose jobs a worker gets, not what the worker says of
+    // itself: a token taken from a worker whose jobs could read it stays bound.
+    const onlyUser = who.user;
+    if (body.isolation === 'none' && onlyUser === undefined && !body.sharedIdentity) {
+      throw fail(
+        'ISOLATION_REQUIRED',
+        "this worker's jobs would run as the worker itself (isolation none): give it a token bound to one user (cpcc worker-token create NAME --user USER), or start it with --shared-identity",
+      );
+    }
+    const id = newId();
+    await ctx.store.commit({
+      t: 'worker-registered',
+      at: Date.now(),
+      id,
+      name: body.name,
+      host: body.host,
+      resources: { cores: body.cores, memoryMb: body.memoryMb },
+      labels: body.labels ?? [],
+      tokenId: who.tokenId,
+      ...(body.isolation !== undefined ? { isolation: body.isolation } : {}),
+      ...(body.sharedIdentity ? { sharedIdentity: true } : {}),
+      ...(onlyUser !== undefined ? { onlyUser } : {}),
+    });
+    ctx.log.info('worker registered', { worker: id, name: body.name, cores: body.cores, memoryMb: body.memoryMb, isolation: body.isolation, onlyUser });
+    return { workerId: id, heartbeatIntervalS: ctx.config.heartbeatIntervalS, leaseS: ctx.leaseMs / 1000, ...(onlyUser !== undefined ? { onlyUser } : {}) };
+  });
+
+  router.add(
+    'POST',
+    '/workers/:id/claim',
+    { auth: 'worker', summary: 'jobs that fit the worker (long-poll: answered when some fit, or empty after waitS)', params: workerParams, body: claimSchema(ctx.config), quick: { params: isWorkerPath, body: isClaim(ctx.config) }, bulk: true },
+    async (req): Promise<ClaimReply> => {
+      const { who, body } = req;
+      const worker = ownWorker(who, req.params.id);
+      // Results first: the room they free is the room this claim fills. They
+      // are applied at once and durable with the claim's own record, which
+      // the journal writes after them: one fsync to wait for, not two.
+      const results = body.results ? Promise.all(body.results.map((r) => outcomeOf(report(worker.id, r)))) : undefined;
+      const open = claimsOpen.get(who.tokenId) ?? 0;
+      if (open >= ctx.config.maxClaimsPerToken) {
+        throw fail('TOO_MANY_REQUESTS', `workers of this token have ${open} claims open already, the most allowed`, { retryAfterS: 1 });
+      }
+      claimsOpen.set(who.tokenId, open + 1);
+      try {
+        worker.lastSeen = Date.now();
+        const jobs = await ctx.dispatcher.claim(worker.id, body.max ?? 4096, body.waitS, req);
+        return results ? { jobs, results: await results } : { jobs };
+      } finally {
+        const left = (claimsOpen.get(who.tokenId) ?? 1) - 1;
+        if (left > 0) claimsOpen.set(who.tokenId, left);
+        else claimsOpen.delete(who.tokenId);
+      }
+    },
+  );
+
+  router.add('POST', '/workers/:id/release', { auth: 'worker', summary: "answer the worker's waiting claim now", params: workerParams }, (req) => {
+    const worker = ownWorker(req.who, req.params.id);
+    return { released: ctx.dispatcher.release(worker.id) };
+  });
+
+  router.add(
+    'POST',
+    '/workers/:id/heartbeat',
+    { auth: 'worker', summary: 'renew the leases of the attempts the worker runs; lists those to abandon', params: workerParams, body: heartbeatSchema, quick: { params: isWorkerPath, body: isHeartbeat }, bulk: true },
+    (req): HeartbeatReply => {
+      const worker = ownWorker(req.who, req.params.id);
+      const now = Date.now();
+      const deadline = now + ctx.leaseMs;
+      const interval = ctx.config.heartbeatIntervalS;
+      if ('same' in req.body) {
+        // The attempts the last heartbeat named, if the worker's leases have not changed since.
+        const memo = memos.get(worker);
+        if (!memo || memo.leases.length !== req.body.same || !renewFromMemo(model, worker.id, memo, deadline, now)) {
+          memos.delete(worker);
+          return { abandon: [], heartbeatIntervalS: interval, resend: true };
+        }
+        journalRenewal(worker.id, deadline, now, memo.attempts);
+        return { abandon: [], heartbeatIntervalS: interval, kept: true };
+      }
+      const { attempts } = req.body;
+      // Mine or forward: peers' jobs this worker runs are renewed by delegation.
+      const local = attempts.filter((a) => !model.foreign.has(a.jobId));
+      const foreign = attempts.filter((a) => model.foreign.has(a.jobId));
+      const outcome = renewLeases(model, worker.id, local, deadline, now);
+      // Delegation's answers come first: they carry home's reason for dropping an attempt.
+      const seen = new Set<string>();
+      const abandon = [...ctx.delegation.heartbeat(worker.id, foreign, deadline), ...outcome.abandon].filter((a) => {
+        const key = `${a.jobId}#${a.attempt}`;
+        return !seen.has(key) && seen.add(key);
+      });
+      const renewed = abandon.length < attempts.length ? renewedAttempts(attempts, abandon) : [];
+      if (renewed.length > 0) journalRenewal(worker.id, deadline, now, renewed);
+      // Kept when the worker named only this server's attempts and all of them hold.
+      if (attempts.length > 0 && foreign.length === 0 && abandon.length === 0) {
+        memos.set(worker, renewalMemo(model, worker.id, renewed));
+        return { abandon, heartbeatIntervalS: interval, kept: true };
+      }
+      memos.delete(worker);
+      return { abandon, heartbeatIntervalS: interval };
+    },
+  );
+
+  router.add(
+    'POST',
+    '/workers/:id/results',
+    { auth: 'worker', summary: 'report how an attempt ended, with the ends of its output', params: workerParams, body: resultSchema(ctx.config), quick: { params: isWorkerPath, body: isPlainResult(ctx.config) }, bulk: true },
+    (req): Promise<ResultReply> => report(ownWorker(req.who, req.params.id).id, req.body),
+  );
+
+  router.add('GET', '/workers', { auth: 'user', summary: 'the workers registered here' }, (): { workers: WorkerView[] } => {
+    const workers = [...model.workers.values()].map((w) => ({
+      id: w.id,
+      name: w.name,
+      host: w.host,
+      resources: w.resources,
+      used: model.usedBy(w.id),
+      labels: w.labels,
+      running: model.leases.countOfWorker(w.id),
+      registeredAt: w.registeredAt,
+      lastSeen: w.lastSeen,
+      ...(w.isolation !== undefined ? { isolation: w.isolation } : {}),
+      ...(w.sharedIdentity ? { sharedIdentity: true } : {}),
+      ...(w.onlyUser !== undefined ? { onlyUser: w.onlyUser } : {}),
+    }));
+    return { workers };
+  });
+
+  router.add('POST', '/worker-tokens', { auth: 'superuser', summary: 'issue a worker token (shown once)', body: tokenNameSchema }, async (req): Promise<WorkerTokenCreated> => {
+    const { name, maxWorkers, user } = req.body;
+    if (user !== undefined && !ctx.accounts.user(user)) throw fail('USER_NOT_FOUND', `no user named '${user}'`);
+    const { token, record } = await ctx.accounts.issue('worker', name, null, {
+      ...(maxWorkers !== undefined ? { maxWorkers } : {}),
+      ...(user !== undefined ? { user } : {}),
+    });
+    return { id: record.id, name, token };
+  });
+
+  router.add('GET', '/worker-tokens', { auth: 'superuser', summary: 'the worker tokens, valid and revoked' }, (): { tokens: WorkerTokenView[] } => {
+    return {
+      tokens: ctx.accounts.workerTokens().map((t) => ({ id: t.id, name: t.name, createdAt: t.createdAt, revoked: t.revoked, ...(t.user !== undefined ? { user: t.user } : {}) })),
+    };
+  });
+
+  router.add('DELETE', '/worker-tokens/:id', { auth: 'superuser', summary: 'revoke a worker token', params: tokenParams }, async (req) => {
+    const record = await ctx.accounts.revoke(req.params.id, 'worker');
+    return { revoked: record.id };
+  });
+}
