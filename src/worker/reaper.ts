@@ -15,8 +15,8 @@ import { allProcesses, killAllOf, liveProcessesOf, procInfo, removeLeftovers, ty
  * is gone, however it died (a SIGKILL closes its descriptors like an exit),
  * and the reaper kills every process of the attempts still listed, then exits.
  *
- * The same list is kept on disk, one file per running attempt in
- * `<work dir>/.running/`, for what neither saw: a reaper killed with its worker
+ * The same list is kept on disk, one file `.running-<job>-<attempt>` per
+ * running attempt in the work dir (which jobs cannot write), for what neither saw: a reaper killed with its worker
  * (`kill -9 -1`, the OOM killer). A worker that starts on the same work dir
  * kills what those files name and removes their attempt folders.
  *
@@ -27,7 +27,7 @@ import { allProcesses, killAllOf, liveProcessesOf, procInfo, removeLeftovers, ty
  * descendants, and processes whose environment carries the attempt's marks.
  */
 
-/** One running attempt, as the reaper and the work dir's `.running/` file know it. */
+/** One running attempt, as the reaper and its `.running-…` file know it. */
 export interface AttemptRecord {
   jobId: string;
   attempt: number;
@@ -44,7 +44,7 @@ export interface AttemptRecord {
   dir: string;
 }
 
-export const RUNNING_DIR = '.running';
+const RUNNING_PREFIX = '.running-';
 
 /** Kills every process of an attempt that is still alive, until none is left. */
 export async function killAttempt(rec: AttemptRecord): Promise<void> {
@@ -129,20 +129,20 @@ function pidAlive(pid: number): boolean {
 
 /**
  * What a worker does first on its work dir: kills what the attempts a previous
- * worker left listed in `.running/` still run, removes their folders, and (at
+ * worker left listed in `.running-…` files still run, removes their folders, and (at
  * `user`) gives back every uid of the lock folder whose worker is gone.
  * Returns how many attempts were left.
  */
 export async function cleanLeftovers(workDir: string, locks?: string): Promise<number> {
-  const running = join(workDir, RUNNING_DIR);
   let names: string[] = [];
   try {
-    names = await fsp.readdir(running);
+    names = (await fsp.readdir(workDir)).filter((n) => n.startsWith(RUNNING_PREFIX));
   } catch {
     // no previous run
   }
+  let left = 0;
   for (const name of names) {
-    const file = join(running, name);
+    const file = join(workDir, name);
     let rec: AttemptRecord | undefined;
     try {
       rec = JSON.parse(await fsp.readFile(file, 'utf8')) as AttemptRecord;
@@ -154,6 +154,7 @@ export async function cleanLeftovers(workDir: string, locks?: string): Promise<n
       continue;
     }
     if (rec) {
+      left++;
       await killAttempt(rec);
       // Only folders of this work dir, by the name the runner gives them.
       if (dirname(rec.dir) === workDir && basename(rec.dir) === `${rec.jobId}-${rec.attempt}`) await fsp.rm(rec.dir, { recursive: true, force: true });
@@ -169,7 +170,7 @@ export async function cleanLeftovers(workDir: string, locks?: string): Promise<n
     }
     for (const name of uids) if (/^\d+$/.test(name)) await releaseStaleUid(Number(name), locks);
   }
-  return names.length;
+  return left;
 }
 
 /** The attempt's worker still runs: its pid is alive and that process is older than the job (not a later one given the same pid). */
@@ -193,9 +194,7 @@ export class Reaper {
     private readonly onProblem: (msg: string) => void = () => {},
   ) {}
 
-  /** Makes the `.running/` folder and starts the reaper process. */
-  async start(): Promise<void> {
-    await fsp.mkdir(join(this.workDir, RUNNING_DIR), { recursive: true, mode: 0o700 });
+  start(): void {
     this.spawn();
   }
 
@@ -234,7 +233,7 @@ export class Reaper {
   }
 
   private fileOf(rec: Pick<AttemptRecord, 'jobId' | 'attempt'>): string {
-    return join(this.workDir, RUNNING_DIR, `${rec.jobId}-${rec.attempt}`);
+    return join(this.workDir, `${RUNNING_PREFIX}${rec.jobId}-${rec.attempt}`);
   }
 
   /** Called as soon as an attempt's process runs. */
@@ -243,7 +242,7 @@ export class Reaper {
     this.live.set(key, rec);
     this.send({ add: rec });
     await fsp.writeFile(this.fileOf(rec), JSON.stringify(rec), { mode: 0o600 }).catch((err: Error) => {
-      this.onProblem(`cannot note a running attempt in ${RUNNING_DIR}: ${err.message}`);
+      this.onProblem(`cannot note a running attempt in the work dir: ${err.message}`);
     });
   }
 

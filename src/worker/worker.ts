@@ -307,7 +307,7 @@ export class Worker {
     const left = await cleanLeftovers(workDir, level === 'user' ? this.isolation.locks : undefined);
     if (left > 0) this.log('warn', 'killed what a previous worker on this work dir left running', { attempts: left });
     this.reaper = new Reaper(workDir, (msg) => this.log('warn', msg));
-    await this.reaper.start();
+    this.reaper.start();
     if (level === 'user') {
       await fsp.chmod(workDir, 0o711);
       this.confine = { isolation: this.isolation, uids: new UidPool(this.isolation.uids!, this.isolation.locks!) };
