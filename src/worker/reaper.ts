@@ -214,11 +214,15 @@ export class Reaper {
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
     });
     this.child = child;
+    const startedAt = Date.now();
     child.on('error', (err) => this.onProblem(`the job reaper cannot start: ${err.message}`));
     child.stdin!.on('error', () => {});
     child.once('exit', (code, signal) => {
       if (this.closed || this.child !== child) return;
-      this.onProblem(`the job reaper ended (${signal ?? `code ${code}`}); starting it again`);
+      const how = signal ?? `code ${code}`;
+      // One that cannot even start would be started again in a loop.
+      if (Date.now() - startedAt < 1000) return this.onProblem(`the job reaper ended at once (${how}): jobs will outlive this worker if it is killed`);
+      this.onProblem(`the job reaper ended (${how}); starting it again`);
       this.spawn();
     });
     // Neither the process nor its pipe keeps the worker alive.

@@ -183,6 +183,6 @@ describe('no job outlives its worker', () => {
       });
       assert.deepEqual(stale, [], 'no uid lock still names the dead worker');
     }
-    assert.match(second.stderr(), /killed what a previous worker on this work dir left running/);
+    await until('the new worker to say what it found', () => /killed what a previous worker on this work dir left running/.test(second.stderr()));
   });
 });
