@@ -205,6 +205,8 @@ export class Worker {
   private readonly slotGone = new Wakeup();
   /** Fired when the server answers after an outage: retries waiting out a back-off go at once. */
   private readonly serverBack = new Wakeup();
+  /** Counts the server's answers: a request that failed while another got an answer is tried again at once. */
+  private answers = 0;
   private reaper?: Reaper;
   private claimLoopDone: Promise<void> = Promise.resolve();
   private idleTimer?: NodeJS.Timeout;
@@ -443,6 +445,7 @@ export class Worker {
       // a result must not sit in a long-poll until work turns up.
       const carried = this.outbox.splice(0);
       for (const c of carried) c.taken = true;
+      const answers = this.answers;
       try {
         this.log('debug', 'claiming', { max: cores, waitS: this.claimWaitS, results: carried.length });
         const req = carried.length > 0 ? { waitS: 0, max: cores, results: carried.map((c) => c.req) } : { waitS: this.claimWaitS, max: cores };
@@ -466,6 +469,8 @@ export class Worker {
             await this.reregister(workerId);
             break;
           case 'transient': {
+            // The server answered something else meanwhile: it is back, and the wake-up has fired already.
+            if (this.answers !== answers) break;
             this.serverUnreachable(err, 'claim');
             const waitMs = this.backoff(failures++);
             this.log('debug', 'claim failed; waiting before the next', { waitMs: Math.round(waitMs) });
@@ -764,6 +769,7 @@ export class Worker {
   }
 
   private serverAnswered(): void {
+    this.answers++;
     if (!this.outage) return;
     this.outage = false;
     this.log('info', 'the server answers again');
