@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Resources } from '../core/types.js';
 import type { ResultRequest } from '../core/wire.js';
-import { allProcesses, chownTree, killAllOf, removeLeftovers, sandboxArgs, type Isolation, type ProcInfo, type UidPool } from './isolation.js';
+import { allProcesses, chownTree, killAllOf, procInfo, removeLeftovers, sandboxArgs, type Isolation, type ProcInfo, type UidPool } from './isolation.js';
+import type { Reaper } from './reaper.js';
 
 /**
  * Runs one attempt of a job as a real subprocess in a folder of its own.
@@ -51,6 +52,8 @@ export interface RunnerOptions {
   baseEnv?: Record<string, string | undefined>;
   /** How jobs are kept apart; without it they run beside the worker (`none`). */
   confine?: Confinement;
+  /** Kills the attempt's processes if this process dies before it could (reaper.ts). */
+  reaper?: Reaper;
 }
 
 /** An isolation level as the runner applies it: for `user`, the pool of uids. */
@@ -415,9 +418,21 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
 
   // A sandbox's processes die with its pid namespace; a uid's are all killed by release().
   const tree = level === 'none' ? new ProcessTree(child.pid!, [`CPC_JOB_ID=${spec.jobId}`, `CPC_ATTEMPT=${spec.attempt}`]) : undefined;
+  const record = { jobId: spec.jobId, attempt: spec.attempt };
+  await opts.reaper?.started({
+    ...record,
+    pid: child.pid!,
+    // The leader may be gone already: then nothing older than this moment is the job's.
+    start: procInfo(child.pid!)?.start ?? procInfo(process.pid)!.start,
+    level,
+    ...(uid !== undefined ? { uid, locks: opts.confine!.isolation.locks } : {}),
+    workerPid: process.pid,
+    dir,
+  });
   const sweep = async (): Promise<void> => {
     if (tree) await tree.kill();
     await release();
+    await opts.reaper?.ended(record);
   };
   return new RunningAttempt(dir, child, graceMs, async (self) => {
     let timedOut = false;

@@ -5,6 +5,7 @@ import type { Resources } from '../core/types.js';
 import type { ClaimReply, ClaimedJob, RegisterReply, ResultRequest } from '../core/wire.js';
 import { fetchInputs, keepOutputs } from './files.js';
 import { closedAncestor, detectIsolation, UidPool, type Isolation } from './isolation.js';
+import { cleanLeftovers, Reaper } from './reaper.js';
 import { startAttempt, type AttemptOutcome, type Confinement, type RunningAttempt } from './runner.js';
 
 /**
@@ -41,6 +42,11 @@ export interface WorkerOptions {
   /** Bounds of the retry backoff while the server cannot be reached. */
   retryMinMs?: number;
   retryMaxMs?: number;
+  /**
+   * While the server cannot be reached, the heartbeat asks again at least this
+   * often: the first answer wakes every waiting retry, so the claim resumes at once.
+   */
+  outageProbeMs?: number;
   /** Stop (draining) after running nothing for this long: pilots give their batch slot back when the queue is dry. */
   idleExitS?: number;
   /**
@@ -171,6 +177,7 @@ export class Worker {
   private readonly claimWaitS: number;
   private readonly retryMinMs: number;
   private readonly retryMaxMs: number;
+  private readonly outageProbeMs: number;
 
   private reg?: RegisterReply;
   private workerId?: string;
@@ -196,6 +203,11 @@ export class Worker {
   private readonly resourcesChanged = new Wakeup();
   private readonly heartbeatNow = new Wakeup();
   private readonly slotGone = new Wakeup();
+  /** Fired when the server answers after an outage: retries waiting out a back-off go at once. */
+  private readonly serverBack = new Wakeup();
+  /** Counts the server's answers: a request that failed while another got an answer is tried again at once. */
+  private answers = 0;
+  private reaper?: Reaper;
   private claimLoopDone: Promise<void> = Promise.resolve();
   private idleTimer?: NodeJS.Timeout;
   private heartbeatLoopDone: Promise<void> = Promise.resolve();
@@ -216,6 +228,7 @@ export class Worker {
     this.claimWaitS = opts.claimWaitS ?? 30;
     this.retryMinMs = opts.retryMinMs ?? 250;
     this.retryMaxMs = opts.retryMaxMs ?? 30_000;
+    this.outageProbeMs = opts.outageProbeMs ?? 500;
     this.ended = new Promise((resolve, reject) => {
       this.endedResolve = resolve;
       this.endedReject = reject;
@@ -292,6 +305,11 @@ export class Worker {
     const { workDir } = this.opts;
     const { level } = this.isolation;
     await fsp.mkdir(workDir, { recursive: true, mode: 0o700 });
+    // What a worker that died on this work dir left running goes before anything new starts.
+    const left = await cleanLeftovers(workDir, level === 'user' ? this.isolation.locks : undefined);
+    if (left > 0) this.log('warn', 'killed what a previous worker on this work dir left running', { attempts: left });
+    this.reaper = new Reaper(workDir, (msg) => this.log('warn', msg));
+    this.reaper.start();
     if (level === 'user') {
       await fsp.chmod(workDir, 0o711);
       this.confine = { isolation: this.isolation, uids: new UidPool(this.isolation.uids!, this.isolation.locks!) };
@@ -375,7 +393,8 @@ export class Worker {
       } catch (err) {
         if (err instanceof IsolationRefused || classify(err) !== 'transient') throw err;
         this.serverUnreachable(err, 'register');
-        await sleep(this.backoff(failures++), this.stopCtl.signal);
+        // Registering is how the server's return is first seen: ask as often as a heartbeat would.
+        await sleep(Math.min(this.backoff(failures++), this.outageProbeMs), this.stopCtl.signal);
       }
     }
     return false;
@@ -426,6 +445,7 @@ export class Worker {
       // a result must not sit in a long-poll until work turns up.
       const carried = this.outbox.splice(0);
       for (const c of carried) c.taken = true;
+      const answers = this.answers;
       try {
         this.log('debug', 'claiming', { max: cores, waitS: this.claimWaitS, results: carried.length });
         const req = carried.length > 0 ? { waitS: 0, max: cores, results: carried.map((c) => c.req) } : { waitS: this.claimWaitS, max: cores };
@@ -448,10 +468,15 @@ export class Worker {
           case 'worker-gone':
             await this.reregister(workerId);
             break;
-          case 'transient':
+          case 'transient': {
+            // The server answered something else meanwhile: it is back, and the wake-up has fired already.
+            if (this.answers !== answers) break;
             this.serverUnreachable(err, 'claim');
-            await sleep(this.backoff(failures++), this.stopCtl.signal);
+            const waitMs = this.backoff(failures++);
+            this.log('debug', 'claim failed; waiting before the next', { waitMs: Math.round(waitMs) });
+            await this.serverBack.wait(waitMs, this.stopCtl.signal);
             break;
+          }
           default:
             this.fail(err);
             return;
@@ -550,7 +575,7 @@ export class Worker {
           timeoutS: job.timeoutS,
           prepare: job.inputs?.length ? (dir) => fetchInputs(this.client, slot.workerId, job, dir, slot.ctl.signal) : undefined,
         },
-        { workDir: this.opts.workDir, maxLogBytes: this.opts.maxLogBytes, killGraceMs: this.opts.killGraceMs, confine: this.confine },
+        { workDir: this.opts.workDir, maxLogBytes: this.opts.maxLogBytes, killGraceMs: this.opts.killGraceMs, confine: this.confine, reaper: this.reaper },
       );
       slot.run = run;
       slot.phase = 'running';
@@ -660,7 +685,7 @@ export class Worker {
             return;
           default:
             this.serverUnreachable(err, 'result');
-            await sleep(this.backoff(failures++), signal);
+            await this.serverBack.wait(this.backoff(failures++), signal);
         }
       }
     }
@@ -684,7 +709,8 @@ export class Worker {
       } else {
         // Retry sooner than the interval: after a server restart, leases get
         // only about one interval to hear from their workers.
-        nextMs = Math.min(this.backoff(failures++), this.heartbeatMs / 2);
+        // And within a probe's interval, so that the server's return is seen at once.
+        nextMs = Math.min(this.backoff(failures++), this.heartbeatMs / 2, this.outageProbeMs);
       }
     }
   }
@@ -743,10 +769,12 @@ export class Worker {
   }
 
   private serverAnswered(): void {
+    this.answers++;
     if (!this.outage) return;
     this.outage = false;
     this.log('info', 'the server answers again');
     this.heartbeatNow.fire();
+    this.serverBack.fire();
   }
 
   private backoff(failures: number): number {
@@ -813,6 +841,7 @@ export class Worker {
 
   private end(): void {
     clearInterval(this.idleTimer);
+    this.reaper?.close();
     if (this.fatalError !== undefined) this.endedReject(this.fatalError);
     else this.endedResolve();
   }

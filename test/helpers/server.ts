@@ -469,6 +469,10 @@ export interface SpawnWorkerOptions {
   memoryMb?: number;
   workDir: string;
   claimWaitS?: number;
+  /** More flags, after the usual ones. */
+  args?: string[];
+  /** In a process group of its own, so that the test can signal the whole group. */
+  detached?: boolean;
 }
 
 /** `cpc-worker` as a real process, with its token in CPC_WORKER_TOKEN. */
@@ -493,9 +497,11 @@ export function spawnWorker(o: SpawnWorkerOptions): WorkerProcess {
     o.name,
     '--claim-wait',
     String(o.claimWaitS ?? 5),
+    ...(o.args ?? []),
   ];
   const child = spawn(process.execPath, args, {
     cwd: ROOT,
+    detached: o.detached ?? false,
     env: { ...process.env, CPC_WORKER_TOKEN: o.token },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
