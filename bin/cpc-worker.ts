@@ -4,6 +4,7 @@ import { closeSync, fstatSync, readFileSync, statSync, promises as fsp } from 'n
 import { availableParallelism, hostname, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { ApiClient } from '../src/client/api/client.js';
+import { createLogger } from '../src/common/logger.js';
 import { packageVersion } from '../src/common/version.js';
 import { detectIsolation, ISOLATION_LEVELS, parseUidRange, type IsolationLevel, type UidRange } from '../src/worker/isolation.js';
 import { Worker, type LogLevel } from '../src/worker/worker.js';
@@ -105,19 +106,10 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
-function formatValue(v: unknown): string {
-  if (v === null || v === undefined || typeof v === 'number' || typeof v === 'boolean') return String(v);
-  const s = typeof v === 'string' ? v : JSON.stringify(v);
-  return /^[^\s"=]+$/.test(s) ? s : JSON.stringify(s);
-}
-
+/** The worker's lines in the servers' format: one JSON object a line on stderr (src/common/logger.ts). */
 function makeLogger(verbose: boolean) {
-  return (level: LogLevel, msg: string, fields?: Record<string, unknown>): void => {
-    if (level === 'debug' && !verbose) return;
-    let line = `${new Date().toISOString()} ${level} ${msg}`;
-    for (const [k, v] of Object.entries(fields ?? {})) if (v !== undefined) line += ` ${k}=${formatValue(v)}`;
-    process.stderr.write(line + '\n');
-  };
+  const logger = createLogger(verbose ? 'debug' : 'info');
+  return (level: LogLevel, msg: string, fields?: Record<string, unknown>): void => logger[level](msg, fields);
 }
 
 /** What `cpc-server bundle` writes: everything a worker needs to reach its server. */

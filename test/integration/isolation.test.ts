@@ -195,7 +195,7 @@ describe('isolation user: the local worker of a server run by root', { skip: !as
     writeFileSync(join(home, 'initial-admin-password'), adminPasswordOf(home) + '\n', { mode: 0o600 });
     const workers = await until('the local worker to register', async () => (await admin.workers()).workers.find((w) => w.name === 'local-worker'), { timeoutMs: 60_000, intervalMs: 200 });
     assert.equal(workers.isolation, 'user');
-    assert.match(srv.stderr(), /info starting .*isolation=user/);
+    assert.match(srv.stderr(), /^\{"level":"info",.*"isolation":"user".*"msg":"starting"\}$/m);
 
     const alice = await userClient(srv.info.url, srv.caPem, admin, 'alice');
     const bob = await userClient(srv.info.url, srv.caPem, admin, 'bob');
@@ -269,7 +269,7 @@ describe('isolation user: a worker reading its token from a file', { skip: !asRo
     let stderr = '';
     worker.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     await until('the worker to register', () => /registered as/.test(stderr), { timeoutMs: 30_000 });
-    assert.match(stderr, /isolation=user/);
+    assert.match(stderr, /"isolation":"user"/);
     await ts.admin.createProject('tf');
     const [victim] = (await ts.admin.submit('tf', [{ ...VICTIM, cores: 1, memoryMb: 1 }])).ids;
     await stateOf(ts.admin, victim!, 'running');
@@ -330,7 +330,7 @@ describe('isolation none: a worker that is not root', { skip: !asRoot && 'needs 
   it('refuses a token that is not bound to one user, and says its level', async () => {
     const w = await startAsNobody('unbound', await ts.server.createWorkerToken('unbound'));
     assert.equal(await w.exited, 1, w.stderr());
-    assert.match(w.stderr(), /isolation=none/);
+    assert.match(w.stderr(), /"isolation":"none"/);
     assert.match(w.stderr(), /ISOLATION NONE/);
     assert.match(w.stderr(), /bound to one user|--shared-identity/);
     assert.equal((await ts.admin.workers()).workers.filter((x) => x.name === 'unbound').length, 0, 'nothing registered');
@@ -347,8 +347,8 @@ describe('isolation none: a worker that is not root', { skip: !asRoot && 'needs 
     const created = await ts.admin.createWorkerToken('alices-worker', undefined, 'alice');
     const w = await startAsNobody('alices-worker', created.token);
     await until('the worker to register', () => /registered as/.test(w.stderr()) || w.child.exitCode !== null, { timeoutMs: 30_000 });
-    assert.match(w.stderr(), /isolation=none/);
-    assert.match(w.stderr(), /onlyUser=alice/);
+    assert.match(w.stderr(), /"isolation":"none"/);
+    assert.match(w.stderr(), /"onlyUser":"alice"/);
     const [alices] = (await alice.submit('alices', [{ shell: 'id -u', cores: 1, memoryMb: 1 }])).ids;
     const done = await finalView(alice, alices!);
     assert.equal(done.state, 'done', done.stderrTail);
@@ -420,7 +420,7 @@ describe('isolation sandbox: a worker that is not root, with bubblewrap', { skip
     let stderr = '';
     worker.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     await until('the worker to register', () => /registered as/.test(stderr) || worker!.exitCode !== null, { timeoutMs: 60_000 });
-    assert.match(stderr, /isolation=sandbox/);
+    assert.match(stderr, /"isolation":"sandbox"/);
     assert.equal((await ts.admin.workers()).workers.find((w) => w.name === 'boxed')?.isolation, 'sandbox');
 
     await ts.admin.createProject('box');

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { Agent, request } from 'undici';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { resolveConfig } from '../../src/server/start/config.js';
-import { createLogger } from '../../src/server/http/logger.js';
+import { createLogger } from '../../src/common/logger.js';
 import { cleanup, makeClient, resultOf, startTestServer, until, type TestServer } from '../helpers/server.js';
 
 after(cleanup);

@@ -7,21 +7,15 @@ import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { adminPasswordOf, cleanup, freePort, loginAdmin, makeClient, spawnServer, spawnWorker, tempDir, until } from '../helpers/server.js';
+import { adminPasswordOf, cleanup, freePort, loginAdmin, makeClient, parseLogLines, spawnServer, spawnWorker, tempDir, until } from '../helpers/server.js';
 
 after(cleanup);
 
-/** The worker's log lines `<ISO time> <level> <msg> k=v…` that say `msg`, with their time and fields. */
+/** The worker's log lines (JSON, one a line) that say `msg`, with their time and fields. */
 function linesOf(stderr: string, msg: string): { at: number; fields: Record<string, string> }[] {
-  const out: { at: number; fields: Record<string, string> }[] = [];
-  for (const line of stderr.split('\n')) {
-    const m = /^(\S+) \w+ (.*)$/.exec(line);
-    if (!m || !m[2]!.startsWith(msg)) continue;
-    const fields: Record<string, string> = {};
-    for (const [, k, v] of m[2]!.slice(msg.length).matchAll(/ (\w+)=(\S+)/g)) fields[k!] = v!;
-    out.push({ at: Date.parse(m[1]!), fields });
-  }
-  return out;
+  return parseLogLines(stderr)
+    .filter((l) => String(l.msg).startsWith(msg))
+    .map((l) => ({ at: Date.parse(String(l.time)), fields: Object.fromEntries(Object.entries(l).map(([k, v]) => [k, String(v)])) }));
 }
 
 describe('a worker whose server comes back', () => {

@@ -10,6 +10,7 @@ import { ApiClient, ApiError } from '../../src/client/api/client.js';
 import type { ClaimReply, ClaimRequest, HeartbeatReply, HeartbeatRequest, JobView, ResultReply, ResultRequest } from '../../src/core/wire.js';
 import { startServer } from '../../src/server/start/server.js';
 import { Worker, type WorkerOptions } from '../../src/worker/worker.js';
+import { parseLogLines } from '../helpers/server.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -255,7 +256,12 @@ describe('cpc-worker against a real server', () => {
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
 
     await waitFor('the worker to register', () => /registered as/.test(stderr), 20_000);
-    assert.match(stderr, /^\d{4}-\d\d-\d\dT[\d:.]+Z info registered as [0-9a-f-]{36} with 1 cores \/ 512 MB/m);
+    // The servers' log format: one JSON object a line.
+    const registered = parseLogLines(stderr).find((l) => /^registered as /.test(String(l.msg)));
+    assert.ok(registered, stderr);
+    assert.equal(registered.level, 'info');
+    assert.match(String(registered.time), /^\d{4}-\d\d-\d\dT[\d:.]+Z$/);
+    assert.match(String(registered.msg), /^registered as [0-9a-f-]{36} with 1 cores \/ 512 MB$/);
     const { ids } = await site.admin.submit('it', [{ shell: 'echo "from the cli ${CPC_WORKER_TOKEN:-without a token}"' }]);
     const v = await finalView(site.admin, ids[0]!);
     assert.equal(v.state, 'done');

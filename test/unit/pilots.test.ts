@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { resolveConfig } from '../../src/server/start/config.js';
-import { silentLogger } from '../../src/server/http/logger.js';
+import { silentLogger } from '../../src/common/logger.js';
 import { launcherSchema, type LauncherConfig } from '../../src/server/pilots/config.js';
 import { pilotDemand } from '../../src/server/pilots/demand.js';
 import { LauncherError, renderTemplate, unknownPlaceholders, type BatchStatus, type Launcher, type PilotRequest } from '../../src/server/pilots/launcher.js';

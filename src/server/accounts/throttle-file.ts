@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { writeFileDurable } from '../../persistence/durable-file.js';
-import type { Logger } from '../http/logger.js';
+import type { Logger } from '../../common/logger.js';
 import { LoginThrottle, type SavedThrottle, type ThrottleOptions } from './throttle.js';
 
 /**

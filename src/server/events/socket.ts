@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { CpcError } from '../../core/errors.js';
 import { EVENTS_PROTOCOL, EVENTS_TOKEN_PROTOCOL, type StreamError } from '../../core/wire.js';
 import type { Identity } from '../accounts/accounts.js';
-import type { Logger } from '../http/logger.js';
+import type { Logger } from '../../common/logger.js';
 import { mayView, type EventHub } from './hub.js';
 
 /**

@@ -14,7 +14,7 @@ import type { Resources } from '../../core/types.js';
 import type { ClaimedJob, ResultReply, ResultRequest } from '../../core/wire.js';
 import { anyFits, type Shape } from '../../federation/link.js';
 import type { LinkManager, PeerDirectory } from '../../federation/links.js';
-import type { Logger } from '../http/logger.js';
+import type { Logger } from '../../common/logger.js';
 import type { Store } from '../jobs/store.js';
 import type { Grant, RemoteWork } from '../jobs/dispatcher.js';
 import { acceptResult, type ResultServices } from '../jobs/results.js';

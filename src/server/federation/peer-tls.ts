@@ -17,7 +17,7 @@ import type { SecureContextOptions, TLSSocket } from 'node:tls';
 import { issuedBy, peerOfCertificate, presentedCertificate } from '../../federation/peer-auth.js';
 import type { ServerIdentity } from '../../federation/identity.js';
 import type { TrustStore } from '../../federation/trust-store.js';
-import type { Logger } from '../http/logger.js';
+import type { Logger } from '../../common/logger.js';
 
 export class PeerTls {
   /** Open connections that presented a certificate: those are re-checked when trust changes. */

@@ -9,7 +9,7 @@ import type { StoredBlob } from '../../persistence/blob-store.js';
 import { Meter } from '../../common/stream-meter.js';
 import type { ServerIdentity } from '../../federation/identity.js';
 import type { TrustStore } from '../../federation/trust-store.js';
-import type { Logger } from '../http/logger.js';
+import type { Logger } from '../../common/logger.js';
 import type { Store } from '../jobs/store.js';
 import type { Files } from './files.js';
 import { Reply, type StreamReply } from '../http/router.js';

@@ -1,6 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { setLogContext } from '../../common/logger.js';
 
 /**
  * Every HTTP request has an id: the caller's `x-request-id` when it is a
@@ -22,6 +23,12 @@ export const REQUEST_ID_HEADER = 'x-request-id';
 export function currentRequestId(): string | undefined {
   return storage.getStore();
 }
+
+// Every log line written while a request is handled carries its id.
+setLogContext(() => {
+  const reqId = storage.getStore();
+  return reqId === undefined ? undefined : { reqId };
+});
 
 /**
  * Ids are a random prefix per process and a counter: unique across restarts

@@ -14,7 +14,7 @@ import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { CpcError, fail } from '../../core/errors.js';
 import type { AuthRule, Granted } from './auth-rules.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../../common/logger.js';
 import type { QuickCheck } from './quick-checks.js';
 import { check, NO_BODY, NO_QUERY, PATH_PARAMS } from './schemas.js';
 

@@ -18,7 +18,7 @@ import type { Job } from '../../core/types.js';
 import { ArchiveStore } from '../../persistence/archive-store.js';
 import { Journal } from '../../persistence/journal.js';
 import { readLatestSnapshot, writeSnapshot } from '../../persistence/snapshot-store.js';
-import type { Logger } from '../http/logger.js';
+import type { Logger } from '../../common/logger.js';
 
 /**
  * Durable job state: the in-memory model, fed by the journal.

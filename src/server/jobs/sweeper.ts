@@ -1,6 +1,6 @@
 import { archivable, planExpiry } from '../../core/commands.js';
 import type { Files } from '../files/files.js';
-import type { Logger } from '../http/logger.js';
+import type { Logger } from '../../common/logger.js';
 import type { Dispatcher } from './dispatcher.js';
 import type { Store } from './store.js';
 

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import type { PilotView, LauncherView, PilotsView } from '../../core/wire.js';
-import type { Logger } from '../http/logger.js';
+import type { Logger } from '../../common/logger.js';
 import type { LauncherConfig } from './config.js';
 import { pilotDemand, type Room, type ShapeCount } from './demand.js';
 import { LauncherError, renderTemplate, shellQuote, type BatchStatus, type Launcher } from './launcher.js';

@@ -9,7 +9,7 @@ import type { Dispatcher } from '../jobs/dispatcher.js';
 import type { Files } from '../files/files.js';
 import type { Transfers } from '../files/transfers.js';
 import type { LogStore } from '../files/log-store.js';
-import type { Logger } from '../http/logger.js';
+import type { Logger } from '../../common/logger.js';
 import type { PilotManager } from '../pilots/pilot-manager.js';
 import type { Store } from '../jobs/store.js';
 import type { QueuedUsage } from '../jobs/queued-usage.js';

@@ -32,7 +32,7 @@ import { authorizer } from '../http/auth.js';
 import { Reply, edgeServerOptions, guardServer, makeRequestListener } from '../http/router.js';
 import { openApiDocument } from './openapi.js';
 import { LogStore } from '../files/log-store.js';
-import { toLogger, type Logger } from '../http/logger.js';
+import { toLogger, type Logger } from '../../common/logger.js';
 import { PeerTls } from '../federation/peer-tls.js';
 import { pagesHandler } from '../dashboard/serve.js';
 import { EventHub } from '../events/hub.js';

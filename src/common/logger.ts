@@ -1,13 +1,24 @@
 import { pino, type Logger as PinoLogger } from 'pino';
-import { currentRequestId } from './request-id.js';
 
 /**
- * Structured log lines through pino: one JSON object per line on stderr,
- * `{"level":"info","time":"…","reqId":"…",…fields,"msg":"…"}`. `reqId` is the
- * id of the HTTP request being handled, when there is one. Fields are plain
- * values; callers never pass secrets (tokens and passwords are never put in
- * fields or messages).
+ * Structured log lines through pino, the one log format of every cpc program:
+ * one JSON object per line on stderr, `{"level":"info","time":"…",…fields,"msg":"…"}`.
+ * A program may add fields of its own to every line (setLogContext: the server
+ * adds `reqId`, the id of the HTTP request being handled). Fields are plain values;
+ * callers never pass secrets (tokens and passwords are never put in fields or
+ * messages).
  */
+
+/** Fields every line gets at the moment it is written, or undefined for none. */
+export type LogContext = () => Record<string, unknown> | undefined;
+
+// One per process, as the context it reads (the request being handled) is the process's.
+let context: LogContext = () => undefined;
+
+/** Sets the fields every logger of this process adds to each line as it is written. */
+export function setLogContext(c: LogContext): void {
+  context = c;
+}
 
 export type Level = 'trace' | 'debug' | 'info' | 'warn' | 'error';
 
@@ -38,10 +49,7 @@ export function createLogger(level: Level = 'info', write?: (line: string) => vo
       messageKey: 'msg',
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
-      mixin: () => {
-        const reqId = currentRequestId();
-        return reqId === undefined ? {} : { reqId };
-      },
+      mixin: () => context() ?? {},
     },
     destination,
   );
@@ -76,8 +84,7 @@ export function toLogger(log: Logger | ((msg: string) => void) | undefined, leve
 function functionLogger(f: (msg: string) => void, level: Level, bound: Record<string, unknown>): Logger {
   const at = (lvl: Level) => (msg: string, fields?: Record<string, unknown>) => {
     if (ORDER[lvl] < ORDER[level]) return;
-    const reqId = currentRequestId();
-    const all = { ...bound, ...(reqId === undefined ? {} : { reqId }), ...fields };
+    const all = { ...bound, ...context(), ...fields };
     f(`${lvl} ${msg}${Object.keys(all).length > 0 ? ' ' + JSON.stringify(all) : ''}`);
   };
   const log: Logger = {
