@@ -271,7 +271,7 @@ describe('cpc-worker against a real server', () => {
 
     child.kill('SIGTERM');
     assert.equal(await exited, 0, stderr);
-    assert.match(stderr, /info stopped/);
+    assert.ok(parseLogLines(stderr).some((l) => l.level === 'info' && l.msg === 'stopped'), stderr);
   });
 
   it('exits 2 with one line on a bad flag', async () => {
