@@ -38,6 +38,23 @@ export function spec(over: Partial<JobSpec> = {}): JobSpec {
   };
 }
 
+/** A queued job as the ready queue holds it, numbered `n` in submission order. */
+export function queuedJob(n: number, project: string, over: Partial<JobSpec> = {}): Job {
+  return {
+    id: `j${n}`,
+    project,
+    seq: n,
+    spec: spec(over),
+    state: 'queued',
+    reason: 'ready to run',
+    createdAt: 0,
+    updatedAt: 0,
+    attempts: [],
+    failures: 0,
+    lost: 0,
+  };
+}
+
 export function res(cores: number, memoryMb = 100): Resources {
   return { cores, memoryMb };
 }

@@ -13,7 +13,7 @@ import { IndexedHeap } from '../../src/core/indexed-heap.js';
 import { Model } from '../../src/core/model.js';
 import { ReadyQueue } from '../../src/core/ready-queue.js';
 import { PRIORITY_MAX, PRIORITY_MIN, type Job, type JobSpec } from '../../src/core/types.js';
-import { World, exited, replay, res, rng, spec, throwsCode } from '../helpers/core.js';
+import { World, exited, queuedJob, replay, res, rng, spec, throwsCode } from '../helpers/core.js';
 
 // ---- counting the queue's work ------------------------------------------------
 
@@ -92,22 +92,7 @@ function metered(job: Job): Job {
 }
 
 let seq = 0;
-function job(project: string, priority: number): Job {
-  const n = ++seq;
-  return {
-    id: `j${n}`,
-    project,
-    seq: n,
-    spec: spec({ priority }),
-    state: 'queued',
-    reason: 'ready to run',
-    createdAt: 0,
-    updatedAt: 0,
-    attempts: [],
-    failures: 0,
-    lost: 0,
-  };
-}
+const job = (project: string, priority: number): Job => queuedJob(++seq, project, { priority });
 
 const roomy = res(1_000, 1_000_000);
 const N = 40_000;

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { planClaim } from '../../src/core/commands.js';
 import { ReadyQueue, fits } from '../../src/core/ready-queue.js';
 import type { Job, Resources } from '../../src/core/types.js';
-import { World, res, rng, spec, throwsCode } from '../helpers/core.js';
+import { World, queuedJob, res, rng, spec, throwsCode } from '../helpers/core.js';
 
 function world(...workers: [string, Resources][]): World {
   const w = new World();
@@ -241,20 +241,7 @@ describe('planClaim', () => {
 describe('ReadyQueue', () => {
   let seq = 0;
   function job(project: string, over: { priority?: number; cores?: number; memoryMb?: number } = {}): Job {
-    const n = ++seq;
-    return {
-      id: `j${n}`,
-      project,
-      seq: n,
-      spec: spec({ priority: over.priority ?? 0, resources: res(over.cores ?? 1, over.memoryMb ?? 100) }),
-      state: 'queued',
-      reason: 'ready to run',
-      createdAt: 0,
-      updatedAt: 0,
-      attempts: [],
-      failures: 0,
-      lost: 0,
-    };
+    return queuedJob(++seq, project, { priority: over.priority ?? 0, resources: res(over.cores ?? 1, over.memoryMb ?? 100) });
   }
   const roomy = res(1_000, 1_000_000);
 
