@@ -199,7 +199,8 @@ export class UidPool {
   }
 }
 
-function pidAlive(pid: number): boolean {
+/** Whether a process of this pid exists (EPERM: it does, under another user). */
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -3,7 +3,7 @@ import { promises as fsp, readFileSync } from 'node:fs';
 import { basename, dirname, extname, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { allProcesses, killAllOf, liveProcessesOf, procInfo, removeLeftovers, type ProcInfo } from './isolation.js';
+import { allProcesses, killAllOf, liveProcessesOf, pidAlive, procInfo, removeLeftovers, type ProcInfo } from './isolation.js';
 
 /**
  * No job outlives its worker.
@@ -116,15 +116,6 @@ async function releaseStaleUid(uid: number, locks: string | undefined, holder?: 
   if (liveProcessesOf(uid).length > 0) await killAllOf(uid);
   await removeLeftovers(uid);
   await fsp.rm(file, { force: true });
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**
