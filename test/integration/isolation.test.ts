@@ -58,6 +58,14 @@ function workerJsForNobody(): string {
   return nobodyRoot.js;
 }
 
+/** Stops a worker subprocess that still runs, and waits until it is gone. */
+async function stopWorker(worker: ChildProcess | undefined): Promise<void> {
+  if (!worker || worker.exitCode !== null || worker.signalCode !== null) return;
+  const gone = new Promise((resolve) => worker.once('exit', resolve));
+  worker.kill('SIGTERM');
+  await gone;
+}
+
 after(cleanup);
 after(() => {
   if (nobodyRoot?.mount) {
@@ -251,13 +259,7 @@ describe('isolation user: a worker reading its token from a file', { skip: !asRo
   before(async () => {
     ts = await startTestServer();
   });
-  after(async () => {
-    if (worker && worker.exitCode === null) {
-      const gone = new Promise((resolve) => worker!.once('exit', resolve));
-      worker.kill('SIGTERM');
-      await gone;
-    }
-  });
+  after(() => stopWorker(worker));
 
   it('keeps the token file, the environment and the folders of the worker from its jobs', async () => {
     const dir = await tempDir('cpc-iso-tokfile-');
@@ -395,13 +397,7 @@ describe('isolation sandbox: a worker that is not root, with bubblewrap', { skip
   before(async () => {
     ts = await startTestServer();
   });
-  after(async () => {
-    if (worker && worker.exitCode === null) {
-      const gone = new Promise((resolve) => worker!.once('exit', resolve));
-      worker.kill('SIGTERM');
-      await gone;
-    }
-  });
+  after(() => stopWorker(worker));
 
   it("gives each job its own view: no worker token, no other job's folder or process, nothing left running", async () => {
     const dir = await tempDir('cpc-iso-sandbox-');
