@@ -6,8 +6,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { isClaim, isHeartbeat, isPlainResult, isWorkerPath, type QuickCheck } from '../../src/server/http/quick-checks.js';
-import { claimSchema, heartbeatSchema, resultSchema } from '../../src/server/http/schemas.js';
+import type { QuickCheck } from '../../src/server/http/router.js';
+import { isClaim, isHeartbeat, isPlainResult, isWorkerPath } from '../../src/server/jobs/quick-checks.js';
+import { claimSchema, heartbeatSchema, resultSchema } from '../../src/server/jobs/schemas.js';
 import { z as zod } from 'zod';
 
 type Schema = zod.ZodType;

@@ -1,7 +1,7 @@
 import type { LoginReply, ServerInfo, WhoAmI } from '../../core/wire.js';
 import type { Context } from '../start/context.js';
 import type { Router } from '../http/router.js';
-import { loginSchema } from '../http/schemas.js';
+import { loginSchema } from './schemas.js';
 
 export function sessionRoutes(router: Router, ctx: Context): void {
   const throttle = ctx.loginThrottle;

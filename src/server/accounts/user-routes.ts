@@ -9,8 +9,9 @@ import type { PasswordChanged, ProjectView, UserRemoved, UserView } from '../../
 import type { UserRecord } from './accounts.js';
 import type { Context } from '../start/context.js';
 import type { Router } from '../http/router.js';
-import { addUserSchema, changeOwnPasswordSchema, grantSchema, memberParams, projectParams, setPasswordSchema, userParams } from '../http/schemas.js';
-import { projectView } from '../http/views.js';
+import { addUserSchema, changeOwnPasswordSchema, grantSchema, memberParams, setPasswordSchema } from './schemas.js';
+import { projectParams, userParams } from '../http/schemas.js';
+import { projectView } from '../jobs/views.js';
 
 const userView = (u: UserRecord): UserView => ({ name: u.name, superuser: u.superuser, createdAt: u.createdAt });
 

@@ -18,8 +18,9 @@ import type { Logger } from '../../common/logger.js';
 import type { Store } from '../jobs/store.js';
 import type { Grant, RemoteWork } from '../jobs/dispatcher.js';
 import { acceptResult, type ResultServices } from '../jobs/results.js';
-import { check, resultSchema } from '../http/schemas.js';
-import { claimedJob } from '../http/views.js';
+import { check } from '../http/schemas.js';
+import { resultSchema } from '../jobs/schemas.js';
+import { claimedJob } from '../jobs/views.js';
 
 /**
  * Worker delegation between trusted servers.

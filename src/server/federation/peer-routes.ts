@@ -18,7 +18,7 @@ import { DEFAULT_UNSECURE_PORT, type TrustOutcome } from '../../federation/hands
 import { serverIdSchema } from '../../federation/handshake-schemas.js';
 import type { Peer, ReceivedRequest, RequestClaim, SentRequest } from '../../federation/trust-store.js';
 import type { Context } from '../start/context.js';
-import { peerView } from '../http/views.js';
+import { peerView } from './views.js';
 import type { Router } from '../http/router.js';
 
 const fingerprintSchema = z.string().min(1).max(200);

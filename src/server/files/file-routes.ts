@@ -6,7 +6,8 @@ import type { FileRef, Job, ProjectValue } from '../../core/types.js';
 import type { StoredFile, ValueView } from '../../core/wire.js';
 import type { Context } from '../start/context.js';
 import type { Router } from '../http/router.js';
-import { jobIdParam, sha256Schema } from '../http/schemas.js';
+import { sha256Schema } from './schemas.js';
+import { jobIdParam } from '../http/schemas.js';
 import { workerOf, workerParams } from '../jobs/worker-routes.js';
 
 const projectName = z.string().min(1).max(64);

@@ -30,8 +30,10 @@ import type { ProjectLoadReply, ProjectManifest } from '../../core/wire.js';
 import { uuidV7Millis, type ArchivedJob } from '../../persistence/archive-store.js';
 import type { Context } from '../start/context.js';
 import { newId } from '../jobs/ids.js';
-import { check, fileRefSchema, prioritySchema, sha256Schema, shownName } from '../http/schemas.js';
-import { projectView } from '../http/views.js';
+import { fileRefSchema, sha256Schema } from './schemas.js';
+import { check, shownName } from '../http/schemas.js';
+import { prioritySchema } from '../jobs/schemas.js';
+import { projectView } from '../jobs/views.js';
 
 const BLOCK = 512;
 export const MANIFEST = 'cpc-project.json';

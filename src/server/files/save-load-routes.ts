@@ -3,7 +3,8 @@ import type { ProjectLoadReply } from '../../core/wire.js';
 import type { Context } from '../start/context.js';
 import { Reply, type Router } from '../http/router.js';
 import { exportProject, importProject } from './project-archive.js';
-import { importQuery, projectParams } from '../http/schemas.js';
+import { importQuery } from './schemas.js';
+import { projectParams } from '../http/schemas.js';
 
 /**
  * A whole project as one tar, to keep or to move to another server

@@ -15,7 +15,6 @@ import { z } from 'zod';
 import { CpcError, fail } from '../../core/errors.js';
 import type { AuthRule, Granted } from './auth-rules.js';
 import type { Logger } from '../../common/logger.js';
-import type { QuickCheck } from './quick-checks.js';
 import { check, NO_BODY, NO_QUERY, PATH_PARAMS } from './schemas.js';
 
 /**
@@ -112,9 +111,15 @@ export interface RouteSpec<A extends AuthRule, P extends z.ZodType, Q extends z.
   bulk?: boolean;
   /** The reply is bytes (a StreamReply), not JSON. */
   download?: boolean;
-  /** For the hot worker routes: predicates that pass ordinary valid input without the schemas (quick-checks.ts). */
+  /** For the hot worker routes: predicates that pass ordinary valid input without the schemas (jobs/quick-checks.ts). */
   quick?: { params?: QuickCheck; body?: QuickCheck };
 }
+
+/**
+ * A predicate that says yes only to input its route's schema accepts
+ * unchanged; for anything else the schema decides.
+ */
+export type QuickCheck = (value: unknown) => boolean;
 
 export type Handler<A extends AuthRule, P, Q, B> = (req: Request<A, P, Q, B>) => unknown;
 

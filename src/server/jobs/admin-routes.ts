@@ -11,7 +11,7 @@ import type { LostReply, NetworkView, StopReply } from '../../core/wire.js';
 import type { Context } from '../start/context.js';
 import type { Router } from '../http/router.js';
 import { jobIdParam } from '../http/schemas.js';
-import { peerView } from '../http/views.js';
+import { peerView } from '../federation/views.js';
 
 const jobParams = z.strictObject({ id: jobIdParam });
 // Worker ids are made here (uuid v7), but a peer's worker that holds leases here carries its server's id.

@@ -3,7 +3,7 @@ import type { Event } from '../../core/events.js';
 import type { Resources } from '../../core/types.js';
 import type { ClaimedJob } from '../../core/wire.js';
 import type { Store } from './store.js';
-import { claimedJob } from '../http/views.js';
+import { claimedJob } from './views.js';
 
 /**
  * Long-poll claims. A worker's claim is answered at once when a fitting job

@@ -9,8 +9,9 @@ import type { Context } from '../start/context.js';
 import { Reply, type Router } from '../http/router.js';
 import { textPart } from '../files/log-part.js';
 import { fitsInTail } from './results.js';
-import { idsSchema, jobIdParam, limitQuery, logsQuery, runningQuery } from '../http/schemas.js';
-import { jobView } from '../http/views.js';
+import { jobIdParam, limitQuery } from '../http/schemas.js';
+import { idsSchema, logsQuery, runningQuery } from './schemas.js';
+import { jobView } from './views.js';
 
 const jobParams = z.strictObject({ id: jobIdParam });
 

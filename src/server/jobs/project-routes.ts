@@ -8,8 +8,9 @@ import type { Context } from '../start/context.js';
 import type { Router } from '../http/router.js';
 import { newId } from './ids.js';
 import { NameProbes } from './name-probes.js';
-import { createProjectSchema, jobListQuery, projectParams, submitSchema, toJobSpec } from '../http/schemas.js';
-import { jobView, projectView } from '../http/views.js';
+import { projectParams } from '../http/schemas.js';
+import { createProjectSchema, jobListQuery, submitSchema, toJobSpec } from './schemas.js';
+import { jobView, projectView } from './views.js';
 
 export function projectRoutes(router: Router, ctx: Context): void {
   const model = () => ctx.store.model;

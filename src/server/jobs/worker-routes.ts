@@ -18,9 +18,10 @@ import type { WorkerIdentity } from '../http/auth.js';
 import type { Context } from '../start/context.js';
 import type { Router } from '../http/router.js';
 import { newId } from './ids.js';
-import { isClaim, isHeartbeat, isPlainResult, isWorkerPath } from '../http/quick-checks.js';
+import { isClaim, isHeartbeat, isPlainResult, isWorkerPath } from './quick-checks.js';
 import { acceptResult } from './results.js';
-import { claimSchema, heartbeatSchema, jobIdParam, registerSchema, resultSchema, tokenNameSchema } from '../http/schemas.js';
+import { jobIdParam } from '../http/schemas.js';
+import { claimSchema, heartbeatSchema, registerSchema, resultSchema, tokenNameSchema } from './schemas.js';
 
 export const workerParams = z.strictObject({ id: jobIdParam });
 const tokenParams = z.strictObject({ id: z.string().max(64) });

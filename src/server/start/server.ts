@@ -24,7 +24,7 @@ import { ADMIN_USER, Accounts, generatePassword } from '../accounts/accounts.js'
 import { leaseSeconds, resolveConfig, type ServerConfig } from './config.js';
 import type { Context } from './context.js';
 import { Delegation } from '../federation/delegation.js';
-import { peerView } from '../http/views.js';
+import { peerView } from '../federation/views.js';
 import { WorkAnnouncer } from '../jobs/work-announcer.js';
 import { Dispatcher } from '../jobs/dispatcher.js';
 import { apiRouter } from './api.js';

@@ -1,4 +1,6 @@
-import { MAX_RESULTS_PER_CLAIM, type Limits } from './schemas.js';
+import type { QuickCheck } from '../http/router.js';
+import type { Limits } from '../http/schemas.js';
+import { MAX_RESULTS_PER_CLAIM } from './schemas.js';
 
 /**
  * Workers send thousands of claims, heartbeats and results a second, and the
@@ -9,8 +11,6 @@ import { MAX_RESULTS_PER_CLAIM, type Limits } from './schemas.js';
  * errors read the same and nothing the schema refuses gets through. A test
  * holds each predicate against its schema.
  */
-
-export type QuickCheck = (value: unknown) => boolean;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 

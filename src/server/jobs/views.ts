@@ -1,6 +1,5 @@
 import type { Job, Project, StateCounts } from '../../core/types.js';
-import type { ClaimedJob, JobView, PeerLinkState, PeerView, ProjectView } from '../../core/wire.js';
-import type { Peer } from '../../federation/trust-store.js';
+import type { ClaimedJob, JobView, ProjectView } from '../../core/wire.js';
 
 /** Turns domain records into the shapes of the API (core/wire.ts). */
 
@@ -54,20 +53,5 @@ export function claimedJob(job: Job, attempt: number): ClaimedJob {
     timeoutS: spec.timeoutS,
     ...(job.inputs ? { inputs: job.inputs } : {}),
     ...(spec.outputs ? { outputs: spec.outputs } : {}),
-  };
-}
-
-/** A trusted peer as admins see it, with the state of its link. */
-export function peerView(p: Peer, link: PeerLinkState): PeerView {
-  return {
-    serverId: p.serverId,
-    name: p.name,
-    host: p.host,
-    unsecurePort: p.unsecurePort,
-    securePort: p.securePort,
-    caFingerprint: p.caFingerprint,
-    priority: p.priority,
-    trustedAt: p.trustedAt,
-    link,
   };
 }

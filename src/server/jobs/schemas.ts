@@ -1,0 +1,151 @@
+import { z } from 'zod';
+import { PRIORITY_MAX, PRIORITY_MIN, type JobSpec } from '../../core/types.js';
+import { ISOLATION_LEVELS, MAX_LOG_PART, type JobInput } from '../../core/wire.js';
+import { fileRefSchema, filePath } from '../files/schemas.js';
+import { arrayLength, boundedName, jobIdParam, limited, limitQuery, type Limits, perLimits, shownName, stringLength } from '../http/schemas.js';
+
+/** The request shapes of jobs, projects and workers: submit, claim, heartbeat, result and the job queries. */
+
+/** Results one claim may carry (a worker has at most one per core). */
+export const MAX_RESULTS_PER_CLAIM = 4096;
+
+/** A job priority; a whole number outside the range is refused with its own code. */
+export const prioritySchema = z.preprocess((v, ctx) => {
+  if (typeof v === 'number' && Number.isInteger(v) && (v < PRIORITY_MIN || v > PRIORITY_MAX)) {
+    ctx.issues.push({ code: 'custom', message: `must be from ${PRIORITY_MIN} to ${PRIORITY_MAX}`, input: v, params: { code: 'PRIORITY_OUT_OF_RANGE' } });
+  }
+  return v;
+}, z.int().min(PRIORITY_MIN).max(PRIORITY_MAX));
+export const createProjectSchema = z.strictObject({ name: shownName(64) });
+export const idsSchema = z.strictObject({ ids: z.array(jobIdParam).min(1).max(10_000) });
+export const tokenNameSchema = z.strictObject({
+  name: boundedName(64).regex(/^[\w.@-]+$/, 'must be letters, digits, _ . @ -'),
+  /** How many workers may be registered with the token at once. */
+  maxWorkers: z.int().min(1).max(1_000_000).optional(),
+  /** Workers of the token are handed only this user's jobs. */
+  user: boundedName(64).optional(),
+});
+
+const envName = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be an environment variable name')
+  // Object keys that JavaScript treats specially would be dropped silently.
+  .refine((k) => k !== '__proto__' && k !== 'constructor' && k !== 'prototype', 'is a reserved name');
+
+const inputSourceSchema = z.union([
+  fileRefSchema,
+  z.strictObject({ name: filePath, job: boundedName(128), output: filePath }),
+  z.strictObject({ name: filePath, value: z.string().min(1).max(256) }),
+]);
+const outputSpecSchema = z.strictObject({ glob: filePath, to: z.string().min(1).max(256).optional() });
+
+export const jobInputSchema = z
+  .strictObject({
+    key: boundedName(128).optional(),
+    name: shownName(256).optional(),
+    argv: z.array(z.string().max(65_536)).min(1).max(4096).optional(),
+    shell: z.string().min(1).max(65_536).optional(),
+    env: z.record(envName, z.string().max(65_536)).optional(),
+    cores: z.int().min(1).max(4096).optional(),
+    memoryMb: z.int().min(0).max(64 * 1024 * 1024).optional(),
+    priority: prioritySchema.optional(),
+    maxRetries: z.int().min(0).max(1000).optional(),
+    timeoutS: z.int().min(1).max(365 * 24 * 3600).nullable().optional(),
+    after: z.array(boundedName(128)).max(10_000).optional(),
+    inputs: z.array(inputSourceSchema).max(1000).optional(),
+    outputs: z.array(outputSpecSchema).max(100).optional(),
+  })
+  .refine((j) => (j.argv === undefined) !== (j.shell === undefined), { message: 'give exactly one of argv or shell' })
+  .refine((j) => j.env === undefined || Object.keys(j.env).length <= 1024, { message: 'at most 1024 env entries' });
+
+export const submitSchema = perLimits((limits) =>
+  z.strictObject({
+    jobs: limited(
+      z.array(jobInputSchema).min(1).max(limits.maxJobsPerSubmit),
+      arrayLength,
+      limits.maxJobsPerSubmit,
+      'TOO_MANY_JOBS',
+      `at most ${limits.maxJobsPerSubmit} jobs per request`,
+    ),
+  }),
+);
+
+export const registerSchema = z.strictObject({
+  name: shownName(128),
+  host: shownName(255),
+  cores: z.int().min(1).max(4096),
+  memoryMb: z.int().min(0).max(64 * 1024 * 1024),
+  labels: z.array(shownName(64)).max(64).optional(),
+  isolation: z.enum(ISOLATION_LEVELS).optional(),
+  sharedIdentity: z.boolean().optional(),
+});
+
+
+export const heartbeatSchema = z.union([
+  z.strictObject({ attempts: z.array(z.strictObject({ jobId: jobIdParam, attempt: z.int().min(1) })).max(100_000) }),
+  z.strictObject({ same: z.int().min(1).max(100_000) }),
+]);
+
+export const resultSchema = perLimits((limits) =>
+  z.strictObject({
+    jobId: jobIdParam,
+    attempt: z.int().min(1),
+    how: z.enum(['exited', 'timeout', 'start-failed', 'output-failed']),
+    reason: z.string().max(4096).optional(),
+    outputs: z.array(fileRefSchema).max(1000).optional(),
+    exitCode: z.int().min(-255).max(255).nullable(),
+    signal: z.string().max(32).nullable(),
+    durationMs: z.number().min(0).max(1e12),
+    stdout: limited(z.string().max(limits.maxLogBytes), stringLength, limits.maxLogBytes, 'LOG_TOO_LARGE', 'stdout is over the log limit'),
+    stderr: limited(z.string().max(limits.maxLogBytes), stringLength, limits.maxLogBytes, 'LOG_TOO_LARGE', 'stderr is over the log limit'),
+    stdoutBytes: z.int().min(0),
+    stderrBytes: z.int().min(0),
+  }),
+);
+
+export const claimSchema = perLimits((limits) =>
+  z.strictObject({
+    waitS: z.number().min(0).max(300),
+    max: z.int().min(1).max(4096).optional(),
+    results: z.array(resultSchema(limits)).max(MAX_RESULTS_PER_CLAIM).optional(),
+  }),
+);
+
+export const jobListQuery = z.strictObject({
+  state: z.enum(['waiting', 'queued', 'running', 'done', 'failed', 'cancelled']).optional(),
+  limit: z.coerce.number().int().min(1).max(10_000).default(100),
+  after: jobIdParam.optional(),
+  archived: z.enum(['0', '1', 'true', 'false']).optional(),
+});
+
+export const logsQuery = z
+  .strictObject({
+    stream: z.enum(['stdout', 'stderr']).default('stdout'),
+    attempt: z.coerce.number().int().min(1).optional(),
+    /** From this byte on (to the end, or `limit` bytes). */
+    offset: z.coerce.number().int().min(0).optional(),
+    limit: z.coerce.number().int().min(1).max(MAX_LOG_PART).optional(),
+    /** The last this many bytes. */
+    tail: z.coerce.number().int().min(1).max(MAX_LOG_PART).optional(),
+  })
+  .refine((q) => q.tail === undefined || (q.offset === undefined && q.limit === undefined), 'give tail, or offset and limit, not both');
+
+export const runningQuery = limitQuery.extend({ project: boundedName(64).optional() });
+
+/** Fills in defaults; the shape was checked by jobInputSchema. */
+export function toJobSpec(input: JobInput): JobSpec {
+  const spec: JobSpec = {
+    env: input.env ?? {},
+    resources: { cores: input.cores ?? 1, memoryMb: input.memoryMb ?? 0 },
+    priority: input.priority ?? 0,
+    maxRetries: input.maxRetries ?? 0,
+    timeoutS: input.timeoutS ?? null,
+    after: input.after ?? [],
+  };
+  if (input.name !== undefined) spec.name = input.name;
+  if (input.argv !== undefined) spec.argv = input.argv;
+  if (input.shell !== undefined) spec.shell = input.shell;
+  if (input.inputs !== undefined) spec.inputs = input.inputs;
+  if (input.outputs !== undefined) spec.outputs = input.outputs;
+  return spec;
+}
