@@ -2,8 +2,8 @@
  * server/http: the HTTP framework every subsystem's routes run on.
  * Owns the router and its one error shape (router.ts), the access rules (auth-rules.ts names them
  * and what each grants; auth.ts decides them and is handed to the router as a function), request ids
- * and the logger, the request schemas of the edge, the quick checks of hot routes, and the views
- * (how model objects are shown on the wire).
+ * and the logger, and the building blocks of request schemas (schemas.ts) with the few shapes
+ * several subsystems share; each subsystem keeps its own schemas, views and quick checks.
  * May call: src/core, src/federation (peer certificates), the accounts' tokens and the jobs' store
  * (auth.ts, to find the project or job a rule names). Writes no events.
  */

@@ -2,7 +2,8 @@
  * server/jobs: the queue. Projects, jobs, workers and their leases.
  * Owns the store (model + journal + archive, this file), the long-poll dispatcher, the sweeper
  * (lease expiry, archiving, file collection), results, ids, per-user limits, project name probes,
- * work announcements to peers, and the routes of projects, jobs, workers, weights and admin commands.
+ * work announcements to peers, and the routes of projects, jobs, workers, weights and admin commands
+ * with their request schemas, the worker routes' quick checks, and the views of jobs and projects.
  * May call: src/core (every change is planned there), src/persistence, src/federation (work
  * announcements), server/http, server/files (outputs named by results, log parts). Writes project-created,
  * project-removed, jobs-submitted, worker-registered, jobs-claimed, claims-returned, leases-renewed,
