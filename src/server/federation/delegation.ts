@@ -45,6 +45,15 @@ const attemptsCall = z.strictObject({
 });
 const resultCall = z.strictObject({ workerId: uuid, result: z.unknown() });
 
+/**
+ * A delegated attempt is stopped here once home has not taken a renewal
+ * for this share of its lease: renewals go out every third of it, so only
+ * a link that failed twice in a row gets there, and the rest of the lease
+ * leaves time for the worker to be told and the process to go before home
+ * gives the job to another.
+ */
+const FENCE_SHARE = 0.6;
+
 interface PeerClaimReply {
   jobs: ClaimedJob[];
 }
@@ -67,6 +76,10 @@ export class Delegation implements RemoteWork {
   /** Attempts home told us to drop, waiting for their worker's next heartbeat. */
   private readonly abandon = new Map<string, { jobId: string; attempt: number; reason: string }[]>();
   private readonly lastRenewal = new Map<string, number>();
+  /** When home last took a renewal of each foreign attempt (`job#attempt`), by this server's clock. */
+  private readonly renewedAt = new Map<string, number>();
+  /** Each home's lease length, as its last hello said. */
+  private readonly homeLeaseMs = new Map<string, number>();
   private readonly delivering = new Set<string>();
 
   constructor(private readonly ctx: DelegationServices) {}
@@ -174,6 +187,7 @@ export class Delegation implements RemoteWork {
   }
 
   private close(attempts: ForeignAttempt[], reason: string): Promise<void> {
+    for (const f of attempts) this.renewedAt.delete(`${f.jobId}#${f.attempt}`);
     return this.ctx.store.commit({
       t: 'foreign-closed',
       at: Date.now(),
@@ -208,16 +222,51 @@ export class Delegation implements RemoteWork {
       }
     }
     for (const [home, list] of groupBy(live, (f) => f.home)) {
+      const kept = this.fence(home, list, now);
       const link = this.links?.link(home);
-      if (!link?.hello) continue;
+      if (!link?.hello || kept.length === 0) continue;
       const every = Math.max(200, Math.min(link.hello.leaseS * 1000 / 3, link.hello.heartbeatIntervalS * 1000));
       if (now - (this.lastRenewal.get(home) ?? 0) < every) continue;
       this.lastRenewal.set(home, now);
       link
-        .call<PeerHeartbeatReply>('heartbeat', { attempts: list.map(attemptRef) })
-        .then((reply) => this.dropAbandoned(reply.abandon ?? []))
+        .call<PeerHeartbeatReply>('heartbeat', { attempts: kept.map(attemptRef) })
+        .then((reply) => {
+          for (const f of kept) this.renewedAt.set(`${f.jobId}#${f.attempt}`, now);
+          this.dropAbandoned(reply.abandon ?? []);
+        })
         .catch(() => this.lastRenewal.delete(home));
     }
+  }
+
+  /**
+   * Home's lease on an attempt runs from the last renewal it took (or the
+   * claim), and when it runs out home hands the job to someone else. So an
+   * attempt whose lease this server could not renew for most of its length
+   * is stopped here first, while home still counts it as ours: whatever
+   * splits the two servers, the job never runs in two places at once.
+   * Returns the attempts still held.
+   */
+  private fence(home: string, list: ForeignAttempt[], now: number): ForeignAttempt[] {
+    const hello = this.links?.link(home)?.hello;
+    if (hello) this.homeLeaseMs.set(home, hello.leaseS * 1000);
+    const leaseMs = this.homeLeaseMs.get(home);
+    if (leaseMs === undefined) return list;
+    const limitMs = FENCE_SHARE * leaseMs;
+    const stale = list.filter((f) => now - (this.renewedAt.get(`${f.jobId}#${f.attempt}`) ?? f.claimedAt) >= limitMs);
+    if (stale.length === 0) return list;
+    this.ctx.log.warn('stopping delegated attempts whose lease home could not renew', { home, attempts: stale.length });
+    for (const f of stale) {
+      const queue = this.abandon.get(f.workerId) ?? [];
+      queue.push({ jobId: f.jobId, attempt: f.attempt, reason: `home ${home} could not renew the lease in time` });
+      this.abandon.set(f.workerId, queue);
+    }
+    void this.close(stale, 'lease not renewed at home in time').then(() => this.ctx.dispatcher.kick());
+    // Home hears of it when it can; until then its lease runs out as usual.
+    void this.links
+      ?.link(home)
+      ?.call('lost', { attempts: stale.map(attemptRef) })
+      .catch(() => {});
+    return list.filter((f) => !stale.includes(f));
   }
 
   /** Results kept while home was away go out as soon as its link is back. */
