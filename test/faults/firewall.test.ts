@@ -1,7 +1,9 @@
 /**
  * Servers behind a firewall that refuses every connection from outside: they
- * dial out and take part all the same. A walled server borrows work: its
- * worker runs another server's jobs, inputs and outputs included.
+ * dial out and take full part all the same, files included. One such server
+ * borrows work (its worker runs another's jobs); the other lends it (its
+ * jobs run on another's worker, and their inputs and outputs cross the link
+ * it dialled, since its port cannot be reached).
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -21,27 +23,31 @@ describe('servers that only dial out', { skip: skip ?? false, timeout: 600_000 }
   let net: Network;
   let open: NsSite;
   let walled: NsSite;
+  let walledHome: NsSite;
   const data = mkdtempSync(join(tmpdir(), 'cpc-fault-fw-'));
 
   before(async () => {
     net = new Network();
-    for (const h of ['open', 'walled']) net.addHost(h);
-    [open, walled] = await Promise.all(['open', 'walled'].map((h) => startSite(net, h)));
-    // Nothing reaches the walled server from outside; it dials the open one.
+    for (const h of ['open', 'walled', 'walledhome']) net.addHost(h);
+    [open, walled, walledHome] = await Promise.all(['open', 'walled', 'walledhome'].map((h) => startSite(net, h)));
+    // Nothing reaches the walled servers from outside; they dial the open one.
     net.firewall('walled');
+    net.firewall('walledhome');
     await connect(walled, open);
-    await open.admin.createProject('p');
+    await connect(walledHome, open);
+    await Promise.all([open.admin.createProject('p'), walledHome.admin.createProject('w')]);
   });
 
   after(async () => {
-    await Promise.all([open, walled].map((s) => s?.admin.destroy()));
+    await Promise.all([open, walled, walledHome].map((s) => s?.admin.destroy()));
     await net?.destroy();
   });
 
-  /** A job with a 1 MiB input that copies it to an output; returns the finished job and the input's digest. */
+  /** A job with a 2 MiB input that copies it to an output; returns the finished job and the input's digest. */
   async function fileJob(site: NsSite, project: string): Promise<{ id: string; sha256: string }> {
     const input = join(data, `${site.name}-in.bin`);
-    const bytes = Buffer.alloc(1024 * 1024);
+    // Several link chunks, the last one short.
+    const bytes = Buffer.alloc(2 * 1024 * 1024 + 12_345);
     for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 7 + site.name.length) & 0xff;
     writeFileSync(input, bytes);
     const sum = await hashFile(input);
@@ -77,5 +83,14 @@ describe('servers that only dial out', { skip: skip ?? false, timeout: 600_000 }
     assert.equal(job.state, 'done', job.reason);
     assert.equal(job.attempts.at(-1)!.via, walled.serverId, 'the walled server’s worker ran it');
     assert.equal(await outputDigest(open, id), sha256);
+  });
+
+  it('a walled server lends: its job runs on the open server’s worker, files and all', async () => {
+    await startWorker(net, 'open', open, 'open-worker', 1);
+    const { id, sha256 } = await fileJob(walledHome, 'w');
+    const job = await finished(walledHome, id);
+    assert.equal(job.state, 'done', job.reason);
+    assert.equal(job.attempts.at(-1)!.via, open.serverId, 'the open server’s worker ran it');
+    assert.equal(await outputDigest(walledHome, id), sha256);
   });
 });

@@ -1,12 +1,14 @@
 /**
  * server/files: the bytes. Files, logs, transfers and save/load.
  * Owns the rules of the file store (this file), the attempts' transfers (local and to a delegated
- * job's home), the log files of attempts, saving and loading a project, and their routes.
+ * job's home, by HTTPS or over the peer link when home cannot be dialled), the log files of attempts, saving and loading a project, and their routes.
  * May call: src/core, src/persistence (blob store, archive), src/federation (peer certificates),
  * server/http, server/jobs (store, ids, the worker routes' worker lookup). Writes file-received,
  * files-collected, value-set, project-loaded.
  */
+import { open } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
+import type { Readable } from 'node:stream';
 import { fail } from '../../core/errors.js';
 import { checkFileName } from '../../core/files.js';
 import type { FileRef } from '../../core/types.js';
@@ -65,8 +67,12 @@ export class Files {
    * the reply waits for the journal). `created` tells whether the project
    * lacked it before, never whether another project has it.
    */
-  async receive(project: string, req: IncomingMessage, sha256: string): Promise<StoredBlob> {
-    const size = this.announcedSize(req);
+  receive(project: string, req: IncomingMessage, sha256: string): Promise<StoredBlob> {
+    return this.receiveStream(project, req, sha256, this.announcedSize(req));
+  }
+
+  /** receive() for bytes that come as a stream of a known size rather than a request. */
+  async receiveStream(project: string, req: Readable, sha256: string, size: number): Promise<StoredBlob> {
     this.checkQuota(project, [{ sha256, size }]);
     const had = this.model.files.sizeFor(project, sha256) !== null;
     const blob = await this.store.put(req, { sha256, size, maxBytes: size });
@@ -88,6 +94,26 @@ export class Files {
       const size = known === null ? null : await this.store.sizeOf(f.sha256);
       if (size === null) throw fail('FILE_NOT_FOUND', `${what} '${f.name}' (${f.sha256}) is not a file of project '${project}'; upload it first`);
       if (size !== f.size) throw fail('CHECKSUM_MISMATCH', `${what} '${f.name}' is ${size} bytes here, not ${f.size}`);
+    }
+  }
+
+  /** Up to `length` bytes of stored content from `offset`, and its whole size. */
+  async readRange(sha256: string, offset: number, length: number): Promise<{ size: number; data: Buffer }> {
+    const fh = await open(this.store.pathOf(sha256), 'r').catch(() => {
+      throw fail('FILE_NOT_FOUND', `no stored content with checksum ${sha256}`);
+    });
+    try {
+      const { size } = await fh.stat();
+      const data = Buffer.alloc(Math.max(0, Math.min(length, size - offset)));
+      let got = 0;
+      while (got < data.length) {
+        const { bytesRead } = await fh.read(data, got, data.length - got, offset + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      return { size, data: data.subarray(0, got) };
+    } finally {
+      await fh.close();
     }
   }
 

@@ -13,6 +13,7 @@ import type { Logger } from '../../common/logger.js';
 import type { Store } from '../jobs/store.js';
 import type { Files } from './files.js';
 import { Reply, type StreamReply } from '../http/router.js';
+import { LinkFileServer, PortProbe, readOverLink, writeOverLink, type LinkCaller } from './link-transfers.js';
 
 /** Where a peer serves the files of the attempts it delegated (auth rule `peer`). */
 export const PEER_FILES_PATH = '/api/v1/peer/files';
@@ -20,7 +21,7 @@ export const PEER_FILES_PATH = '/api/v1/peer/files';
 /** What the transfers use: leases and foreign attempts, the file store, the peers and this server's certificate. */
 export interface TransferServices {
   store: Pick<Store, 'model'>;
-  files: Pick<Files, 'receive' | 'download' | 'announcedSize'>;
+  files: Pick<Files, 'receive' | 'receiveStream' | 'download' | 'announcedSize' | 'readRange'>;
   trust: Pick<TrustStore, 'peer'>;
   identity: Pick<ServerIdentity, 'certPem' | 'keyPem'>;
   log: Logger;
@@ -32,12 +33,31 @@ export interface TransferServices {
  * attempt's lease decides; for a peer's job (delegated here) this server
  * streams the bytes to and from the job's home over mTLS, hashing them on the
  * way, so neither end ever holds a whole file and a corrupt transfer is cut
- * short instead of passed on.
+ * short instead of passed on. A home whose port cannot be dialled (behind a
+ * firewall, it dialled us) gets the same bytes over its peer link instead
+ * (link-transfers.ts).
  */
 export class Transfers {
   private readonly agents = new Map<string, { caPem: string; agent: Agent }>();
+  private readonly probe = new PortProbe();
+  /** The peer links, once they are up (set at start-up). */
+  links: { link(peerId: string): LinkCaller | undefined } | undefined;
+  /** Serves peers' file calls over their links. */
+  readonly linkFiles: LinkFileServer;
 
-  constructor(private readonly ctx: TransferServices) {}
+  constructor(private readonly ctx: TransferServices) {
+    this.linkFiles = new LinkFileServer({
+      readInput: async (peerId, jobId, attempt, sha256, offset, length) => {
+        const job = this.leased(jobId, attempt, (l) => l.via === peerId);
+        if (!job.inputs?.some((i) => 'sha256' in i && i.sha256 === sha256)) throw fail('FILE_NOT_FOUND', `job ${job.id} has no input with checksum ${sha256}`);
+        return this.ctx.files.readRange(sha256, offset, length);
+      },
+      receiveOutput: async (peerId, jobId, attempt, sha256, size, source) => {
+        const job = this.leased(jobId, attempt, (l) => l.via === peerId);
+        return this.ctx.files.receiveStream(job.project, source, sha256, size);
+      },
+    });
+  }
 
   // ---- for this server's workers ---------------------------------------------
 
@@ -66,6 +86,7 @@ export class Transfers {
   }
 
   async close(): Promise<void> {
+    this.linkFiles.close();
     await Promise.all([...this.agents.values()].map((a) => a.agent.close().catch(() => undefined)));
     this.agents.clear();
   }
@@ -120,7 +141,23 @@ export class Transfers {
     return agent;
   }
 
+  /** The link to a home that cannot be dialled, or null when its port answers (or there is no link to use). */
+  private async linkInstead(peer: Peer): Promise<LinkCaller | null> {
+    const link = this.links?.link(peer.serverId);
+    if (!link) return null;
+    return (await this.probe.reaches(peer.host, peer.securePort)) ? null : link;
+  }
+
   private async fetchFromHome(peer: Peer, jobId: string, attempt: number, sha256: string): Promise<StreamReply> {
+    const link = await this.linkInstead(peer);
+    if (link) {
+      const { size, stream } = await readOverLink(link, jobId, attempt, sha256);
+      const meter = new Meter(size, undefined, { sha256, size });
+      pipeline(stream, meter).catch((err: unknown) => {
+        this.ctx.log.warn('input from home over the link refused', { peer: peer.serverId, job: jobId, err: (err as Error).message });
+      });
+      return Reply.stream(meter, size, { 'x-cpc-sha256': sha256 });
+    }
     const res = await this.call(peer, () => request(this.url(peer, jobId, attempt, sha256), { dispatcher: this.agent(peer) }));
     if (res.statusCode !== 200) throw await refusal(peer, res);
     const size = Number(res.headers['content-length']);
@@ -138,6 +175,13 @@ export class Transfers {
   private async sendToHome(peer: Peer, jobId: string, attempt: number, sha256: string, req: IncomingMessage): Promise<StoredBlob> {
     const size = this.ctx.files.announcedSize(req);
     const meter = new Meter(size, undefined, { sha256, size });
+    const link = await this.linkInstead(peer);
+    if (link) {
+      // The meter checks size and checksum as the chunks go; a bad upload fails the iteration.
+      req.pipe(meter);
+      req.once('error', (err) => meter.destroy(err));
+      return writeOverLink(link, jobId, attempt, sha256, size, meter);
+    }
     const forwarding = pipeline(req, meter).catch((err: unknown) => err as Error);
     const res = await this.call(peer, () =>
       request(this.url(peer, jobId, attempt, sha256), {

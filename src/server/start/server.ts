@@ -279,6 +279,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     }),
     handle: (peerId, method, params) => {
       peerSeen.set(peerId, Date.now());
+      if (ctx.transfers.linkFiles.handles(method)) return ctx.transfers.linkFiles.handle(peerId, method, params);
       return ctx.delegation.handle(peerId, method, params);
     },
     onWork: () => ctx.dispatcher.kick(),
@@ -310,6 +311,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   }, 2000);
   hubTimer.unref();
   ctx.delegation.links = links;
+  ctx.transfers.links = links;
   ctx.delegation.directory = trust;
   ctx.linkState = (peerId) => links.state(peerId);
   ctx.peerLastSeen = (peerId) => (links.state(peerId) === 'up' ? Date.now() : (peerSeen.get(peerId) ?? null));
