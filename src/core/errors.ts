@@ -79,6 +79,8 @@ export const ERROR_STATUS = {
   INTERNAL: 500,
   SHUTTING_DOWN: 503,
   JOURNAL_FAILED: 503,
+  /** The server's disk has no room: changes are refused until it has (reads go on). */
+  DISK_FULL: 503,
   // 502: a peer server could not be reached or answered wrongly
   PEER_UNREACHABLE: 502,
   PEER_BAD_ANSWER: 502,

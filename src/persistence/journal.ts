@@ -26,6 +26,13 @@
  *   untouched for inspection.
  * - A missing segment number between `fromSegment` and the newest segment
  *   throws JournalCorruptError for the same reason.
+ *
+ * A full disk is waited out, not fatal: a write that finds no room
+ * (ENOSPC, EDQUOT) is cut back to the segment's last durable byte and tried
+ * again, with a growing pause, until it fits. Its records stay queued and
+ * their waiters unanswered meanwhile, so nothing is acknowledged that is not
+ * on disk; `onStall` tells the owner when the journal stalls and resumes.
+ * Any other write error, or a cut that fails, is fatal as before.
  */
 import fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
@@ -49,6 +56,8 @@ export interface JournalOptions {
   onFsync?: (ms: number, records: number) => void;
   /** Permission bits of new segment files. */
   mode?: number;
+  /** Called with true when a write found the disk full (the journal waits and retries), false once one fits again. */
+  onStall?: (stalled: boolean, cause?: Error) => void;
 }
 
 export interface JournalOpenOptions extends JournalOptions {
@@ -102,8 +111,20 @@ export function segmentFileName(segment: number): string {
 interface Segment {
   number: number;
   fd: number;
+  /** Including records queued but not yet written. */
   bytes: number;
+  /** Written and synced: where a write cut short by a full disk is cut back to. */
+  durable: number;
   closed: boolean;
+}
+
+/** Pauses between tries of a write that found the disk full. */
+const STALL_MIN_MS = 50;
+const STALL_MAX_MS = 2000;
+
+function isNoSpace(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
 }
 
 interface Waiter {
@@ -126,6 +147,8 @@ export class Journal {
   private inflight: Group | null = null;
   private running = false;
   private failure: JournalError | null = null;
+  /** Since when a write has been waiting for room on the disk; null while writes fit. */
+  private stalledSince: number | null = null;
   private closing: Promise<void> | null = null;
   private progressWaiters: (() => void)[] = [];
   private readonly counters: JournalStats = { fsyncs: 0, records: 0, bytes: 0, lastFsyncMs: 0 };
@@ -193,12 +216,13 @@ export class Journal {
       const last = numbers[numbers.length - 1]!;
       const file = path.join(dir, segmentFileName(last));
       const fd = fs.openSync(file, APPEND);
-      segment = { number: last, fd, bytes: fs.fstatSync(fd).size, closed: false };
+      const size = fs.fstatSync(fd).size;
+      segment = { number: last, fd, bytes: size, durable: size, closed: false };
     } else {
       if (from > 1) log(`journal ${path.join(dir, segmentFileName(from))} not found; starting it empty`);
       const fd = fs.openSync(path.join(dir, segmentFileName(from)), CREATE, mode);
       await fsyncDir(dir);
-      segment = { number: from, fd, bytes: 0, closed: false };
+      segment = { number: from, fd, bytes: 0, durable: 0, closed: false };
     }
     return { journal: new Journal(opts, segment), replayed, truncated };
   }
@@ -246,7 +270,7 @@ export class Journal {
       throw err;
     }
     const old = this.current;
-    this.current = { number, fd, bytes: 0, closed: false };
+    this.current = { number, fd, bytes: 0, durable: 0, closed: false };
     this.segments.add(this.current);
     this.closeIfRetired(old);
     return number;
@@ -318,7 +342,13 @@ export class Journal {
     }
   }
 
+  /** True while a write waits for room on the disk. */
+  get stalled(): boolean {
+    return this.stalledSince !== null;
+  }
+
   private async flushLoop(): Promise<void> {
+    let pauseMs = STALL_MIN_MS;
     while (this.queue.length > 0 && !this.failure) {
       const group = this.queue.shift()!;
       this.inflight = group;
@@ -331,10 +361,21 @@ export class Journal {
         ms = performance.now() - start;
       } catch (err) {
         this.inflight = null;
+        if (isNoSpace(err) && !this.closing && this.cutBack(group.segment)) {
+          // Nothing of the group counts as written: it goes first again, after a pause.
+          this.queue.unshift(group);
+          this.stall(err as Error);
+          await new Promise((r) => setTimeout(r, pauseMs));
+          pauseMs = Math.min(STALL_MAX_MS, pauseMs * 2);
+          continue;
+        }
         this.fail(err, group);
         break;
       }
+      pauseMs = STALL_MIN_MS;
+      group.segment.durable += group.bytes;
       this.inflight = null;
+      this.resume();
       this.counters.fsyncs++;
       this.counters.records += group.records;
       this.counters.bytes += group.bytes;
@@ -350,6 +391,39 @@ export class Journal {
     }
     this.running = false;
     this.notifyProgress();
+  }
+
+  /** Cuts a segment back to its last durable byte after a write that did not fit; false if even that fails. */
+  private cutBack(seg: Segment): boolean {
+    try {
+      fs.ftruncateSync(seg.fd, seg.durable);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  private stall(cause: Error): void {
+    if (this.stalledSince !== null) return;
+    this.stalledSince = Date.now();
+    this.opts.log?.(`journal: the disk is full (${cause.message}); writes wait for room and are tried again`);
+    try {
+      this.opts.onStall?.(true, cause);
+    } catch {
+      // An observer must not break the journal.
+    }
+  }
+
+  private resume(): void {
+    if (this.stalledSince === null) return;
+    const waitedMs = Date.now() - this.stalledSince;
+    this.stalledSince = null;
+    this.opts.log?.(`journal: writes fit again after ${waitedMs} ms`);
+    try {
+      this.opts.onStall?.(false);
+    } catch {
+      // An observer must not break the journal.
+    }
   }
 
   private fail(cause: unknown, group: Group): void {

@@ -323,7 +323,8 @@ async function handle(opts: HttpOptions, req: IncomingMessage, res: ServerRespon
     const out = await r.handler(Object.assign(requestOf(req, res, method, path, params, q, body), granted) as Request);
     if (r.upload && req.complete) bodyDone.add(req);
     status = out instanceof StreamReply ? sendStream(req, res, out, opts.log) : send(req, res, out instanceof Reply ? out : Reply.json(out ?? {}));
-  } catch (err) {
+  } catch (caught) {
+    const err = noRoom(caught) ? fail('DISK_FULL', "the server's disk is full; try again when there is room", { retryAfterS: 5 }) : caught;
     const e = err instanceof CpcError ? err : null;
     if (!e) opts.log.error('request failed', { method, path, err: errorText(err) });
     const code = e?.code ?? 'INTERNAL';
@@ -336,6 +337,12 @@ async function handle(opts: HttpOptions, req: IncomingMessage, res: ServerRespon
   const ms = performance.now() - started;
   opts.observe?.(method, route, status, ms);
   opts.log.trace?.('request', { method, path, status, ms: +ms.toFixed(2) });
+}
+
+/** A write that found no room on the disk (a file upload, a log, a user file): the server's state, not a bug. */
+function noRoom(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
 }
 
 /** Paths made only of these need no normalising: no dots, escapes or empty segments. */

@@ -11,6 +11,7 @@
  * files-collected.
  */
 import { mkdirSync } from 'node:fs';
+import { statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fail } from '../../core/errors.js';
 import type { Event } from '../../core/events.js';
@@ -42,6 +43,11 @@ export interface StoreOptions {
   onFsync?: (ms: number, records: number) => void;
 }
 
+/** How often a store that refuses changes for want of room looks at the disk again. */
+const ROOM_CHECK_MS = 1000;
+/** Room the disk must have before changes are taken again: enough for a burst of journal writes and a snapshot's start. */
+const ROOM_MARGIN_BYTES = 8 * 1024 * 1024;
+
 export interface Recovered {
   replayed: number;
   snapshotSegment: number | null;
@@ -54,6 +60,9 @@ export class Store {
   private readonly journal: Journal;
   private snapshotting: Promise<void> | null = null;
   private failed: Error | null = null;
+  /** Why changes are refused for now (the disk is full), until the disk has room again; null while they are taken. */
+  private noRoom: string | null = null;
+  private roomTimer: NodeJS.Timeout | null = null;
   /**
    * Events applied since the state began, and how many of those are durable.
    * The count is the position in the journal: snapshots carry it, and replay
@@ -143,6 +152,7 @@ export class Store {
         store?.synced(records);
         opts.onFsync?.(ms, records);
       },
+      onStall: (stalled, cause) => store?.journalStalled(stalled, cause),
     });
     const archive = new ArchiveStore(join(opts.home, 'archive'));
     if (!model.archivedIndexComplete) {
@@ -161,9 +171,16 @@ export class Store {
     return store;
   }
 
+  /** Why changes are refused for now, or null while they are taken. */
+  get refusing(): string | null {
+    return this.failed ? 'the journal failed; the server must be restarted' : this.noRoom;
+  }
+
   /** Applies an event and resolves when it is durable. */
   commit(event: Event): Promise<void> {
     if (this.failed) return Promise.reject(fail('JOURNAL_FAILED', 'the journal failed; the server must be restarted'));
+    // Refused before it is applied: nothing changes that could not be written.
+    if (this.noRoom) return Promise.reject(fail('DISK_FULL', this.noRoom, { retryAfterS: ROOM_CHECK_MS / 1000 }));
     this.applyEvent(event);
     const done = this.journal.append(event).catch((err: unknown) => this.fatal(err));
     this.maybeSnapshot();
@@ -211,13 +228,46 @@ export class Store {
   }
 
   async close(): Promise<void> {
+    if (this.roomTimer) clearInterval(this.roomTimer);
     await this.snapshotting;
     await this.journal.close();
   }
 
   private maybeSnapshot(): void {
-    if (this.snapshotting || this.journal.currentSegmentBytes() < this.opts.snapshotAfterBytes) return;
+    if (this.snapshotting || this.noRoom || this.journal.currentSegmentBytes() < this.opts.snapshotAfterBytes) return;
     void this.snapshot();
+  }
+
+  /**
+   * The journal found the disk full: the write it caught waits for room
+   * (it is applied but not yet acknowledged), and new changes are refused
+   * with DISK_FULL until the journal writes again and the disk has a margin
+   * of room, checked every second. Readers are not affected; lease renewals
+   * still queue, being small and already applied.
+   */
+  private journalStalled(stalled: boolean, cause?: Error): void {
+    if (!stalled) return void this.checkRoom();
+    if (this.noRoom) return;
+    this.noRoom = `the server's disk is full (${cause?.message ?? 'no space'}); changes are refused until there is room again`;
+    this.opts.log.error('disk full: refusing changes until there is room', { err: String(cause), home: this.opts.home });
+    this.roomTimer ??= setInterval(() => void this.checkRoom(), ROOM_CHECK_MS);
+    this.roomTimer.unref();
+  }
+
+  private async checkRoom(): Promise<void> {
+    if (!this.noRoom || this.journal.stalled) return;
+    let free: number;
+    try {
+      const s = await statfs(join(this.opts.home, 'state'));
+      free = s.bavail * s.bsize;
+    } catch {
+      return;
+    }
+    if (free < ROOM_MARGIN_BYTES || this.journal.stalled || !this.noRoom) return;
+    this.noRoom = null;
+    if (this.roomTimer) clearInterval(this.roomTimer);
+    this.roomTimer = null;
+    this.opts.log.info('the disk has room again; taking changes', { freeBytes: free });
   }
 
   private fatal(err: unknown): never {
