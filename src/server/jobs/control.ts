@@ -1,0 +1,200 @@
+import type { Event } from '../../core/events.js';
+import type { Store } from './store.js';
+
+/**
+ * Control polls: the channel that tells whoever runs an attempt, at once,
+ * that it must stop.
+ *
+ * A holder (one of this server's workers, or a trusted peer that borrowed
+ * jobs from here) keeps one control request open, naming the attempts it
+ * runs. The request is held until a committed change ends one of them, and
+ * answered then with the attempts to stop; or, after its wait, with none.
+ *
+ * Which attempts must stop is not decided here: each watch carries the rule
+ * its holder's heartbeat uses (renewLeases, and delegation's for foreign
+ * attempts), asked without renewing anything. This file only knows when to
+ * ask: after a change that may end an attempt became durable (a cancel, an
+ * attempt taken back, a project or worker removed, a foreign attempt closed),
+ * for the watches that hold one of the jobs it names, or for every watch when
+ * it names none. An attempt handed to the holder while it waits joins its
+ * watch (see `owns`), so the holder need not ask again after every claim.
+ */
+
+export interface HeldAttempt {
+  jobId: string;
+  attempt: number;
+  workerId: string;
+}
+
+export interface StopOrder {
+  jobId: string;
+  attempt: number;
+  reason: string;
+}
+
+export interface WatchSpec {
+  /** One open watch per key: a newer one answers the older at once, with nothing. */
+  key: string;
+  held: HeldAttempt[];
+  /** The holder's heartbeat rule, without renewal: which of these must stop, and why. */
+  mustStop: (held: HeldAttempt[]) => StopOrder[];
+  /** Is an attempt handed to this worker, by this route (`via`), the holder's? It then joins the watch. */
+  owns: (workerId: string, via: string) => boolean;
+  waitS: number;
+  signal: AbortSignal;
+}
+
+interface Watch {
+  spec: WatchSpec;
+  held: Map<string, HeldAttempt>;
+  resolve: (orders: StopOrder[]) => void;
+  done: boolean;
+  timer: NodeJS.Timeout;
+}
+
+/** Events that cannot end an attempt; every other kind (including kinds added later) may. */
+const HARMLESS = new Set<Event['t']>([
+  'project-created',
+  'members-changed',
+  'project-loaded',
+  'jobs-submitted',
+  'worker-registered',
+  'leases-renewed',
+  'leases-extended',
+  'value-set',
+  'file-received',
+  'files-collected',
+  'weight-set',
+]);
+
+/** The jobs an event names, when it names them; null: it may touch any. */
+function jobsOf(e: Event): string[] | null {
+  switch (e.t) {
+    case 'jobs-cancelled':
+    case 'jobs-retried':
+    case 'jobs-archived':
+      return e.ids;
+    case 'attempts-lost':
+    case 'foreign-closed':
+      return e.attempts.map(([jobId]) => jobId);
+    case 'claims-returned':
+      return e.claims.map(([jobId]) => jobId);
+    default:
+      return null;
+  }
+}
+
+export class Control {
+  private readonly watches = new Map<string, Watch>();
+  /** Watches by the jobs they hold, for the changes that name their jobs. */
+  private readonly byJob = new Map<string, Set<Watch>>();
+  /** Checks waiting for their change to become durable, in journal order. */
+  private readonly pending: { seq: number; jobs: string[] | null }[] = [];
+
+  constructor(private readonly store: Store) {
+    store.onEvent((event, seq) => this.observe(event, seq));
+    store.onDurable((seq) => this.durable(seq));
+  }
+
+  get watchCount(): number {
+    return this.watches.size;
+  }
+
+  /**
+   * Resolves with the attempts that must stop: at once when some already
+   * must, else once a durable change ends one, else with [] after waitS, when
+   * a newer watch of the same key comes, or when the holder hangs up.
+   */
+  watch(spec: WatchSpec): Promise<StopOrder[]> {
+    this.watches.get(spec.key)?.resolve([]);
+    const now = spec.mustStop(spec.held);
+    if (now.length > 0 || spec.waitS <= 0 || spec.signal.aborted) return Promise.resolve(now);
+    return new Promise((resolve) => {
+      const watch: Watch = {
+        spec,
+        held: new Map(),
+        done: false,
+        resolve: (orders) => {
+          if (watch.done) return;
+          watch.done = true;
+          clearTimeout(watch.timer);
+          spec.signal.removeEventListener('abort', onAbort);
+          if (this.watches.get(spec.key) === watch) this.watches.delete(spec.key);
+          for (const jobId of watch.held.keys()) this.unindex(jobId, watch);
+          resolve(orders);
+        },
+        timer: setTimeout(() => watch.resolve([]), spec.waitS * 1000),
+      };
+      const onAbort = () => watch.resolve([]);
+      spec.signal.addEventListener('abort', onAbort, { once: true });
+      for (const a of spec.held) this.hold(watch, a);
+      this.watches.set(spec.key, watch);
+    });
+  }
+
+  /** Answers every watch with nothing (shutdown). */
+  releaseAll(): void {
+    for (const w of [...this.watches.values()]) w.resolve([]);
+  }
+
+  private hold(watch: Watch, a: HeldAttempt): void {
+    watch.held.set(a.jobId, a);
+    let set = this.byJob.get(a.jobId);
+    if (!set) this.byJob.set(a.jobId, (set = new Set()));
+    set.add(watch);
+  }
+
+  private unindex(jobId: string, watch: Watch): void {
+    const set = this.byJob.get(jobId);
+    if (!set) return;
+    set.delete(watch);
+    if (set.size === 0) this.byJob.delete(jobId);
+  }
+
+  private observe(e: Event, seq: number): void {
+    if (this.watches.size === 0) return;
+    // Attempts handed out while their holder waits join its watch.
+    if (e.t === 'jobs-claimed' || e.t === 'foreign-claimed') {
+      const via = e.t === 'jobs-claimed' ? e.via : 'local';
+      const claims = e.t === 'jobs-claimed' ? e.claims : e.claims.map((c): [string, number] => [c.jobId, c.attempt]);
+      for (const w of this.watches.values()) {
+        if (!w.spec.owns(e.workerId, via)) continue;
+        for (const [jobId, attempt] of claims) this.hold(w, { jobId, attempt, workerId: e.workerId });
+      }
+      return;
+    }
+    // A worker's own report ends its attempt: nothing to tell it.
+    if (e.t === 'attempt-finished' || e.t === 'foreign-finished') {
+      for (const w of [...(this.byJob.get(e.jobId) ?? [])]) {
+        if (w.held.get(e.jobId)?.attempt !== e.attempt) continue;
+        w.held.delete(e.jobId);
+        this.unindex(e.jobId, w);
+      }
+      return;
+    }
+    if (HARMLESS.has(e.t)) return;
+    const jobs = jobsOf(e);
+    if (jobs && !jobs.some((id) => this.byJob.has(id))) return;
+    this.pending.push({ seq, jobs });
+  }
+
+  private durable(seq: number): void {
+    let n = 0;
+    while (n < this.pending.length && this.pending[n]!.seq <= seq) n++;
+    if (n === 0) return;
+    const due = this.pending.splice(0, n);
+    const watches = new Set<Watch>();
+    for (const { jobs } of due) {
+      if (jobs === null) {
+        for (const w of this.watches.values()) watches.add(w);
+        break;
+      }
+      for (const id of jobs) for (const w of this.byJob.get(id) ?? []) watches.add(w);
+    }
+    for (const w of watches) {
+      if (w.done) continue;
+      const orders = w.spec.mustStop([...w.held.values()]);
+      if (orders.length > 0) w.resolve(orders);
+    }
+  }
+}
