@@ -22,8 +22,8 @@ import { cleanup, cpcc, cpccHome, cpccOk, makeClient, startTestServer, tempDir, 
 const HEARTBEAT_S = 120;
 const GONE_WITHIN_MS = 10_000;
 
-/** Live processes (not zombies) whose environment carries CPC_TEST_MARK=mark. */
-function marked(mark: string): number[] {
+/** Live processes (not zombies) whose environment carries CPC_TEST_MARK=mark (and, if given, are of that attempt). */
+function marked(mark: string, attempt?: number): number[] {
   const needle = `CPC_TEST_MARK=${mark}`;
   const out: number[] = [];
   for (const name of readdirSync('/proc')) {
@@ -31,6 +31,7 @@ function marked(mark: string): number[] {
     try {
       const env = readFileSync(`/proc/${name}/environ`, 'latin1').split('\0');
       if (!env.includes(needle)) continue;
+      if (attempt !== undefined && !env.includes(`CPC_ATTEMPT=${attempt}`)) continue;
       const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
       if (stat.slice(stat.lastIndexOf(')') + 2)[0] === 'Z') continue;
       out.push(Number(name));
@@ -74,9 +75,9 @@ async function submit(home: string, args: string[]): Promise<string> {
   return cpccOk(cpcc(home, ['submit', ...args]));
 }
 
-/** Waits for the job's processes to be gone; returns how long that took after `since`. */
-async function gone(mark: string, what: string, since: number, ms = GONE_WITHIN_MS): Promise<number> {
-  await until(what, () => marked(mark).length === 0, { timeoutMs: ms, intervalMs: 20 });
+/** Waits for the job's processes (of one attempt, if given) to be gone; returns how long that took after `since`. */
+async function gone(mark: string, what: string, since: number, ms = GONE_WITHIN_MS, attempt?: number): Promise<number> {
+  await until(what, () => marked(mark, attempt).length === 0, { timeoutMs: ms, intervalMs: 20 });
   return Date.now() - since;
 }
 
@@ -85,6 +86,7 @@ describe('cancel stops the job at once', () => {
   let home: string;
   /** A folder every job may write in (jobs run under uids of their own when the tests run as root). */
   let shared: string;
+  let worker: Worker;
 
   before(async () => {
     ts = await startTestServer({ heartbeatIntervalS: HEARTBEAT_S });
@@ -93,7 +95,7 @@ describe('cancel stops the job at once', () => {
     shared = await tempDir('cpc-cancel-shared-');
     await fsp.chmod(shared, 0o777);
     const token = await ts.server.createWorkerToken('cancel');
-    await startWorker(ts.server.url, ts.server.caPem, ts.server.serverId, token);
+    worker = await startWorker(ts.server.url, ts.server.caPem, ts.server.serverId, token);
   });
 
   after(async () => {
@@ -147,6 +149,30 @@ describe('cancel stops the job at once', () => {
     assert.ok(marked(long).length > 0, 'a job with a longer grace is not killed before its grace is over');
     await gone(long, 'the job with the longer grace to be killed', t0, GONE_WITHIN_MS + 15_000);
     for (const id of ids) assert.equal((await ts.admin.job(id)).state, 'cancelled');
+  });
+
+  it('stops an attempt taken back by command-failed at once; the job runs again', async () => {
+    const mark = newMark();
+    const id = await submit(home, ['--env', `CPC_TEST_MARK=${mark}`, '--', 'sleep', '300']);
+    await until('attempt 1 to run', () => marked(mark, 1).length > 0, { timeoutMs: 20_000 });
+    const t0 = Date.now();
+    await cpccOk(cpcc(home, ['command-failed', id]));
+    await gone(mark, 'attempt 1’s processes to be gone', t0, GONE_WITHIN_MS, 1);
+    await until('attempt 2 to run', () => marked(mark, 2).length > 0, { timeoutMs: 20_000 });
+    await cpccOk(cpcc(home, ['cancel', id]));
+    await gone(mark, 'attempt 2’s processes to be gone', Date.now());
+  });
+
+  it('stops every attempt of a worker marked lost by worker-failed at once', async () => {
+    const marks = [newMark(), newMark()];
+    const ids = [];
+    for (const mark of marks) ids.push(await submit(home, ['--env', `CPC_TEST_MARK=${mark}`, '--', 'sleep', '300']));
+    for (const mark of marks) await until('the attempt to run', () => marked(mark, 1).length > 0, { timeoutMs: 20_000 });
+    const t0 = Date.now();
+    await cpccOk(cpcc(home, ['worker-failed', worker.id!]));
+    for (const mark of marks) await gone(mark, 'the lost attempts’ processes to be gone', t0, GONE_WITHIN_MS, 1);
+    await cpccOk(cpcc(home, ['cancel', ...ids]));
+    for (const mark of marks) await gone(mark, 'the re-run attempts to be gone', Date.now());
   });
 
   it('refuses a grace out of range in the user’s words, and submits nothing', async () => {

@@ -330,11 +330,11 @@ export class Delegation implements RemoteWork {
         // The peer's control call: held until an attempt it runs of ours must stop.
         const p = check(controlCall, params, 'params');
         const held: HeldAttempt[] = [...p.attempts];
-        const named = new Set(held.map((a) => a.jobId));
+        const named = new Set(held.map((a) => `${a.jobId}#${a.attempt}`));
         // Handed to the peer, but not in its list yet (the claim's answer was on its way).
-        for (const l of model.leases.all()) if (l.via === peerId && !named.has(l.jobId)) held.push({ jobId: l.jobId, attempt: l.attempt, workerId: l.workerId });
+        for (const l of model.leases.all()) if (l.via === peerId && !named.has(`${l.jobId}#${l.attempt}`)) held.push({ jobId: l.jobId, attempt: l.attempt, workerId: l.workerId });
         const abandon = await this.ctx.control.watch({
-          key: `peer:${peerId}`,
+          holder: { peer: peerId },
           held,
           // The peer heartbeat's rule, renewing nothing (deadline 0).
           mustStop: (list) => {
@@ -342,7 +342,6 @@ export class Delegation implements RemoteWork {
             for (const [workerId, of] of groupBy(list, (a) => a.workerId)) out.push(...renewLeases(model, workerId, of, 0, Date.now(), peerId).abandon);
             return out;
           },
-          owns: (_workerId, via) => via === peerId,
           waitS: p.waitS,
           signal: new AbortController().signal,
         });

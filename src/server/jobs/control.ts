@@ -17,7 +17,7 @@ import type { Store } from './store.js';
  * attempt taken back, a project or worker removed, a foreign attempt closed),
  * for the watches that hold one of the jobs it names, or for every watch when
  * it names none. An attempt handed to the holder while it waits joins its
- * watch (see `owns`), so the holder need not ask again after every claim.
+ * watch, so the holder need not ask again after every claim.
  */
 
 export interface HeldAttempt {
@@ -32,20 +32,30 @@ export interface StopOrder {
   reason: string;
 }
 
+/** Who holds a watch: one of this server's workers, or a peer for all the attempts it borrowed from here. */
+export type Holder = { worker: string } | { peer: string };
+
 export interface WatchSpec {
-  /** One open watch per key: a newer one answers the older at once, with nothing. */
-  key: string;
+  /** One open watch per holder: a newer one answers the older at once, with nothing. */
+  holder: Holder;
   held: HeldAttempt[];
   /** The holder's heartbeat rule, without renewal: which of these must stop, and why. */
   mustStop: (held: HeldAttempt[]) => StopOrder[];
-  /** Is an attempt handed to this worker, by this route (`via`), the holder's? It then joins the watch. */
-  owns: (workerId: string, via: string) => boolean;
   waitS: number;
   signal: AbortSignal;
 }
 
+/** The watch a hand-out joins: the worker's own for this server's workers (foreign claims too), else the peer's it went to. */
+function keyOf(holder: Holder): string {
+  return 'worker' in holder ? `worker:${holder.worker}` : `peer:${holder.peer}`;
+}
+
+const attemptKey = (a: { jobId: string; attempt: number }): string => `${a.jobId}#${a.attempt}`;
+
 interface Watch {
+  key: string;
   spec: WatchSpec;
+  /** By jobId#attempt. */
   held: Map<string, HeldAttempt>;
   resolve: (orders: StopOrder[]) => void;
   done: boolean;
@@ -106,11 +116,13 @@ export class Control {
    * a newer watch of the same key comes, or when the holder hangs up.
    */
   watch(spec: WatchSpec): Promise<StopOrder[]> {
-    this.watches.get(spec.key)?.resolve([]);
+    const key = keyOf(spec.holder);
+    this.watches.get(key)?.resolve([]);
     const now = spec.mustStop(spec.held);
     if (now.length > 0 || spec.waitS <= 0 || spec.signal.aborted) return Promise.resolve(now);
     return new Promise((resolve) => {
       const watch: Watch = {
+        key,
         spec,
         held: new Map(),
         done: false,
@@ -119,8 +131,8 @@ export class Control {
           watch.done = true;
           clearTimeout(watch.timer);
           spec.signal.removeEventListener('abort', onAbort);
-          if (this.watches.get(spec.key) === watch) this.watches.delete(spec.key);
-          for (const jobId of watch.held.keys()) this.unindex(jobId, watch);
+          if (this.watches.get(key) === watch) this.watches.delete(key);
+          for (const a of watch.held.values()) this.unindex(a.jobId, watch);
           resolve(orders);
         },
         timer: setTimeout(() => watch.resolve([]), spec.waitS * 1000),
@@ -128,7 +140,7 @@ export class Control {
       const onAbort = () => watch.resolve([]);
       spec.signal.addEventListener('abort', onAbort, { once: true });
       for (const a of spec.held) this.hold(watch, a);
-      this.watches.set(spec.key, watch);
+      this.watches.set(key, watch);
     });
   }
 
@@ -138,12 +150,13 @@ export class Control {
   }
 
   private hold(watch: Watch, a: HeldAttempt): void {
-    watch.held.set(a.jobId, a);
+    watch.held.set(attemptKey(a), a);
     let set = this.byJob.get(a.jobId);
     if (!set) this.byJob.set(a.jobId, (set = new Set()));
     set.add(watch);
   }
 
+  /** Takes the watch off a job's index (the watch may hold more than one attempt of a job; the index counts it once). */
   private unindex(jobId: string, watch: Watch): void {
     const set = this.byJob.get(jobId);
     if (!set) return;
@@ -155,20 +168,21 @@ export class Control {
     if (this.watches.size === 0) return;
     // Attempts handed out while their holder waits join its watch.
     if (e.t === 'jobs-claimed' || e.t === 'foreign-claimed') {
-      const via = e.t === 'jobs-claimed' ? e.via : 'local';
-      const claims = e.t === 'jobs-claimed' ? e.claims : e.claims.map((c): [string, number] => [c.jobId, c.attempt]);
-      for (const w of this.watches.values()) {
-        if (!w.spec.owns(e.workerId, via)) continue;
-        for (const [jobId, attempt] of claims) this.hold(w, { jobId, attempt, workerId: e.workerId });
-      }
+      const holder = e.t === 'jobs-claimed' && e.via !== 'local' ? { peer: e.via } : { worker: e.workerId };
+      const w = this.watches.get(keyOf(holder));
+      if (!w) return;
+      if (e.t === 'jobs-claimed') for (const [jobId, attempt] of e.claims) this.hold(w, { jobId, attempt, workerId: e.workerId });
+      else for (const c of e.claims) this.hold(w, { jobId: c.jobId, attempt: c.attempt, workerId: e.workerId });
       return;
     }
     // A worker's own report ends its attempt: nothing to tell it.
     if (e.t === 'attempt-finished' || e.t === 'foreign-finished') {
+      const key = attemptKey(e);
       for (const w of [...(this.byJob.get(e.jobId) ?? [])]) {
-        if (w.held.get(e.jobId)?.attempt !== e.attempt) continue;
-        w.held.delete(e.jobId);
-        this.unindex(e.jobId, w);
+        if (!w.held.delete(key)) continue;
+        let other = false;
+        for (const a of w.held.values()) if (a.jobId === e.jobId) other = true;
+        if (!other) this.unindex(e.jobId, w);
       }
       return;
     }

@@ -230,19 +230,15 @@ export function workerRoutes(router: Router, ctx: Context): void {
       try {
         worker.lastSeen = Date.now();
         const held = new Map<string, HeldAttempt>();
-        for (const a of body.attempts) held.set(a.jobId, { ...a, workerId: worker.id });
+        const add = (jobId: string, attempt: number) => held.set(`${jobId}#${attempt}`, { jobId, attempt, workerId: worker.id });
+        for (const a of body.attempts) add(a.jobId, a.attempt);
         // What was handed to the worker but is not in its list yet (the claim's answer is on its way) is watched too.
-        for (const l of model.leases.ofWorker(worker.id)) if (l.via === 'local' && !held.has(l.jobId)) held.set(l.jobId, { jobId: l.jobId, attempt: l.attempt, workerId: worker.id });
-        if (model.foreign.size > 0) {
-          for (const f of model.foreign.values()) {
-            if (f.workerId === worker.id && f.result === undefined && !held.has(f.jobId)) held.set(f.jobId, { jobId: f.jobId, attempt: f.attempt, workerId: worker.id });
-          }
-        }
+        for (const l of model.leases.ofWorker(worker.id)) if (l.via === 'local') add(l.jobId, l.attempt);
+        if (model.foreign.size > 0) for (const f of model.foreign.values()) if (f.workerId === worker.id && f.result === undefined) add(f.jobId, f.attempt);
         const abandon = await ctx.control.watch({
-          key: `worker:${worker.id}`,
+          holder: { worker: worker.id },
           held: [...held.values()],
           mustStop: mustStop(worker.id),
-          owns: (workerId, via) => workerId === worker.id && via === 'local',
           waitS: body.waitS,
           signal: req.signal,
         });
