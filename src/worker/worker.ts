@@ -806,12 +806,16 @@ export class Worker {
         const reply = await this.client.control(workerId, { attempts, waitS }, signal);
         this.serverAnswered();
         failures = 0;
+        let acted = 0;
         for (const a of reply.abandon) {
           const slot = this.slots.get(`${a.jobId}#${a.attempt}`);
-          if (slot && slot.workerId === workerId) this.abandonSlot(slot, a.reason);
+          if (slot && slot.workerId === workerId && !slot.abandoned) {
+            this.abandonSlot(slot, a.reason);
+            acted++;
+          }
         }
-        // A server that answers at once with nothing must not make us spin.
-        if (reply.abandon.length === 0 && Date.now() - t0 < Math.min(1000, waitS * 500)) await sleep(this.backoff(quick++), signal);
+        // A server that answers at once with nothing for us to do must not make us spin.
+        if (acted === 0 && Date.now() - t0 < Math.min(1000, waitS * 500)) await sleep(this.backoff(quick++), signal);
         else quick = 0;
       } catch (err) {
         if (signal.aborted) break;

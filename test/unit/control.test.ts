@@ -87,6 +87,16 @@ describe('control watches', () => {
     assert.deepEqual(await p, [{ jobId: later!.jobId, attempt: 1, reason: 'job was cancelled' }]);
   });
 
+  it('watches attempts handed out that the worker does not name yet, and leaves out those that must stop already', async () => {
+    const [live, gone] = await running(2);
+    await store.commit(planCancel(store.model, [gone!.jobId], 'by u', Date.now()));
+    // The worker names nothing; the cancelled attempt is one it let go of, the live one a claim on its way.
+    const p = control.watch({ holder: { worker: 'w1' }, held: [], unnamed: [live!, gone!], mustStop: rule, waitS: 30, signal: new AbortController().signal });
+    assert.equal(await settled(p), 'waiting');
+    await store.commit(planCancel(store.model, [live!.jobId], 'by u', Date.now()));
+    assert.deepEqual(await p, [{ jobId: live!.jobId, attempt: 1, reason: 'job was cancelled' }]);
+  });
+
   it('answers every watch for a change that names no jobs (a removed project)', async () => {
     await store.commit({ t: 'project-created', at: 1, name: 'q', owner: 'u' });
     const id = `00000000-0000-4000-8000-${String(++n).padStart(12, '0')}`;

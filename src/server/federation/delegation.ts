@@ -329,13 +329,13 @@ export class Delegation implements RemoteWork {
       case 'control': {
         // The peer's control call: held until an attempt it runs of ours must stop.
         const p = check(controlCall, params, 'params');
-        const held: HeldAttempt[] = [...p.attempts];
-        const named = new Set(held.map((a) => `${a.jobId}#${a.attempt}`));
         // Handed to the peer, but not in its list yet (the claim's answer was on its way).
-        for (const l of model.leases.all()) if (l.via === peerId && !named.has(`${l.jobId}#${l.attempt}`)) held.push({ jobId: l.jobId, attempt: l.attempt, workerId: l.workerId });
+        const unnamed: HeldAttempt[] = [];
+        for (const l of model.leases.all()) if (l.via === peerId) unnamed.push({ jobId: l.jobId, attempt: l.attempt, workerId: l.workerId });
         const abandon = await this.ctx.control.watch({
           holder: { peer: peerId },
-          held,
+          held: p.attempts,
+          unnamed,
           // The peer heartbeat's rule, renewing nothing (deadline 0).
           mustStop: (list) => {
             const out: StopOrder[] = [];

@@ -38,7 +38,15 @@ export type Holder = { worker: string } | { peer: string };
 export interface WatchSpec {
   /** One open watch per holder: a newer one answers the older at once, with nothing. */
   holder: Holder;
+  /** The attempts the holder names. */
   held: HeldAttempt[];
+  /**
+   * Attempts handed to the holder that it may not know of yet (a claim's
+   * answer on its way): watched from now on, but one that must stop already
+   * is left out instead of answered, as the holder has let go of it (or will
+   * name it once it knows of it, and be answered then).
+   */
+  unnamed?: HeldAttempt[];
   /** The holder's heartbeat rule, without renewal: which of these must stop, and why. */
   mustStop: (held: HeldAttempt[]) => StopOrder[];
   waitS: number;
@@ -118,7 +126,13 @@ export class Control {
   watch(spec: WatchSpec): Promise<StopOrder[]> {
     const key = keyOf(spec.holder);
     this.watches.get(key)?.resolve([]);
-    const now = spec.mustStop(spec.held);
+    const named = new Set(spec.held.map(attemptKey));
+    const unnamed = (spec.unnamed ?? []).filter((a) => !named.has(attemptKey(a)));
+    // One look at all of them: the rule may hand out what it had queued for the holder only once.
+    const orders = spec.mustStop([...spec.held, ...unnamed]);
+    const stopping = new Set(orders.map(attemptKey));
+    const unnamedKeys = new Set(unnamed.map(attemptKey));
+    const now = orders.filter((o) => !unnamedKeys.has(attemptKey(o)));
     if (now.length > 0 || spec.waitS <= 0 || spec.signal.aborted) return Promise.resolve(now);
     return new Promise((resolve) => {
       const watch: Watch = {
@@ -140,6 +154,7 @@ export class Control {
       const onAbort = () => watch.resolve([]);
       spec.signal.addEventListener('abort', onAbort, { once: true });
       for (const a of spec.held) this.hold(watch, a);
+      for (const a of unnamed) if (!stopping.has(attemptKey(a))) this.hold(watch, a);
       this.watches.set(key, watch);
     });
   }

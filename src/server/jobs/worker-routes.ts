@@ -229,15 +229,17 @@ export function workerRoutes(router: Router, ctx: Context): void {
       controlsOpen.set(who.tokenId, open + 1);
       try {
         worker.lastSeen = Date.now();
-        const held = new Map<string, HeldAttempt>();
-        const add = (jobId: string, attempt: number) => held.set(`${jobId}#${attempt}`, { jobId, attempt, workerId: worker.id });
-        for (const a of body.attempts) add(a.jobId, a.attempt);
+        const held = body.attempts.map((a) => ({ ...a, workerId: worker.id }));
         // What was handed to the worker but is not in its list yet (the claim's answer is on its way) is watched too.
-        for (const l of model.leases.ofWorker(worker.id)) if (l.via === 'local') add(l.jobId, l.attempt);
-        if (model.foreign.size > 0) for (const f of model.foreign.values()) if (f.workerId === worker.id && f.result === undefined) add(f.jobId, f.attempt);
+        const unnamed: HeldAttempt[] = [];
+        for (const l of model.leases.ofWorker(worker.id)) if (l.via === 'local') unnamed.push({ jobId: l.jobId, attempt: l.attempt, workerId: worker.id });
+        if (model.foreign.size > 0) {
+          for (const f of model.foreign.values()) if (f.workerId === worker.id && f.result === undefined) unnamed.push({ jobId: f.jobId, attempt: f.attempt, workerId: worker.id });
+        }
         const abandon = await ctx.control.watch({
           holder: { worker: worker.id },
-          held: [...held.values()],
+          held,
+          unnamed,
           mustStop: mustStop(worker.id),
           waitS: body.waitS,
           signal: req.signal,
