@@ -175,6 +175,17 @@ describe('cancel stops the job at once', () => {
     for (const mark of marks) await gone(mark, 'the re-run attempts to be gone', Date.now());
   });
 
+  it('stops the running jobs of a removed project at once', async () => {
+    await ts.admin.createProject('doomed');
+    const doomed = await cpccHome(ts, 'doomed');
+    const mark = newMark();
+    await submit(doomed, ['--env', `CPC_TEST_MARK=${mark}`, '--', 'sleep', '300']);
+    await until('the job to run', () => marked(mark).length > 0, { timeoutMs: 20_000 });
+    const t0 = Date.now();
+    await cpccOk(cpcc(doomed, ['rm', 'doomed', '--yes']));
+    await gone(mark, 'the removed project’s job to be gone', t0);
+  });
+
   it('refuses a grace out of range in the user’s words, and submits nothing', async () => {
     const before = (await ts.admin.jobs('c')).jobs.length;
     const r = await cpcc(home, ['submit', '--kill-grace', '3601', '--', 'true']);
@@ -230,5 +241,15 @@ describe('cancel at home stops a delegated job at once', () => {
     await gone(mark, 'the delegated job’s processes to be gone', t0);
     assert.equal((await home.admin.job(id)).state, 'cancelled');
     await until('the peer to forget the attempt', () => peer.server!.model.foreign.size === 0);
+  });
+
+  // Last: it ends the trust between the two.
+  it('kills the process on the peer’s worker at once when home disconnects the peer', async () => {
+    const mark = newMark();
+    await submit(cpccAtHome, ['--env', `CPC_TEST_MARK=${mark}`, '--', 'sleep', '300']);
+    await until('the job to run on the peer’s worker', () => marked(mark).length > 0, { timeoutMs: 30_000 });
+    const t0 = Date.now();
+    await cpccOk(cpcc(cpccAtHome, ['disconnect', peer.serverId]));
+    await gone(mark, 'the job of a disconnected home to be gone', t0);
   });
 });
