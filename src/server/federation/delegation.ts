@@ -2,7 +2,7 @@
  * server/federation: the server side of the mesh. Delegation (this file), the peer TLS edge,
  * the unsecure listener's handshake routes, and the peer routes.
  * May call: src/federation (links, trust store, handshake), src/core, server/http, server/jobs
- * (store, dispatcher, results). Writes foreign-claimed, foreign-finished, foreign-closed,
+ * (store, dispatcher, control, results). Writes foreign-claimed, foreign-finished, foreign-closed,
  * leases-renewed, claims-returned, attempts-lost. Receives narrow services (DelegationServices),
  * not the whole Context.
  */
@@ -32,7 +32,8 @@ import { claimedJob } from '../jobs/views.js';
  * jobs. The worker talks only to this server; its heartbeats renew this
  * server's own deadline for each foreign attempt, this server renews the home
  * server's lease over the link, and the result goes home through a durable
- * outbox (kept across restarts until home takes it).
+ * outbox (kept across restarts until home takes it). A control call kept
+ * open to each home hears at once of attempts that must stop.
  *
  * Home side: a peer's calls over the link are served against the same model
  * as local workers, with the peer's id as the lease's `via`; a peer can only
