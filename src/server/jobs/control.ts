@@ -222,7 +222,14 @@ export class Control {
     }
     for (const w of watches) {
       if (w.done) continue;
-      const orders = w.spec.mustStop([...w.held.values()]);
+      let orders: StopOrder[];
+      try {
+        orders = w.spec.mustStop([...w.held.values()]);
+      } catch {
+        // The holder asks again, and its heartbeat has the last word.
+        orders = [];
+        w.resolve([]);
+      }
       if (orders.length > 0) w.resolve(orders);
     }
   }
