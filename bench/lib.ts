@@ -52,7 +52,7 @@ export async function benchServer(opts: Partial<ServerOptions> = {}): Promise<Be
 
 /** Makes `a` and `b` trusted peers and waits for their link. */
 export async function connectPeers(a: Bench, b: Bench): Promise<void> {
-  await a.admin.call('POST', '/peers/connect', { host: '127.0.0.1', port: b.server.unsecurePort });
+  await a.admin.call('POST', '/peers/connect', { host: '127.0.0.1', port: b.server.unsecurePort, caFingerprint: b.server.caFingerprint });
   await b.admin.call('POST', `/peers/${a.server.serverId}/trust`, {});
   const deadline = Date.now() + 15_000;
   while (a.server.ctx.linkState?.(b.server.serverId) !== 'up' || b.server.ctx.linkState?.(a.server.serverId) !== 'up') {

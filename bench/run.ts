@@ -14,6 +14,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { bulk, type BulkRun } from './bulk.js';
+import { cancelLatency } from './cancel.js';
 import { ceiling, type CeilingRun } from './ceiling.js';
 import { dispatch, type DispatchRun } from './dispatch.js';
 import { heartbeats, type HeartbeatRun } from './heartbeats.js';
@@ -33,7 +34,7 @@ const repeats = quick ? 1 : 3;
 const resultsDir = join(BENCH_DIR, 'results');
 if (profile) process.env[PROFILE_ENV] = join(resultsDir, 'profiles');
 
-const FIGURES = ['ceiling', 'dispatch', 'dispatch-shapes', 'dispatch-growth', 'delegated-dispatch', 'wakeup', 'delegated-wakeup', 'bulk', 'priorities', 'heartbeats', 'restart', 'memory', 'transfer'];
+const FIGURES = ['ceiling', 'dispatch', 'dispatch-shapes', 'dispatch-growth', 'delegated-dispatch', 'wakeup', 'delegated-wakeup', 'cancel', 'delegated-cancel', 'bulk', 'priorities', 'heartbeats', 'restart', 'memory', 'transfer'];
 for (const name of only ?? []) if (!FIGURES.includes(name)) throw new Error(`--only: no figure '${name}' (figures: ${FIGURES.join(', ')})`);
 
 const size = quick
@@ -43,6 +44,7 @@ const size = quick
       growthJobs: 500,
       growthQueued: [1000, 10_000],
       wakeSamples: 50,
+      cancelSamples: 10,
       bulkJobs: 10_000,
       priorityJobs: 5000,
       hbWorkers: [10, 100],
@@ -58,6 +60,7 @@ const size = quick
       growthJobs: 5000,
       growthQueued: [1000, 10_000, 100_000],
       wakeSamples: 300,
+      cancelSamples: 30,
       bulkJobs: 100_000,
       priorityJobs: 40_000,
       hbWorkers: [100, 1000],
@@ -212,6 +215,20 @@ for (const delegated of [false, true]) {
     const label = delegated ? 'delegated wake-up' : 'wake-up';
     rows.push({ figure: `${label} p50`, unit: 'ms', s: p50Ms, target: { op: '≤', value: p50, text: `≤ ${p50} ms` } });
     rows.push({ figure: `${label} p99`, unit: 'ms', s: p99Ms, target: { op: '≤', value: p99, text: `≤ ${p99} ms` } });
+  });
+}
+
+// ---- cancel ------------------------------------------------------------------
+
+for (const delegated of [false, true]) {
+  await figure(delegated ? 'delegated-cancel' : 'cancel', async () => {
+    const runs = await repeat(repeats, () => cancelLatency(size.cancelSamples, { delegated }));
+    const p50Ms = of(runs, (r) => r.p50);
+    const p99Ms = of(runs, (r) => r.p99);
+    results[delegated ? 'delegatedCancel' : 'cancel'] = { samples: size.cancelSamples, heartbeatIntervalS: 120, p50Ms, p99Ms };
+    const label = delegated ? 'delegated cancel → process gone' : 'cancel → process gone';
+    rows.push({ figure: `${label} p50`, unit: 'ms', s: p50Ms, target: { op: '≤', value: 200, text: '≤ 200 ms' } });
+    rows.push({ figure: `${label} p99`, unit: 'ms', s: p99Ms, target: { op: '≤', value: 1000, text: '≤ 1 000 ms' } });
   });
 }
 

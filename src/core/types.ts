@@ -39,6 +39,10 @@ export const PRIORITY_MAX = 100;
 /** The largest weight an admin may give a user or project: that many turns in a row against a weight of 1. */
 export const MAX_WEIGHT = 1000;
 
+/** A job's grace between SIGTERM and SIGKILL when its spec gives none, and the most it may give. */
+export const DEFAULT_KILL_GRACE_S = 10;
+export const MAX_KILL_GRACE_S = 3600;
+
 /** What a researcher asks for; immutable once submitted. */
 export interface JobSpec {
   name?: string;
@@ -52,6 +56,8 @@ export interface JobSpec {
   maxRetries: number;
   /** Wall-clock limit for one attempt, enforced by the worker; null = none. */
   timeoutS: number | null;
+  /** Seconds between SIGTERM and SIGKILL when an attempt is stopped; absent = DEFAULT_KILL_GRACE_S. */
+  killGraceS?: number;
   /** Ids of jobs in the same project that must be done first. */
   after: string[];
   /** Files put in the work folder before the job starts. */

@@ -52,6 +52,7 @@
  *               POST /workers/:id/claim ClaimRequest    → ClaimReply   (long-poll; may carry results)
  *               POST /workers/:id/release               → { released }  (answers its waiting claim now)
  *               POST /workers/:id/heartbeat HeartbeatRequest → HeartbeatReply
+ *               POST /workers/:id/control ControlRequest → ControlReply (long-poll: answered when an attempt must stop)
  *               POST /workers/:id/results ResultRequest → ResultReply
  *               GET  /workers/:id/files/:sha256 ?job&attempt   → bytes (an input of a running attempt)
  *               PUT  /workers/:id/files/:sha256 ?job&attempt   bytes → StoredFile (an output)
@@ -156,6 +157,8 @@ export interface JobInput {
   priority?: number;
   maxRetries?: number;
   timeoutS?: number | null;
+  /** Seconds between SIGTERM and SIGKILL when an attempt is stopped (0 to 3600, default 10). */
+  killGraceS?: number;
   /** Ids of jobs in the project, or keys of other jobs in this request. */
   after?: string[];
   /** Files the job gets: uploaded ones by checksum, outputs of other jobs (id or key), project values. */
@@ -185,6 +188,8 @@ export interface JobView {
   priority: number;
   maxRetries: number;
   timeoutS: number | null;
+  /** Seconds between SIGTERM and SIGKILL when an attempt is stopped. */
+  killGraceS: number;
   after: string[];
   createdAt: number;
   updatedAt: number;
@@ -295,6 +300,8 @@ export interface ClaimedJob {
   env: Record<string, string>;
   resources: Resources;
   timeoutS: number | null;
+  /** Seconds between SIGTERM and SIGKILL when the attempt is stopped. */
+  killGraceS?: number;
   /** Fetched into the work folder before the job starts (files by checksum from the worker's server). */
   inputs?: ResolvedInput[];
   /** Patterns of the files to upload after the job. */
@@ -321,6 +328,17 @@ export interface HeartbeatReply {
   kept?: true;
   /** To a `{ same }` heartbeat: the server no longer has them; name the attempts again. */
   resend?: true;
+}
+
+/** The attempts a worker runs; the server holds the request up to waitS until one of them must stop. */
+export interface ControlRequest {
+  attempts: { jobId: string; attempt: number }[];
+  waitS: number;
+}
+
+/** The attempts to stop now (none when the wait ran out, or a newer control request took this one's place). */
+export interface ControlReply {
+  abandon: { jobId: string; attempt: number; reason: string }[];
 }
 
 export interface ResultRequest {

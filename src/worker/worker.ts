@@ -1,7 +1,7 @@
 import { promises as fsp } from 'node:fs';
 import { hostname } from 'node:os';
 import { ApiError, type ApiClient } from '../client/api/client.js';
-import type { Resources } from '../core/types.js';
+import { DEFAULT_KILL_GRACE_S, type Resources } from '../core/types.js';
 import type { ClaimReply, ClaimedJob, RegisterReply, ResultRequest } from '../core/wire.js';
 import { fetchInputs, keepOutputs } from './files.js';
 import { closedAncestor, detectIsolation, UidPool, type Isolation } from './isolation.js';
@@ -11,7 +11,10 @@ import { startAttempt, type AttemptOutcome, type Confinement, type RunningAttemp
 /**
  * The worker runtime: registers with a server, keeps one long-poll claim open
  * while it has free cores, runs what it is given, heartbeats the attempts it
- * holds and reports each result until the server has it.
+ * holds and reports each result until the server has it. While it runs
+ * attempts it also keeps one control poll open, which the server answers the
+ * moment one of them must stop (a cancel, say): the heartbeat would tell it
+ * too, but only at its next interval.
  *
  * A server that goes away is waited for, not given up on: running jobs keep
  * running, heartbeats and results are retried with backoff, and when the server
@@ -35,7 +38,10 @@ export interface WorkerOptions {
   /** How long the server may hold a claim open. */
   claimWaitS?: number;
   maxLogBytes?: number;
+  /** Time between SIGTERM and SIGKILL for every job, in place of the grace each job's spec gives (killGraceS). */
   killGraceMs?: number;
+  /** How long the server may hold a control poll (the channel that tells the worker to stop an attempt); default claimWaitS. */
+  controlWaitS?: number;
   /** Keep attempt folders after their result was delivered. */
   keepWorkDirs?: boolean;
   log?: LogFn;
@@ -203,6 +209,8 @@ export class Worker {
   private readonly resourcesChanged = new Wakeup();
   private readonly heartbeatNow = new Wakeup();
   private readonly slotGone = new Wakeup();
+  /** Fired when an attempt is launched: the control poll starts when there is one to watch. */
+  private readonly slotAdded = new Wakeup();
   /** Fired when the server answers after an outage: retries waiting out a back-off go at once. */
   private readonly serverBack = new Wakeup();
   /** Counts the server's answers: a request that failed while another got an answer is tried again at once. */
@@ -211,6 +219,7 @@ export class Worker {
   private claimLoopDone: Promise<void> = Promise.resolve();
   private idleTimer?: NodeJS.Timeout;
   private heartbeatLoopDone: Promise<void> = Promise.resolve();
+  private controlLoopDone: Promise<void> = Promise.resolve();
   private stopping$?: Promise<void>;
   private readonly ended: Promise<void>;
   private endedResolve!: () => void;
@@ -294,6 +303,7 @@ export class Worker {
     }
     this.claimLoopDone = this.guard(this.claimLoop());
     this.heartbeatLoopDone = this.guard(this.heartbeatLoop());
+    this.controlLoopDone = this.guard(this.controlLoop());
     if (this.opts.idleExitS !== undefined) this.watchIdle(this.opts.idleExitS * 1000);
   }
 
@@ -554,6 +564,7 @@ export class Worker {
     }
     const slot: Slot = { key, job, workerId, phase: 'starting', holds: true, abandoned: false, ctl: new AbortController() };
     this.slots.set(key, slot);
+    this.slotAdded.fire();
     void this.guard(this.runSlot(slot));
   }
 
@@ -575,7 +586,14 @@ export class Worker {
           timeoutS: job.timeoutS,
           prepare: job.inputs?.length ? (dir) => fetchInputs(this.client, slot.workerId, job, dir, slot.ctl.signal) : undefined,
         },
-        { workDir: this.opts.workDir, maxLogBytes: this.opts.maxLogBytes, killGraceMs: this.opts.killGraceMs, confine: this.confine, reaper: this.reaper },
+        {
+          workDir: this.opts.workDir,
+          maxLogBytes: this.opts.maxLogBytes,
+          // A server that predates killGraceS sends none: the default grace, as its jobs' specs would say.
+          killGraceMs: this.opts.killGraceMs ?? (job.killGraceS ?? DEFAULT_KILL_GRACE_S) * 1000,
+          confine: this.confine,
+          reaper: this.reaper,
+        },
       );
       slot.run = run;
       slot.phase = 'running';
@@ -760,6 +778,71 @@ export class Worker {
     }
   }
 
+  // ---- control poll --------------------------------------------------------
+
+  /**
+   * Keeps one control poll open while this worker runs attempts. The server
+   * holds it until one of them must stop and then names it; attempts claimed
+   * while it is open join it on the server's side, so it is not sent again for
+   * every claim. Attempts whose result is being reported are not named: their
+   * processes are gone already.
+   */
+  private async controlLoop(): Promise<void> {
+    const signal = this.heartbeatCtl.signal;
+    const waitS = this.opts.controlWaitS ?? this.claimWaitS;
+    let failures = 0;
+    let quick = 0;
+    while (!signal.aborted) {
+      const workerId = this.workerId;
+      const attempts = [...this.slots.values()]
+        .filter((s) => s.workerId === workerId && !s.abandoned && s.phase !== 'reporting')
+        .map((s) => ({ jobId: s.job.id, attempt: s.job.attempt }));
+      if (!workerId || attempts.length === 0) {
+        await this.slotAdded.wait(undefined, signal);
+        continue;
+      }
+      const t0 = Date.now();
+      try {
+        const reply = await this.client.control(workerId, { attempts, waitS }, signal);
+        this.serverAnswered();
+        failures = 0;
+        let acted = 0;
+        for (const a of reply.abandon) {
+          const slot = this.slots.get(`${a.jobId}#${a.attempt}`);
+          if (slot && slot.workerId === workerId && !slot.abandoned) {
+            this.abandonSlot(slot, a.reason);
+            acted++;
+          }
+        }
+        // A server that answers at once with nothing for us to do must not make us spin.
+        if (acted === 0 && Date.now() - t0 < Math.min(1000, waitS * 500)) await sleep(this.backoff(quick++), signal);
+        else quick = 0;
+      } catch (err) {
+        if (signal.aborted) break;
+        switch (classify(err)) {
+          case 'aborted':
+            break;
+          case 'worker-gone':
+            await this.reregister(workerId);
+            break;
+          case 'fatal':
+            this.fail(err);
+            return;
+          case 'rejected':
+            if (codeOf(err) === 'ROUTE_NOT_FOUND') {
+              this.log('info', 'the server has no control polls: attempts to stop are heard of with heartbeats');
+              return;
+            }
+            this.log('warn', 'control poll refused', { code: codeOf(err), error: (err as Error).message });
+            await sleep(this.backoff(failures++), signal);
+            break;
+          default:
+            await this.serverBack.wait(this.backoff(failures++), signal);
+        }
+      }
+    }
+  }
+
   // ---- server reachability -------------------------------------------------
 
   private serverUnreachable(err: unknown, during: string): void {
@@ -804,6 +887,7 @@ export class Worker {
     while (this.slots.size > 0) await this.slotGone.wait();
     this.heartbeatCtl.abort();
     await this.heartbeatLoopDone;
+    await this.controlLoopDone;
     this.end();
   }
 

@@ -52,6 +52,7 @@ const RULES: Record<string, AuthRule> = {
   'POST /workers/:id/claim': 'worker',
   'POST /workers/:id/release': 'worker',
   'POST /workers/:id/heartbeat': 'worker',
+  'POST /workers/:id/control': 'worker',
   'POST /workers/:id/results': 'worker',
   'GET /workers': 'user',
   'POST /worker-tokens': 'superuser',

@@ -162,6 +162,34 @@ describe('edge limits on the real listener', () => {
     assert.deepEqual((await ws[2]!.client.claim(ws[2]!.workerId, { waitS: 0 })).jobs, []);
   });
 
+  it('caps the control polls open at once per worker token like claims, counted apart from them', async () => {
+    const token = await ts.server.createWorkerToken('controls');
+    const ws = await Promise.all([1, 2, 3].map((i) => simulatedWorker(ts.server.url, ts.server.caPem, token, { name: `k${i}` })));
+    const polls = ws.slice(0, 2).map((w) => w.client.control(w.workerId, { attempts: [], waitS: 3 }));
+    const deadline = Date.now() + 5000;
+    while (ts.server.ctx.control.watchCount < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    const err = await ws[2]!.client.control(ws[2]!.workerId, { attempts: [], waitS: 3 }).then(
+      () => null,
+      (e: unknown) => e as ApiError,
+    );
+    assert.equal(err?.code, 'TOO_MANY_REQUESTS');
+    assert.equal(err?.retryAfterS, 1);
+    // Claims of the same token are not held back by its control polls.
+    assert.deepEqual((await ws[2]!.client.claim(ws[2]!.workerId, { waitS: 0 })).jobs, []);
+    assert.deepEqual(await Promise.all(polls), [{ abandon: [] }, { abandon: [] }]);
+    const bad = await ws[0]!.client.call('POST', `/workers/${ws[0]!.workerId}/control`, { attempts: 'all', waitS: 1 }).then(
+      () => null,
+      (e: unknown) => e as ApiError,
+    );
+    assert.equal(bad?.code, 'INVALID_FIELD');
+    const other = await ts.worker({ name: 'not-yours' });
+    const foreign = await ws[0]!.client.control(other.workerId, { attempts: [], waitS: 0 }).then(
+      () => null,
+      (e: unknown) => e as ApiError,
+    );
+    assert.equal(foreign?.code, 'WORKER_NOT_FOUND');
+  });
+
   it('caps the workers registered with one token (TOO_MANY_WORKERS), by the server or by the token', async () => {
     const token = await ts.server.createWorkerToken('fleet');
     for (const i of [1, 2, 3]) await simulatedWorker(ts.server.url, ts.server.caPem, token, { name: `f${i}` });

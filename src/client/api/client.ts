@@ -27,6 +27,7 @@ import type { ConnectServerReply, DisconnectReply, PeerCaView, PeerView, PeersVi
 import type { PasswordChanged, UserRemoved, UserView } from '../../core/wire.js';
 import type { LostReply, NetworkView, StopReply, WeightView, WeightsView } from '../../core/wire.js';
 import type { StoredFile, ValueView } from '../../core/wire.js';
+import type { ControlReply, ControlRequest } from '../../core/wire.js';
 import type { FileRef } from '../../core/types.js';
 import { API_PREFIX } from '../../core/wire.js';
 
@@ -461,6 +462,14 @@ export class ApiClient {
 
   heartbeat(workerId: string, req: HeartbeatRequest): Promise<HeartbeatReply> {
     return this.call('POST', `/workers/${encodeURIComponent(workerId)}/heartbeat`, req);
+  }
+
+  /** Held by the server until an attempt named must stop, or for `waitS`. */
+  control(workerId: string, req: ControlRequest, signal?: AbortSignal): Promise<ControlReply> {
+    return this.call('POST', `/workers/${encodeURIComponent(workerId)}/control`, req, {
+      timeoutMs: this.timeoutMs + req.waitS * 1000,
+      signal,
+    });
   }
 
   result(workerId: string, req: ResultRequest): Promise<ResultReply> {

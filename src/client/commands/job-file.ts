@@ -8,7 +8,7 @@
  * chunk's references to keys of earlier chunks are replaced by the ids those
  * jobs were given. Ids come back in the order of the file.
  */
-import { PRIORITY_MAX, PRIORITY_MIN } from '../../core/types.js';
+import { MAX_KILL_GRACE_S, PRIORITY_MAX, PRIORITY_MIN } from '../../core/types.js';
 import type { JobInput } from '../../core/wire.js';
 import { CliError, EXIT_FAILURE } from '../output.js';
 
@@ -62,6 +62,10 @@ function checkJobs(items: unknown[], where: string, label: (i: number) => string
     }
     if (item.key !== undefined && typeof item.key !== 'string') {
       throw new CliError(`${where}: ${label(i)}: key must be a string`, EXIT_FAILURE);
+    }
+    const g = item.killGraceS;
+    if (g !== undefined && !(typeof g === 'number' && Number.isFinite(g) && g >= 0 && g <= MAX_KILL_GRACE_S)) {
+      throw new CliError(`${where}: ${label(i)}: killGraceS must be a number of seconds from 0 to ${MAX_KILL_GRACE_S}`, EXIT_FAILURE, 'INVALID_FIELD');
     }
     const p = item.priority;
     if (p !== undefined && !(typeof p === 'number' && Number.isInteger(p) && p >= PRIORITY_MIN && p <= PRIORITY_MAX)) {

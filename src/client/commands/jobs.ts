@@ -3,7 +3,7 @@
  * cancel, retry, wait for a project to finish, and look at the queue.
  */
 import { promises as fsp } from 'node:fs';
-import { JOB_STATES, PRIORITY_MAX, PRIORITY_MIN, type Attempt } from '../../core/types.js';
+import { JOB_STATES, MAX_KILL_GRACE_S, PRIORITY_MAX, PRIORITY_MIN, type Attempt } from '../../core/types.js';
 import { MAX_LOG_PART, type JobInput, type JobList, type JobView } from '../../core/wire.js';
 import { ApiError, type ApiClient } from '../api/client.js';
 import { CliError, EXIT_FAILURE, ago, describeError, duration, fail, plural, usage } from '../output.js';
@@ -35,6 +35,7 @@ function jobDefaults(opts: Record<string, unknown>): JobInput {
   if (opts.priority !== undefined) d.priority = opts.priority as number;
   if (opts.retries !== undefined) d.maxRetries = opts.retries as number;
   if (opts.timeout !== undefined) d.timeoutS = opts.timeout as number;
+  if (opts.killGrace !== undefined) d.killGraceS = opts.killGrace as number;
   if (opts.after !== undefined) d.after = opts.after as string[];
   if (opts.env !== undefined) d.env = opts.env as Record<string, string>;
   return d;
@@ -164,6 +165,7 @@ async function showJob(ctx: Context, args: Argument[]): Promise<void> {
       ['priority', job.priority],
       ['retries', job.maxRetries],
       ['timeout', job.timeoutS === null ? 'none' : `${job.timeoutS}s`],
+      ['kill grace', job.killGraceS === undefined ? undefined : `${job.killGraceS}s`],
       ['after', job.after.join(' ')],
       ['created', ago(job.createdAt, now)],
       ['updated', ago(job.updatedAt, now)],
@@ -342,6 +344,11 @@ export const jobCommands: CommandSpec[] = [
       { flags: '--priority <n>', description: `higher runs first among your own jobs (${PRIORITY_MIN} to ${PRIORITY_MAX})`, parse: integer(PRIORITY_MIN, PRIORITY_MAX) },
       { flags: '--retries <n>', description: 'how often to retry a non-zero exit', parse: nonNegative },
       { flags: '--timeout <s>', description: 'wall-clock limit per attempt, in seconds', parse: positive },
+      {
+        flags: '--kill-grace <s>',
+        description: `seconds between SIGTERM and SIGKILL when an attempt is stopped (0 to ${MAX_KILL_GRACE_S}, default 10)`,
+        parse: integer(0, MAX_KILL_GRACE_S),
+      },
       { flags: '--after <id>', description: 'run only after this job is done (repeatable)', parse: collect },
       { flags: '--env <name=value>', description: 'set an environment variable (repeatable)', parse: keyValue },
       { flags: '--name <name>', description: 'a name for the job' },

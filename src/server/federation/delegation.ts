@@ -2,10 +2,11 @@
  * server/federation: the server side of the mesh. Delegation (this file), the peer TLS edge,
  * the unsecure listener's handshake routes, and the peer routes.
  * May call: src/federation (links, trust store, handshake), src/core, server/http, server/jobs
- * (store, dispatcher, results). Writes foreign-claimed, foreign-finished, foreign-closed,
+ * (store, dispatcher, control, results). Writes foreign-claimed, foreign-finished, foreign-closed,
  * leases-renewed, claims-returned, attempts-lost. Receives narrow services (DelegationServices),
  * not the whole Context.
  */
+import { setTimeout as delay } from 'node:timers/promises';
 import { z } from 'zod';
 import { planClaim, renewedAttempts, renewLeases } from '../../core/commands.js';
 import { fail } from '../../core/errors.js';
@@ -17,6 +18,7 @@ import type { LinkManager, PeerDirectory } from '../../federation/links.js';
 import type { Logger } from '../../common/logger.js';
 import type { Store } from '../jobs/store.js';
 import type { Grant, RemoteWork } from '../jobs/dispatcher.js';
+import type { Control, HeldAttempt, StopOrder } from '../jobs/control.js';
 import { acceptResult, type ResultServices } from '../jobs/results.js';
 import { check } from '../http/schemas.js';
 import { resultSchema } from '../jobs/schemas.js';
@@ -30,7 +32,8 @@ import { claimedJob } from '../jobs/views.js';
  * jobs. The worker talks only to this server; its heartbeats renew this
  * server's own deadline for each foreign attempt, this server renews the home
  * server's lease over the link, and the result goes home through a durable
- * outbox (kept across restarts until home takes it).
+ * outbox (kept across restarts until home takes it). A control call kept
+ * open to each home hears at once of attempts that must stop.
  *
  * Home side: a peer's calls over the link are served against the same model
  * as local workers, with the peer's id as the lease's `via`; a peer can only
@@ -44,6 +47,10 @@ const attemptsCall = z.strictObject({
   attempts: z.array(z.strictObject({ jobId: uuid, attempt: z.int().min(1), workerId: uuid })).max(100_000),
 });
 const resultCall = z.strictObject({ workerId: uuid, result: z.unknown() });
+const controlCall = attemptsCall.extend({ waitS: z.number().min(0).max(300) });
+
+/** How long home may hold a control call; the call itself gives up a little later. */
+const CONTROL_WAIT_S = 25;
 
 /**
  * A delegated attempt is stopped here once home has not taken a renewal
@@ -62,9 +69,13 @@ interface PeerHeartbeatReply {
   abandon: { jobId: string; attempt: number; reason: string }[];
 }
 
+/** Home's answer to a control call: the attempts to stop now. */
+type PeerControlReply = PeerHeartbeatReply;
+
 /** What delegation uses: the journal and model, result taking, the dispatcher to wake, and the lease length. */
 export interface DelegationServices extends ResultServices {
   store: Store;
+  control: Pick<Control, 'watch'>;
   config: Parameters<typeof resultSchema>[0];
   leaseMs: number;
   log: Logger;
@@ -81,8 +92,17 @@ export class Delegation implements RemoteWork {
   /** Each home's lease length, as its last hello said. */
   private readonly homeLeaseMs = new Map<string, number>();
   private readonly delivering = new Set<string>();
+  /** Homes with a control call open (see watchHome). */
+  private readonly watching = new Set<string>();
+  /** Homes that do not know control calls: their heartbeat replies carry what to drop. */
+  private readonly noControl = new Set<string>();
 
-  constructor(private readonly ctx: DelegationServices) {}
+  constructor(private readonly ctx: DelegationServices) {
+    // A job borrowed from a home is watched from the moment it is ours.
+    ctx.store.onEvent((e) => {
+      if (e.t === 'foreign-claimed') setImmediate(() => this.watchHome(e.home));
+    });
+  }
 
   // ---- asking side ---------------------------------------------------------
 
@@ -272,7 +292,43 @@ export class Delegation implements RemoteWork {
   /** Results kept while home was away go out as soon as its link is back. */
   linkUp(home: string): void {
     this.lastRenewal.delete(home);
+    this.noControl.delete(home);
+    this.watchHome(home);
     for (const f of this.ctx.store.model.foreign.values()) if (f.home === home && f.result !== undefined) void this.deliver(f);
+  }
+
+  /**
+   * Keeps one control call open to a home while our workers run its jobs:
+   * home holds it until one of them must stop (a cancel there, say) and
+   * answers at once. What it names is dropped as a heartbeat reply's
+   * abandons are; our workers hear of it through their own control polls.
+   */
+  private watchHome(home: string): void {
+    if (this.watching.has(home) || this.noControl.has(home)) return;
+    this.watching.add(home);
+    void this.controlHome(home).finally(() => this.watching.delete(home));
+  }
+
+  private async controlHome(home: string): Promise<void> {
+    const model = this.ctx.store.model;
+    let failures = 0;
+    for (;;) {
+      const link = this.links?.link(home);
+      const held = [...model.foreign.values()].filter((f) => f.home === home && f.result === undefined);
+      // Down: linkUp starts again. Nothing held: the next foreign claim does.
+      if (!link || held.length === 0) return;
+      try {
+        const reply = await link.call<PeerControlReply>('control', { attempts: held.map(attemptRef), waitS: CONTROL_WAIT_S }, (CONTROL_WAIT_S + 10) * 1000);
+        failures = 0;
+        this.dropAbandoned(Array.isArray(reply?.abandon) ? reply.abandon : []);
+      } catch (err) {
+        if ((err as { code?: string }).code === 'ROUTE_NOT_FOUND') {
+          this.noControl.add(home);
+          return;
+        }
+        await delay(Math.min(10_000, 250 * 2 ** Math.min(failures++, 6)));
+      }
+    }
   }
 
   private dropAbandoned(list: { jobId: string; attempt: number; reason: string }[]): void {
@@ -319,6 +375,27 @@ export class Delegation implements RemoteWork {
         const p = check(resultCall, params, 'params');
         const body = check(resultSchema(this.ctx.config), p.result, 'params.result');
         return acceptResult(this.ctx, p.workerId, body, peerId);
+      }
+      case 'control': {
+        // The peer's control call: held until an attempt it runs of ours must stop.
+        const p = check(controlCall, params, 'params');
+        // Handed to the peer, but not in its list yet (the claim's answer was on its way).
+        const unnamed: HeldAttempt[] = [];
+        for (const l of model.leases.all()) if (l.via === peerId) unnamed.push({ jobId: l.jobId, attempt: l.attempt, workerId: l.workerId });
+        const abandon = await this.ctx.control.watch({
+          holder: { peer: peerId },
+          held: p.attempts,
+          unnamed,
+          // The peer heartbeat's rule, renewing nothing (deadline 0).
+          mustStop: (list) => {
+            const out: StopOrder[] = [];
+            for (const [workerId, of] of groupBy(list, (a) => a.workerId)) out.push(...renewLeases(model, workerId, of, 0, Date.now(), peerId).abandon);
+            return out;
+          },
+          waitS: p.waitS,
+          signal: new AbortController().signal,
+        });
+        return { abandon } satisfies PeerControlReply;
       }
       case 'return':
       case 'lost': {

@@ -25,7 +25,7 @@ import { z } from 'zod';
 import { loadedFiles, planLoadProject, withNewJobIds, type ProjectToLoad } from '../../core/commands.js';
 import { CpcError, fail } from '../../core/errors.js';
 import type { LoadedJob } from '../../core/events.js';
-import { FINAL_STATES, type FileRef, type Job, type Project, type ProjectValue } from '../../core/types.js';
+import { FINAL_STATES, MAX_KILL_GRACE_S, type FileRef, type Job, type Project, type ProjectValue } from '../../core/types.js';
 import type { ProjectLoadReply, ProjectManifest } from '../../core/wire.js';
 import { uuidV7Millis, type ArchivedJob } from '../../persistence/archive-store.js';
 import type { Context } from '../start/context.js';
@@ -246,6 +246,7 @@ const specSchema = z.strictObject({
   priority: prioritySchema,
   maxRetries: z.int().min(0).max(1000),
   timeoutS: z.int().min(1).max(365 * 24 * 3600).nullable(),
+  killGraceS: z.number().min(0).max(MAX_KILL_GRACE_S).optional(),
   after: z.array(jobId).max(10_000),
   inputs: z
     .array(z.union([fileRefSchema, z.strictObject({ name: path, job: jobId, output: path }), z.strictObject({ name: path, value: valueName })]))

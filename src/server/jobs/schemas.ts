@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { PRIORITY_MAX, PRIORITY_MIN, type JobSpec } from '../../core/types.js';
+import { MAX_KILL_GRACE_S, PRIORITY_MAX, PRIORITY_MIN, type JobSpec } from '../../core/types.js';
 import { ISOLATION_LEVELS, MAX_LOG_PART, type JobInput } from '../../core/wire.js';
 import { fileRefSchema, filePath } from '../files/schemas.js';
 import { arrayLength, boundedName, jobIdParam, limited, limitQuery, type Limits, perLimits, shownName, stringLength } from '../http/schemas.js';
@@ -51,6 +51,7 @@ export const jobInputSchema = z
     priority: prioritySchema.optional(),
     maxRetries: z.int().min(0).max(1000).optional(),
     timeoutS: z.int().min(1).max(365 * 24 * 3600).nullable().optional(),
+    killGraceS: z.number().min(0).max(MAX_KILL_GRACE_S).optional(),
     after: z.array(boundedName(128)).max(10_000).optional(),
     inputs: z.array(inputSourceSchema).max(1000).optional(),
     outputs: z.array(outputSpecSchema).max(100).optional(),
@@ -85,6 +86,12 @@ export const heartbeatSchema = z.union([
   z.strictObject({ attempts: z.array(z.strictObject({ jobId: jobIdParam, attempt: z.int().min(1) })).max(100_000) }),
   z.strictObject({ same: z.int().min(1).max(100_000) }),
 ]);
+
+/** The attempts a worker runs and how long the server may hold its control poll. */
+export const controlSchema = z.strictObject({
+  attempts: z.array(z.strictObject({ jobId: jobIdParam, attempt: z.int().min(1) })).max(100_000),
+  waitS: z.number().min(0).max(300),
+});
 
 export const resultSchema = perLimits((limits) =>
   z.strictObject({
@@ -142,6 +149,7 @@ export function toJobSpec(input: JobInput): JobSpec {
     timeoutS: input.timeoutS ?? null,
     after: input.after ?? [],
   };
+  if (input.killGraceS !== undefined) spec.killGraceS = input.killGraceS;
   if (input.name !== undefined) spec.name = input.name;
   if (input.argv !== undefined) spec.argv = input.argv;
   if (input.shell !== undefined) spec.shell = input.shell;

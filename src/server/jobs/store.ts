@@ -1,6 +1,6 @@
 /**
  * server/jobs: the queue. Projects, jobs, workers and their leases.
- * Owns the store (model + journal + archive, this file), the long-poll dispatcher, the sweeper
+ * Owns the store (model + journal + archive, this file), the long-poll dispatcher, control polls, the sweeper
  * (lease expiry, archiving, file collection), results, ids, per-user limits, project name probes,
  * work announcements to peers, and the routes of projects, jobs, workers, weights and admin commands
  * with their request schemas, the worker routes' quick checks, and the views of jobs and projects.

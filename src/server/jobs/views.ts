@@ -1,4 +1,4 @@
-import type { Job, Project, StateCounts } from '../../core/types.js';
+import { DEFAULT_KILL_GRACE_S, type Job, type Project, type StateCounts } from '../../core/types.js';
 import type { ClaimedJob, JobView, ProjectView } from '../../core/wire.js';
 
 /** Turns domain records into the shapes of the API (core/wire.ts). */
@@ -15,6 +15,7 @@ export function jobView(job: Job, archived = false): JobView {
     priority: spec.priority,
     maxRetries: spec.maxRetries,
     timeoutS: spec.timeoutS,
+    killGraceS: spec.killGraceS ?? DEFAULT_KILL_GRACE_S,
     after: spec.after,
     createdAt: job.createdAt,
     updatedAt: job.updatedAt,
@@ -51,6 +52,7 @@ export function claimedJob(job: Job, attempt: number): ClaimedJob {
     env: spec.env,
     resources: spec.resources,
     timeoutS: spec.timeoutS,
+    killGraceS: spec.killGraceS ?? DEFAULT_KILL_GRACE_S,
     ...(job.inputs ? { inputs: job.inputs } : {}),
     ...(spec.outputs ? { outputs: spec.outputs } : {}),
   };

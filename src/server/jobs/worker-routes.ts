@@ -4,6 +4,7 @@ import type { Model } from '../../core/model.js';
 import type { Worker } from '../../core/types.js';
 import type {
   ClaimReply,
+  ControlReply,
   HeartbeatReply,
   RegisterReply,
   ResultOutcome,
@@ -21,7 +22,8 @@ import { newId } from './ids.js';
 import { isClaim, isHeartbeat, isPlainResult, isWorkerPath } from './quick-checks.js';
 import { acceptResult } from './results.js';
 import { jobIdParam } from '../http/schemas.js';
-import { claimSchema, heartbeatSchema, registerSchema, resultSchema, tokenNameSchema } from './schemas.js';
+import { claimSchema, controlSchema, heartbeatSchema, registerSchema, resultSchema, tokenNameSchema } from './schemas.js';
+import type { HeldAttempt, StopOrder } from './control.js';
 
 export const workerParams = z.strictObject({ id: jobIdParam });
 const tokenParams = z.strictObject({ id: z.string().max(64) });
@@ -184,6 +186,70 @@ export function workerRoutes(router: Router, ctx: Context): void {
       }
       memos.delete(worker);
       return { abandon, heartbeatIntervalS: interval };
+    },
+  );
+
+  /** Control polls open per worker token, capped like claims (each worker has at most one of each). */
+  const controlsOpen = new Map<string, number>();
+
+  /**
+   * The heartbeat's rule for a worker's attempts, renewing nothing (deadline
+   * 0): delegation's answer for peers' jobs, renewLeases for this server's.
+   */
+  const mustStop =
+    (workerId: string) =>
+    (held: HeldAttempt[]): StopOrder[] => {
+      if (!model.workers.has(workerId)) return held.map((a) => ({ jobId: a.jobId, attempt: a.attempt, reason: 'the worker was removed' }));
+      const local = held.filter((a) => !model.foreign.has(a.jobId));
+      const foreign = held.filter((a) => model.foreign.has(a.jobId));
+      const seen = new Set<string>();
+      return [...ctx.delegation.heartbeat(workerId, foreign, 0), ...renewLeases(model, workerId, local, 0, Date.now()).abandon].filter((a) => {
+        const key = `${a.jobId}#${a.attempt}`;
+        return !seen.has(key) && seen.add(key);
+      });
+    };
+
+  router.add(
+    'POST',
+    '/workers/:id/control',
+    {
+      auth: 'worker',
+      summary: 'held until an attempt the worker runs must stop (long-poll: answered with those to abandon, or none after waitS)',
+      params: workerParams,
+      body: controlSchema,
+      bulk: true,
+    },
+    async (req): Promise<ControlReply> => {
+      const { who, body } = req;
+      const worker = ownWorker(who, req.params.id);
+      const open = controlsOpen.get(who.tokenId) ?? 0;
+      if (open >= ctx.config.maxClaimsPerToken) {
+        throw fail('TOO_MANY_REQUESTS', `workers of this token have ${open} control polls open already, the most allowed`, { retryAfterS: 1 });
+      }
+      controlsOpen.set(who.tokenId, open + 1);
+      try {
+        worker.lastSeen = Date.now();
+        const held = body.attempts.map((a) => ({ ...a, workerId: worker.id }));
+        // What was handed to the worker but is not in its list yet (the claim's answer is on its way) is watched too.
+        const unnamed: HeldAttempt[] = [];
+        for (const l of model.leases.ofWorker(worker.id)) if (l.via === 'local') unnamed.push({ jobId: l.jobId, attempt: l.attempt, workerId: worker.id });
+        if (model.foreign.size > 0) {
+          for (const f of model.foreign.values()) if (f.workerId === worker.id && f.result === undefined) unnamed.push({ jobId: f.jobId, attempt: f.attempt, workerId: worker.id });
+        }
+        const abandon = await ctx.control.watch({
+          holder: { worker: worker.id },
+          held,
+          unnamed,
+          mustStop: mustStop(worker.id),
+          waitS: body.waitS,
+          signal: req.signal,
+        });
+        return { abandon };
+      } finally {
+        const left = (controlsOpen.get(who.tokenId) ?? 1) - 1;
+        if (left > 0) controlsOpen.set(who.tokenId, left);
+        else controlsOpen.delete(who.tokenId);
+      }
     },
   );
 

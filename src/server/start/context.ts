@@ -6,6 +6,7 @@ import type { Accounts } from '../accounts/accounts.js';
 import type { ServerConfig } from './config.js';
 import type { Delegation } from '../federation/delegation.js';
 import type { Dispatcher } from '../jobs/dispatcher.js';
+import type { Control } from '../jobs/control.js';
 import type { Files } from '../files/files.js';
 import type { Transfers } from '../files/transfers.js';
 import type { LogStore } from '../files/log-store.js';
@@ -22,6 +23,8 @@ export interface Context {
   store: Store;
   accounts: Accounts;
   dispatcher: Dispatcher;
+  /** Control polls: tells workers and borrowing peers at once which attempts must stop. */
+  control: Control;
   /** Work borrowed from and lent to trusted peers. */
   delegation: Delegation;
   logs: LogStore;

@@ -27,6 +27,7 @@ import { Delegation } from '../federation/delegation.js';
 import { peerView } from '../federation/views.js';
 import { WorkAnnouncer } from '../jobs/work-announcer.js';
 import { Dispatcher } from '../jobs/dispatcher.js';
+import { Control } from '../jobs/control.js';
 import { apiRouter } from './api.js';
 import { authorizer } from '../http/auth.js';
 import { Reply, edgeServerOptions, guardServer, makeRequestListener } from '../http/router.js';
@@ -188,6 +189,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     accounts,
     loginThrottle: loginThrottle.throttle,
     dispatcher: new Dispatcher(store, () => leaseMs),
+    control: new Control(store),
     logs: new LogStore(join(home, 'logs')),
     files: new Files(blobs, store, config),
     usage: new QueuedUsage(store.model, store, config),
@@ -351,6 +353,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       clearInterval(hubTimer);
       eventSocket.close();
       ctx.dispatcher.releaseAll();
+      ctx.control.releaseAll();
       await handshake.close();
       links.close();
       await Promise.all([stop(secure!), stop(unsecure)]);
