@@ -5,7 +5,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiClient } from '../../src/client/api/client.js';
@@ -42,9 +42,17 @@ export async function startSite(net: Network, host: string, opts: { heartbeatS?:
   const child = net.spawn(host, process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, CPC_NAME: host, CPC_SCRYPT_LOG_N: '14' } });
   let err = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (err = (err + d).slice(-8000)));
-  await until(`${host}'s server to start`, () => existsSync(join(home, 'server.json')) || !running(child), { timeoutMs: 60_000 });
+  // The runtime file may be seen while it is being written: wait until it reads whole.
+  const runtime = (): { serverId: string } | null => {
+    try {
+      return JSON.parse(readFileSync(join(home, 'server.json'), 'utf8')) as { serverId: string };
+    } catch {
+      return null;
+    }
+  };
+  await until(`${host}'s server to start`, () => runtime() !== null || !running(child), { timeoutMs: 60_000 });
   if (!running(child)) throw new Error(`${host}'s server exited: ${err}`);
-  const serverId = (JSON.parse(readFileSync(join(home, 'server.json'), 'utf8')) as { serverId: string }).serverId;
+  const { serverId } = runtime()!;
   const caPem = readFileSync(join(home, 'identity', 'ca.pem'), 'utf8');
   const url = `https://${address}:${SECURE_PORT}`;
   const admin = new ApiClient({ url, caPem, serverId });
