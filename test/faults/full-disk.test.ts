@@ -6,13 +6,13 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createReadStream, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync, closeSync } from 'node:fs';
+import { closeSync, createReadStream, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ApiError, type ApiClient } from '../../src/client/api/client.js';
 import { hashFile } from '../../src/client/api/files.js';
-import { cleanup, startTestServer, until, type TestServer } from '../helpers/server.js';
+import { cleanup, spawnWorker, startTestServer, until, type TestServer } from '../helpers/server.js';
 import { faultsUnavailable } from './netns.js';
 
 const skip = faultsUnavailable();
@@ -105,9 +105,11 @@ describe('a server whose disk fills up', { skip: skip ?? false, timeout: 300_000
 
     // An upload is refused the same way, and leaves nothing behind.
     const upload = join(tmpdir(), `cpc-fault-upload-${process.pid}`);
-    writeFileSync(upload, Buffer.alloc(2 * 1024 * 1024, 7));
+    // Small enough to be sent whole before the answer: a large body refused early meets a closed connection.
+    writeFileSync(upload, Buffer.alloc(64 * 1024, 7));
     const sum = await hashFile(upload);
     assert.equal(await codeOf(admin.sendBytes(`/projects/p/files/${sum.sha256}`, createReadStream(upload), sum.size)), 'DISK_FULL');
+    assert.deepEqual(readdirSync(join(home, 'files', 'tmp')), [], 'no partial upload is left');
     rmSync(upload);
 
     // Room again: the caught change is written and answered, and new ones are taken, without a restart.
@@ -134,5 +136,59 @@ describe('a server whose disk fills up', { skip: skip ?? false, timeout: 300_000
     const again = await startTestServer({ home });
     for (const id of acknowledged) assert.equal((await again.admin.job(id)).id, id);
     assert.equal((await again.admin.job(caughtIds[0]!)).argv?.join(' '), 'echo caught');
+  });
+
+  it('a worker whose work dir is full fails the attempt, lives on, and runs jobs again once there is room', async () => {
+    const workMount = mkdtempSync(join(tmpdir(), 'cpc-fault-work-'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', workMount]);
+    try {
+      const fresh = await startTestServer();
+      await fresh.admin.createProject('w');
+      const token = await fresh.server.createWorkerToken('small-disk');
+      writeFileSync(join(fresh.home, 'worker-token'), token, { mode: 0o600 });
+      const worker = spawnWorker({
+        url: fresh.server.url,
+        caFile: fresh.caFile(),
+        serverId: fresh.server.serverId,
+        token,
+        name: 'small-disk',
+        workDir: join(workMount, 'work'),
+        args: ['--isolation', 'none', '--shared-identity', '--token-file', join(fresh.home, 'worker-token')],
+      });
+      const ended = async (id: string) =>
+        until(`job ${id} to end`, async () => {
+          const j = await fresh.admin.job(id);
+          return ['done', 'failed'].includes(j.state) ? j : null;
+        }, { timeoutMs: 60_000 });
+
+      // A job that writes more than the disk holds fails by its own hand (its own complaint may not
+      // fit on the disk either), and its folder is removed after it.
+      const [big] = (await fresh.admin.submit('w', [{ shell: 'head -c 20000000 /dev/zero > big' }])).ids;
+      const bigJob = await ended(big!);
+      assert.equal(bigJob.state, 'failed');
+      assert.notEqual(bigJob.exitCode, 0);
+
+      // A disk filled by something else: the job cannot write its output and fails; the worker lives on.
+      const filler = fill(workMount);
+      const [blocked] = (await fresh.admin.submit('w', [{ shell: 'echo hello' }])).ids;
+      const blockedJob = await ended(blocked!);
+      assert.equal(blockedJob.state, 'failed');
+      assert.equal(worker.child.exitCode, null, 'the worker lives on');
+
+      // Room again: jobs run.
+      rmSync(filler);
+      const [ok] = (await fresh.admin.submit('w', [{ shell: 'echo hello' }])).ids;
+      const okJob = await ended(ok!);
+      assert.equal(okJob.state, 'done', okJob.reason);
+      assert.equal(okJob.stdoutTail, 'hello\n');
+      await worker.stop('SIGTERM');
+    } finally {
+      try {
+        execFileSync('umount', ['-l', workMount]);
+      } catch {
+        // not mounted
+      }
+      rmSync(workMount, { recursive: true, force: true });
+    }
   });
 });

@@ -74,6 +74,9 @@ export class Files {
   /** receive() for bytes that come as a stream of a known size rather than a request. */
   async receiveStream(project: string, req: Readable, sha256: string, size: number): Promise<StoredBlob> {
     this.checkQuota(project, [{ sha256, size }]);
+    // Known before a byte is read: the upload is refused whole, with its code, rather than cut off.
+    const refusing = this.state.refusing;
+    if (refusing) throw fail(refusing.code, refusing.message);
     const had = this.model.files.sizeFor(project, sha256) !== null;
     const blob = await this.store.put(req, { sha256, size, maxBytes: size });
     if (!this.model.files.sentBy(project, blob.sha256)) {

@@ -172,8 +172,9 @@ export class Store {
   }
 
   /** Why changes are refused for now, or null while they are taken. */
-  get refusing(): string | null {
-    return this.failed ? 'the journal failed; the server must be restarted' : this.noRoom;
+  get refusing(): { code: 'JOURNAL_FAILED' | 'DISK_FULL'; message: string } | null {
+    if (this.failed) return { code: 'JOURNAL_FAILED', message: 'the journal failed; the server must be restarted' };
+    return this.noRoom ? { code: 'DISK_FULL', message: this.noRoom } : null;
   }
 
   /** Applies an event and resolves when it is durable. */
