@@ -8,9 +8,8 @@
  */
 import { Command, CommanderError, Help, Option } from 'commander';
 import { packageVersion } from '../common/version.js';
-import { configHome } from './config.js';
-import { EXIT_OK, EXIT_USAGE, reportError } from './output.js';
-import { Context, type Argument, type CommandSpec, type GlobalOptions, type Io, type OptionSpec } from './commands/context.js';
+import { EXIT_OK, EXIT_USAGE } from './exit-codes.js';
+import type { Argument, CommandSpec, GlobalOptions, Io, OptionSpec } from './commands/context.js';
 import { COMMAND_MODULES, GROUP_NAMES, loadAllGroups, type CommandGroup } from './commands/index.js';
 import { COMMAND_MANIFEST, type ManifestEntry } from './commands/manifest.js';
 
@@ -69,6 +68,8 @@ function define(cmd: Command, spec: CommandSpec, io: Io, state: RunState): void 
       server: all.server as string | undefined,
       project: all.project as string | undefined,
     };
+    // Loaded here, with the output, the config and the API client, for a command that runs (not for help).
+    const [{ Context }, { configHome }] = await Promise.all([import('./commands/context.js'), import('./config.js')]);
     const ctx = new Context(io, global, configHome(io.env));
     try {
       state.exitCode = (await run(ctx, args, self.opts() as Record<string, unknown>)) ?? EXIT_OK;
@@ -183,6 +184,7 @@ export async function main(argv: string[] = process.argv, io: Io = processIo()):
         err.message += SUBMIT_HINT;
       }
     }
+    const { reportError } = await import('./output.js');
     return reportError(err, io.stderr, io.env);
   }
 }
