@@ -178,8 +178,8 @@ export async function main(argv: string[] = process.argv, io: Io = processIo()):
   } catch (err) {
     if (err instanceof CommanderError) {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return EXIT_OK;
-      // Help went to stderr because a command was missing: that is a usage error too.
-      if (err.code === 'commander.help') return EXIT_USAGE;
+      // `cpcc help [NAME]` asked for it (0); help on stderr because a command was missing is a usage error.
+      if (err.code === 'commander.help') return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
       if (err.code === 'commander.unknownOption' && argv.slice(2).includes('submit') && !argv.includes('--')) {
         err.message += SUBMIT_HINT;
       }
