@@ -35,7 +35,13 @@ export interface ColdStartRun {
 }
 
 const ROOT = COMPILED ? join(import.meta.dirname, '..', '..') : join(import.meta.dirname, '..');
-const bin = (name: string): string => join(ROOT, 'dist', 'bin', `${name}.js`);
+/**
+ * The package whose built bins are measured: this one, or the one named by
+ * CPC_BENCH_BINS (a checkout of another version, built), to set figures
+ * before and after a change side by side on the same machine.
+ */
+const BINS = process.env.CPC_BENCH_BINS ?? ROOT;
+const bin = (name: string): string => join(BINS, 'dist', 'bin', `${name}.js`);
 
 export const OFFLINE = ['cpcc --version', 'cpcc --help', 'cpcc pwd', 'cpc-server --help', 'cpc-worker --help'] as const;
 export const ONLINE = ['cpcc status', 'cpcc jobs --limit 20', 'cpcc submit -- true'] as const;
