@@ -1,6 +1,8 @@
 /**
  * cpcc's command line: the command tables of each group become one commander
- * program. Nothing below here exits the process; `main` returns the exit code.
+ * program. Only the group of the command that runs is loaded; the others are
+ * known from commands/manifest.ts, which is all `--help` needs. Nothing below
+ * here exits the process; `main` returns the exit code.
  *
  *   0  ok
  *   1  failure: the server said no, could not be reached, a waited-for job failed
@@ -145,6 +147,8 @@ export function commandWord(args: readonly string[]): string | undefined {
 export async function programFor(argv: readonly string[], io: Io = processIo(), state: RunState = { exitCode: EXIT_OK }): Promise<Command> {
   const word = commandWord(argv.slice(2));
   const entry = word === undefined ? undefined : COMMAND_MANIFEST.find((e) => e.name === word || e.aliases.includes(word));
+  // A name the manifest lacks is a mistake, or a command newer than the manifest: every file says which.
+  if (!entry && word !== undefined && word !== 'help') return buildProgram(io, state, await loadAllGroups());
   const groups = new Map<CommandGroup, readonly CommandSpec[]>();
   if (entry) groups.set(entry.group, await COMMAND_MODULES[entry.group]());
   return buildProgram(io, state, groups);

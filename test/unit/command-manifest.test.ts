@@ -51,6 +51,12 @@ describe('the command manifest', () => {
     assert.match(out.text(), /--cores <n> +cores the job needs/);
   });
 
+  it('loads every file for a name the manifest lacks, so a newer command still runs and a typo gets its suggestion', async () => {
+    const program = await programFor(['node', 'cpcc', 'submitt']);
+    const submit = program.commands.find((c) => c.name() === 'submit')!;
+    assert.ok(submit.options.some((o) => o.long === '--cores'), 'submit completed from its file');
+  });
+
   it('loads the group of the command named, and that only', async () => {
     const program = await programFor(['node', 'cpcc', '-p', 'x', 'cd', 'y']);
     const complete = program.commands.filter((c) => c.registeredArguments.length > 0 || c.options.length > 0).map((c) => c.name());
