@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { bulk, type BulkRun } from './bulk.js';
 import { cancelLatency } from './cancel.js';
 import { ceiling, type CeilingRun } from './ceiling.js';
+import { coldStart, OFFLINE, ONLINE, type ColdStartRun } from './cold-start.js';
 import { dispatch, type DispatchRun } from './dispatch.js';
 import { heartbeats, type HeartbeatRun } from './heartbeats.js';
 import { BENCH_DIR, PROFILE_ENV, round, stat, type Stat } from './lib.js';
@@ -34,7 +35,7 @@ const repeats = quick ? 1 : 3;
 const resultsDir = join(BENCH_DIR, 'results');
 if (profile) process.env[PROFILE_ENV] = join(resultsDir, 'profiles');
 
-const FIGURES = ['ceiling', 'dispatch', 'dispatch-shapes', 'dispatch-growth', 'delegated-dispatch', 'wakeup', 'delegated-wakeup', 'cancel', 'delegated-cancel', 'bulk', 'priorities', 'heartbeats', 'restart', 'memory', 'transfer'];
+const FIGURES = ['cold-start', 'ceiling', 'dispatch', 'dispatch-shapes', 'dispatch-growth', 'delegated-dispatch', 'wakeup', 'delegated-wakeup', 'cancel', 'delegated-cancel', 'bulk', 'priorities', 'heartbeats', 'restart', 'memory', 'transfer'];
 for (const name of only ?? []) if (!FIGURES.includes(name)) throw new Error(`--only: no figure '${name}' (figures: ${FIGURES.join(', ')})`);
 
 const size = quick
@@ -53,6 +54,8 @@ const size = quick
       restarts: 1,
       memoryJobs: 10_000,
       transferMb: 16,
+      coldRounds: 3,
+      serverStarts: 1,
     }
   : {
       ceilingS: 5,
@@ -69,6 +72,8 @@ const size = quick
       restarts: 3,
       memoryJobs: 100_000,
       transferMb: 256,
+      coldRounds: 15,
+      serverStarts: 5,
     };
 /**
  * The dispatch figures' fleet: 64 slots as 8 workers of 8 cores, as
@@ -118,6 +123,26 @@ async function repeat<T>(n: number, run: (i: number) => Promise<T>): Promise<T[]
 }
 
 const of = <T>(runs: T[], pick: (r: T) => number): Stat => stat(runs.map(pick));
+
+// ---- cold start --------------------------------------------------------------
+
+await figure('cold-start', async () => {
+  const runs: ColdStartRun[] = await repeat(repeats, () => coldStart(size.coldRounds, size.serverStarts));
+  const by = (pick: (r: ColdStartRun) => Record<string, number>, c: string) => of(runs, (r) => pick(r)[c]!);
+  results.coldStart = {
+    rounds: size.coldRounds,
+    serverStarts: size.serverStarts,
+    nodeMs: of(runs, (r) => r.nodeMs),
+    ms: Object.fromEntries([...OFFLINE, ...ONLINE].map((c) => [c, by((r) => r.ms, c)])),
+    ratioToNode: Object.fromEntries(OFFLINE.map((c) => [c, by((r) => r.ratio, c)])),
+    overNodeMs: Object.fromEntries(ONLINE.map((c) => [c, by((r) => r.overMs, c)])),
+    serverStartMs: of(runs, (r) => r.serverStartMs),
+  };
+  rows.push({ figure: 'cold start: node -e 0', unit: 'ms', s: of(runs, (r) => r.nodeMs) });
+  for (const c of OFFLINE) rows.push({ figure: `  ${c}, over node -e 0`, unit: '×', s: by((r) => r.ratio, c), target: { op: '≤', value: 1.5, text: '≤ 1.5 ×' } });
+  for (const c of ONLINE) rows.push({ figure: `  ${c} (local server), beyond node -e 0`, unit: 'ms', s: by((r) => r.overMs, c), target: { op: '≤', value: 100, text: '≤ 100 ms' } });
+  rows.push({ figure: '  cpc-server start, empty home, to its first answer', unit: 'ms', s: of(runs, (r) => r.serverStartMs), target: { op: '≤', value: 400, text: '≤ 400 ms' } });
+});
 
 // ---- ceiling -----------------------------------------------------------------
 

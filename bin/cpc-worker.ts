@@ -3,11 +3,9 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { closeSync, fstatSync, readFileSync, statSync, promises as fsp } from 'node:fs';
 import { availableParallelism, hostname, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { ApiClient } from '../src/client/api/client.js';
-import { createLogger } from '../src/common/logger.js';
 import { packageVersion } from '../src/common/version.js';
 import { detectIsolation, ISOLATION_LEVELS, parseUidRange, type IsolationLevel, type UidRange } from '../src/worker/isolation.js';
-import { Worker, type LogLevel } from '../src/worker/worker.js';
+import type { LogLevel } from '../src/worker/worker.js';
 
 interface Flags {
   server: string;
@@ -107,7 +105,8 @@ function collect(value: string, previous: string[]): string[] {
 }
 
 /** The worker's lines in the servers' format: one JSON object a line on stderr (src/common/logger.ts). */
-function makeLogger(verbose: boolean) {
+async function makeLogger(verbose: boolean) {
+  const { createLogger } = await import('../src/common/logger.js');
   const logger = createLogger(verbose ? 'debug' : 'info');
   return (level: LogLevel, msg: string, fields?: Record<string, unknown>): void => logger[level](msg, fields);
 }
@@ -186,7 +185,12 @@ async function main(argv: string[]): Promise<number> {
     throw err;
   }
   const flags = program.opts<Flags>();
-  const log = makeLogger(flags.verbose);
+  // The worker itself (its HTTP client, pino) is loaded once the flags are read: `--help` needs none of it.
+  const [log, { ApiClient }, { Worker }] = await Promise.all([
+    makeLogger(flags.verbose),
+    import('../src/client/api/client.js'),
+    import('../src/worker/worker.js'),
+  ]);
 
   // Whatever happens next, no job may inherit the token from the environment.
   const envToken = process.env.CPC_WORKER_TOKEN;

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { main } from '../src/client/cli.js';
+import { packageVersion } from '../src/common/version.js';
 
 // A reader that goes away (`cpcc jobs | head`) is not an error worth a stack trace.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
@@ -7,4 +7,11 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   throw err;
 });
 
-process.exitCode = await main(process.argv);
+const args = process.argv.slice(2);
+if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
+  // What commander prints for it, without loading commander and the command line.
+  process.stdout.write(`${packageVersion()}\n`);
+} else {
+  const { main } = await import('../src/client/cli.js');
+  process.exitCode = await main(process.argv);
+}

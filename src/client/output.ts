@@ -9,16 +9,21 @@
  * shows them escaped (`\x1b`) and keeps only the colour codes cpcc adds
  * itself. Logs and tokens (`raw`) are the result and are written as they are.
  */
+import { createRequire } from 'node:module';
 import { Chalk, type ChalkInstance } from 'chalk';
-import Table from 'cli-table3';
+import type TableType from 'cli-table3';
 import { CommanderError } from 'commander';
 import type { JobState } from '../core/types.js';
 import { ApiError } from './api/client.js';
 import { ConfigError } from './config.js';
 
-export const EXIT_OK = 0;
-export const EXIT_FAILURE = 1;
-export const EXIT_USAGE = 2;
+// cli-table3 and what it needs (string-width, emoji tables) are read for the first table, not at every start.
+const requireHere = createRequire(import.meta.url);
+let tableClass: typeof TableType | undefined;
+
+import { EXIT_FAILURE, EXIT_USAGE } from './exit-codes.js';
+
+export { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './exit-codes.js';
 
 export interface TextStream {
   write(chunk: string): unknown;
@@ -144,6 +149,7 @@ export class Output {
       this.data(rows);
       return;
     }
+    const Table = (tableClass ??= requireHere('cli-table3') as typeof TableType);
     const t = new Table({
       head: columns.map((col) => this.c.bold(col.header)),
       colAligns: columns.map((col) => col.align ?? 'left'),

@@ -7,7 +7,7 @@
  *   PEER_REFUSED      the peer answered with an error (its code is in `details.peerCode`)
  *   PEER_BAD_ANSWER   an answer that is not JSON, too big, or of the wrong shape
  */
-import { Agent, request } from 'undici';
+import { Agent, request } from '../common/undici.js';
 import type { z } from 'zod';
 import { CpcError, fail } from '../core/errors.js';
 

@@ -1,4 +1,5 @@
-import { Agent, request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import { Agent, request } from '../../common/undici.js';
 import type { Readable } from 'node:stream';
 import type { PeerCertificate } from 'node:tls';
 import type {

@@ -4,7 +4,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
-import { request } from 'undici';
+import { request } from '../../common/undici.js';
 import { ApiError } from '../api/client.js';
 import { patchServer, setServer, useServer, type ServerEntry } from '../config.js';
 import { CliError, EXIT_USAGE, duration, fail, usage } from '../output.js';

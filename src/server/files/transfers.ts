@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { pipeline } from 'node:stream/promises';
-import { Agent, request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import { Agent, request } from '../../common/undici.js';
 import { fail, isErrorCode } from '../../core/errors.js';
 import type { Job } from '../../core/types.js';
 import { serverIdentityChecker } from '../../federation/certificates.js';

@@ -6,13 +6,9 @@ import { delimiter, join, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { CpcError } from '../../core/errors.js';
-import { writeFileDurable } from '../../persistence/durable-file.js';
-import { inheritedEnv } from '../../worker/runner.js';
-import { detectIsolation } from '../../worker/isolation.js';
-import { ADMIN_USER, Accounts } from '../accounts/accounts.js';
-import { configPath, configSchema, defaultHome, readConfigFile, resolveConfig, type ServerConfig } from './config.js';
+import type { ServerConfig } from './config.js';
 import { alive, withHomeLock } from './home-lock.js';
-import { startServer, type RunningServer } from './server.js';
+import type { RunningServer } from './server.js';
 
 /**
  * cpc-server's commands. Everything here returns an exit code; only the
@@ -28,15 +24,25 @@ interface RuntimeInfo {
 
 const RUNTIME_FILE = 'server.json';
 
+/**
+ * The settings module (and zod with it), loaded before any command runs;
+ * the server, accounts and worker modules are loaded where used. So
+ * `cpc-server --help` reads none of them.
+ */
+let settings: typeof import('./config.js');
+
 export async function main(argv: string[]): Promise<number> {
   let code = 0;
   const program = new Command('cpc-server')
     .description('the cpc project server')
     .option('--home <dir>', 'server home folder (default $CPC_HOME or ~/.cpc)')
     .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `cpc-server: ${s.slice(7)}` : s) });
+    .configureOutput({ writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `cpc-server: ${s.slice(7)}` : s) })
+    .hook('preAction', async () => {
+      settings = await import('./config.js');
+    });
 
-  const home = (): string => program.opts<{ home?: string }>().home ?? defaultHome();
+  const home = (): string => program.opts<{ home?: string }>().home ?? settings.defaultHome();
 
   program
     .command('start')
@@ -55,6 +61,7 @@ export async function main(argv: string[]): Promise<number> {
     .command('setup')
     .description('create the identity, CA and cpc-admin without starting')
     .action(async () => {
+      const { startServer } = await import('./server.js');
       const server = await startServer({ home: home(), securePort: 0, unsecurePort: 0, host: '127.0.0.1', logLevel: 'warn' });
       await server.close();
       process.stdout.write(`home: ${home()}\nserver id: ${server.serverId}\nCA SHA-256 fingerprint: ${server.caFingerprint}\n`);
@@ -96,23 +103,24 @@ export async function main(argv: string[]): Promise<number> {
     .command('get [key]')
     .description('show the settings in force, or one of them')
     .action((key?: string) => {
-      const c = resolveConfig(home());
-      if (key && !(key in configSchema.shape)) throw new CpcError('INVALID_FIELD', `no setting named '${key}'`);
+      const c = settings.resolveConfig(home());
+      if (key && !(key in settings.configSchema.shape)) throw new CpcError('INVALID_FIELD', `no setting named '${key}'`);
       process.stdout.write(JSON.stringify(key ? c[key as keyof ServerConfig] : c, null, 2) + '\n');
     });
   config
     .command('set <key> <value>')
     .description('change a setting (takes effect at the next start)')
     .action(async (key: string, value: string) => {
-      if (!(key in configSchema.shape)) throw new CpcError('INVALID_FIELD', `no setting named '${key}'`);
-      const file = readConfigFile(home());
+      if (!(key in settings.configSchema.shape)) throw new CpcError('INVALID_FIELD', `no setting named '${key}'`);
+      const file = settings.readConfigFile(home());
       const parsed: unknown = /^-?\d+(\.\d+)?$/.test(value) ? Number(value) : value;
       const next = { ...file, [key]: parsed };
-      const check = configSchema.partial().safeParse(next);
+      const check = settings.configSchema.partial().safeParse(next);
       if (!check.success) throw new CpcError('INVALID_FIELD', `setting '${key}': ${check.error.issues[0]!.message}`);
       // A home that has never been started has no folder yet; made as the server makes it.
       mkdirSync(home(), { recursive: true, mode: 0o700 });
-      await writeFileDurable(configPath(home()), JSON.stringify(next, null, 2) + '\n', { mode: 0o600 });
+      const { writeFileDurable } = await import('../../persistence/durable-file.js');
+      await writeFileDurable(settings.configPath(home()), JSON.stringify(next, null, 2) + '\n', { mode: 0o600 });
       process.stdout.write(`${key} = ${JSON.stringify(parsed)}\n`);
     });
 
@@ -143,6 +151,7 @@ async function start(
   let stopWanted = false;
   let requestStop: (why: string) => void = () => (stopWanted = true);
   // From before the accounts are read until the server can be asked (home-lock.ts).
+  const { startServer } = await import('./server.js');
   const started = await withHomeLock(home, 'cpc-server start', async () => {
     const existing = runtime(home);
     if (existing && alive(existing.pid) && existing.pid !== process.pid) {
@@ -169,7 +178,8 @@ async function start(
   let worker: ChildProcess | null = null;
   let workerLevel: string | null = null;
   if (o.localWorker) ({ child: worker, level: workerLevel } = await startLocalWorker(home, server));
-  printWelcome(home, server, workerLevel);
+  const { ADMIN_USER } = await import('../accounts/accounts.js');
+  printWelcome(home, server, workerLevel, ADMIN_USER);
 
   await new Promise<void>((resolve) => {
     let stopping = false;
@@ -333,7 +343,7 @@ async function bundleLocked(home: string, o: BundleOptions, name: string, file: 
     }
     if (!url.startsWith('https://')) throw new CpcError('INVALID_FIELD', `--url: expected an https:// URL, not ${o.url}`);
   } else {
-    url = bundleUrl(resolveConfig(home), live ? running.url : null);
+    url = bundleUrl(settings.resolveConfig(home), live ? running.url : null);
   }
 
   let token: string;
@@ -351,7 +361,8 @@ async function bundleLocked(home: string, o: BundleOptions, name: string, file: 
   } else {
     // No server runs on this home, and none can start while the lock is
     // held, so the document is ours to change; the next start reads it.
-    const config = resolveConfig(home);
+    const config = settings.resolveConfig(home);
+    const { Accounts } = await import('../accounts/accounts.js');
     const accounts = await Accounts.open(home, config.tokenTtlS, config.scryptLogN);
     const issued = await accounts.issue('worker', name, null);
     token = issued.token;
@@ -399,6 +410,11 @@ function bundleUrl(config: ServerConfig, runningUrl: string | null): string {
  * environment, and its token through a pipe, never in its environment.
  */
 async function startLocalWorker(home: string, server: RunningServer): Promise<{ child: ChildProcess; level: string }> {
+  const [{ detectIsolation }, { inheritedEnv }, { ADMIN_USER }] = await Promise.all([
+    import('../../worker/isolation.js'),
+    import('../../worker/runner.js'),
+    import('../accounts/accounts.js'),
+  ]);
   const isolation = detectIsolation();
   const level = typeof isolation === 'string' ? 'none' : isolation.level;
   const token = await server.createWorkerToken('local-worker', level === 'none' ? ADMIN_USER : undefined);
@@ -428,7 +444,7 @@ async function startLocalWorker(home: string, server: RunningServer): Promise<{ 
   return { child, level };
 }
 
-function printWelcome(home: string, server: RunningServer, localWorker: string | null): void {
+function printWelcome(home: string, server: RunningServer, localWorker: string | null, adminUser: string): void {
   const lines = [
     '',
     `cpc-server is running (id ${server.serverId})`,
@@ -439,7 +455,7 @@ function printWelcome(home: string, server: RunningServer, localWorker: string |
     `  home           ${home}`,
     localWorker === null
       ? ''
-      : `  local worker   started, isolation ${localWorker}${localWorker === 'none' ? ` (runs only ${ADMIN_USER}'s jobs: not root and no bubblewrap)` : ''}`,
+      : `  local worker   started, isolation ${localWorker}${localWorker === 'none' ? ` (runs only ${adminUser}'s jobs: not root and no bubblewrap)` : ''}`,
   ];
   if (server.adminPassword) {
     lines.push(

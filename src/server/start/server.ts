@@ -101,19 +101,25 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const leaseMs = leaseSeconds(config) * 1000;
 
   const extraHosts = [config.publicHost].filter((h) => h !== 'localhost' && !/^[\d.]+$|:/.test(h));
-  const { identity, created } = await loadOrCreateIdentity(join(home, 'identity'), {
-    hostNames: extraHosts,
-    log: (m) => log.warn(m),
-  });
+  // A first start makes two RSA keys and hashes the admin's password: the
+  // thread pool's work, done side by side instead of one after the other.
+  const [{ identity, created }, { accounts, adminPassword }] = await Promise.all([
+    loadOrCreateIdentity(join(home, 'identity'), {
+      hostNames: extraHosts,
+      log: (m) => log.warn(m),
+    }),
+    (async () => {
+      const accounts = await Accounts.open(home, config.tokenTtlS, config.scryptLogN);
+      let adminPassword: string | undefined;
+      if (accounts.empty) {
+        adminPassword = generatePassword();
+        await accounts.addUser(ADMIN_USER, adminPassword, true);
+        writeFileSync(join(home, INITIAL_PASSWORD_FILE), adminPassword + '\n', { mode: 0o600 });
+      }
+      return { accounts, adminPassword };
+    })(),
+  ]);
   if (created) log.info('created server identity', { serverId: identity.serverId, caFingerprint: identity.caFingerprint });
-
-  const accounts = await Accounts.open(home, config.tokenTtlS, config.scryptLogN);
-  let adminPassword: string | undefined;
-  if (accounts.empty) {
-    adminPassword = generatePassword();
-    await accounts.addUser(ADMIN_USER, adminPassword, true);
-    writeFileSync(join(home, INITIAL_PASSWORD_FILE), adminPassword + '\n', { mode: 0o600 });
-  }
 
   // Gauges are read when scraped, from what exists by then.
   const metrics: Metrics = new Metrics({
