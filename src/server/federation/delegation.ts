@@ -87,7 +87,11 @@ export class Delegation implements RemoteWork {
   /** Attempts home told us to drop, waiting for their worker's next heartbeat. */
   private readonly abandon = new Map<string, { jobId: string; attempt: number; reason: string }[]>();
   private readonly lastRenewal = new Map<string, number>();
-  /** When home last took a renewal of each foreign attempt (`job#attempt`), by this server's clock. */
+  /**
+   * When home last took a renewal of each foreign attempt (`job#attempt`),
+   * on the monotonic clock: a step of the wall clock must not look like
+   * a lease running out.
+   */
   private readonly renewedAt = new Map<string, number>();
   /** Each home's lease length, as its last hello said. */
   private readonly homeLeaseMs = new Map<string, number>();
@@ -248,10 +252,11 @@ export class Delegation implements RemoteWork {
       const every = Math.max(200, Math.min(link.hello.leaseS * 1000 / 3, link.hello.heartbeatIntervalS * 1000));
       if (now - (this.lastRenewal.get(home) ?? 0) < every) continue;
       this.lastRenewal.set(home, now);
+      const sent = performance.now();
       link
         .call<PeerHeartbeatReply>('heartbeat', { attempts: kept.map(attemptRef) })
         .then((reply) => {
-          for (const f of kept) this.renewedAt.set(`${f.jobId}#${f.attempt}`, now);
+          for (const f of kept) this.renewedAt.set(`${f.jobId}#${f.attempt}`, sent);
           this.dropAbandoned(reply.abandon ?? []);
         })
         .catch(() => this.lastRenewal.delete(home));
@@ -272,7 +277,17 @@ export class Delegation implements RemoteWork {
     const leaseMs = this.homeLeaseMs.get(home);
     if (leaseMs === undefined) return list;
     const limitMs = FENCE_SHARE * leaseMs;
-    const stale = list.filter((f) => now - (this.renewedAt.get(`${f.jobId}#${f.attempt}`) ?? f.claimedAt) >= limitMs);
+    const mono = performance.now();
+    const stale = list.filter((f) => {
+      const key = `${f.jobId}#${f.attempt}`;
+      let renewed = this.renewedAt.get(key);
+      if (renewed === undefined) {
+        // Not renewed yet by this process: its claim, moved onto the monotonic clock.
+        renewed = mono - Math.max(0, now - f.claimedAt);
+        this.renewedAt.set(key, renewed);
+      }
+      return mono - renewed >= limitMs;
+    });
     if (stale.length === 0) return list;
     this.ctx.log.warn('stopping delegated attempts whose lease home could not renew', { home, attempts: stale.length });
     for (const f of stale) {
