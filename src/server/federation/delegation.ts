@@ -86,6 +86,7 @@ export class Delegation implements RemoteWork {
   directory: PeerDirectory | undefined;
   /** Attempts home told us to drop, waiting for their worker's next heartbeat. */
   private readonly abandon = new Map<string, { jobId: string; attempt: number; reason: string }[]>();
+  /** When home's leases were last renewed, per home, on the monotonic clock. */
   private readonly lastRenewal = new Map<string, number>();
   /**
    * When home last took a renewal of each foreign attempt (`job#attempt`),
@@ -250,9 +251,9 @@ export class Delegation implements RemoteWork {
       const link = this.links?.link(home);
       if (!link?.hello || kept.length === 0) continue;
       const every = Math.max(200, Math.min(link.hello.leaseS * 1000 / 3, link.hello.heartbeatIntervalS * 1000));
-      if (now - (this.lastRenewal.get(home) ?? 0) < every) continue;
-      this.lastRenewal.set(home, now);
       const sent = performance.now();
+      if (sent - (this.lastRenewal.get(home) ?? -Infinity) < every) continue;
+      this.lastRenewal.set(home, sent);
       link
         .call<PeerHeartbeatReply>('heartbeat', { attempts: kept.map(attemptRef) })
         .then((reply) => {
