@@ -19,7 +19,7 @@ export function jobRoutes(router: Router, ctx: Context): void {
   const model = () => ctx.store.model;
 
   router.add('GET', '/jobs/:id', { auth: 'job', summary: 'one job, live or archived', params: jobParams }, (req): JobView =>
-    jobView(req.job, req.archived),
+    jobView(req.job, req.archived, model()),
   );
 
   router.add(

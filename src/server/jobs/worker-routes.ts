@@ -52,11 +52,12 @@ export function workerRoutes(router: Router, ctx: Context): void {
    * waited for: losing the last few in a crash only shortens a lease, and
    * start-up gives such leases a full period anyway (see recovery.ts).
    */
-  const journalRenewal = (workerId: string, deadline: number, now: number, attempts: [string, number][]): void => {
+  const journalRenewal = (workerId: string, deadline: number, now: number, attempts: [string, number][], running: [string, number][] = []): void => {
     const last = ctx.journaledDeadline.get(workerId) ?? 0;
-    if (deadline - last < ctx.leaseMs / 4) return;
+    // Attempts that started are journaled at once, once each: their live state is shown.
+    if (deadline - last < ctx.leaseMs / 4 && running.length === 0) return;
     ctx.journaledDeadline.set(workerId, deadline);
-    ctx.store.commitLater({ t: 'leases-renewed', at: now, workerId, deadline, attempts });
+    ctx.store.commitLater({ t: 'leases-renewed', at: now, workerId, deadline, attempts, ...(running.length > 0 ? { running } : {}) });
   };
 
   /** A worker's result, alone or with its next claim. */
@@ -169,14 +170,23 @@ export function workerRoutes(router: Router, ctx: Context): void {
       const local = attempts.filter((a) => !model.foreign.has(a.jobId));
       const foreign = attempts.filter((a) => model.foreign.has(a.jobId));
       const outcome = renewLeases(model, worker.id, local, deadline, now);
+      // Stopping attempts this worker no longer names have stopped: their jobs may be handed out again.
+      if (outcome.stopped.length > 0) {
+        ctx.store
+          .commit({ t: 'attempts-stopped', at: now, workerId: worker.id, attempts: outcome.stopped })
+          .catch((err: unknown) => ctx.log.error('could not journal stopped attempts', { err: String(err) }));
+        ctx.dispatcher.kick();
+      }
+      const delegated = ctx.delegation.heartbeat(worker.id, foreign, deadline);
       // Delegation's answers come first: they carry home's reason for dropping an attempt.
       const seen = new Set<string>();
-      const abandon = [...ctx.delegation.heartbeat(worker.id, foreign, deadline), ...outcome.abandon].filter((a) => {
+      const abandon = [...delegated.abandon, ...outcome.abandon].filter((a) => {
         const key = `${a.jobId}#${a.attempt}`;
         return !seen.has(key) && seen.add(key);
       });
-      const renewed = abandon.length < attempts.length ? renewedAttempts(attempts, abandon) : [];
-      if (renewed.length > 0) journalRenewal(worker.id, deadline, now, renewed);
+      // Stopping attempts are abandoned and renewed both: their processes still run.
+      const renewed = [...(abandon.length < attempts.length ? renewedAttempts(attempts, abandon) : []), ...outcome.stopping, ...delegated.stopping];
+      if (renewed.length > 0) journalRenewal(worker.id, deadline, now, renewed, outcome.started);
       // Kept when the worker named only this server's attempts and all of them hold.
       if (attempts.length > 0 && foreign.length === 0 && abandon.length === 0) {
         memos.set(worker, renewalMemo(model, worker.id, renewed));
