@@ -240,6 +240,8 @@ export interface LeaseView {
   workerName: string;
   via: string;
   deadline: number;
+  /** Where the attempt's process is: starting, running, or stopping (ended by the server, not yet confirmed gone). */
+  live?: AttemptLive;
 }
 
 export interface WorkerTokenCreated {
