@@ -453,7 +453,7 @@ export function renewLeases(
   for (const a of attempts) {
     const { jobId, attempt } = a;
     const lease = model.leases.get(jobId);
-    if (lease && lease.attempt === attempt && lease.workerId === workerId && lease.via === via) {
+    if (holds(lease, workerId, attempt, via)) {
       // The lease in hand is renewed directly: this loop runs for every
       // attempt of every heartbeat, and a second map lookup per attempt shows.
       if (deadline > lease.deadline) lease.deadline = deadline;
@@ -476,6 +476,36 @@ export function renewLeases(
       const lease = model.leases.get(jobId)!;
       if (lease.listed && !namedStopping!.has(jobId)) out.stopped.push([jobId, lease.attempt]);
     }
+  }
+  return out;
+}
+
+/** The lease is this worker's for this attempt (it may be stopping). */
+function holds(lease: Lease | undefined, workerId: string, attempt: number, via: string): lease is Lease {
+  return lease !== undefined && lease.attempt === attempt && lease.workerId === workerId && lease.via === via;
+}
+
+/**
+ * The rule renewLeases answers by, for one attempt: null while the attempt is
+ * the worker's to run, otherwise why it must stop (it is not, or no longer,
+ * its own, or the server ended it and it is stopping).
+ */
+export function mustStop(model: Model, workerId: string, jobId: string, attempt: number, via = 'local'): string | null {
+  const lease = model.leases.get(jobId);
+  return holds(lease, workerId, attempt, via) && lease.stopping === undefined ? null : abandonReason(model, jobId, attempt);
+}
+
+/**
+ * What a worker must stop now that it may not know of yet: its stopping
+ * attempts (ended by the server while their process may run), with the same
+ * reasons a heartbeat would be given. For telling it without waiting for its
+ * heartbeat; the heartbeat still answers them until they have stopped.
+ */
+export function attemptsToStop(model: Model, workerId: string): { jobId: string; attempt: number; reason: string }[] {
+  const out: { jobId: string; attempt: number; reason: string }[] = [];
+  for (const jobId of model.leases.stoppingOf(workerId) ?? []) {
+    const lease = model.leases.get(jobId)!;
+    out.push({ jobId, attempt: lease.attempt, reason: abandonReason(model, jobId, lease.attempt) });
   }
   return out;
 }

@@ -224,6 +224,12 @@ export interface AttemptsLost {
   how: 'lease-expired' | 'worker-lost';
   reason: string;
   attempts: [string, number][];
+  /**
+   * The leases stay, stopping, even for `lease-expired`: at start-up a
+   * deadline read back from the coarsely journaled renewals may be older
+   * than the one the worker was last given, so its process may yet run.
+   */
+  stopping?: true;
 }
 
 export interface JobsCancelled {

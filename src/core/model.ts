@@ -251,7 +251,7 @@ export class Model {
       case 'worker-removed': {
         // Its registration is gone: nothing it runs can be confirmed any more, so nothing waits for it.
         const lost = this.leases.ofWorker(e.id).map((l): [string, number] => [l.jobId, l.attempt]);
-        if (lost.length > 0) this.lose(lost, 'worker-lost', e.reason, e.at, true);
+        if (lost.length > 0) this.lose(lost, 'worker-lost', e.reason, e.at, 'end');
         this.workers.delete(e.id);
         this.used.delete(e.id);
         return;
@@ -361,7 +361,7 @@ export class Model {
       case 'attempt-finished':
         return this.finish(e);
       case 'attempts-lost':
-        return this.lose(e.attempts, e.how, e.reason, e.at);
+        return this.lose(e.attempts, e.how, e.reason, e.at, e.stopping ? 'stop' : undefined);
       case 'jobs-cancelled':
         for (const id of e.ids) {
           const job = this.jobs.get(id);
@@ -655,12 +655,13 @@ export class Model {
 
   /**
    * Attempts taken back without their worker's word. A lease that ran out,
-   * or whose worker's registration is gone (`workerGone`), ends here; an
-   * attempt marked lost while its lease still runs becomes stopping, as its
-   * process may be alive. A lease that was stopping already only ends.
+   * or whose worker's registration is gone (`end`), ends here; an attempt
+   * marked lost while its lease still runs, or found lapsed only in the
+   * journal at start-up (`stop`), becomes stopping, as its process may be
+   * alive. A lease that was stopping already only ends, if it ends.
    */
-  private lose(attempts: [string, number][], how: 'lease-expired' | 'worker-lost', reason: string, at: number, workerGone = false): void {
-    const ends = how === 'lease-expired' || workerGone;
+  private lose(attempts: [string, number][], how: 'lease-expired' | 'worker-lost', reason: string, at: number, mode?: 'end' | 'stop'): void {
+    const ends = mode === undefined ? how === 'lease-expired' : mode === 'end';
     for (const [jobId, n] of attempts) {
       const lease = this.leases.get(jobId);
       if (!lease || lease.attempt !== n) continue;

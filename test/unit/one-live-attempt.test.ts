@@ -23,6 +23,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import {
+  attemptsToStop,
+  mustStop,
   planAttemptLost,
   planCancel,
   planClaim,
@@ -180,7 +182,10 @@ class Sim {
       w.kept = undefined;
     }
     const attempts = procs.map((p) => ({ jobId: p.jobId, attempt: p.n, ...(p.started ? { started: true } : {}) }));
+    // The one rule, asked attempt by attempt, says what the heartbeat's answer says.
+    const told = attempts.filter((a) => mustStop(this.model, w.id, a.jobId, a.attempt) !== null).map((a) => `${a.jobId}#${a.attempt}`);
     const out = renewLeases(this.model, w.id, attempts, deadline, now);
+    assert.deepEqual(out.abandon.map((a) => `${a.jobId}#${a.attempt}`), told);
     if (out.stopped.length > 0) this.commit({ t: 'attempts-stopped', at: now, workerId: w.id, attempts: out.stopped });
     const renewed = [...renewedAttempts(attempts, out.abandon), ...out.stopping];
     if (renewed.length > 0 && (out.started.length > 0 || !this.dropRenewals())) {
@@ -368,7 +373,7 @@ describe('at most one live attempt per job', () => {
         }
         sim.settle();
       }),
-      { numRuns: 400 },
+      { numRuns: 1000 },
     );
   });
 
@@ -425,6 +430,22 @@ describe('at most one live attempt per job', () => {
       assert.equal(sim.model.attemptLive(id!, 1), 'ended');
       assert.equal(sim.model.ready.has(id!), true);
     }
+  });
+
+  it('what a worker must stop, asked without a heartbeat, is what its heartbeat is told', () => {
+    const sim = new Sim(() => false);
+    sim.submit();
+    sim.submit();
+    const w = sim.workers[0]!;
+    sim.claim(w);
+    const [a, b] = sim.jobs;
+    assert.equal(mustStop(sim.model, w.id, a!, 1), null);
+    assert.deepEqual(attemptsToStop(sim.model, w.id), []);
+    assert.equal(mustStop(sim.model, 'w2', a!, 1), 'attempt 1 is no longer current (job is running)');
+    sim.commit(planCancel(sim.model, [a!], 'cancelled by alice', sim.tick()));
+    assert.equal(mustStop(sim.model, w.id, a!, 1), 'job was cancelled');
+    assert.deepEqual(attemptsToStop(sim.model, w.id), [{ jobId: a, attempt: 1, reason: 'job was cancelled' }]);
+    assert.equal(mustStop(sim.model, w.id, b!, 1), null);
   });
 
   it('the model refuses to hand out a job whose attempt is still live or stopping', () => {
