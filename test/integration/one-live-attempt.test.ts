@@ -35,14 +35,14 @@ function processesOf(id: string): { pid: number; attempt: number }[] {
 }
 
 /** Jobs run as users of their own when the tests run as root; otherwise as the worker, which then needs its token in a file. */
-async function startWorker(ts: TestServer, name: string): Promise<WorkerProcess> {
+async function startWorker(ts: TestServer, name: string, more: string[] = []): Promise<WorkerProcess> {
   const token = await ts.server.createWorkerToken(name);
   const home = await tempDir('cpc-one-live-token-');
   const args =
     process.getuid?.() === 0
       ? ['--isolation', 'user']
       : (writeFileSync(join(home, 'token'), token, { mode: 0o600 }), ['--isolation', 'none', '--shared-identity', '--token-file', join(home, 'token')]);
-  return spawnWorker({ url: ts.server.url, caFile: ts.caFile(), serverId: ts.server.serverId, token, name, cores: 2, memoryMb: 512, workDir: await tempDir('cpc-one-live-work-'), args });
+  return spawnWorker({ url: ts.server.url, caFile: ts.caFile(), serverId: ts.server.serverId, token, name, cores: 2, memoryMb: 512, workDir: await tempDir('cpc-one-live-work-'), args: [...args, ...more] });
 }
 
 function ok(run: CpccRun): string {
@@ -51,6 +51,29 @@ function ok(run: CpccRun): string {
 }
 
 describe('at most one live attempt per job', () => {
+  it('an attempt shows running as soon as its process starts, not a heartbeat interval later', async () => {
+    // Heartbeats an hour apart: only the heartbeat a start brings can tell the server within the test.
+    const ts = await startTestServer({ heartbeatIntervalS: 3600 });
+    await ts.admin.createProject('states');
+    const worker = await startWorker(ts, 'w-states', ['--on-term', 'abandon']);
+    const [id] = (await ts.admin.submit('states', [{ argv: ['sleep', '300'] }])).ids as [string];
+    await until('the job to start', () => {
+      const procs = processesOf(id);
+      for (const p of procs) killAtCleanup(p.pid);
+      return procs.length > 0 || null;
+    }, { timeoutMs: 30_000, intervalMs: 20 });
+    const view = await until('attempt 1 to show as running', async () => {
+      const j = await ts.admin.job(id);
+      return j.attempts[0]?.live === 'running' ? j : null;
+    }, { timeoutMs: 60_000, intervalMs: 50 });
+    assert.equal(view.state, 'running');
+    const beats = await ts.admin.heartbeats();
+    assert.deepEqual(beats.leases.map((l) => [l.jobId, l.live]), [[id, 'running']]);
+    // Stopped with its jobs (SIGTERM, --on-term abandon): nothing is left.
+    await worker.stop('SIGTERM');
+    await until('the job to stop with its worker', () => processesOf(id).length === 0 || null, { timeoutMs: 60_000, intervalMs: 100 });
+  });
+
   it('cancel then retry at once: the retry runs only once the first process is gone, and cpcc job says why it waits', async () => {
     // Heartbeats often, leases long: the retry may go out only on the worker's word, not because a lease ran out.
     const ts = await startTestServer({ heartbeatIntervalS: 0.5, leaseS: 600 });

@@ -382,10 +382,13 @@ describe('at most one live attempt per job', () => {
     sim.submit();
     const w = sim.workers[0]!;
     sim.claim(w);
+    const [id] = sim.jobs;
+    assert.equal(sim.model.attemptLive(id!, 1), 'starting');
     sim.deliver(w, false);
+    sim.heartbeat(w, 2);
+    assert.equal(sim.model.attemptLive(id!, 1), 'starting', 'named, but its process has not started');
     sim.start(w, 0);
     sim.heartbeat(w, 2);
-    const [id] = sim.jobs;
     assert.equal(sim.model.attemptLive(id!, 1), 'running');
     sim.cancel(0);
     sim.retry(0);
