@@ -393,7 +393,7 @@ export function planFinish(
     throw fail('STALE_ATTEMPT', `attempt ${attempt} of job ${jobId} does not belong to this worker`);
   }
   const lease = model.leases.get(jobId);
-  // A stopping lease's attempt was ended by the server already; the report only confirms its process is gone.
+  // A stopping lease's attempt was ended by the server already: its report is refused like any stale one.
   if (lease && lease.attempt === attempt && !lease.stopping) {
     return { t: 'attempt-finished', at, jobId, attempt, ...report };
   }
@@ -517,17 +517,6 @@ function abandonReason(model: Model, jobId: string, attempt: number): string {
     : job.state === 'cancelled'
       ? 'job was cancelled'
       : `attempt ${attempt} is no longer current (job is ${job.state})`;
-}
-
-/**
- * A worker's report of an attempt the server has already ended: its process
- * is gone, so a stopping lease ends (the report itself is refused, as
- * planFinish says). Null when there is nothing to stop.
- */
-export function planStoppedByReport(model: Model, workerId: string, jobId: string, attempt: number, at: number, via = 'local'): AttemptsStopped | null {
-  const lease = model.leases.get(jobId);
-  if (!lease || !lease.stopping || lease.attempt !== attempt || lease.workerId !== workerId || lease.via !== via) return null;
-  return { t: 'attempts-stopped', at, workerId, attempts: [[jobId, attempt]] };
 }
 
 /**

@@ -175,6 +175,8 @@ interface Slot {
   abandoned: boolean;
   /** A heartbeat that the server answered named it as started. */
   saidStarted?: boolean;
+  /** The server refused its result: it ended the attempt itself, and may be waiting to hear the process is gone. */
+  refused?: boolean;
   /** Cuts the slot's own retry sleeps short when it is abandoned. */
   ctl: AbortController;
 }
@@ -538,6 +540,7 @@ export class Worker {
       if (!o) return c.settle(false);
       if ('error' in o) {
         if (!FINAL_RESULT_CODES.has(o.error.code)) return c.settle(false);
+        c.slot.refused = true;
         this.log('warn', 'result refused: the server has settled this attempt without it', { job: jobId, attempt, code: o.error.code, error: o.error.message });
         return c.settle(true);
       }
@@ -652,8 +655,8 @@ export class Worker {
     this.slots.delete(slot.key);
     this.slotGone.fire();
     this.resourcesChanged.fire();
-    // The server holds the job back until it hears that this process is gone: tell it now.
-    if (slot.abandoned && !this.killing) this.heartbeatNow.fire();
+    // The server may hold the job back until it hears that this process is gone: tell it now.
+    if ((slot.abandoned || slot.refused) && !this.killing) this.heartbeatNow.fire();
   }
 
   /** A heartbeat soon, naming the attempts that started, unless each has ended or was named started by then. */
@@ -687,6 +690,7 @@ export class Worker {
         if (slot.abandoned || this.killing) return;
         const code = codeOf(err);
         if (FINAL_RESULT_CODES.has(code)) {
+          slot.refused = true;
           this.log('warn', 'result refused: the server has settled this attempt without it', {
             job: job.id,
             attempt: job.attempt,

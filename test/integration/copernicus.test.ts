@@ -174,7 +174,7 @@ describe('Copernicus names', () => {
     const beat = await w.client.heartbeat(w.workerId, { attempts: ids.map((jobId) => ({ jobId, attempt: 1 })) });
     assert.deepEqual(new Set(beat.abandon.map((a) => a.jobId)), new Set(ids));
     await expectApiError(w.client.result(w.workerId, resultOf(ids[0]!, 1)), 'STALE_ATTEMPT');
-    // Its report said the first one's process is gone; a heartbeat that no longer names the second says the same.
+    // Their processes gone, it names them no more: the server lets the jobs go.
     await w.client.heartbeat(w.workerId, { attempts: [] });
     assert.equal(ts.server.model.leases.countOfWorker(w.workerId), 0);
     // Its jobs run again elsewhere, as attempt 2.
@@ -213,6 +213,9 @@ describe('Copernicus names', () => {
     const beat = await w.client.heartbeat(w.workerId, { attempts: [{ jobId: running!, attempt: 1 }] });
     assert.equal(beat.abandon.length, 1);
     await expectApiError(w.client.result(w.workerId, resultOf(running!, 1)), 'STALE_ATTEMPT');
+    // Until the worker names it no more, its process may run: the job waits for it.
+    assert.equal((await bobApi.job(running!)).reason, 'waiting for attempt 1 to stop on worker slow');
+    await w.client.heartbeat(w.workerId, { attempts: [] });
     // A super user may do it too.
     const [next] = (await w.client.claim(w.workerId, { waitS: 0, max: 1 })).jobs;
     assert.equal(next!.attempt, 2);

@@ -31,7 +31,6 @@ import {
   planExpiry,
   planFinish,
   planRetry,
-  planStoppedByReport,
   planSubmit,
   planWorkerLost,
   renewalMemo,
@@ -144,8 +143,6 @@ class Sim {
     if (!p) return;
     w.procs.delete(`${p.jobId}#${p.n}`);
     const at = this.tick();
-    const stopped = planStoppedByReport(this.model, w.id, p.jobId, p.n, at);
-    if (stopped) this.commit(stopped);
     try {
       const e = planFinish(this.model, w.id, p.jobId, p.n, exited(code), at);
       if (e !== 'duplicate') this.commit(e);

@@ -213,6 +213,8 @@ export class Delegation implements RemoteWork {
       if (code === 'STALE_ATTEMPT' || code === 'JOB_NOT_FOUND' || code === 'ATTEMPT_NOT_FOUND') {
         this.ctx.log.warn('home refused a delegated result', { home: f.home, job: f.jobId, attempt: f.attempt, code });
         await this.close([f], `home refused it (${code})`);
+        // Home ended the attempt itself and may hold the job back until it hears the process is gone, as it is.
+        void link.call('stopped', { attempts: [attemptRef(f)] }).catch(() => {});
       }
       return null;
     } finally {

@@ -1,4 +1,4 @@
-import { planFinish, planStoppedByReport, type AttemptReport } from '../../core/commands.js';
+import { planFinish, type AttemptReport } from '../../core/commands.js';
 import type { ResultReply, ResultRequest } from '../../core/wire.js';
 import type { Files } from '../files/files.js';
 import type { LogStore } from '../files/log-store.js';
@@ -29,12 +29,6 @@ export interface ResultServices {
  */
 export async function acceptResult(ctx: ResultServices, workerId: string, body: ResultRequest, via: string): Promise<ResultReply> {
   const model = ctx.store.model;
-  // A report of an attempt the server ended meanwhile is refused below, but it says the process is gone.
-  const stopped = planStoppedByReport(model, workerId, body.jobId, body.attempt, Date.now(), via);
-  if (stopped) {
-    await ctx.store.commit(stopped);
-    ctx.dispatcher.kick();
-  }
   // Outputs are uploaded for the attempt before the result names them: what is
   // named must be here, sent for the job's own project (or held by it already).
   const job = model.job(body.jobId);
