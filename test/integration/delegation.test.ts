@@ -108,6 +108,10 @@ describe('delegation between three servers', () => {
     const { ids } = await b.admin.submit('p', [{ argv: ['sleep', '60'] }]);
     const { jobs } = await w.claim();
     assert.deepEqual(jobs.map((j) => j.id), ids);
+    assert.equal((await b.admin.job(ids[0]!)).attempts[0]!.live, 'starting');
+    // The worker says its process started; A's renewal carries that home.
+    await w.heartbeat([{ jobId: ids[0]!, attempt: 1, started: true }]);
+    await until('home to show the attempt running', async () => ((await b.admin.job(ids[0]!)).attempts[0]!.live === 'running' ? true : null));
     await b.admin.cancel(ids);
     const abandoned = await until('the cancel to reach the worker', async () => {
       const hb = await w.heartbeat([{ jobId: ids[0]!, attempt: 1 }]);
