@@ -1,6 +1,7 @@
 import type {
   AttemptFinished,
   AttemptsLost,
+  AttemptsStopped,
   ForeignClosed,
   JobsCancelled,
   JobsClaimed,
@@ -392,7 +393,8 @@ export function planFinish(
     throw fail('STALE_ATTEMPT', `attempt ${attempt} of job ${jobId} does not belong to this worker`);
   }
   const lease = model.leases.get(jobId);
-  if (lease && lease.attempt === attempt) {
+  // A stopping lease's attempt was ended by the server already: its report is refused like any stale one.
+  if (lease && lease.attempt === attempt && !lease.stopping) {
     return { t: 'attempt-finished', at, jobId, attempt, ...report };
   }
   if (a.how === report.how && a.exitCode === report.exitCode && job.result?.attempt === attempt) return 'duplicate';
@@ -402,41 +404,147 @@ export function planFinish(
 export interface HeartbeatOutcome {
   renewed: number;
   abandon: { jobId: string; attempt: number; reason: string }[];
+  /** Abandoned attempts whose (stopping) leases were renewed all the same: their process is still alive. */
+  stopping: [string, number][];
+  /** Stopping attempts the worker named before and names no more: their process is gone (commit as attempts-stopped). */
+  stopped: [string, number][];
+  /** Attempts the worker says have started, marked running now (journal with the renewal). */
+  started: [string, number][];
+}
+
+/** An attempt as a heartbeat names it; `started` once its process has started. */
+export interface NamedAttempt {
+  jobId: string;
+  attempt: number;
+  started?: boolean;
 }
 
 /**
+ * The one rule for which attempts a worker must stop, and for when an
+ * attempt it was told to stop has stopped.
+ *
  * Renews the leases of the attempts a worker says it runs. Attempts it names
- * that are no longer its own are returned to abandon. Leases it holds but did
- * not name (a claim answer it never heard) are left to expire.
+ * that are no longer its own are returned to abandon, and so are its
+ * stopping ones (ended by the server while their process may still run:
+ * see Lease.stopping), whose leases are renewed all the same, as the process
+ * named is alive. Leases it holds but did not name (a claim answer it never
+ * heard) are left to expire.
+ *
+ * A local worker names every attempt whose process may be alive, an
+ * abandoned one until its process group is gone (`full`, false for a peer's
+ * heartbeat, which names only what it still relays). So a stopping attempt
+ * the worker named before (it had heard of it) and no longer names has
+ * stopped. One it never named may yet arrive in a claim answer in flight:
+ * that one waits for its lease to lapse.
  */
 export function renewLeases(
   model: Model,
   workerId: string,
-  attempts: { jobId: string; attempt: number }[],
+  attempts: NamedAttempt[],
   deadline: number,
   at: number,
   via = 'local',
+  full = via === 'local',
 ): HeartbeatOutcome {
   if (via === 'local') model.worker(workerId).lastSeen = at;
-  const out: HeartbeatOutcome = { renewed: 0, abandon: [] };
-  for (const { jobId, attempt } of attempts) {
+  const out: HeartbeatOutcome = { renewed: 0, abandon: [], stopping: [], stopped: [], started: [] };
+  const stoppingHere = model.leases.stoppingOf(workerId);
+  const namedStopping = stoppingHere ? new Set<string>() : undefined;
+  for (const a of attempts) {
+    const { jobId, attempt } = a;
     const lease = model.leases.get(jobId);
-    if (lease && lease.attempt === attempt && lease.workerId === workerId && lease.via === via) {
+    if (holds(lease, workerId, attempt, via)) {
       // The lease in hand is renewed directly: this loop runs for every
       // attempt of every heartbeat, and a second map lookup per attempt shows.
       if (deadline > lease.deadline) lease.deadline = deadline;
-      out.renewed++;
-      continue;
+      if (lease.listed === undefined) lease.listed = true;
+      if (lease.stopping === undefined) {
+        out.renewed++;
+        if (a.started === true && lease.running === undefined) {
+          lease.running = true;
+          out.started.push([jobId, attempt]);
+        }
+        continue;
+      }
+      namedStopping?.add(jobId);
+      out.stopping.push([jobId, attempt]);
     }
-    const job = model.job(jobId);
-    const reason = !job
-      ? 'job no longer exists'
-      : job.state === 'cancelled'
-        ? 'job was cancelled'
-        : `attempt ${attempt} is no longer current (job is ${job.state})`;
-    out.abandon.push({ jobId, attempt, reason });
+    out.abandon.push({ jobId, attempt, reason: abandonReason(model, jobId, attempt) });
+  }
+  if (stoppingHere && full) {
+    for (const jobId of stoppingHere) {
+      const lease = model.leases.get(jobId)!;
+      if (lease.listed && !namedStopping!.has(jobId)) out.stopped.push([jobId, lease.attempt]);
+    }
   }
   return out;
+}
+
+/**
+ * The worker named these attempts outside a heartbeat (in a control poll):
+ * it has them, so once it stops naming one in a full heartbeat, its process
+ * is gone, as for an attempt a heartbeat named (see `Lease.listed`).
+ */
+export function noteNamed(model: Model, workerId: string, attempts: { jobId: string; attempt: number }[], via = 'local'): void {
+  for (const { jobId, attempt } of attempts) {
+    const lease = model.leases.get(jobId);
+    if (holds(lease, workerId, attempt, via) && lease.listed === undefined) lease.listed = true;
+  }
+}
+
+/** The lease is this worker's for this attempt (it may be stopping). */
+function holds(lease: Lease | undefined, workerId: string, attempt: number, via: string): lease is Lease {
+  return lease !== undefined && lease.attempt === attempt && lease.workerId === workerId && lease.via === via;
+}
+
+/**
+ * The rule renewLeases answers by, for one attempt: null while the attempt is
+ * the worker's to run, otherwise why it must stop (it is not, or no longer,
+ * its own, or the server ended it and it is stopping).
+ */
+export function mustStop(model: Model, workerId: string, jobId: string, attempt: number, via = 'local'): string | null {
+  const lease = model.leases.get(jobId);
+  return holds(lease, workerId, attempt, via) && lease.stopping === undefined ? null : abandonReason(model, jobId, attempt);
+}
+
+/**
+ * What a worker must stop now that it may not know of yet: its stopping
+ * attempts (ended by the server while their process may run), with the same
+ * reasons a heartbeat would be given. For telling it without waiting for its
+ * heartbeat; the heartbeat still answers them until they have stopped.
+ */
+export function attemptsToStop(model: Model, workerId: string): { jobId: string; attempt: number; reason: string }[] {
+  const out: { jobId: string; attempt: number; reason: string }[] = [];
+  for (const jobId of model.leases.stoppingOf(workerId) ?? []) {
+    const lease = model.leases.get(jobId)!;
+    out.push({ jobId, attempt: lease.attempt, reason: abandonReason(model, jobId, lease.attempt) });
+  }
+  return out;
+}
+
+function abandonReason(model: Model, jobId: string, attempt: number): string {
+  const job = model.job(jobId);
+  return !job
+    ? 'job no longer exists'
+    : job.state === 'cancelled'
+      ? 'job was cancelled'
+      : `attempt ${attempt} is no longer current (job is ${job.state})`;
+}
+
+/**
+ * A peer says its worker's processes of these attempts of ours are gone
+ * (see Delegation): the stopping ones among them end.
+ */
+export function planStoppedByPeer(model: Model, peerId: string, attempts: { jobId: string; attempt: number; workerId: string }[], at: number): AttemptsStopped[] {
+  const byWorker = new Map<string, [string, number][]>();
+  for (const a of attempts) {
+    const lease = model.leases.get(a.jobId);
+    if (!lease || !lease.stopping || lease.attempt !== a.attempt || lease.workerId !== a.workerId || lease.via !== peerId) continue;
+    const list = byWorker.get(a.workerId) ?? [];
+    list.push([a.jobId, a.attempt]);
+    byWorker.set(a.workerId, list);
+  }
+  return [...byWorker].map(([workerId, list]) => ({ t: 'attempts-stopped', at, workerId, attempts: list }));
 }
 
 /**
@@ -540,11 +648,13 @@ export function planWorkerLost(
   reason: string,
   at: number,
 ): { lost: AttemptsLost | null; closed: ForeignClosed | null } {
-  const leases = model.leases.ofWorker(workerId);
+  const held = model.leases.ofWorker(workerId);
   const foreign = [...model.foreign.values()].filter((f) => f.workerId === workerId && f.result === undefined);
-  if (!model.workers.has(workerId) && leases.length === 0 && foreign.length === 0) {
+  if (!model.workers.has(workerId) && held.length === 0 && foreign.length === 0) {
     throw fail('WORKER_NOT_FOUND', `no worker with id '${workerId}'`);
   }
+  // Those stopping already were taken back before; they wait for their worker or their lease.
+  const leases = held.filter((l) => !l.stopping);
   leases.sort((a, b) => (a.jobId < b.jobId ? -1 : a.jobId > b.jobId ? 1 : 0));
   return {
     lost: leases.length === 0 ? null : { t: 'attempts-lost', at, how: 'worker-lost', reason, attempts: leases.map((l) => [l.jobId, l.attempt]) },
@@ -567,7 +677,8 @@ export function planAttemptLost(model: Model, jobId: string, reason: string, at:
 export function archivable(model: Model, before: number, max: number): string[] {
   const out: string[] = [];
   for (const job of model.jobs.values()) {
-    if (FINAL_STATES.has(job.state) && job.updatedAt < before) {
+    // A job whose attempt is still stopping stays, so that `cpcc job` can say so.
+    if (FINAL_STATES.has(job.state) && job.updatedAt < before && !model.leases.get(job.id)) {
       out.push(job.id);
       if (out.length >= max) break;
     }

@@ -141,6 +141,21 @@ export interface LeasesRenewed {
   workerId: string;
   deadline: number;
   attempts: [string, number][];
+  /** Attempts whose process the worker says has started since it last said so (their live state becomes running). */
+  running?: [string, number][];
+}
+
+/**
+ * Stopping attempts (see Lease.stopping) whose process is confirmed gone:
+ * their worker no longer names them in a heartbeat that names all it runs,
+ * reported them, or (for a peer's worker) its server said so. Their leases
+ * end, and a job queued meanwhile may be handed out again.
+ */
+export interface AttemptsStopped {
+  t: 'attempts-stopped';
+  at: number;
+  workerId: string;
+  attempts: [string, number][];
 }
 
 export interface AttemptFinished extends ProcessOutcome {
@@ -197,13 +212,24 @@ export interface WeightSet {
   weight: number;
 }
 
-/** The server took an attempt back (lease expired, worker lost); the job is re-queued. */
+/**
+ * The server took an attempt back (lease expired, worker lost); the job is
+ * re-queued. A lease that expired ends with it; an attempt marked lost while
+ * its lease still ran is only stopping (see Lease.stopping), since its
+ * process may be alive.
+ */
 export interface AttemptsLost {
   t: 'attempts-lost';
   at: number;
   how: 'lease-expired' | 'worker-lost';
   reason: string;
   attempts: [string, number][];
+  /**
+   * The leases stay, stopping, even for `lease-expired`: at start-up a
+   * deadline read back from the coarsely journaled renewals may be older
+   * than the one the worker was last given, so its process may yet run.
+   */
+  stopping?: true;
 }
 
 export interface JobsCancelled {
@@ -250,6 +276,7 @@ export type Event =
   | ForeignFinished
   | ForeignClosed
   | LeasesRenewed
+  | AttemptsStopped
   | AttemptFinished
   | AttemptsLost
   | JobsCancelled

@@ -1,5 +1,6 @@
 import { Heap } from './heap.js';
-import type { Lease } from './types.js';
+import { fail } from './errors.js';
+import type { Lease, Resources } from './types.js';
 
 /**
  * Every running attempt's lease, with one deadline structure for all of them.
@@ -20,6 +21,8 @@ interface Entry {
 export class LeaseTable {
   private readonly byJob = new Map<string, Lease>();
   private readonly byWorker = new Map<string, Set<string>>();
+  /** Per worker, the jobs whose leases are stopping (see Lease.stopping): few, and looked at on every heartbeat. */
+  private readonly stoppingByWorker = new Map<string, Set<string>>();
   private readonly heap = new Heap<Entry>((a, b) => a.deadline < b.deadline);
   /** Per worker, a number that changes whenever one of its leases is added or removed (see versionOf). */
   private readonly versions = new Map<string, number>();
@@ -33,9 +36,12 @@ export class LeaseTable {
     return this.byJob.get(jobId);
   }
 
+  /** A job has at most one lease: one whose process may be alive (see Model). Adding a second is refused. */
   add(lease: Lease): void {
-    this.remove(lease.jobId);
+    const held = this.byJob.get(lease.jobId);
+    if (held) throw fail('INVALID_STATE', `job ${lease.jobId} already has attempt ${held.attempt} leased${held.stopping ? ' (stopping)' : ''}`);
     this.byJob.set(lease.jobId, lease);
+    if (lease.stopping) this.indexStopping(lease);
     let jobs = this.byWorker.get(lease.workerId);
     if (!jobs) this.byWorker.set(lease.workerId, (jobs = new Set()));
     jobs.add(lease.jobId);
@@ -47,6 +53,11 @@ export class LeaseTable {
     const lease = this.byJob.get(jobId);
     if (!lease) return undefined;
     this.byJob.delete(jobId);
+    if (lease.stopping) {
+      const stopping = this.stoppingByWorker.get(lease.workerId);
+      stopping?.delete(jobId);
+      if (stopping && stopping.size === 0) this.stoppingByWorker.delete(lease.workerId);
+    }
     const jobs = this.byWorker.get(lease.workerId);
     jobs?.delete(jobId);
     if (jobs && jobs.size === 0) {
@@ -54,6 +65,32 @@ export class LeaseTable {
       this.versions.delete(lease.workerId);
     } else this.versions.set(lease.workerId, ++this.changes);
     return lease;
+  }
+
+  /**
+   * The attempt was ended by the server while its process may still run: the
+   * lease stays until the worker confirms or the deadline passes. Changes the
+   * worker's version, so a heartbeat that names its attempts by count only
+   * is asked to name them (and hears it must abandon this one).
+   */
+  markStopping(jobId: string, resources: Resources): Lease | undefined {
+    const lease = this.byJob.get(jobId);
+    if (!lease || lease.stopping) return lease;
+    lease.stopping = { resources: { ...resources } };
+    this.indexStopping(lease);
+    this.versions.set(lease.workerId, ++this.changes);
+    return lease;
+  }
+
+  /** The jobs of a worker's stopping leases. */
+  stoppingOf(workerId: string): ReadonlySet<string> | undefined {
+    return this.stoppingByWorker.get(workerId);
+  }
+
+  private indexStopping(lease: Lease): void {
+    let jobs = this.stoppingByWorker.get(lease.workerId);
+    if (!jobs) this.stoppingByWorker.set(lease.workerId, (jobs = new Set()));
+    jobs.add(lease.jobId);
   }
 
   /** Moves a deadline; only later deadlines are taken (a late, reordered renewal must not shorten a lease). */

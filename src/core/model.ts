@@ -8,9 +8,11 @@ import {
   emptyCounts,
   type Attempt,
   type AttemptEnd,
+  type AttemptLive,
   type FileRef,
   type Job,
   type JobState,
+  type Lease,
   type Project,
   type ProjectValue,
   type ResolvedInput,
@@ -39,6 +41,16 @@ export interface ForeignAttempt {
   deadline: number;
   /** The worker's report, kept until home has it. */
   result?: unknown;
+  /** The worker named it in a heartbeat (it has heard of it). */
+  listed?: true;
+  /** The worker said its process started. */
+  running?: true;
+  /**
+   * Home said to drop it (home's words): the worker is told to abandon it,
+   * and it stays, charging the worker, until the worker no longer names it;
+   * then home hears that its process is gone (see Delegation).
+   */
+  stopping?: string;
 }
 
 export interface ModelSnapshot {
@@ -48,7 +60,7 @@ export interface ModelSnapshot {
   projects: Project[];
   jobs: Job[];
   workers: Worker[];
-  leases: { jobId: string; attempt: number; workerId: string; via: string; deadline: number }[];
+  leases: Lease[];
   archivedCounts: [string, StateCounts][];
   foreign?: ForeignAttempt[];
   turns?: Turns;
@@ -237,13 +249,19 @@ export class Model {
         });
         return;
       case 'worker-removed': {
+        // Its registration is gone: nothing it runs can be confirmed any more, so nothing waits for it.
         const lost = this.leases.ofWorker(e.id).map((l): [string, number] => [l.jobId, l.attempt]);
-        if (lost.length > 0) this.lose(lost, 'worker-lost', e.reason, e.at);
+        if (lost.length > 0) this.lose(lost, 'worker-lost', e.reason, e.at, 'end');
         this.workers.delete(e.id);
         this.used.delete(e.id);
         return;
       }
       case 'jobs-claimed': {
+        // At most one live attempt per job: a job whose attempt may still run is never handed out again.
+        for (const [jobId] of e.claims) {
+          const held = this.leases.get(jobId);
+          if (held) throw fail('INVALID_STATE', `job ${jobId} still has attempt ${held.attempt} ${held.stopping ? 'stopping' : 'live'}; it cannot be handed out again`);
+        }
         const worker = this.workers.get(e.workerId);
         for (const [jobId, n] of e.claims) {
           const job = this.jobs.get(jobId)!;
@@ -267,12 +285,17 @@ export class Model {
         for (const [jobId, n] of e.claims) {
           const job = this.jobs.get(jobId);
           const lease = this.leases.get(jobId);
-          if (!job || !lease || lease.attempt !== n || lease.workerId !== e.workerId) continue;
+          if (!lease || lease.attempt !== n || lease.workerId !== e.workerId) continue;
+          // Ended by the server meanwhile: the worker never heard of it, so no process was started.
+          if (lease.stopping) {
+            this.stopped(lease, e.at);
+            continue;
+          }
+          if (!job) continue;
           this.leases.remove(jobId);
           this.charge(e.workerId, job.spec.resources, -1);
           job.attempts = job.attempts.filter((a) => a.n !== n);
-          this.setState(job, 'queued', 'claim not delivered; back in the queue', e.at);
-          this.ready.add(job);
+          this.requeue(job, 'claim not delivered; back in the queue', e.at);
         }
         return;
       case 'foreign-claimed':
@@ -310,14 +333,24 @@ export class Model {
       case 'leases-renewed': {
         for (const [jobId, n] of e.attempts) {
           const lease = this.leases.get(jobId);
-          if (lease && lease.workerId === e.workerId) this.leases.renew(jobId, n, e.deadline);
+          if (lease && lease.workerId === e.workerId && this.leases.renew(jobId, n, e.deadline)) lease.listed = true;
           const f = this.foreign.get(jobId);
           if (f && f.attempt === n && f.workerId === e.workerId && f.deadline < e.deadline) f.deadline = e.deadline;
+        }
+        for (const [jobId, n] of e.running ?? []) {
+          const lease = this.leases.get(jobId);
+          if (lease && lease.attempt === n && lease.workerId === e.workerId) lease.running = lease.listed = true;
         }
         const worker = this.workers.get(e.workerId);
         if (worker) worker.lastSeen = e.at;
         return;
       }
+      case 'attempts-stopped':
+        for (const [jobId, n] of e.attempts) {
+          const lease = this.leases.get(jobId);
+          if (lease && lease.attempt === n && lease.workerId === e.workerId && lease.stopping) this.stopped(lease, e.at);
+        }
+        return;
       case 'leases-extended':
         for (const [jobId, n] of e.attempts) {
           this.leases.renew(jobId, n, e.deadline);
@@ -328,7 +361,7 @@ export class Model {
       case 'attempt-finished':
         return this.finish(e);
       case 'attempts-lost':
-        return this.lose(e.attempts, e.how, e.reason, e.at);
+        return this.lose(e.attempts, e.how, e.reason, e.at, e.stopping ? 'stop' : undefined);
       case 'jobs-cancelled':
         for (const id of e.ids) {
           const job = this.jobs.get(id);
@@ -422,7 +455,12 @@ export class Model {
       this.jobs.set(job.id, job);
       ids.add(job.id);
       counts[job.state]++;
-      if (job.state === 'queued') this.ready.add(job);
+      if (job.state === 'queued') {
+        // A job of these ids may have run here before, and its attempt may not have stopped yet.
+        const held = this.leases.get(job.id);
+        if (held) job.reason = this.waitReason(job, held);
+        else this.ready.add(job);
+      }
       this.changed({ job, from: null });
     }
   }
@@ -531,8 +569,7 @@ export class Model {
       for (const r of resolved) if ('sha256' in r) this.files.hold(job.project, r);
       job.inputs = resolved;
     }
-    this.setState(job, 'queued', reason, at);
-    this.ready.add(job);
+    this.requeue(job, reason, at);
   }
 
   private resolveInput(project: string, input: NonNullable<Job['spec']['inputs']>[number]): ResolvedInput | string {
@@ -600,8 +637,7 @@ export class Model {
             : `exit code ${e.exitCode}`;
     attempt.reason = why;
     if (job.failures <= job.spec.maxRetries) {
-      this.setState(job, 'queued', `${why}; retry ${job.failures} of ${job.spec.maxRetries}`, e.at);
-      this.ready.add(job);
+      this.requeue(job, `${why}; retry ${job.failures} of ${job.spec.maxRetries}`, e.at);
     } else {
       this.setState(job, 'failed', why, e.at);
       this.cascade(job, e.at);
@@ -617,28 +653,86 @@ export class Model {
     }
   }
 
-  private lose(attempts: [string, number][], how: 'lease-expired' | 'worker-lost', reason: string, at: number): void {
+  /**
+   * Attempts taken back without their worker's word. A lease that ran out,
+   * or whose worker's registration is gone (`end`), ends here; an attempt
+   * marked lost while its lease still runs, or found lapsed only in the
+   * journal at start-up (`stop`), becomes stopping, as its process may be
+   * alive. A lease that was stopping already only ends, if it ends.
+   */
+  private lose(attempts: [string, number][], how: 'lease-expired' | 'worker-lost', reason: string, at: number, mode?: 'end' | 'stop'): void {
+    const ends = mode === undefined ? how === 'lease-expired' : mode === 'end';
     for (const [jobId, n] of attempts) {
-      const job = this.jobs.get(jobId);
       const lease = this.leases.get(jobId);
-      if (!job || !lease || lease.attempt !== n) continue;
-      const attempt = this.endAttempt(job, n, how, at, null, null);
+      if (!lease || lease.attempt !== n) continue;
+      if (lease.stopping) {
+        if (ends) this.stopped(lease, at);
+        continue;
+      }
+      const job = this.jobs.get(jobId);
+      if (!job) continue;
+      const attempt = this.endAttempt(job, n, how, at, null, null, !ends);
       attempt.reason = reason;
       job.lost++;
       if (job.lost > MAX_LOST_ATTEMPTS) {
         this.setState(job, 'failed', `lost ${job.lost} times, last: ${reason}`, at);
         this.cascade(job, at);
       } else {
-        this.setState(job, 'queued', `re-queued: ${reason}`, at);
-        this.ready.add(job);
+        this.requeue(job, `re-queued: ${reason}`, at);
       }
     }
+  }
+
+  /**
+   * A stopping attempt is over (its worker confirmed, its lease lapsed, or
+   * its worker is gone): the lease ends, and a job queued meanwhile may be
+   * handed out.
+   */
+  private stopped(lease: Lease, at: number): void {
+    this.leases.remove(lease.jobId);
+    if (lease.stopping) this.charge(lease.workerId, lease.stopping.resources, -1);
+    const job = this.jobs.get(lease.jobId);
+    if (job && job.state === 'queued' && !this.ready.has(job.id)) this.requeue(job, `attempt ${lease.attempt} stopped; ready to run`, at);
+  }
+
+  /**
+   * The job goes (back) on the queue, unless an earlier attempt of it may
+   * still run: then it is queued but held back, and says why, until that
+   * attempt has stopped.
+   */
+  private requeue(job: Job, reason: string, at: number): void {
+    const lease = this.leases.get(job.id);
+    if (lease) {
+      this.setState(job, 'queued', this.waitReason(job, lease), at);
+      return;
+    }
+    this.setState(job, 'queued', reason, at);
+    this.ready.add(job);
+  }
+
+  private waitReason(job: Job, lease: Lease): string {
+    const a = job.attempts.find((x) => x.n === lease.attempt);
+    const where = this.workers.get(lease.workerId)?.name ?? a?.workerName ?? lease.workerId;
+    return `waiting for attempt ${lease.attempt} to stop on worker ${where}${lease.via === 'local' ? '' : ` via ${lease.via}`}`;
+  }
+
+  /** Where an attempt's process is, as far as this server knows (see AttemptLive). */
+  attemptLive(jobId: string, n: number): AttemptLive {
+    const lease = this.leases.get(jobId);
+    if (!lease || lease.attempt !== n) return 'ended';
+    return lease.stopping ? 'stopping' : lease.running ? 'running' : 'starting';
+  }
+
+  /** The attempt that holds a queued job back, if one does. */
+  heldBy(job: Job): Lease | undefined {
+    const lease = this.leases.get(job.id);
+    return lease && job.state === 'queued' ? lease : undefined;
   }
 
   private cancel(job: Job, reason: string, at: number): void {
     if (job.state === 'running') {
       const lease = this.leases.get(job.id);
-      if (lease) this.endAttempt(job, lease.attempt, 'cancelled', at, null, null).reason = reason;
+      if (lease) this.endAttempt(job, lease.attempt, 'cancelled', at, null, null, true).reason = reason;
     }
     this.ready.remove(job);
     this.forgetEdges(job);
@@ -703,12 +797,18 @@ export class Model {
     at: number,
     exitCode: number | null,
     signal: string | null,
+    /** Ended by the server alone: the lease stays, stopping, until the process is known to be gone. */
+    stop = false,
   ): Attempt {
     const attempt = job.attempts.find((a) => a.n === n)!;
     attempt.endedAt = at;
     attempt.how = how;
     attempt.exitCode = exitCode;
     attempt.signal = signal;
+    if (stop) {
+      this.leases.markStopping(job.id, job.spec.resources);
+      return attempt;
+    }
     const lease = this.leases.remove(job.id);
     if (lease) this.charge(lease.workerId, job.spec.resources, -1);
     return attempt;
@@ -756,7 +856,7 @@ export class Model {
       const job = this.jobs.get(id)!;
       if (job.state === 'running') {
         const lease = this.leases.get(id);
-        if (lease) this.endAttempt(job, lease.attempt, 'cancelled', at, null, null).reason = 'project removed';
+        if (lease) this.endAttempt(job, lease.attempt, 'cancelled', at, null, null, true).reason = 'project removed';
       }
       this.ready.remove(job);
       this.unmet.delete(id);
@@ -833,10 +933,10 @@ export class Model {
     }
     for (const l of s.leases) {
       m.leases.add(l);
-      const job = m.jobs.get(l.jobId);
-      if (job) m.charge(l.workerId, job.spec.resources, +1);
+      const resources = l.stopping?.resources ?? m.jobs.get(l.jobId)?.spec.resources;
+      if (resources) m.charge(l.workerId, resources, +1);
     }
-    for (const job of jobs) if (job.state === 'queued') m.ready.add(job);
+    for (const job of jobs) if (job.state === 'queued' && !m.leases.get(job.id)) m.ready.add(job);
     if (s.turns) m.ready.restoreTurns(s.turns);
     for (const job of jobs) if (job.state === 'waiting') m.unmet.set(job.id, m.linkToUnfinished(job));
     return m;

@@ -5,7 +5,12 @@ import type { Model } from './model.js';
  * What start-up does with the leases it finds after replay.
  *
  * - A lease whose deadline had passed before the server went down (before
- *   the last event it recorded) is lost: its job is re-queued now.
+ *   the last event it recorded) is lost: its job is re-queued now. Renewals
+ *   are journaled coarsely, so its worker may have been given a later
+ *   deadline and may still run it: the attempt is only stopping (see
+ *   Lease.stopping), with one lease period from here in which its worker can
+ *   confirm it is gone; the job is handed out again then, or when that
+ *   period runs out.
  * - A lease whose deadline fell while the server was down gets one lease
  *   period from now, so its worker, which could not reach us, can heartbeat
  *   again. A short outage then never re-runs healthy work, and a long one
@@ -22,8 +27,10 @@ export function planLeaseRecovery(model: Model, now: number, leaseMs: number): (
   const lost: [string, number][] = [];
   const extended: [string, number][] = [];
   for (const lease of model.leases.all()) {
-    if (lease.deadline <= lastSeen) lost.push([lease.jobId, lease.attempt]);
-    else if (lease.deadline <= now) extended.push([lease.jobId, lease.attempt]);
+    if (lease.deadline <= lastSeen) {
+      lost.push([lease.jobId, lease.attempt]);
+      extended.push([lease.jobId, lease.attempt]);
+    } else if (lease.deadline <= now) extended.push([lease.jobId, lease.attempt]);
   }
   const closed: [string, number][] = [];
   for (const f of model.foreign.values()) {
@@ -42,6 +49,7 @@ export function planLeaseRecovery(model: Model, now: number, leaseMs: number): (
       how: 'lease-expired',
       reason: 'lease had expired before the server stopped',
       attempts: lost,
+      stopping: true,
     });
   }
   if (extended.length > 0) events.push({ t: 'leases-extended', at: now, deadline: now + leaseMs, attempts: extended });

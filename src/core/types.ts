@@ -194,7 +194,26 @@ export interface Lease {
   workerId: string;
   via: string;
   deadline: number;
+  /** A heartbeat of its worker named it: the worker has heard of the attempt (see renewLeases). */
+  listed?: true;
+  /** Its worker said the process started. */
+  running?: true;
+  /**
+   * The server ended the attempt without its worker's word (a cancel, an
+   * admin's "lost", the project removed): the process may still run, so the
+   * lease stays, charging the worker, and the job is not handed out again
+   * until the worker confirms the attempt ended or the lease lapses. Holds
+   * the attempt's resources, as the job itself may be gone meanwhile.
+   */
+  stopping?: { resources: Resources };
 }
+
+/**
+ * Where an attempt's process is, as far as the server knows: handed out and
+ * not started yet, running, ended by the server but not yet confirmed gone,
+ * or ended.
+ */
+export type AttemptLive = 'starting' | 'running' | 'stopping' | 'ended';
 
 export type StateCounts = Record<JobState, number>;
 

@@ -71,7 +71,7 @@
  *               PUT  /peer/files/:sha256 ?job&attempt  bytes  → StoredFile
  */
 
-import type { Attempt, AttemptEnd, FileRef, InputSource, JobState, OutputSpec, ResolvedInput, Resources, StateCounts } from './types.js';
+import type { Attempt, AttemptEnd, AttemptLive, FileRef, InputSource, JobState, OutputSpec, ResolvedInput, Resources, StateCounts } from './types.js';
 
 export const API_PREFIX = '/api/v1';
 
@@ -175,6 +175,11 @@ export interface SubmitReply {
   ids: string[];
 }
 
+/** An attempt with where its process is (starting, running, stopping, ended), as far as the server knows. */
+export interface AttemptView extends Attempt {
+  live?: AttemptLive;
+}
+
 export interface JobView {
   id: string;
   project: string;
@@ -193,7 +198,13 @@ export interface JobView {
   after: string[];
   createdAt: number;
   updatedAt: number;
-  attempts: Attempt[];
+  attempts: AttemptView[];
+  /**
+   * A queued job is not handed out while an earlier attempt of it may still
+   * run: this attempt, stopping on this worker, holds it back until its
+   * process is confirmed gone or its lease lapses.
+   */
+  heldBy?: { attempt: number; worker: string; via: string };
   inputs?: InputSource[];
   outputs?: OutputSpec[];
   /** The kept files of the latest attempt that kept any. */
@@ -234,6 +245,8 @@ export interface LeaseView {
   workerName: string;
   via: string;
   deadline: number;
+  /** Where the attempt's process is: starting, running, or stopping (ended by the server, not yet confirmed gone). */
+  live?: AttemptLive;
 }
 
 export interface WorkerTokenCreated {
@@ -319,7 +332,12 @@ export interface ClaimReply {
  * heartbeat named and the server kept (`kept` in that reply), just how many
  * there are: a busy worker's heartbeat then costs the server next to nothing.
  */
-export type HeartbeatRequest = { attempts: { jobId: string; attempt: number }[] } | { same: number };
+/**
+ * A worker names every attempt whose process may be alive: one it was told to
+ * abandon too, until its process group is gone (see renewLeases). `started`
+ * once the attempt's process has started.
+ */
+export type HeartbeatRequest = { attempts: { jobId: string; attempt: number; started?: true }[] } | { same: number };
 
 export interface HeartbeatReply {
   abandon: { jobId: string; attempt: number; reason: string }[];

@@ -71,6 +71,13 @@ export interface WorkerOptions {
   exitSettleMs?: number;
   /** Send results with the next claim when one follows at once (default); false: always on their own. */
   resultsWithClaims?: boolean;
+  /**
+   * A heartbeat tells the server which attempts have started within this
+   * long of their start (default 250 ms), so `cpcc job` shows them running.
+   * Starts within the window share one heartbeat, and an attempt that ends
+   * first needs none: its result says it all.
+   */
+  startNoticeMs?: number;
   /** How jobs are kept apart (isolation.ts); detected when absent. */
   isolation?: Isolation;
   /** Isolation `none`: run jobs of any user although they share the worker's identity. */
@@ -172,6 +179,10 @@ interface Slot {
   /** Counted against free resources until its process is gone. */
   holds: boolean;
   abandoned: boolean;
+  /** A heartbeat that the server answered named it as started. */
+  saidStarted?: boolean;
+  /** The server refused its result: it ended the attempt itself, and may be waiting to hear the process is gone. */
+  refused?: boolean;
   /** Cuts the slot's own retry sleeps short when it is abandoned. */
   ctl: AbortController;
 }
@@ -218,6 +229,8 @@ export class Worker {
   private reaper?: Reaper;
   private claimLoopDone: Promise<void> = Promise.resolve();
   private idleTimer?: NodeJS.Timeout;
+  /** Set while a heartbeat telling of new starts is due (see startNoticeMs). */
+  private startNotice?: NodeJS.Timeout;
   private heartbeatLoopDone: Promise<void> = Promise.resolve();
   private controlLoopDone: Promise<void> = Promise.resolve();
   private stopping$?: Promise<void>;
@@ -537,6 +550,7 @@ export class Worker {
       if (!o) return c.settle(false);
       if ('error' in o) {
         if (!FINAL_RESULT_CODES.has(o.error.code)) return c.settle(false);
+        c.slot.refused = true;
         this.log('warn', 'result refused: the server has settled this attempt without it', { job: jobId, attempt, code: o.error.code, error: o.error.message });
         return c.settle(true);
       }
@@ -598,6 +612,7 @@ export class Worker {
       slot.run = run;
       slot.phase = 'running';
       this.log('info', 'job started', { job: job.id, attempt: job.attempt, project: job.project, pid: run.pid, cores: job.resources.cores });
+      this.noticeStart();
       if (slot.abandoned) void run.abandon();
       outcome = await run.done;
       const settleMs = outcome.signal !== null ? this.opts.signalSettleMs : this.opts.exitSettleMs;
@@ -658,6 +673,20 @@ export class Worker {
     this.slots.delete(slot.key);
     this.slotGone.fire();
     this.resourcesChanged.fire();
+    // The server may hold the job back until it hears that this process is gone: tell it now.
+    if ((slot.abandoned || slot.refused) && !this.killing) this.heartbeatNow.fire();
+  }
+
+  /** A heartbeat soon, naming the attempts that started, unless each has ended or was named started by then. */
+  private noticeStart(): void {
+    if (this.startNotice) return;
+    this.startNotice = setTimeout(() => {
+      this.startNotice = undefined;
+      for (const s of this.slots.values()) {
+        if (s.run && !s.saidStarted && !s.abandoned && s.phase === 'running') return this.heartbeatNow.fire();
+      }
+    }, this.opts.startNoticeMs ?? 250);
+    this.startNotice.unref();
   }
 
   // ---- results -------------------------------------------------------------
@@ -679,6 +708,7 @@ export class Worker {
         if (slot.abandoned || this.killing) return;
         const code = codeOf(err);
         if (FINAL_RESULT_CODES.has(code)) {
+          slot.refused = true;
           this.log('warn', 'result refused: the server has settled this attempt without it', {
             job: job.id,
             attempt: job.attempt,
@@ -737,11 +767,13 @@ export class Worker {
   private async heartbeat(): Promise<boolean> {
     const workerId = this.workerId;
     if (!workerId) return true;
-    const attempts = [...this.slots.values()]
-      .filter((s) => s.workerId === workerId && !s.abandoned)
-      .map((s) => ({ jobId: s.job.id, attempt: s.job.attempt }));
+    // Every attempt whose process may be alive, an abandoned one too until its
+    // process group is gone: the server hands its job out again only once
+    // this worker stops naming it.
+    const slots = [...this.slots.values()].filter((s) => s.workerId === workerId);
+    const attempts = slots.map((s) => (s.run ? { jobId: s.job.id, attempt: s.job.attempt, started: true as const } : { jobId: s.job.id, attempt: s.job.attempt }));
     // The same attempts as the heartbeat the server kept: say how many, not which.
-    const named = attempts.map((a) => `${a.jobId}#${a.attempt}`).join(' ');
+    const named = attempts.map((a) => `${a.jobId}#${a.attempt}${'started' in a ? '+' : ''}`).join(' ');
     const same = attempts.length > 0 && named === this.keptHeartbeat;
     try {
       const reply = await this.client.heartbeat(workerId, same ? { same: attempts.length } : { attempts });
@@ -751,6 +783,7 @@ export class Worker {
         return this.heartbeat();
       }
       this.keptHeartbeat = reply.kept ? named : undefined;
+      for (const s of slots) if (s.run) s.saidStarted = true;
       if (reply.heartbeatIntervalS > 0 && reply.heartbeatIntervalS * 1000 !== this.heartbeatMs) {
         this.heartbeatMs = reply.heartbeatIntervalS * 1000;
         this.log('info', 'heartbeat interval changed', { heartbeatIntervalS: reply.heartbeatIntervalS });
@@ -925,6 +958,7 @@ export class Worker {
 
   private end(): void {
     clearInterval(this.idleTimer);
+    clearTimeout(this.startNotice);
     this.reaper?.close();
     if (this.fatalError !== undefined) this.endedReject(this.fatalError);
     else this.endedResolve();

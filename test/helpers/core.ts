@@ -3,6 +3,7 @@ import {
   planCancel,
   planClaim,
   planExpiry,
+  renewLeases,
   planFinish,
   planRetry,
   planSubmit,
@@ -115,36 +116,55 @@ export function assertConsistent(model: Model, archived: ReadonlyMap<string, Sta
   }
   let queued = 0;
   const used = new Map<string, Resources>();
+  const charge = (workerId: string, r: Resources) => {
+    const u = used.get(workerId) ?? res(0, 0);
+    used.set(workerId, res(u.cores + r.cores, u.memoryMb + r.memoryMb));
+  };
   for (const job of model.jobs.values()) {
     assert.ok(model.projects.has(job.project), `job ${job.id} belongs to a live project`);
     assert.ok(job.reason.length > 0, `job ${job.id} (${job.state}) has a reason`);
-    assert.equal(model.ready.has(job.id), job.state === 'queued', `job ${job.id} (${job.state}) in the ready queue`);
-    if (job.state === 'queued') queued++;
-    job.attempts.forEach((a, i) => assert.equal(a.n, i + 1, `attempts of ${job.id} are numbered from 1`));
     const lease = model.leases.get(job.id);
+    // A queued job whose earlier attempt is still stopping is held back from the queue.
+    assert.equal(model.ready.has(job.id), job.state === 'queued' && lease === undefined, `job ${job.id} (${job.state}) in the ready queue`);
+    if (job.state === 'queued' && lease === undefined) queued++;
+    job.attempts.forEach((a, i) => assert.equal(a.n, i + 1, `attempts of ${job.id} are numbered from 1`));
     if (job.state === 'running') {
       assert.ok(lease, `running job ${job.id} has a lease`);
+      assert.equal(lease.stopping, undefined, `the lease of running job ${job.id} is not stopping`);
       const last = job.attempts.at(-1)!;
       assert.equal(lease.attempt, last.n, `lease of ${job.id} is for its last attempt`);
       assert.equal(lease.workerId, last.workerId);
       assert.equal(last.how, undefined, `the running attempt of ${job.id} has not ended`);
-      const u = used.get(lease.workerId) ?? res(0, 0);
-      used.set(lease.workerId, res(u.cores + job.spec.resources.cores, u.memoryMb + job.spec.resources.memoryMb));
-    } else {
-      assert.equal(lease, undefined, `job ${job.id} (${job.state}) holds no lease`);
+    } else if (lease) {
+      assert.ok(lease.stopping, `job ${job.id} (${job.state}) holds only a stopping lease`);
+      const a = job.attempts.find((x) => x.n === lease.attempt);
+      assert.ok(a && a.how !== undefined, `the stopping attempt of ${job.id} has ended`);
+      assert.equal(lease.attempt, job.attempts.at(-1)!.n, `the stopping attempt of ${job.id} is its last`);
+      assert.match(job.reason, job.state === 'queued' ? /^waiting for attempt \d+ to stop on worker / : /./, `a held job says why it waits`);
     }
     for (const a of job.state === 'running' ? job.attempts.slice(0, -1) : job.attempts) {
       assert.ok(a.how !== undefined && a.endedAt !== undefined, `attempt ${a.n} of ${job.id} has ended`);
     }
   }
+  for (const lease of model.leases.all()) {
+    const job = model.jobs.get(lease.jobId);
+    if (lease.stopping) charge(lease.workerId, lease.stopping.resources);
+    else {
+      assert.ok(job && job.state === 'running', `a lease that is not stopping belongs to a running job (${lease.jobId})`);
+      charge(lease.workerId, job.spec.resources);
+    }
+  }
   // Peers' jobs run by our workers take room until their result is in.
   for (const f of model.foreign.values()) {
     if (f.result !== undefined) continue;
-    const u = used.get(f.workerId) ?? res(0, 0);
-    used.set(f.workerId, res(u.cores + f.resources.cores, u.memoryMb + f.resources.memoryMb));
+    charge(f.workerId, f.resources);
   }
-  assert.equal(model.ready.size, queued, 'ready queue size equals queued jobs');
-  assert.equal(model.leases.size, [...model.jobs.values()].filter((j) => j.state === 'running').length, 'one lease per running job');
+  assert.equal(model.ready.size, queued, 'ready queue size equals queued jobs not held back');
+  assert.equal(
+    [...model.leases.all()].filter((l) => !l.stopping).length,
+    [...model.jobs.values()].filter((j) => j.state === 'running').length,
+    'one live lease per running job',
+  );
   for (const w of model.workers.values()) {
     const u = used.get(w.id) ?? res(0, 0);
     assert.deepEqual(model.usedBy(w.id), u, `resources used on ${w.id}`);
@@ -268,6 +288,22 @@ export class World {
 
   retry(ids: string[]): void {
     this.apply(planRetry(this.model, ids, this.tick()));
+  }
+
+  /**
+   * A local worker's full heartbeat naming these attempts (none: it runs
+   * nothing), with what the server does after: stopping attempts it named
+   * before and names no more have stopped.
+   */
+  heartbeat(workerId: string, named: [string, number][] = []): ReturnType<typeof renewLeases> {
+    const now = this.tick();
+    const out = renewLeases(this.model, workerId, named.map(([jobId, attempt]) => ({ jobId, attempt })), now + this.leaseMs, now);
+    // Journaled as the heartbeat route does it (here every time), so that replay agrees.
+    const dropped = new Set(out.abandon.map((a) => `${a.jobId}#${a.attempt}`));
+    const renewed = [...named.filter(([id, n]) => !dropped.has(`${id}#${n}`)), ...out.stopping];
+    this.apply({ t: 'leases-renewed', at: now, workerId, deadline: now + this.leaseMs, attempts: renewed });
+    if (out.stopped.length > 0) this.apply({ t: 'attempts-stopped', at: now, workerId, attempts: out.stopped });
+    return out;
   }
 
   archive(ids: string[]): void {

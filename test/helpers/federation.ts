@@ -165,7 +165,7 @@ export class SimWorker {
     return this.client.claim(this.id, { waitS });
   }
 
-  heartbeat(attempts: { jobId: string; attempt: number }[]) {
+  heartbeat(attempts: { jobId: string; attempt: number; started?: true }[]) {
     return this.client.heartbeat(this.id, { attempts });
   }
 

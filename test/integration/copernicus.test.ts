@@ -161,9 +161,12 @@ describe('Copernicus names', () => {
       const job = await ts.admin.job(id);
       assert.equal(job.state, 'queued');
       assert.equal(job.attempts[0]!.how, 'worker-lost');
-      assert.match(job.reason, /marked lost by cpc-admin/);
+      assert.match(job.attempts[0]!.reason!, /marked lost by cpc-admin/);
+      // The worker may still run it: the job waits for its word, or for the lease.
+      assert.equal(job.attempts[0]!.live, 'stopping');
+      assert.equal(job.reason, 'waiting for attempt 1 to stop on worker doomed');
     }
-    assert.equal(ts.server.model.leases.countOfWorker(w.workerId), 0);
+    assert.equal(ts.server.model.leases.countOfWorker(w.workerId), 2, 'its leases stay, stopping, until it confirms');
     const lost = readJournalRecords(ts.home).filter((r) => r.t === 'attempts-lost' && r.how === 'worker-lost');
     assert.equal(lost.length, 1, 'journaled as one attempts-lost event');
 
@@ -171,6 +174,9 @@ describe('Copernicus names', () => {
     const beat = await w.client.heartbeat(w.workerId, { attempts: ids.map((jobId) => ({ jobId, attempt: 1 })) });
     assert.deepEqual(new Set(beat.abandon.map((a) => a.jobId)), new Set(ids));
     await expectApiError(w.client.result(w.workerId, resultOf(ids[0]!, 1)), 'STALE_ATTEMPT');
+    // Their processes gone, it names them no more: the server lets the jobs go.
+    await w.client.heartbeat(w.workerId, { attempts: [] });
+    assert.equal(ts.server.model.leases.countOfWorker(w.workerId), 0);
     // Its jobs run again elsewhere, as attempt 2.
     const other = await ts.worker({ name: 'healthy', cores: 2 });
     const again = (await other.client.claim(other.workerId, { waitS: 0 })).jobs;
@@ -207,6 +213,9 @@ describe('Copernicus names', () => {
     const beat = await w.client.heartbeat(w.workerId, { attempts: [{ jobId: running!, attempt: 1 }] });
     assert.equal(beat.abandon.length, 1);
     await expectApiError(w.client.result(w.workerId, resultOf(running!, 1)), 'STALE_ATTEMPT');
+    // Until the worker names it no more, its process may run: the job waits for it.
+    assert.equal((await bobApi.job(running!)).reason, 'waiting for attempt 1 to stop on worker slow');
+    await w.client.heartbeat(w.workerId, { attempts: [] });
     // A super user may do it too.
     const [next] = (await w.client.claim(w.workerId, { waitS: 0, max: 1 })).jobs;
     assert.equal(next!.attempt, 2);

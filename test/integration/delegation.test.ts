@@ -108,13 +108,31 @@ describe('delegation between three servers', () => {
     const { ids } = await b.admin.submit('p', [{ argv: ['sleep', '60'] }]);
     const { jobs } = await w.claim();
     assert.deepEqual(jobs.map((j) => j.id), ids);
+    assert.equal((await b.admin.job(ids[0]!)).attempts[0]!.live, 'starting');
+    // The worker says its process started; A's renewal carries that home.
+    await w.heartbeat([{ jobId: ids[0]!, attempt: 1, started: true }]);
+    await until('home to show the attempt running', async () => ((await b.admin.job(ids[0]!)).attempts[0]!.live === 'running' ? true : null));
     await b.admin.cancel(ids);
     const abandoned = await until('the cancel to reach the worker', async () => {
       const hb = await w.heartbeat([{ jobId: ids[0]!, attempt: 1 }]);
       return hb.abandon.length > 0 ? hb.abandon : null;
     });
     assert.equal(abandoned[0]!.jobId, ids[0]);
+    // While the worker names the attempt, its process may run: its room stays taken, and home holds the job back.
+    assert.deepEqual(a.server!.model.usedBy(w.id), { cores: 1, memoryMb: 0 }, 'the worker’s room is taken while the process stops');
+    await b.admin.retry(ids);
+    const held = await b.admin.job(ids[0]!);
+    assert.equal(held.state, 'queued');
+    assert.equal(held.attempts[0]!.live, 'stopping');
+    assert.equal(held.heldBy?.attempt, 1);
+    // Its process gone, the worker names it no more: A frees the room and tells home, which lets the job go.
+    await w.heartbeat([]);
     assert.deepEqual(a.server!.model.usedBy(w.id), { cores: 0, memoryMb: 0 }, 'the worker’s room is free again');
+    await until('home to hear the attempt stopped', async () => ((await b.admin.job(ids[0]!)).attempts[0]!.live === 'ended' ? true : null));
+    const free = await b.admin.job(ids[0]!);
+    assert.equal(free.heldBy, undefined);
+    assert.match(free.reason, /attempt 1 stopped; ready to run|running on/);
+    await b.admin.cancel(ids);
   });
 
   it('refuses a stale delegated result across servers', async () => {

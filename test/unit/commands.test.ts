@@ -304,7 +304,7 @@ describe('renewLeases', () => {
     const oldC = w.lease(c!).deadline;
     const now = w.tick(10_000);
     const out = renewLeases(w.model, 'w1', [{ jobId: a!, attempt: 1 }], now + w.leaseMs, now);
-    assert.deepEqual(out, { renewed: 1, abandon: [] });
+    assert.deepEqual(out, { renewed: 1, abandon: [], stopping: [], stopped: [], started: [] });
     assert.equal(w.lease(a!).deadline, now + w.leaseMs);
     assert.equal(w.lease(b!).deadline, old, 'a lease not named is not renewed');
     assert.equal(w.lease(c!).deadline, oldC, 'another worker’s lease is not renewed');
@@ -376,7 +376,7 @@ describe('renewLeases', () => {
     assert.equal(wrong.abandon.length, 1);
     assert.equal(w.lease(a).deadline, old);
     const right = renewLeases(w.model, 'far-worker', [{ jobId: a, attempt: 1 }], now + w.leaseMs, now, 'peer-1');
-    assert.deepEqual(right, { renewed: 1, abandon: [] });
+    assert.deepEqual(right, { renewed: 1, abandon: [], stopping: [], stopped: [], started: [] });
     assert.equal(w.lease(a).deadline, now + w.leaseMs);
   });
 

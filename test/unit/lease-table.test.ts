@@ -1,6 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Heap } from '../../src/core/heap.js';
+import type { CpcError } from '../../src/core/errors.js';
 import { LeaseTable } from '../../src/core/lease-table.js';
 import type { Lease } from '../../src/core/types.js';
 import { rng } from '../helpers/core.js';
@@ -58,15 +59,32 @@ describe('LeaseTable', () => {
     assert.equal(t.size, 1);
   });
 
-  it('a new lease for a job replaces the old one, also in the worker index', () => {
+  it('a job holds one lease at a time: a second is refused until the first is removed', () => {
     const t = new LeaseTable();
     t.add(lease('a', 100, 'w1', 1));
+    assert.throws(() => t.add(lease('a', 500, 'w2', 2)), (err: CpcError) => err.code === 'INVALID_STATE');
+    assert.deepEqual(t.get('a'), lease('a', 100, 'w1', 1), 'the refused lease changed nothing');
+    t.remove('a');
     t.add(lease('a', 500, 'w2', 2));
     assert.equal(t.size, 1);
     assert.equal(t.countOfWorker('w1'), 0);
     assert.deepEqual(t.get('a'), lease('a', 500, 'w2', 2));
     assert.deepEqual(t.expired(100), [], 'the first lease’s deadline no longer counts');
     assert.deepEqual(ids(t.expired(500)), ['a']);
+  });
+
+  it('a stopping lease stays, is indexed by worker, and changes the worker version', () => {
+    const t = new LeaseTable();
+    t.add(lease('a', 100, 'w1', 1));
+    t.add(lease('b', 100, 'w1', 1));
+    const v = t.versionOf('w1');
+    t.markStopping('a', { cores: 2, memoryMb: 10 });
+    assert.notEqual(t.versionOf('w1'), v);
+    assert.deepEqual([...(t.stoppingOf('w1') ?? [])], ['a']);
+    assert.deepEqual(t.get('a')?.stopping, { resources: { cores: 2, memoryMb: 10 } });
+    assert.equal(t.countOfWorker('w1'), 2, 'a stopping lease still holds its place on the worker');
+    t.remove('a');
+    assert.equal(t.stoppingOf('w1'), undefined);
   });
 
   it('renew only moves a deadline later, and only for the current attempt', () => {

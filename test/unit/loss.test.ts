@@ -1,7 +1,10 @@
 /**
  * Marking a worker or one attempt lost now (worker-failed, command-failed):
  * the planning functions build the same `attempts-lost` event the lease
- * expiry builds, so the jobs follow the same rules, and replay agrees.
+ * expiry builds, so the jobs follow the same rules, and replay agrees. The
+ * worker may in truth still run them, so each attempt is only stopping: its
+ * job waits, queued, until the worker confirms the process gone or the lease
+ * lapses.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,7 +21,7 @@ function world(): World {
 }
 
 describe('planWorkerLost', () => {
-  it('loses every attempt the worker holds now, re-queues the jobs and frees its room', () => {
+  it('loses every attempt the worker holds now and re-queues the jobs, which wait for the worker to confirm before they run again', () => {
     const w = world();
     const ids = w.submit('alpha', [{ spec: spec() }, { spec: spec() }, { spec: spec() }]);
     const mine = w.claimIds('w1', 2);
@@ -40,16 +43,28 @@ describe('planWorkerLost', () => {
     for (const id of mine) {
       const job = w.job(id);
       assert.equal(job.state, 'queued');
-      assert.match(job.reason, /marked lost by admin/);
+      assert.equal(job.reason, 'waiting for attempt 1 to stop on worker w1-name');
       assert.equal(job.lost, 1);
       assert.equal(job.failures, 0, 'a loss does not use a retry');
       const a = job.attempts[0]!;
       assert.equal(a.how, 'worker-lost');
+      assert.match(a.reason!, /marked lost by admin/);
       assert.equal(a.endedAt, w.now);
+      assert.equal(w.model.attemptLive(id, 1), 'stopping');
     }
     assert.equal(w.state(other[0]!), 'running', "the other worker's job is untouched");
+    assert.deepEqual(w.model.usedBy('w1'), res(2, 200), 'the stopping attempts still take their room');
+    assert.deepEqual(w.claim('w2', 10), [], 'a job whose attempt may still run is not handed out');
+    assert.deepEqual(replay(w.events).toSnapshot(), w.model.toSnapshot());
+    // The worker names them while they stop, and then no more.
+    const beat = w.heartbeat('w1', mine.map((id) => [id, 1]));
+    assert.deepEqual(new Set(beat.abandon.map((a) => a.jobId)), new Set(mine));
+    assert.deepEqual(beat.stopped, []);
+    assert.deepEqual(new Set(w.heartbeat('w1').stopped.map(([id]) => id)), new Set(mine));
+    for (const id of mine) assert.match(w.job(id).reason, /^attempt 1 stopped; ready to run$/);
     assert.deepEqual(w.model.usedBy('w1'), res(0, 0));
     assert.ok(w.model.workers.has('w1'), 'the worker stays registered');
+    assert.deepEqual(new Set(w.claimIds('w2', 10)), new Set(mine));
     assert.deepEqual(replay(w.events).toSnapshot(), w.model.toSnapshot());
   });
 
@@ -62,8 +77,11 @@ describe('planWorkerLost', () => {
     const beat = renewLeases(w.model, 'w1', [{ jobId: id!, attempt: 1 }], w.now + 30_000, w.now);
     assert.equal(beat.renewed, 0);
     assert.deepEqual(beat.abandon.map((a) => a.jobId), [id]);
+    assert.deepEqual(beat.stopping, [[id, 1]], 'its lease is renewed all the same: the process still runs');
     throwsCode(() => planFinish(w.model, 'w1', id!, 1, exited(0), w.tick()), 'STALE_ATTEMPT');
-    // The next attempt runs normally.
+    assert.deepEqual(w.claim('w2'), []);
+    // Its process gone, the worker names it no more; the next attempt runs normally.
+    assert.deepEqual(w.heartbeat('w1').stopped, [[id, 1]]);
     const again = w.claim('w2');
     assert.deepEqual(again, [[id, 2]]);
     w.finish(id!, 0);
@@ -76,6 +94,8 @@ describe('planWorkerLost', () => {
     for (let i = 0; i <= MAX_LOST_ATTEMPTS; i++) {
       assert.deepEqual(w.claimIds('w1'), [a]);
       w.apply(planWorkerLost(w.model, 'w1', 'marked lost', w.tick()).lost!);
+      // The lease lapses: the worker never confirmed.
+      assert.deepEqual(w.expireAll(), [[a, i + 1]]);
     }
     assert.equal(w.state(a!), 'failed');
     assert.match(w.job(a!).reason, /lost 6 times/);
@@ -96,6 +116,7 @@ describe('planWorkerLost', () => {
     assert.deepEqual(lost!.attempts, [[id, 1]]);
     w.apply(lost!);
     assert.equal(w.state(id!), 'queued');
+    assert.equal(w.job(id!).reason, 'waiting for attempt 1 to stop on worker far via peer-1');
   });
 
   it("closes the peers' jobs the worker runs for them, but not those whose result waits to go home", () => {
@@ -133,6 +154,9 @@ describe('planAttemptLost', () => {
     w.apply(e);
     assert.equal(w.state(a!), 'queued');
     assert.equal(w.state(b!), 'running', 'the other job on the same worker runs on');
+    assert.deepEqual(w.claim('w2', 1), [], 'not while attempt 1 may run');
+    w.heartbeat('w1', [[a!, 1], [b!, 1]]);
+    assert.deepEqual(w.heartbeat('w1', [[b!, 1]]).stopped, [[a, 1]]);
     assert.deepEqual(w.claim('w2', 1), [[a, 2]]);
     assert.deepEqual(replay(w.events).toSnapshot(), w.model.toSnapshot());
   });

@@ -199,7 +199,7 @@ describe('cancelling', () => {
     assert.deepEqual(w.claim('w1'), []);
   });
 
-  it('cancelling a running job ends its attempt as cancelled, removes the lease and frees the worker', () => {
+  it('cancelling a running job ends its attempt as cancelled; the lease stays, stopping, until the worker confirms, then frees the worker', () => {
     const w = world();
     const a = w.one('alpha', { resources: res(3, 5000) });
     w.claim('w1');
@@ -210,9 +210,17 @@ describe('cancelling', () => {
     assert.equal(job.attempts[0]!.how, 'cancelled');
     assert.equal(job.attempts[0]!.reason, 'cancelled by bob');
     assert.equal(job.attempts[0]!.endedAt, w.now);
+    assert.deepEqual(w.model.leases.get(a)?.stopping, { resources: res(3, 5000) });
+    assert.equal(w.model.attemptLive(a, 1), 'stopping');
+    assert.deepEqual(w.model.freeOf('w1'), res(1, 3192), 'the process may still run: its room stays taken');
+    // The worker names it while it stops, then no more: its process is gone.
+    assert.deepEqual(w.heartbeat('w1', [[a, 1]]).abandon, [{ jobId: a, attempt: 1, reason: 'job was cancelled' }]);
+    assert.deepEqual(w.heartbeat('w1').stopped, [[a, 1]]);
     assert.equal(w.model.leases.get(a), undefined);
+    assert.equal(w.model.attemptLive(a, 1), 'ended');
     assert.deepEqual(w.model.freeOf('w1'), res(4, 8192));
     assert.equal(w.model.leases.countOfWorker('w1'), 0);
+    assert.equal(w.state(a), 'cancelled');
   });
 
   it('a cancel event naming a finished job leaves it as it was', () => {
@@ -638,6 +646,10 @@ describe('projects', () => {
     assert.equal(w.model.projects.has('alpha'), false);
     assert.deepEqual([...w.model.jobs.keys()], [keep]);
     assert.equal(w.model.ready.size, 0);
+    // What ran of the removed project may still run: its room is freed when the worker confirms.
+    assert.deepEqual(w.model.freeOf('w1'), res(0, 7892));
+    w.heartbeat('w1', [...w.model.leases.all()].map((l): [string, number] => [l.jobId, l.attempt]));
+    assert.equal(w.heartbeat('w1', [[keep!, 1]]).stopped.length, 2);
     assert.deepEqual(w.model.freeOf('w1'), res(3, 8092));
     throwsCode(() => w.model.project('alpha'), 'PROJECT_NOT_FOUND');
   });

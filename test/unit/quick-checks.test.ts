@@ -45,7 +45,12 @@ function holds(name: string, quick: QuickCheck, schema: Schema, valid: fc.Arbitr
   });
 }
 
-const attempt = fc.record({ jobId: uuid, attempt: fc.integer({ min: 1, max: 1000 }) });
+const attempt = fc.record({ jobId: uuid, attempt: fc.integer({ min: 1, max: 1000 }), started: fc.constant(true) }, { requiredKeys: ['jobId', 'attempt'] });
+/** A heartbeat's attempt, then the same with its `started` flag replaced by anything. */
+const attemptNearby = fc.oneof(
+  attempt,
+  fc.tuple(attempt, fc.oneof(fc.jsonValue(), fc.boolean(), fc.integer())).map(([a, started]) => JSON.parse(JSON.stringify({ ...a, started })) as Record<string, unknown>),
+);
 const result = fc.record({
   jobId: uuid,
   attempt: fc.integer({ min: 1, max: 100 }),
@@ -73,6 +78,19 @@ describe('quick checks of the worker routes', () => {
     heartbeatSchema,
     fc.oneof(fc.record({ attempts: fc.array(attempt, { maxLength: 20 }) }), fc.record({ same: fc.integer({ min: 1, max: 100_000 }) })),
   );
+  it('heartbeat: an attempt whose started flag is anything but true is left to the schema, which refuses it', () => {
+    fc.assert(
+      fc.property(fc.array(attemptNearby, { minLength: 1, maxLength: 5 }), (attempts) => {
+        const v = { attempts };
+        if (!isHeartbeat(v)) return true;
+        const r = heartbeatSchema.safeParse(v);
+        return r.success && JSON.stringify(r.data) === JSON.stringify(v);
+      }),
+      { numRuns: 2000 },
+    );
+    assert.equal(isHeartbeat({ attempts: [{ jobId: '01900000-0000-7000-8000-000000000000', attempt: 1, started: false }] }), false);
+    assert.equal(isHeartbeat({ attempts: [{ jobId: '01900000-0000-7000-8000-000000000000', attempt: 1, started: true }] }), true);
+  });
   holds('result', isPlainResult(limits), resultSchema(limits), result);
 
   it('leaves to the schema what it does not know: files, reasons, and logs over the limit', () => {

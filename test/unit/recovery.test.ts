@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { planFinish } from '../../src/core/commands.js';
+import { planExpiry, planFinish } from '../../src/core/commands.js';
 import { Model } from '../../src/core/model.js';
 import { planLeaseRecovery } from '../../src/core/recovery.js';
 import { World, exited, replay, res, spec } from '../helpers/core.js';
@@ -32,15 +32,15 @@ function stoppedServer() {
 }
 
 describe('planLeaseRecovery', () => {
-  it('loses leases that ended before the last event, extends those that ended while down, leaves the rest', () => {
+  it('loses leases that ended before the last event (held back, stopping, for one more period), extends those that ended while down, leaves the rest', () => {
     const { w, early, middle, late, lastEventAt, now } = stoppedServer();
     const model = replay(w.events);
     assert.equal(model.lastEventAt, lastEventAt);
     const lateDeadline = model.leases.get(late)!.deadline;
     const events = planLeaseRecovery(model, now, 10_000);
     assert.deepEqual(events, [
-      { t: 'attempts-lost', at: now, how: 'lease-expired', reason: 'lease had expired before the server stopped', attempts: [[early, 1]] },
-      { t: 'leases-extended', at: now, deadline: now + 10_000, attempts: [[middle, 1]] },
+      { t: 'attempts-lost', at: now, how: 'lease-expired', reason: 'lease had expired before the server stopped', attempts: [[early, 1]], stopping: true },
+      { t: 'leases-extended', at: now, deadline: now + 10_000, attempts: [[early, 1], [middle, 1]] },
     ]);
     const r = new World(model);
     r.now = now;
@@ -48,14 +48,23 @@ describe('planLeaseRecovery', () => {
     assert.equal(r.state(early), 'queued');
     assert.equal(r.job(early).lost, 1);
     assert.equal(r.job(early).attempts[0]!.how, 'lease-expired');
+    // Its worker may have been given a later deadline than the journal says: held until it confirms, or a period.
+    assert.equal(r.model.attemptLive(early, 1), 'stopping');
+    assert.equal(r.lease(early).deadline, now + 10_000);
+    assert.equal(r.model.ready.has(early), false);
     assert.equal(r.state(middle), 'running');
     assert.equal(r.lease(middle).deadline, now + 10_000);
     assert.equal(r.lease(late).deadline, lateDeadline);
-    assert.deepEqual(model.freeOf('w1'), res(1, 1000));
+    assert.deepEqual(model.freeOf('w1'), res(0, 1000 - 100));
     assert.deepEqual(model.freeOf('w2'), res(0, 1000 - 100));
     // The extended attempt's worker can still report; the lost one cannot.
     assert.notEqual(planFinish(model, 'w2', middle, 1, exited(0), now + 1), 'duplicate');
     assert.throws(() => planFinish(model, 'w1', early, 1, exited(0), now + 1), { code: 'STALE_ATTEMPT' });
+    // The worker, silent, never confirms: when that period is over, the job goes out.
+    r.now = now + 10_000;
+    r.apply(planExpiry(r.model, r.now)!);
+    assert.equal(r.model.ready.has(early), true);
+    assert.deepEqual(model.freeOf('w1'), res(1, 1000));
   });
 
   it('works the same on a model restored from a snapshot', () => {
@@ -81,7 +90,7 @@ describe('planLeaseRecovery', () => {
       events.map((e) => [e.t, e.attempts]),
       [
         ['attempts-lost', [[a, 1]]],
-        ['leases-extended', [[b, 1]]],
+        ['leases-extended', [[a, 1], [b, 1]]],
       ],
     );
   });

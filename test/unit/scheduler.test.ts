@@ -170,6 +170,9 @@ describe('planClaim', () => {
     w.finish(a!);
     assert.deepEqual(w.model.freeOf('w1'), res(2, 2500));
     w.cancel([b!]);
+    assert.deepEqual(w.model.freeOf('w1'), res(2, 2500), 'a cancelled attempt takes its room until its process is gone');
+    w.heartbeat('w1', [[b!, 1], [c!, 1], [d!, 1]]);
+    w.heartbeat('w1', [[c!, 1], [d!, 1]]);
     assert.deepEqual(w.model.freeOf('w1'), res(4, 4500));
     w.finish(d!, 1); // re-queued for a retry
     assert.deepEqual(w.model.freeOf('w1'), res(5, 5000));

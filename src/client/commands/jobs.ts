@@ -4,7 +4,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import { JOB_STATES, MAX_KILL_GRACE_S, PRIORITY_MAX, PRIORITY_MIN, type Attempt } from '../../core/types.js';
-import { MAX_LOG_PART, type JobInput, type JobList, type JobView } from '../../core/wire.js';
+import { MAX_LOG_PART, type AttemptView, type JobInput, type JobList, type JobView } from '../../core/wire.js';
 import { ApiError, type ApiClient } from '../api/client.js';
 import { CliError, EXIT_FAILURE, ago, describeError, duration, fail, plural, usage } from '../output.js';
 import type { Argument, CommandSpec, Context } from './context.js';
@@ -129,13 +129,24 @@ async function listJobs(ctx: Context, _args: Argument[], opts: Record<string, un
   if (list.next !== undefined) ctx.out.line(ctx.out.c.dim('more jobs: use --all, or a larger --limit'));
 }
 
-function attemptRows(ctx: Context, attempts: Attempt[], now: number) {
+/** Why a queued job is not handed out yet: an earlier attempt of it may still run. */
+function heldLine({ attempt, worker, via }: NonNullable<JobView['heldBy']>): string {
+  return `attempt ${attempt} is still stopping on worker ${worker}${via === 'local' ? '' : ` via ${via}`}; the job runs again once that process is gone or its lease runs out`;
+}
+
+/** Where an attempt's process is; a server that does not say is read from how the attempt ended. */
+function liveOf(a: AttemptView): string {
+  return a.live ?? (a.how === undefined ? 'running' : 'ended');
+}
+
+function attemptRows(ctx: Context, attempts: AttemptView[], now: number) {
   return {
     rows: attempts,
     columns: [
       { header: 'n', value: (a: Attempt) => a.n, align: 'right' as const },
       { header: 'worker', value: (a: Attempt) => a.workerName || a.workerId },
       { header: 'via', value: (a: Attempt) => a.via },
+      { header: 'process', value: (a: AttemptView) => liveOf(a) },
       { header: 'start', value: (a: Attempt) => ago(a.startedAt, now) },
       { header: 'duration', value: (a: Attempt) => duration((a.endedAt ?? now) - a.startedAt), align: 'right' as const },
       { header: 'how', value: (a: Attempt) => a.how ?? ctx.out.state('running') },
@@ -159,6 +170,7 @@ async function showJob(ctx: Context, args: Argument[]): Promise<void> {
       ['project', job.project],
       ['name', job.name],
       ['state', `${ctx.out.state(job.state)}${job.reason ? ` (${job.reason})` : ''}${job.archived ? ctx.out.c.dim(' archived') : ''}`],
+      ['waits', job.heldBy ? heldLine(job.heldBy) : undefined],
       ['command', `${job.shell !== undefined ? ctx.out.c.dim('sh -c ') : ''}${commandText(job)}`],
       ['env', env],
       ['resources', `${plural(job.resources.cores, 'core')}, ${job.resources.memoryMb} MB`],

@@ -42,6 +42,7 @@ async function heartbeats(ctx: Context): Promise<void> {
     { header: 'attempt', value: (l) => l.attempt, align: 'right' },
     { header: 'worker', value: (l) => l.workerName || l.workerId },
     { header: 'via', value: (l) => l.via },
+    { header: 'process', value: (l) => l.live ?? '' },
     // An overdue lease is about to be taken back; that is worth a colour.
     { header: 'deadline', value: (l) => (l.deadline < now ? ctx.out.c.red(`overdue ${ago(l.deadline, now)}`) : ago(l.deadline, now)) },
   ], 'no running attempts');

@@ -292,6 +292,8 @@ export class EventHub {
       case 'jobs-claimed':
       case 'claims-returned':
       case 'foreign-claimed':
+      case 'attempts-stopped':
+        // Room on the worker changed (a stopping attempt's room is freed only when it has stopped).
         workers.add(e.workerId);
         break;
       case 'leases-renewed':

@@ -3,12 +3,12 @@
  * the unsecure listener's handshake routes, and the peer routes.
  * May call: src/federation (links, trust store, handshake), src/core, server/http, server/jobs
  * (store, dispatcher, control, results). Writes foreign-claimed, foreign-finished, foreign-closed,
- * leases-renewed, claims-returned, attempts-lost. Receives narrow services (DelegationServices),
+ * leases-renewed, claims-returned, attempts-lost, attempts-stopped. Receives narrow services (DelegationServices),
  * not the whole Context.
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import { z } from 'zod';
-import { planClaim, renewedAttempts, renewLeases } from '../../core/commands.js';
+import { mustStop, planClaim, planStoppedByPeer, renewedAttempts, renewLeases } from '../../core/commands.js';
 import { fail } from '../../core/errors.js';
 import type { ForeignAttempt } from '../../core/model.js';
 import type { Resources } from '../../core/types.js';
@@ -44,7 +44,7 @@ const uuid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-
 const resources = z.strictObject({ cores: z.int().min(1).max(4096), memoryMb: z.int().min(0).max(64 * 1024 * 1024) });
 const claimCall = z.strictObject({ workerId: uuid, workerName: z.string().min(1).max(128), free: resources, max: z.int().min(1).max(4096) });
 const attemptsCall = z.strictObject({
-  attempts: z.array(z.strictObject({ jobId: uuid, attempt: z.int().min(1), workerId: uuid })).max(100_000),
+  attempts: z.array(z.strictObject({ jobId: uuid, attempt: z.int().min(1), workerId: uuid, started: z.boolean().optional() })).max(100_000),
 });
 const resultCall = z.strictObject({ workerId: uuid, result: z.unknown() });
 const controlCall = attemptsCall.extend({ waitS: z.number().min(0).max(300) });
@@ -75,7 +75,7 @@ type PeerControlReply = PeerHeartbeatReply;
 /** What delegation uses: the journal and model, result taking, the dispatcher to wake, and the lease length. */
 export interface DelegationServices extends ResultServices {
   store: Store;
-  control: Pick<Control, 'watch'>;
+  control: Pick<Control, 'watch' | 'recheck'>;
   config: Parameters<typeof resultSchema>[0];
   leaseMs: number;
   log: Logger;
@@ -86,6 +86,8 @@ export class Delegation implements RemoteWork {
   directory: PeerDirectory | undefined;
   /** Attempts home told us to drop, waiting for their worker's next heartbeat. */
   private readonly abandon = new Map<string, { jobId: string; attempt: number; reason: string }[]>();
+  /** Foreign attempts home said to drop whose worker has not yet confirmed their process gone (see ForeignAttempt.stopping). */
+  private readonly stoppingForeign = new Set<string>();
   /** When home's leases were last renewed, per home, on the monotonic clock. */
   private readonly lastRenewal = new Map<string, number>();
   /**
@@ -156,24 +158,69 @@ export class Delegation implements RemoteWork {
   }
 
   /**
-   * A worker's heartbeat for foreign attempts: renews this server's deadline
-   * for the ones it still holds, and hands back what home said to drop.
+   * A worker's heartbeat for foreign attempts (`attempts`: all the foreign
+   * ones it names, in a heartbeat that names everything it runs): renews
+   * this server's deadline for the ones it still holds, and hands back what
+   * home said to drop. One home said to drop stays, renewed, while the worker
+   * names it (its process runs); once the worker, having named it, names it
+   * no more, its process is gone: it is closed and home is told it stopped.
    */
-  heartbeat(workerId: string, attempts: { jobId: string; attempt: number }[], deadline: number) {
+  heartbeat(
+    workerId: string,
+    attempts: { jobId: string; attempt: number; started?: boolean }[],
+    deadline: number,
+  ): { abandon: { jobId: string; attempt: number; reason: string }[]; stopping: [string, number][] } {
     const model = this.ctx.store.model;
     const out: { jobId: string; attempt: number; reason: string }[] = [];
-    for (const { jobId, attempt } of attempts) {
+    const stopping: [string, number][] = [];
+    const named = this.stoppingForeign.size > 0 ? new Set<string>() : undefined;
+    for (const { jobId, attempt, started } of attempts) {
       const f = model.foreign.get(jobId);
       if (f && f.attempt === attempt && f.workerId === workerId) {
         if (f.deadline < deadline) f.deadline = deadline;
+        f.listed = true;
+        if (started === true) f.running = true;
+        named?.add(jobId);
+        if (f.stopping !== undefined && f.result === undefined) {
+          out.push({ jobId, attempt, reason: f.stopping });
+          stopping.push([jobId, attempt]);
+        }
       } else {
         out.push({ jobId, attempt, reason: 'no longer leased to this worker' });
       }
     }
+    if (named) this.confirmStopped(workerId, named);
     // What home said to drop carries home's reason; it goes first.
     const pending = this.abandon.get(workerId) ?? [];
     this.abandon.delete(workerId);
-    return [...pending, ...out];
+    return { abandon: [...pending, ...out], stopping };
+  }
+
+  /** Stopping foreign attempts of a worker that it named before and not in this heartbeat: closed here, and home is told. */
+  private confirmStopped(workerId: string, named: Set<string>): void {
+    const model = this.ctx.store.model;
+    const gone: ForeignAttempt[] = [];
+    for (const jobId of this.stoppingForeign) {
+      const f = model.foreign.get(jobId);
+      if (!f || f.stopping === undefined || f.result !== undefined) {
+        this.stoppingForeign.delete(jobId);
+        continue;
+      }
+      if (f.workerId !== workerId || !f.listed || named.has(jobId)) continue;
+      this.stoppingForeign.delete(jobId);
+      gone.push(f);
+    }
+    if (gone.length === 0) return;
+    void this.close(gone, 'stopped on home\'s word')
+      .then(() => this.ctx.dispatcher.kick())
+      .catch(() => {});
+    for (const [home, list] of groupBy(gone, (f) => f.home)) {
+      // If home cannot be told, its lease for the attempt, no longer renewed, runs out.
+      void this.links
+        ?.link(home)
+        ?.call('stopped', { attempts: list.map(attemptRef) })
+        .catch(() => {});
+    }
   }
 
   /** A worker's result for a foreign attempt: kept durably here, then delivered home. */
@@ -204,6 +251,8 @@ export class Delegation implements RemoteWork {
       if (code === 'STALE_ATTEMPT' || code === 'JOB_NOT_FOUND' || code === 'ATTEMPT_NOT_FOUND') {
         this.ctx.log.warn('home refused a delegated result', { home: f.home, job: f.jobId, attempt: f.attempt, code });
         await this.close([f], `home refused it (${code})`);
+        // Home ended the attempt itself and may hold the job back until it hears the process is gone, as it is.
+        void link.call('stopped', { attempts: [attemptRef(f)] }).catch(() => {});
       }
       return null;
     } finally {
@@ -347,18 +396,51 @@ export class Delegation implements RemoteWork {
     }
   }
 
+  /**
+   * Home said to drop these: each stays open, still charging its worker and
+   * named in the renewals to home, until its worker confirms the process is
+   * gone (see heartbeat), so home hands the job out again only then.
+   */
   private dropAbandoned(list: { jobId: string; attempt: number; reason: string }[]): void {
     const model = this.ctx.store.model;
-    const gone: ForeignAttempt[] = [];
+    const marked: string[] = [];
     for (const a of list) {
       const f = model.foreign.get(a.jobId);
-      if (!f || f.attempt !== a.attempt || f.result !== undefined) continue;
-      gone.push(f);
-      const queue = this.abandon.get(f.workerId) ?? [];
-      queue.push({ jobId: a.jobId, attempt: a.attempt, reason: `home: ${a.reason}` });
-      this.abandon.set(f.workerId, queue);
+      if (!f || f.attempt !== a.attempt || f.result !== undefined || f.stopping !== undefined) continue;
+      f.stopping = `home: ${a.reason}`;
+      this.stoppingForeign.add(f.jobId);
+      marked.push(f.jobId);
     }
-    if (gone.length > 0) void this.close(gone, 'home said to abandon').then(() => this.ctx.dispatcher.kick());
+    // Not an event of its own (the attempt stays open until its worker confirms): the control polls are told directly.
+    if (marked.length > 0) this.ctx.control.recheck(marked);
+  }
+
+  /** The worker named these foreign attempts outside a heartbeat (see noteNamed in src/core/commands.ts). */
+  noteNamed(workerId: string, attempts: { jobId: string; attempt: number }[]): void {
+    for (const { jobId, attempt } of attempts) {
+      const f = this.ctx.store.model.foreign.get(jobId);
+      if (f && f.attempt === attempt && f.workerId === workerId) f.listed = true;
+    }
+  }
+
+  /**
+   * What a worker must stop of the foreign attempts it holds, without
+   * touching anything (for control polls; the heartbeat, which also renews
+   * and confirms, is `heartbeat`): what home said to drop, and what is no
+   * longer this worker's.
+   */
+  stopOrders(workerId: string, held: { jobId: string; attempt: number }[]): StopOrder[] {
+    const model = this.ctx.store.model;
+    const out: StopOrder[] = [...(this.abandon.get(workerId) ?? [])];
+    for (const { jobId, attempt } of held) {
+      const f = model.foreign.get(jobId);
+      if (f && f.attempt === attempt && f.workerId === workerId) {
+        if (f.stopping !== undefined && f.result === undefined) out.push({ jobId, attempt, reason: f.stopping });
+      } else {
+        out.push({ jobId, attempt, reason: 'no longer leased to this worker' });
+      }
+    }
+    return out;
   }
 
   // ---- home side -----------------------------------------------------------
@@ -380,12 +462,24 @@ export class Delegation implements RemoteWork {
         const deadline = now + this.ctx.leaseMs;
         const abandon: PeerHeartbeatReply['abandon'] = [];
         for (const [workerId, list] of groupBy(attempts, (a) => a.workerId)) {
-          const dropped = renewLeases(model, workerId, list, deadline, now, peerId).abandon;
-          abandon.push(...dropped);
-          const renewed = renewedAttempts(list, dropped);
-          if (renewed.length > 0) this.ctx.store.commitLater({ t: 'leases-renewed', at: now, workerId, deadline, attempts: renewed });
+          const outcome = renewLeases(model, workerId, list, deadline, now, peerId);
+          abandon.push(...outcome.abandon);
+          // Stopping attempts are renewed too: the peer names them while their process runs.
+          const renewed = [...renewedAttempts(list, outcome.abandon), ...outcome.stopping];
+          if (renewed.length > 0) {
+            const running = outcome.started.length > 0 ? { running: outcome.started } : {};
+            this.ctx.store.commitLater({ t: 'leases-renewed', at: now, workerId, deadline, attempts: renewed, ...running });
+          }
         }
         return { abandon };
+      }
+      case 'stopped': {
+        // The peer's worker no longer runs these: stopping ones end, and their jobs may go out again.
+        const { attempts } = check(attemptsCall, params, 'params');
+        const events = planStoppedByPeer(model, peerId, attempts, Date.now());
+        for (const e of events) await this.ctx.store.commit(e);
+        if (events.length > 0) this.ctx.dispatcher.kick();
+        return { ok: true };
       }
       case 'result': {
         const p = check(resultCall, params, 'params');
@@ -402,10 +496,13 @@ export class Delegation implements RemoteWork {
           holder: { peer: peerId },
           held: p.attempts,
           unnamed,
-          // The peer heartbeat's rule, renewing nothing (deadline 0).
+          // The peer heartbeat's rule, asked without renewing or marking anything.
           mustStop: (list) => {
             const out: StopOrder[] = [];
-            for (const [workerId, of] of groupBy(list, (a) => a.workerId)) out.push(...renewLeases(model, workerId, of, 0, Date.now(), peerId).abandon);
+            for (const a of list) {
+              const reason = mustStop(model, a.workerId, a.jobId, a.attempt, peerId);
+              if (reason !== null) out.push({ jobId: a.jobId, attempt: a.attempt, reason });
+            }
             return out;
           },
           waitS: p.waitS,
@@ -474,8 +571,8 @@ export class Delegation implements RemoteWork {
 }
 
 /** How a foreign attempt is named in calls to its home. */
-function attemptRef(f: ForeignAttempt): { jobId: string; attempt: number; workerId: string } {
-  return { jobId: f.jobId, attempt: f.attempt, workerId: f.workerId };
+function attemptRef(f: ForeignAttempt): { jobId: string; attempt: number; workerId: string; started?: true } {
+  return { jobId: f.jobId, attempt: f.attempt, workerId: f.workerId, ...(f.running ? { started: true as const } : {}) };
 }
 
 /** Items grouped by a key, each group in the order the items came. */

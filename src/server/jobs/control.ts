@@ -207,6 +207,17 @@ export class Control {
     this.pending.push({ seq, jobs });
   }
 
+  /**
+   * Looks again at the watches that hold these jobs, now: for a change that
+   * is not an event of its own (delegation marking a foreign attempt
+   * stopping on home's word, to be confirmed by its worker).
+   */
+  recheck(jobs: string[]): void {
+    const watches = new Set<Watch>();
+    for (const id of jobs) for (const w of this.byJob.get(id) ?? []) watches.add(w);
+    this.check(watches);
+  }
+
   private durable(seq: number): void {
     let n = 0;
     while (n < this.pending.length && this.pending[n]!.seq <= seq) n++;
@@ -220,6 +231,10 @@ export class Control {
       }
       for (const id of jobs) for (const w of this.byJob.get(id) ?? []) watches.add(w);
     }
+    this.check(watches);
+  }
+
+  private check(watches: Set<Watch>): void {
     for (const w of watches) {
       if (w.done) continue;
       let orders: StopOrder[];

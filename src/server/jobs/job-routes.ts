@@ -19,7 +19,7 @@ export function jobRoutes(router: Router, ctx: Context): void {
   const model = () => ctx.store.model;
 
   router.add('GET', '/jobs/:id', { auth: 'job', summary: 'one job, live or archived', params: jobParams }, (req): JobView =>
-    jobView(req.job, req.archived),
+    jobView(req.job, req.archived, model()),
   );
 
   router.add(
@@ -89,7 +89,7 @@ export function jobRoutes(router: Router, ctx: Context): void {
       if (job.state === 'queued' && canSee(req.who, m.project(job.project))) queued.push(job);
     }
     queued.sort((a, b) => b.spec.priority - a.spec.priority || a.seq - b.seq);
-    return { jobs: queued.slice(0, req.query.limit).map((j) => jobView(j)) };
+    return { jobs: queued.slice(0, req.query.limit).map((j) => jobView(j, false, m)) };
   });
 
   router.add('GET', '/running', { auth: 'user', summary: 'running jobs this user may see (or of one project), oldest start first', query: runningQuery }, (req): JobList => {
@@ -98,11 +98,12 @@ export function jobRoutes(router: Router, ctx: Context): void {
     const running: { job: Job; startedAt: number }[] = [];
     for (const lease of m.leases.all()) {
       const job = m.job(lease.jobId);
-      if (!job || (only ? job.project !== only.name : !canSee(req.who, m.project(job.project)))) continue;
+      // A stopping attempt's job is no longer running (it is cancelled, or queued again).
+      if (!job || lease.stopping || (only ? job.project !== only.name : !canSee(req.who, m.project(job.project)))) continue;
       running.push({ job, startedAt: job.attempts.find((a) => a.n === lease.attempt)?.startedAt ?? job.updatedAt });
     }
     running.sort((a, b) => a.startedAt - b.startedAt || a.job.seq - b.job.seq);
-    return { jobs: running.slice(0, req.query.limit).map((r) => jobView(r.job)) };
+    return { jobs: running.slice(0, req.query.limit).map((r) => jobView(r.job, false, m)) };
   });
 
   router.add('GET', '/heartbeats', { auth: 'user', summary: 'running attempts this user may see, with their lease deadlines' }, (req): { leases: LeaseView[] } => {
@@ -112,9 +113,14 @@ export function jobRoutes(router: Router, ctx: Context): void {
       const job = m.job(lease.jobId);
       if (!job || !canSee(req.who, m.project(job.project))) continue;
       leases.push({
-        ...lease,
+        jobId: lease.jobId,
+        attempt: lease.attempt,
+        workerId: lease.workerId,
+        via: lease.via,
+        deadline: lease.deadline,
         project: job.project,
         workerName: m.workers.get(lease.workerId)?.name ?? lease.workerId,
+        live: m.attemptLive(lease.jobId, lease.attempt),
       });
     }
     leases.sort((a, b) => a.deadline - b.deadline);

@@ -49,8 +49,9 @@ export const isHeartbeat: QuickCheck = (v) => {
   const attempts = v.attempts;
   if (!Array.isArray(attempts) || attempts.length > 100_000) return false;
   for (const a of attempts) {
-    if (!isRecord(a) || !hasKeys(a, ['jobId', 'attempt'])) return false;
+    if (!isRecord(a) || !hasKeys(a, ['jobId', 'attempt'], ['started'])) return false;
     if (typeof a.jobId !== 'string' || !UUID.test(a.jobId) || !isInt(a.attempt, 1)) return false;
+    if (Object.hasOwn(a, 'started') && a.started !== true) return false;
   }
   return true;
 };

@@ -83,7 +83,8 @@ export const registerSchema = z.strictObject({
 
 
 export const heartbeatSchema = z.union([
-  z.strictObject({ attempts: z.array(z.strictObject({ jobId: jobIdParam, attempt: z.int().min(1) })).max(100_000) }),
+  // `started`: the attempt's process has started (its live state becomes running).
+  z.strictObject({ attempts: z.array(z.strictObject({ jobId: jobIdParam, attempt: z.int().min(1), started: z.literal(true).optional() })).max(100_000) }),
   z.strictObject({ same: z.int().min(1).max(100_000) }),
 ]);
 

@@ -7,8 +7,8 @@
  * May call: src/core (every change is planned there), src/persistence, src/federation (work
  * announcements), server/http, server/files (outputs named by results, log parts). Writes project-created,
  * project-removed, jobs-submitted, worker-registered, jobs-claimed, claims-returned, leases-renewed,
- * attempt-finished, jobs-cancelled, jobs-retried, jobs-archived, attempts-lost, weight-set,
- * files-collected.
+ * attempt-finished, jobs-cancelled, jobs-retried, jobs-archived, attempts-lost, attempts-stopped,
+ * weight-set, files-collected.
  */
 import { mkdirSync } from 'node:fs';
 import { statfs } from 'node:fs/promises';

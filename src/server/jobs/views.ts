@@ -1,9 +1,14 @@
+import type { Model } from '../../core/model.js';
 import { DEFAULT_KILL_GRACE_S, type Job, type Project, type StateCounts } from '../../core/types.js';
 import type { ClaimedJob, JobView, ProjectView } from '../../core/wire.js';
 
 /** Turns domain records into the shapes of the API (core/wire.ts). */
 
-export function jobView(job: Job, archived = false): JobView {
+/**
+ * A job as the API shows it. With the model (a live job), each attempt says
+ * where its process is, and a queued job says which attempt holds it back.
+ */
+export function jobView(job: Job, archived = false, model?: Pick<Model, 'attemptLive' | 'heldBy' | 'workers'>): JobView {
   const { spec } = job;
   const view: JobView = {
     id: job.id,
@@ -19,8 +24,13 @@ export function jobView(job: Job, archived = false): JobView {
     after: spec.after,
     createdAt: job.createdAt,
     updatedAt: job.updatedAt,
-    attempts: job.attempts,
+    attempts: model && !archived ? job.attempts.map((a) => ({ ...a, live: model.attemptLive(job.id, a.n) })) : job.attempts,
   };
+  const held = model && !archived ? model.heldBy(job) : undefined;
+  if (held) {
+    const a = job.attempts.find((x) => x.n === held.attempt);
+    view.heldBy = { attempt: held.attempt, worker: model!.workers.get(held.workerId)?.name ?? a?.workerName ?? held.workerId, via: held.via };
+  }
   if (spec.name !== undefined) view.name = spec.name;
   if (spec.argv !== undefined) view.argv = spec.argv;
   if (spec.shell !== undefined) view.shell = spec.shell;

@@ -1,4 +1,4 @@
-import { renewFromMemo, renewalMemo, renewedAttempts, renewLeases, type RenewalMemo } from '../../core/commands.js';
+import { mustStop, noteNamed, renewFromMemo, renewalMemo, renewedAttempts, renewLeases, type RenewalMemo } from '../../core/commands.js';
 import { CpcError, fail } from '../../core/errors.js';
 import type { Model } from '../../core/model.js';
 import type { Worker } from '../../core/types.js';
@@ -54,11 +54,12 @@ export function workerRoutes(router: Router, ctx: Context): void {
    * waited for: losing the last few in a crash only shortens a lease, and
    * start-up gives such leases a full period anyway (see recovery.ts).
    */
-  const journalRenewal = (workerId: string, deadline: number, now: number, attempts: [string, number][]): void => {
+  const journalRenewal = (workerId: string, deadline: number, now: number, attempts: [string, number][], running: [string, number][] = []): void => {
     const last = ctx.journaledDeadline.get(workerId) ?? 0;
-    if (deadline - last < ctx.leaseMs / 4) return;
+    // Attempts that started are journaled at once, once each: their live state is shown.
+    if (deadline - last < ctx.leaseMs / 4 && running.length === 0) return;
     ctx.journaledDeadline.set(workerId, deadline);
-    ctx.store.commitLater({ t: 'leases-renewed', at: now, workerId, deadline, attempts });
+    ctx.store.commitLater({ t: 'leases-renewed', at: now, workerId, deadline, attempts, ...(running.length > 0 ? { running } : {}) });
   };
 
   /** A worker's result, alone or with its next claim. */
@@ -171,14 +172,23 @@ export function workerRoutes(router: Router, ctx: Context): void {
       const local = attempts.filter((a) => !model.foreign.has(a.jobId));
       const foreign = attempts.filter((a) => model.foreign.has(a.jobId));
       const outcome = renewLeases(model, worker.id, local, deadline, now);
+      // Stopping attempts this worker no longer names have stopped: their jobs may be handed out again.
+      if (outcome.stopped.length > 0) {
+        ctx.store
+          .commit({ t: 'attempts-stopped', at: now, workerId: worker.id, attempts: outcome.stopped })
+          .catch((err: unknown) => ctx.log.error('could not journal stopped attempts', { err: String(err) }));
+        ctx.dispatcher.kick();
+      }
+      const delegated = ctx.delegation.heartbeat(worker.id, foreign, deadline);
       // Delegation's answers come first: they carry home's reason for dropping an attempt.
       const seen = new Set<string>();
-      const abandon = [...ctx.delegation.heartbeat(worker.id, foreign, deadline), ...outcome.abandon].filter((a) => {
+      const abandon = [...delegated.abandon, ...outcome.abandon].filter((a) => {
         const key = `${a.jobId}#${a.attempt}`;
         return !seen.has(key) && seen.add(key);
       });
-      const renewed = abandon.length < attempts.length ? renewedAttempts(attempts, abandon) : [];
-      if (renewed.length > 0) journalRenewal(worker.id, deadline, now, renewed);
+      // Stopping attempts are abandoned and renewed both: their processes still run.
+      const renewed = [...(abandon.length < attempts.length ? renewedAttempts(attempts, abandon) : []), ...outcome.stopping, ...delegated.stopping];
+      if (renewed.length > 0) journalRenewal(worker.id, deadline, now, renewed, outcome.started);
       // Kept when the worker named only this server's attempts and all of them hold.
       if (attempts.length > 0 && foreign.length === 0 && abandon.length === 0) {
         memos.set(worker, renewalMemo(model, worker.id, renewed));
@@ -193,17 +203,26 @@ export function workerRoutes(router: Router, ctx: Context): void {
   const controlsOpen = new Map<string, number>();
 
   /**
-   * The heartbeat's rule for a worker's attempts, renewing nothing (deadline
-   * 0): delegation's answer for peers' jobs, renewLeases for this server's.
+   * The heartbeat's rule for a worker's attempts, asked without renewing,
+   * marking or confirming anything (a control poll names only some of what
+   * the worker runs): delegation's answer for peers' jobs, the core's
+   * mustStop for this server's.
    */
-  const mustStop =
+  const stopOrders =
     (workerId: string) =>
     (held: HeldAttempt[]): StopOrder[] => {
       if (!model.workers.has(workerId)) return held.map((a) => ({ jobId: a.jobId, attempt: a.attempt, reason: 'the worker was removed' }));
-      const local = held.filter((a) => !model.foreign.has(a.jobId));
-      const foreign = held.filter((a) => model.foreign.has(a.jobId));
+      const orders = ctx.delegation.stopOrders(
+        workerId,
+        held.filter((a) => model.foreign.has(a.jobId)),
+      );
+      for (const a of held) {
+        if (model.foreign.has(a.jobId)) continue;
+        const reason = mustStop(model, workerId, a.jobId, a.attempt);
+        if (reason !== null) orders.push({ jobId: a.jobId, attempt: a.attempt, reason });
+      }
       const seen = new Set<string>();
-      return [...ctx.delegation.heartbeat(workerId, foreign, 0), ...renewLeases(model, workerId, local, 0, Date.now()).abandon].filter((a) => {
+      return orders.filter((a) => {
         const key = `${a.jobId}#${a.attempt}`;
         return !seen.has(key) && seen.add(key);
       });
@@ -230,6 +249,9 @@ export function workerRoutes(router: Router, ctx: Context): void {
       try {
         worker.lastSeen = Date.now();
         const held = body.attempts.map((a) => ({ ...a, workerId: worker.id }));
+        // Named by the worker: from now on a full heartbeat without one says its process is gone.
+        noteNamed(model, worker.id, body.attempts.filter((a) => !model.foreign.has(a.jobId)));
+        if (model.foreign.size > 0) ctx.delegation.noteNamed(worker.id, body.attempts.filter((a) => model.foreign.has(a.jobId)));
         // What was handed to the worker but is not in its list yet (the claim's answer is on its way) is watched too.
         const unnamed: HeldAttempt[] = [];
         for (const l of model.leases.ofWorker(worker.id)) if (l.via === 'local') unnamed.push({ jobId: l.jobId, attempt: l.attempt, workerId: worker.id });
@@ -240,7 +262,7 @@ export function workerRoutes(router: Router, ctx: Context): void {
           holder: { worker: worker.id },
           held,
           unnamed,
-          mustStop: mustStop(worker.id),
+          mustStop: stopOrders(worker.id),
           waitS: body.waitS,
           signal: req.signal,
         });
