@@ -188,7 +188,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     accounts,
     loginThrottle: loginThrottle.throttle,
     dispatcher: new Dispatcher(store, () => leaseMs),
-    logs: new LogStore(join(home, 'logs')),
+    logs: new LogStore(join(home, 'logs'), config.maxLiveLogBytes ?? config.maxLogBytes),
     files: new Files(blobs, store, config),
     usage: new QueuedUsage(store.model, store, config),
     log,
@@ -354,6 +354,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       await Promise.all([stop(secure!), stop(unsecure)]);
       await ctx.transfers.close();
       await store.snapshot();
+      await ctx.logs.close();
       await store.close();
       await loginThrottle.close();
       hub.close();
