@@ -630,6 +630,11 @@ export class Worker {
         stderrBytes: Buffer.byteLength(stderr),
       };
     }
+    // The server has all the output before the result: whoever follows the log
+    // sees it whole when the job ends. Before the room is freed, so that the
+    // result can still ride on the claim that room opens.
+    if (!slot.abandoned) await this.streamer?.flush(slot.key);
+    this.streamer?.remove(slot.key);
     slot.holds = false;
     this.resourcesChanged.fire();
     if (!slot.abandoned) {
@@ -642,9 +647,6 @@ export class Worker {
         durationMs: outcome.durationMs,
       });
       slot.phase = 'reporting';
-      // The server has all the output before the result: whoever follows the log sees it whole when the job ends.
-      await this.streamer?.flush(slot.key);
-      this.streamer?.remove(slot.key);
       await this.report(slot, outcome);
     }
     await this.forget(slot);
