@@ -61,7 +61,7 @@ export class LogStreamer {
   private readonly tracked = new Map<string, Tracked>();
   private readonly everyMs: number;
   private readonly window: number;
-  private readonly maxBatchBytes: number;
+  private maxBatchBytes: number;
   private wakeUp?: () => void;
   /** A wake-up that came while no one slept. */
   private woken = false;
@@ -259,6 +259,12 @@ export class LogStreamer {
         const t = this.tracked.get(key)!;
         for (const f of t.flushes.splice(0)) f();
       }
+      return;
+    }
+    if (code === 'BODY_TOO_LARGE' && this.maxBatchBytes > 4096) {
+      // A server with a smaller body limit: smaller batches.
+      this.maxBatchBytes = Math.max(4096, Math.floor(this.maxBatchBytes / 4));
+      this.opts.log?.('info', 'live log batch too large for the server; sending smaller ones', { maxBatchBytes: this.maxBatchBytes });
       return;
     }
     if (status >= 400 && status < 500 && status !== 429 && code !== 'TIMEOUT' && code !== 'UNREACHABLE' && code !== 'BAD_RESPONSE') {

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { planAppend } from '../../src/server/files/live-logs.js';
 import { LogStore } from '../../src/server/files/log-store.js';
+import { logChunksSchema } from '../../src/server/jobs/schemas.js';
 
 const JOB = '0190a0b0-0000-7000-8000-0000000000ab';
 const dirs: string[] = [];
@@ -144,5 +145,15 @@ describe('LogStore with live chunks', () => {
     const stopped = logs.waitFor(JOB, 1, 'stdout', 2, 60_000, ctl.signal, () => running);
     running = false;
     await stopped;
+  });
+});
+
+describe('logChunksSchema', () => {
+  const chunk = (offset: number, bytes: number) => ({ jobId: JOB, attempt: 1, stream: 'stdout', offset, data: Buffer.alloc(bytes).toString('base64') });
+  it('takes up to 256 KiB of output in one request, and refuses more with LOG_TOO_LARGE', () => {
+    assert.ok(logChunksSchema.safeParse({ chunks: [chunk(0, 128 * 1024), chunk(128 * 1024, 128 * 1024)] }).success);
+    const over = logChunksSchema.safeParse({ chunks: [chunk(0, 150_000), chunk(150_000, 150_000)] });
+    assert.ok(!over.success);
+    assert.ok(over.error.issues.some((i) => (i as { params?: { code?: string } }).params?.code === 'LOG_TOO_LARGE'));
   });
 });
