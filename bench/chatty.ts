@@ -18,6 +18,8 @@ export interface ChattyRun {
   beside: DispatchRun;
   /** Dispatch beside the chatty job over dispatch alone. */
   ratio: number;
+  /** Server CPU per dispatched job beside the chatty job over alone (steadier than throughput on a shared machine). */
+  cpuRatio: number;
   chatty: ChattyOutcome;
 }
 
@@ -115,5 +117,5 @@ export async function chattyDispatch(jobs: number, workers: number, cores: numbe
   const out: { outcome?: ChattyOutcome } = {};
   const beside = await dispatch(jobs, workers, { cores, beside: (home) => chattyJob(home, bytesPerS, out) });
   if (!out.outcome) throw new Error('the chatty job said nothing of itself');
-  return { alone, beside, ratio: round(beside.jobsPerS / alone.jobsPerS), chatty: out.outcome };
+  return { alone, beside, ratio: round(beside.jobsPerS / alone.jobsPerS), cpuRatio: round(beside.serverCpuUs / alone.serverCpuUs), chatty: out.outcome };
 }

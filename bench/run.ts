@@ -217,12 +217,16 @@ await figure('chatty-dispatch', async () => {
     alone: of(runs, (r) => r.alone.jobsPerS),
     beside: of(runs, (r) => r.beside.jobsPerS),
     ratio,
+    serverCpuUsAlone: of(runs, (r) => r.alone.serverCpuUs),
+    serverCpuUsBeside: of(runs, (r) => r.beside.serverCpuUs),
+    cpuRatio: of(runs, (r) => r.cpuRatio),
     chattyWrittenMBps: of(runs, (r) => r.chatty.writtenMBps),
     chattyKeptBytes: of(runs, (r) => r.chatty.keptBytes),
   };
   rows.push({ figure: 'dispatch alone (same run as below)', unit: 'jobs/s', s: of(runs, (r) => r.alone.jobsPerS) });
   rows.push({ figure: 'dispatch with a chatty job beside it (50 MB/s to stdout, live logs on)', unit: 'jobs/s', s: of(runs, (r) => r.beside.jobsPerS) });
   rows.push({ figure: '  beside / alone', unit: '', s: ratio, target: { op: '≥', value: 0.95, text: '≥ 0.95' } });
+  rows.push({ figure: '  server CPU per job, beside / alone', unit: '', s: of(runs, (r) => r.cpuRatio) });
   rows.push({ figure: '  the chatty job wrote', unit: 'MB/s', s: of(runs, (r) => r.chatty.writtenMBps) });
 });
 
