@@ -133,10 +133,15 @@ export class LogStore {
       const bytes = data.subarray(plan.drop, plan.drop + plan.take);
       let next: StreamFile;
       if (plan.gap > 0) {
+        // A stream this far behind is skipping ahead every batch: its new file is made durable with
+        // the next group, not on its own (a crash before then loses at most that second of it).
         next = { path: segmentPath(folder, attempt, stream, plan.restartAt!), start: plan.restartAt!, end: plan.restartAt! + bytes.length };
         await mkdir(folder, { recursive: true });
-        await writeFresh(next.path, bytes);
-        await this.replaced(folder, kept.path, next.path);
+        await writeNew(next.path, bytes);
+        if (kept.path !== next.path) {
+          this.dirty.delete(kept.path);
+          await unlink(kept.path).catch(() => {});
+        }
       } else {
         await mkdir(folder, { recursive: true });
         await appendTo(kept.path, bytes);
@@ -346,6 +351,15 @@ export class LogStore {
 
 function segmentPath(folder: string, attempt: number, stream: LogStream, start: number): string {
   return join(folder, start === 0 ? `${attempt}.${stream}` : `${attempt}.${stream}@${start}`);
+}
+
+async function writeNew(path: string, bytes: Buffer): Promise<void> {
+  const fh = await open(path, 'w', 0o640);
+  try {
+    await fh.write(bytes);
+  } finally {
+    await fh.close();
+  }
 }
 
 async function appendTo(path: string, bytes: Buffer): Promise<void> {
