@@ -157,6 +157,32 @@ describe('live logs on one server', () => {
     assert.equal(err.stdout, 'oops\n');
   });
 
+  it('-f follows a retried job on to its next attempt', async () => {
+    const gate = join(gates, 'retry');
+    const [id] = (
+      await admin.submit('p', [
+        { shell: `if [ "$CPC_ATTEMPT" = 1 ]; then echo "first try"; while [ ! -e ${gate} ]; do sleep 0.05; done; exit 3; fi; echo "second try"`, maxRetries: 1 },
+      ])
+    ).ids as [string];
+    await until(
+      'the first attempt to print',
+      async () => ((await cpcc(cpccHome, ['logs', id])).stdout.includes('first try') ? true : null),
+      { timeoutMs: 30_000, intervalMs: 200 },
+    );
+    const follow = cpcc(cpccHome, ['logs', '-f', id]);
+    let printed = '';
+    follow.child.stdout!.on('data', (d: Buffer) => (printed += d.toString()));
+    await until('logs -f to print the first attempt', () => printed.includes('first try'), { timeoutMs: 30_000 });
+    writeFileSync(gate, '');
+    const r = await follow;
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'first try\nsecond try\n');
+    assert.match(r.stderr, /--- attempt 2 ---/);
+    const job = await admin.job(id);
+    assert.equal(job.state, 'done');
+    assert.equal(job.attempts.length, 2);
+  });
+
   it('refuses a chunk from a worker that does not hold the attempt (STALE_ATTEMPT), and writes nothing', async () => {
     mkdirSync(join(gates, 's'), { mode: 0o755 });
     const [id] = (await admin.submit('p', [{ shell: gatedJob(gates + '/s', [[1, 3], [4, 4]]) }])).ids as [string];

@@ -234,7 +234,11 @@ async function follow(ctx: Context, api: ApiClient, id: string, stream: 'stdout'
       if (offset !== undefined && part.offset > offset) ctx.out.note(`[${part.offset - offset} bytes of the log were not kept]`);
       ctx.out.raw(part.text);
       offset = part.end;
-      if (part.running || part.end < part.size) continue;
+      if (part.running || part.end < part.size) {
+        // Nothing new although more is there: the log ends inside a character still being written.
+        if (part.text === '' && part.end < part.size) await sleep(250);
+        continue;
+      }
       // This attempt is over and printed whole. Another may follow (a retry).
       if (fixed !== undefined) return;
       const job = await api.job(id);
