@@ -211,6 +211,32 @@ describe('live logs on one server', () => {
     assert.equal(await admin.logs(id, { stream: 'stderr' }), '');
   });
 
+  it('counts reads waiting for output against a limit per user, and lets them go when the attempt ends', async () => {
+    mkdirSync(join(gates, 'w'), { mode: 0o755 });
+    const [id] = (await admin.submit('p', [{ shell: gatedJob(gates + '/w', [[1, 1], [2, 2]]) }])).ids as [string];
+    await until('the job to run', async () => ((await admin.job(id)).state === 'running' ? true : null), { timeoutMs: 30_000 });
+    // Three clients of 16 connections each: every read reaches the server at once.
+    const clients = [0, 1, 2].map(() => makeClient(srv.info.url, srv.caPem, admin.token!, srv.info.serverId));
+    const waiting = Array.from({ length: 32 }, (_, i) => clients[i % 2]!.logPart(id, { offset: 1_000_000, wait: 60 }));
+    const refused = await until(
+      'the 33rd waiting read to be refused',
+      async () => {
+        try {
+          await clients[2]!.logPart(id, { offset: 1_000_000, wait: 60 });
+          return null;
+        } catch (err) {
+          return (err as { code?: string }).code;
+        }
+      },
+      { timeoutMs: 30_000 },
+    );
+    assert.equal(refused, 'TOO_MANY_REQUESTS');
+    writeFileSync(join(gates, 'w', 'go1'), '');
+    const parts = await Promise.all(waiting);
+    assert.ok(parts.every((p) => !p.running), 'the reads ended when the attempt did');
+    assert.equal((await clients[2]!.logPart(id, { offset: 0, wait: 5 })).text, numbered(1, 2));
+  });
+
   it('keeps what a lost attempt printed before it was lost', async () => {
     await admin.createProject('lost');
     const { token } = await admin.createWorkerToken('sim-lost', undefined, 'cpc-admin');
