@@ -186,7 +186,8 @@ export class LogStore {
     if (this.syncTimer) return;
     this.syncTimer = setTimeout(() => {
       this.syncTimer = undefined;
-      void this.syncDirty();
+      // A stream that cannot be synced now is tried again with the attempt's result (sync), not fatal here.
+      this.syncDirty().catch(() => {});
     }, SYNC_EVERY_MS);
     this.syncTimer.unref();
   }
@@ -199,7 +200,13 @@ export class LogStore {
     await Promise.all(
       paths.map(async (path) => {
         folders.add(join(path, '..'));
-        await datasync(path);
+        try {
+          await datasync(path);
+        } catch (err) {
+          // Still to be made durable: with the next group, or before the attempt's result.
+          this.dirty.add(path);
+          throw err;
+        }
       }),
     );
     for (const folder of folders) await fsyncDir(folder).catch(() => {});
