@@ -100,6 +100,14 @@ export class LogStreamer {
     if (!t) return;
     this.tracked.delete(key);
     t.dropped = true;
+    if (t.skipped.stdout + t.skipped.stderr > 0) {
+      this.opts.log?.('info', 'live log skipped output it could not keep up with (the result carries the end)', {
+        job: t.a.jobId,
+        attempt: t.a.attempt,
+        skippedStdout: t.skipped.stdout,
+        skippedStderr: t.skipped.stderr,
+      });
+    }
     for (const f of t.flushes.splice(0)) f();
   }
 
