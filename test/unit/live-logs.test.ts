@@ -133,6 +133,17 @@ describe('LogStore with live chunks', () => {
     await logs.sync(JOB, 1);
   });
 
+  it('ends a read of a growing log before a character whose last bytes have not arrived', async () => {
+    const { logs } = store();
+    const euro = b('€'); // 3 bytes
+    await logs.append(JOB, 5, 'stdout', 0, Buffer.concat([b('price: '), euro.subarray(0, 2)]));
+    const first = await logs.readPart(JOB, 5, 'stdout', { offset: 0 }, true);
+    assert.deepEqual(first, { text: 'price: ', offset: 0, end: 7, size: 9, start: 0 });
+    await logs.append(JOB, 5, 'stdout', 9, Buffer.concat([euro.subarray(2), b('5\n')]));
+    const next = await logs.readPart(JOB, 5, 'stdout', { offset: first!.end }, true);
+    assert.deepEqual(next, { text: '€5\n', offset: 7, end: 12, size: 12, start: 0 });
+  });
+
   it('waits for more output, and stops waiting when told', async () => {
     const { logs } = store();
     await logs.append(JOB, 1, 'stdout', 0, b('a'));
