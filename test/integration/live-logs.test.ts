@@ -300,6 +300,13 @@ describe('live logs of a job delegated to a peer', () => {
     assert.equal(running.state, 'running');
     assert.equal(running.attempts[0]!.via, a.serverId, 'the job runs on the peer');
     assert.ok(!existsSync(join(gates, 'go1')));
+    // Another worker of the borrowing server cannot write into the attempt; nothing of it reaches home.
+    const intruder = await simulatedWorker(a.url, a.caPem, await a.server!.createWorkerToken('intruder'), { name: 'intruder' });
+    const refused = await intruder.client.logChunks(intruder.workerId, {
+      // Past the end: were it taken, the log would jump to it.
+      chunks: [{ jobId: id, attempt: 1, stream: 'stdout', offset: 1_000_000, data: Buffer.from('forged\n').toString('base64') }],
+    });
+    assert.deepEqual(refused.results.map((r) => ('error' in r ? r.error.code : 'stored')), ['STALE_ATTEMPT']);
     writeFileSync(join(gates, 'go1'), '');
     const ended = await follow;
     assert.equal(ended.code, 0, ended.stderr);
