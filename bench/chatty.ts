@@ -112,10 +112,13 @@ export async function chattyJob(home: Bench, bytesPerS: number, out: { outcome?:
  * writes `bytesPerS` to its stdout through a real worker: live logs must not
  * slow the others down.
  */
-export async function chattyDispatch(jobs: number, workers: number, cores: number, bytesPerS: number): Promise<ChattyRun> {
-  const alone = await dispatch(jobs, workers, { cores });
+export async function chattyDispatch(jobs: number, workers: number, cores: number, bytesPerS: number, besideFirst = false): Promise<ChattyRun> {
   const out: { outcome?: ChattyOutcome } = {};
-  const beside = await dispatch(jobs, workers, { cores, beside: (home) => chattyJob(home, bytesPerS, out) });
+  const withChatty = () => dispatch(jobs, workers, { cores, beside: (home) => chattyJob(home, bytesPerS, out) });
+  // The servers run in this process: whichever run goes second finds the code warmer, so the order alternates.
+  const beside = besideFirst ? await withChatty() : undefined;
+  const alone = await dispatch(jobs, workers, { cores });
+  const besideRun = beside ?? (await withChatty());
   if (!out.outcome) throw new Error('the chatty job said nothing of itself');
-  return { alone, beside, ratio: round(beside.jobsPerS / alone.jobsPerS), cpuRatio: round(beside.serverCpuUs / alone.serverCpuUs), chatty: out.outcome };
+  return { alone, beside: besideRun, ratio: round(besideRun.jobsPerS / alone.jobsPerS), cpuRatio: round(besideRun.serverCpuUs / alone.serverCpuUs), chatty: out.outcome };
 }
