@@ -384,7 +384,8 @@ export const INLINE_LOG_BYTES = 2048;
  * x-log-offset and x-log-end (where the text lies, in bytes of the stream),
  * x-log-size (the stream's size so far), x-log-start (where the part the
  * server keeps begins: earlier bytes were dropped, by retention or because
- * the worker skipped them) and x-log-running (1 while the attempt runs).
+ * the worker skipped them), x-log-running (1 while the attempt runs) and
+ * x-log-attempt (the attempt read: the last one unless asked).
  */
 export interface LogPartHeaders {
   offset: number;
@@ -392,6 +393,7 @@ export interface LogPartHeaders {
   size: number;
   start: number;
   running: boolean;
+  attempt: number;
 }
 
 export interface ResultReply {
