@@ -18,6 +18,7 @@ import type {
   ResultRequest,
   LogChunksReply,
   LogChunksRequest,
+  LogPartHeaders,
   ServerInfo,
   SubmitReply,
   WhoAmI,
@@ -302,7 +303,7 @@ export class ApiClient {
     id: string,
     q: { stream?: 'stdout' | 'stderr'; attempt?: number; offset?: number; limit?: number; tail?: number; wait?: number },
     signal?: AbortSignal,
-  ): Promise<{ text: string; offset: number; end: number; size: number; start: number; running: boolean; attempt: number }> {
+  ): Promise<{ text: string } & LogPartHeaders> {
     const { body, headers } = await this.fetchBytes(`/jobs/${encodeURIComponent(id)}/logs`, q, signal);
     const chunks: Buffer[] = [];
     try {
