@@ -42,6 +42,7 @@ export class LogStore {
   private readonly waiters = new Map<string, Set<() => void>>();
   private readonly dirty = new Set<string>();
   private syncTimer?: NodeJS.Timeout;
+  private stopping = false;
 
   constructor(
     private readonly dir: string,
@@ -316,7 +317,7 @@ export class LogStore {
   async waitFor(jobId: string, attempt: number, stream: LogStream, offset: number, ms: number, signal: AbortSignal, stillWaiting: () => boolean): Promise<void> {
     const key = `${jobId}/${attempt}.${stream}`;
     const deadline = Date.now() + ms;
-    while (Date.now() < deadline && !signal.aborted && stillWaiting()) {
+    while (Date.now() < deadline && !signal.aborted && !this.stopping && stillWaiting()) {
       const kept = await this.kept(jobId, attempt, stream);
       if (kept && kept.end > offset) return;
       await new Promise<void>((resolve) => {
@@ -334,6 +335,12 @@ export class LogStore {
         this.waiters.set(key, set);
       });
     }
+  }
+
+  /** The server is stopping: reads waiting for output answer now with what there is. */
+  releaseWaits(): void {
+    this.stopping = true;
+    for (const set of [...this.waiters.values()]) for (const w of [...set]) w();
   }
 
   private wake(key: string): void {

@@ -349,6 +349,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       clearInterval(hubTimer);
       eventSocket.close();
       ctx.dispatcher.releaseAll();
+      ctx.logs.releaseWaits();
       await handshake.close();
       links.close();
       await Promise.all([stop(secure!), stop(unsecure)]);
