@@ -29,7 +29,13 @@ export interface DispatchRun {
 export async function dispatch(
   jobs: number,
   workers: number,
-  opts: { delegated?: boolean; queuedBeyond?: number; cores?: number } = {},
+  opts: {
+    delegated?: boolean;
+    queuedBeyond?: number;
+    cores?: number;
+    /** Started on the home server before the jobs are queued, stopped once they are done (chatty.ts). */
+    beside?: (home: Bench) => Promise<() => Promise<void>>;
+  } = {},
 ): Promise<DispatchRun> {
   const asking = await benchServer();
   let home: Bench = asking;
@@ -38,6 +44,7 @@ export async function dispatch(
       home = await benchServer();
       await connectPeers(asking, home);
     }
+    const stopBeside = opts.beside ? await opts.beside(home) : undefined;
     const total = jobs + (opts.queuedBeyond ?? 0);
     for (let i = 0; i < total; i += 10_000) {
       const n = Math.min(10_000, total - i);
@@ -69,6 +76,7 @@ export async function dispatch(
     );
     const after = stats();
     const cpu = cpuUs() - cpu0;
+    await stopBeside?.();
     // Delegated results reach home a moment after the worker hears "accepted".
     // With jobs left queued, workers still claiming when the last result came
     // in may finish a few more than asked.

@@ -18,6 +18,7 @@ import { cancelLatency } from './cancel.js';
 import { ceiling, type CeilingRun } from './ceiling.js';
 import { coldStart, OFFLINE, ONLINE, type ColdStartRun } from './cold-start.js';
 import { dispatch, type DispatchRun } from './dispatch.js';
+import { chattyDispatch, type ChattyRun } from './chatty.js';
 import { heartbeats, type HeartbeatRun } from './heartbeats.js';
 import { BENCH_DIR, PROFILE_ENV, round, stat, type Stat } from './lib.js';
 import { memory, type MemoryRun } from './memory.js';
@@ -35,7 +36,7 @@ const repeats = quick ? 1 : 3;
 const resultsDir = join(BENCH_DIR, 'results');
 if (profile) process.env[PROFILE_ENV] = join(resultsDir, 'profiles');
 
-const FIGURES = ['cold-start', 'ceiling', 'dispatch', 'dispatch-shapes', 'dispatch-growth', 'delegated-dispatch', 'wakeup', 'delegated-wakeup', 'cancel', 'delegated-cancel', 'bulk', 'priorities', 'heartbeats', 'restart', 'memory', 'transfer'];
+const FIGURES = ['cold-start', 'ceiling', 'dispatch', 'dispatch-shapes', 'dispatch-growth', 'delegated-dispatch', 'chatty-dispatch', 'wakeup', 'delegated-wakeup', 'cancel', 'delegated-cancel', 'bulk', 'priorities', 'heartbeats', 'restart', 'memory', 'transfer'];
 for (const name of only ?? []) if (!FIGURES.includes(name)) throw new Error(`--only: no figure '${name}' (figures: ${FIGURES.join(', ')})`);
 
 const size = quick
@@ -226,6 +227,37 @@ await figure('delegated-dispatch', async () => {
     ...(dispatchMedian ? { ofLocal: round(jobsPerS.median / dispatchMedian) } : {}),
   };
   rows.push({ figure: 'delegated dispatch', unit: 'jobs/s', s: jobsPerS });
+});
+
+// ---- dispatch beside a chatty job --------------------------------------------
+
+/** What the chatty job writes to its stdout: a simulation that logs far too much. */
+const CHATTY_BYTES_PER_S = 50 * 1024 * 1024;
+
+await figure('chatty-dispatch', async () => {
+  // A run to warm the code up first, as the dispatch figure before it would (when it ran).
+  await dispatch(Math.ceil(size.dispatchJobs / 4), WORKERS, { cores: CORES });
+  const runs: ChattyRun[] = await repeat(repeats, (i) => chattyDispatch(size.dispatchJobs, WORKERS, CORES, CHATTY_BYTES_PER_S, i % 2 === 1));
+  const ratio = of(runs, (r) => r.ratio);
+  results.chattyDispatch = {
+    jobs: size.dispatchJobs,
+    workers: WORKERS,
+    cores: CORES,
+    chattyBytesPerS: CHATTY_BYTES_PER_S,
+    alone: of(runs, (r) => r.alone.jobsPerS),
+    beside: of(runs, (r) => r.beside.jobsPerS),
+    ratio,
+    serverCpuUsAlone: of(runs, (r) => r.alone.serverCpuUs),
+    serverCpuUsBeside: of(runs, (r) => r.beside.serverCpuUs),
+    cpuRatio: of(runs, (r) => r.cpuRatio),
+    chattyWrittenMBps: of(runs, (r) => r.chatty.writtenMBps),
+    chattyKeptBytes: of(runs, (r) => r.chatty.keptBytes),
+  };
+  rows.push({ figure: 'dispatch alone (same run as below)', unit: 'jobs/s', s: of(runs, (r) => r.alone.jobsPerS) });
+  rows.push({ figure: 'dispatch with a chatty job beside it (50 MB/s to stdout, live logs on)', unit: 'jobs/s', s: of(runs, (r) => r.beside.jobsPerS) });
+  rows.push({ figure: '  beside / alone', unit: '', s: ratio, target: { op: '≥', value: 0.95, text: '≥ 0.95' } });
+  rows.push({ figure: '  server CPU per job, beside / alone', unit: '', s: of(runs, (r) => r.cpuRatio) });
+  rows.push({ figure: '  the chatty job wrote', unit: 'MB/s', s: of(runs, (r) => r.chatty.writtenMBps) });
 });
 
 // ---- wake-up -----------------------------------------------------------------

@@ -19,7 +19,7 @@
  *   member      POST /projects/:p/jobs SubmitRequest    → SubmitReply
  *               GET  /projects/:p/jobs ?state&limit&after&archived → JobList
  *   job         GET  /jobs/:id                          → JobView
- *               GET  /jobs/:id/logs ?stream&attempt     → text/plain
+ *               GET  /jobs/:id/logs ?stream&attempt&offset&limit&tail&wait → text/plain (x-log-* headers: see LogPartHeaders)
  *               POST /jobs/:id/lost                     → LostReply  (its running attempt is lost now)
  *   user        POST /jobs/cancel      { ids }          → { cancelled }
  *               POST /jobs/retry       { ids }          → { retried }
@@ -54,6 +54,7 @@
  *               POST /workers/:id/heartbeat HeartbeatRequest → HeartbeatReply
  *               POST /workers/:id/control ControlRequest → ControlReply (long-poll: answered when an attempt must stop)
  *               POST /workers/:id/results ResultRequest → ResultReply
+ *               POST /workers/:id/logs LogChunksRequest → LogChunksReply (output of running attempts)
  *               GET  /workers/:id/files/:sha256 ?job&attempt   → bytes (an input of a running attempt)
  *               PUT  /workers/:id/files/:sha256 ?job&attempt   bytes → StoredFile (an output)
  *   member      PUT  /projects/:p/files/:sha256  bytes        → StoredFile
@@ -376,6 +377,59 @@ export interface ResultRequest {
   /** How many bytes each stream had in all (may exceed what was sent). */
   stdoutBytes: number;
   stderrBytes: number;
+}
+
+/**
+ * Live logs: a piece of an attempt's stdout or stderr, sent by its worker
+ * while the attempt runs. `offset` is where `data` (base64) begins in the
+ * stream, counted in bytes from the stream's start; the server keeps each
+ * stream from its offsets, so a repeat changes nothing and a chunk past the
+ * stored end leaves a gap (bytes the worker skipped) that is counted.
+ */
+export interface LogChunk {
+  jobId: string;
+  attempt: number;
+  stream: 'stdout' | 'stderr';
+  offset: number;
+  data: string;
+}
+
+export interface LogChunksRequest {
+  chunks: LogChunk[];
+}
+
+/** What became of one chunk: the stream's stored end (the next byte the server wants), or a refusal (STALE_ATTEMPT: not this worker's attempt). */
+export type LogChunkOutcome = { end: number } | { error: { code: string; message: string } };
+
+export interface LogChunksReply {
+  /** One for each chunk, in order. */
+  results: LogChunkOutcome[];
+}
+
+/** The most bytes of output one log request carries (before base64). */
+export const MAX_LOG_CHUNK_BYTES = 256 * 1024;
+
+/**
+ * Output that a worker has not streamed yet and that is at most this long
+ * goes with the attempt's result alone (the job record keeps it whole).
+ */
+export const INLINE_LOG_BYTES = 2048;
+
+/**
+ * What `GET /jobs/:id/logs` tells of the part it sends, in response headers:
+ * x-log-offset and x-log-end (where the text lies, in bytes of the stream),
+ * x-log-size (the stream's size so far), x-log-start (where the part the
+ * server keeps begins: earlier bytes were dropped, by retention or because
+ * the worker skipped them), x-log-running (1 while the attempt runs) and
+ * x-log-attempt (the attempt read: the last one unless asked).
+ */
+export interface LogPartHeaders {
+  offset: number;
+  end: number;
+  size: number;
+  start: number;
+  running: boolean;
+  attempt: number;
 }
 
 export interface ResultReply {

@@ -54,6 +54,19 @@ export interface RunnerOptions {
   confine?: Confinement;
   /** Kills the attempt's processes if this process dies before it could (reaper.ts). */
   reaper?: Reaper;
+  /**
+   * Leave the log files open once the outcome is known, for the caller to
+   * read the rest of the output through `RunningAttempt.output` (live logs);
+   * it closes them with `output.close()`.
+   */
+  keepLogsOpen?: boolean;
+}
+
+/** The attempt's log files, as the worker opened them before the job ran. */
+export interface AttemptOutput {
+  stdout: fsp.FileHandle;
+  stderr: fsp.FileHandle;
+  close: () => Promise<void>;
 }
 
 /** An isolation level as the runner applies it: for `user`, the pool of uids. */
@@ -95,6 +108,8 @@ export class RunningAttempt {
   private stopping = false;
   private killSent = false;
   private graceTimer?: NodeJS.Timeout;
+  /** The log files, read through these handles only (set by startAttempt). */
+  output?: AttemptOutput;
 
   constructor(
     readonly dir: string,
@@ -128,6 +143,7 @@ export class RunningAttempt {
 
   /** Removes the attempt's folder and its logs. */
   async removeDir(): Promise<void> {
+    await this.output?.close();
     await fsp.rm(this.dir, { recursive: true, force: true });
   }
 
@@ -305,6 +321,10 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
     closed = true;
     await Promise.all([out.close(), err.close()]);
   };
+  const withOutput = (run: RunningAttempt): RunningAttempt => {
+    run.output = { stdout: out, stderr: err, close: closeLogs };
+    return run;
+  };
 
   // `user`: a uid of the attempt's own, given back once nothing of it is left.
   const pool = level === 'user' ? opts.confine!.uids : undefined;
@@ -335,7 +355,7 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
 
   const outcomeOf = async (how: AttemptHow, exitCode: number | null, signal: string | null, durationMs: number, reason?: string) => {
     const [outTail, errTail] = await Promise.all([readTailOf(out, maxLogBytes), readTailOf(err, maxLogBytes)]);
-    await closeLogs();
+    if (!opts.keepLogsOpen) await closeLogs();
     await release();
     return {
       how,
@@ -353,7 +373,7 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
   const startFailed = async (message: string, startedAt: number): Promise<RunningAttempt> => {
     await err.write(`cpc-worker: cannot start the job: ${message}\n`);
     const durationMs = Math.round(performance.now() - startedAt);
-    return new RunningAttempt(dir, undefined, graceMs, () => outcomeOf('start-failed', null, null, durationMs, message));
+    return withOutput(new RunningAttempt(dir, undefined, graceMs, () => outcomeOf('start-failed', null, null, durationMs, message)));
   };
 
   if (spec.prepare) {
@@ -434,7 +454,7 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
     await release();
     await opts.reaper?.ended(record);
   };
-  return new RunningAttempt(dir, child, graceMs, async (self) => {
+  return withOutput(new RunningAttempt(dir, child, graceMs, async (self) => {
     let timedOut = false;
     const limitMs = spec.timeoutS && spec.timeoutS > 0 ? spec.timeoutS * 1000 : 0;
     const timer =
@@ -450,7 +470,7 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
     clearTimeout(timer);
     await self.leaderExited();
     return outcomeOf(timedOut ? 'timeout' : 'exited', code, signal, durationMs);
-  }, sweep);
+  }, sweep));
 }
 
 function definedOnly(env: Record<string, string | undefined>): Record<string, string> {

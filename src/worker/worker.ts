@@ -5,8 +5,9 @@ import { DEFAULT_KILL_GRACE_S, type Resources } from '../core/types.js';
 import type { ClaimReply, ClaimedJob, RegisterReply, ResultRequest } from '../core/wire.js';
 import { fetchInputs, keepOutputs } from './files.js';
 import { closedAncestor, detectIsolation, UidPool, type Isolation } from './isolation.js';
+import { LogStreamer } from './log-streamer.js';
 import { cleanLeftovers, Reaper } from './reaper.js';
-import { startAttempt, type AttemptOutcome, type Confinement, type RunningAttempt } from './runner.js';
+import { DEFAULT_MAX_LOG_BYTES, startAttempt, type AttemptOutcome, type Confinement, type RunningAttempt } from './runner.js';
 
 /**
  * The worker runtime: registers with a server, keeps one long-poll claim open
@@ -82,6 +83,10 @@ export interface WorkerOptions {
   isolation?: Isolation;
   /** Isolation `none`: run jobs of any user although they share the worker's identity. */
   sharedIdentity?: boolean;
+  /** Send running attempts' output to the server as it is written (default); false: with results only. */
+  liveLogs?: boolean;
+  /** The least time between two batches of live output. */
+  liveLogEveryMs?: number;
 }
 
 export interface HeldAttempt {
@@ -227,6 +232,8 @@ export class Worker {
   /** Counts the server's answers: a request that failed while another got an answer is tried again at once. */
   private answers = 0;
   private reaper?: Reaper;
+  /** Running attempts' output on its way to the server (log-streamer.ts). */
+  private readonly streamer?: LogStreamer;
   private claimLoopDone: Promise<void> = Promise.resolve();
   private idleTimer?: NodeJS.Timeout;
   /** Set while a heartbeat telling of new starts is due (see startNoticeMs). */
@@ -257,6 +264,14 @@ export class Worker {
     });
     // wait() is optional; a fatal error must not also surface as an unhandled rejection.
     this.ended.catch(() => {});
+    if (opts.liveLogs !== false) {
+      this.streamer = new LogStreamer({
+        send: (workerId, req) => this.client.logChunks(workerId, req),
+        everyMs: opts.liveLogEveryMs,
+        window: opts.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES,
+        log: (level, msg, fields) => this.log(level, msg, fields),
+      });
+    }
   }
 
   /** The id of the current registration, once registered. */
@@ -607,9 +622,13 @@ export class Worker {
           killGraceMs: this.opts.killGraceMs ?? (job.killGraceS ?? DEFAULT_KILL_GRACE_S) * 1000,
           confine: this.confine,
           reaper: this.reaper,
+            keepLogsOpen: this.streamer !== undefined,
         },
       );
       slot.run = run;
+      if (this.streamer && run.output && !slot.abandoned) {
+        this.streamer.add({ jobId: job.id, attempt: job.attempt, workerId: slot.workerId, files: { stdout: run.output.stdout, stderr: run.output.stderr } });
+      }
       slot.phase = 'running';
       this.log('info', 'job started', { job: job.id, attempt: job.attempt, project: job.project, pid: run.pid, cores: job.resources.cores });
       this.noticeStart();
@@ -638,6 +657,11 @@ export class Worker {
         stderrBytes: Buffer.byteLength(stderr),
       };
     }
+    // The server has all the output before the result: whoever follows the log
+    // sees it whole when the job ends. Before the room is freed, so that the
+    // result can still ride on the claim that room opens.
+    if (!slot.abandoned) await this.streamer?.flush(slot.key);
+    this.streamer?.remove(slot.key);
     slot.holds = false;
     this.resourcesChanged.fire();
     if (!slot.abandoned) {
@@ -660,11 +684,14 @@ export class Worker {
     slot.abandoned = true;
     slot.ctl.abort();
     this.log('info', 'abandoning job', { job: slot.job.id, attempt: slot.job.attempt, reason });
+    this.streamer?.remove(slot.key);
     if (slot.run) void slot.run.abandon();
   }
 
   private async forget(slot: Slot): Promise<void> {
     if (this.slots.get(slot.key) !== slot) return;
+    this.streamer?.remove(slot.key);
+    await slot.run?.output?.close();
     if (!this.opts.keepWorkDirs && slot.run) {
       await slot.run.removeDir().catch((err: Error) => {
         this.log('warn', 'cannot remove an attempt folder', { dir: slot.run!.dir, error: err.message });
@@ -959,6 +986,7 @@ export class Worker {
   private end(): void {
     clearInterval(this.idleTimer);
     clearTimeout(this.startNotice);
+    this.streamer?.stop();
     this.reaper?.close();
     if (this.fatalError !== undefined) this.endedReject(this.fatalError);
     else this.endedResolve();

@@ -54,6 +54,7 @@ const RULES: Record<string, AuthRule> = {
   'POST /workers/:id/heartbeat': 'worker',
   'POST /workers/:id/control': 'worker',
   'POST /workers/:id/results': 'worker',
+  'POST /workers/:id/logs': 'worker',
   'GET /workers': 'user',
   'POST /worker-tokens': 'superuser',
   'GET /worker-tokens': 'superuser',

@@ -255,7 +255,9 @@ const cases: Case[] = [
   ),
   bad('a queue listing with a limit that is not a number', 400, 'INVALID_FIELD', () => admin.call('GET', '/queue', undefined, { query: { limit: 'many' } })),
   bad('the logs of a job that has not run', 404, 'LOG_NOT_FOUND', () => admin.logs(ids.queued)),
-  bad('the logs of a job that is still running', 404, 'LOG_NOT_FOUND', () => admin.logs(ids.running)),
+  bad('a log read that would wait more than a minute for output', 400, 'INVALID_FIELD', () =>
+    admin.call('GET', `/jobs/${ids.running}/logs`, undefined, { query: { wait: 61 }, text: true }),
+  ),
   bad('the logs of an attempt that never was', 404, 'ATTEMPT_NOT_FOUND', () => admin.logs(ids.done, { attempt: 7 })),
   bad('the logs of a stream that does not exist', 400, 'INVALID_FIELD', () =>
     admin.call('GET', `/jobs/${ids.done}/logs`, undefined, { query: { stream: 'stdin' }, text: true }),
@@ -299,6 +301,18 @@ const cases: Case[] = [
   bad('a result whose output is over the log limit', 413, 'LOG_TOO_LARGE', () =>
     w1.client.result(w1.workerId, resultOf(ids.running, 1, { stdout: 'z'.repeat(MAX_LOG + 1) })),
   ),
+  bad('log chunks whose data is not base64', 400, 'INVALID_FIELD', () =>
+    w1.client.logChunks(w1.workerId, { chunks: [{ jobId: ids.running, attempt: 1, stream: 'stdout', offset: 0, data: 'not base64!' }] }),
+  ),
+  bad('log chunks at a negative offset', 400, 'INVALID_FIELD', () =>
+    w1.client.logChunks(w1.workerId, { chunks: [{ jobId: ids.running, attempt: 1, stream: 'stdout', offset: -1, data: 'eA==' }] }),
+  ),
+  bad('log chunks past the body limit', 413, 'BODY_TOO_LARGE', () =>
+    w1.client.logChunks(w1.workerId, {
+      chunks: [0, 1].map((i) => ({ jobId: ids.running, attempt: 1, stream: 'stdout' as const, offset: i * 150_000, data: Buffer.alloc(150_000).toString('base64') })),
+    }),
+  ),
+  bad('no log chunks at all', 400, 'INVALID_FIELD', () => w1.client.logChunks(w1.workerId, { chunks: [] })),
   bad('a worker token name with a space', 400, 'INVALID_FIELD', () => admin.call('POST', '/worker-tokens', { name: 'two words' })),
   bad('revoking a worker token that does not exist', 404, 'TOKEN_NOT_FOUND', () => admin.revokeWorkerToken('0123456789abcdef')),
   bad("revoking a user's login token as a worker token", 404, 'TOKEN_NOT_FOUND', () => admin.revokeWorkerToken(userTokenId)),

@@ -136,6 +136,26 @@ describe('dashboard in a browser', { skip: missing ? `${CHROMIUM} is not install
     await page.locator('#log-text[data-stream="stderr"]', { hasText: 'a warning on stderr' }).waitFor();
   });
 
+  it('follows the log of a running attempt as its output arrives, without reloading', async () => {
+    const { ids } = await admin.submit('demo', [{ argv: ['sh', '-c', 'echo live'], name: 'live' }]);
+    const id = ids[0]!;
+    const { jobs } = await worker.client.claim(worker.workerId, { waitS: 0 });
+    assert.equal(jobs[0]?.id, id);
+    const chunk = (offset: number, text: string) =>
+      worker.client.logChunks(worker.workerId, { chunks: [{ jobId: id, attempt: 1, stream: 'stdout', offset, data: Buffer.from(text).toString('base64') }] });
+    await chunk(0, 'first line\n');
+    await page.goto(`${ts.server.url}/#/j/${id}`);
+    await page.locator('#job-state [data-state="running"]').waitFor();
+    await page.locator('#log-text[data-running="true"]', { hasText: 'first line' }).waitFor();
+    await page.evaluate('window.following = true');
+    await chunk(11, 'second line\n');
+    await page.locator('#log-text[data-running="true"]', { hasText: 'second line' }).waitFor();
+    await worker.client.result(worker.workerId, resultOf(id, 1, { stdout: 'first line\nsecond line\nthird line\n' }));
+    await page.locator('#log-text[data-running="false"]', { hasText: 'third line' }).waitFor();
+    assert.equal(await page.locator('#log-text').textContent(), 'first line\nsecond line\nthird line\n');
+    assert.equal(await page.evaluate('window.following'), true, 'the page was not reloaded');
+  });
+
   it('lists a job’s input and output files, and downloads one', async () => {
     const input = Buffer.from('the input\n');
     const inputSum = createHash('sha256').update(input).digest('hex');

@@ -253,9 +253,10 @@ describe('job lifecycle with real workers', () => {
     }
     assert.equal(joined, expected);
     const tail = await ts.admin.logPart(bigId, { tail: 12 });
-    assert.deepEqual(tail, { text: expected.slice(-12), offset: expected.length - 12, end: expected.length, size: expected.length });
+    const whole = { start: 0, running: false, attempt: 1 };
+    assert.deepEqual(tail, { text: expected.slice(-12), offset: expected.length - 12, end: expected.length, size: expected.length, ...whole });
     // A log kept whole in the job record is served the same way.
-    assert.deepEqual(await ts.admin.logPart(smallId, { offset: 2, limit: 3 }), { text: 'llo', offset: 2, end: 5, size: 6 });
+    assert.deepEqual(await ts.admin.logPart(smallId, { offset: 2, limit: 3 }), { text: 'llo', offset: 2, end: 5, size: 6, ...whole });
 
     // cpcc logs --tail: the last lines, from a part that grows until it holds them.
     const home = await cpccHome(ts, 'logs');

@@ -36,9 +36,13 @@ function setUp() {
       },
     },
     logs: {
-      write: async (id: string, attempt: number) => {
-        steps.push(`logs ${id}/${attempt}`);
+      complete: async (id: string, attempt: number, stream: string) => {
+        steps.push(`logs ${id}/${attempt} ${stream}`);
       },
+      sync: async (id: string, attempt: number) => {
+        steps.push(`sync ${id}/${attempt}`);
+      },
+      forget: () => {},
     },
     dispatcher: { kick: () => steps.push('kick') },
   };
@@ -64,7 +68,8 @@ describe('acceptResult', () => {
     const reply = await acceptResult(services, 'w1', result(), 'local');
     assert.equal(reply.duplicate, false);
     assert.equal(world.state(jobId), 'done');
-    assert.deepEqual(steps, ['commit attempt-finished', 'kick']);
+    // Live chunks that came before are made durable before the result is.
+    assert.deepEqual(steps, [`sync ${jobId}/1`, 'commit attempt-finished', 'kick']);
     assert.equal(world.job(jobId).attempts.at(-1)?.stdoutTail, 'hi\n');
   });
 
@@ -72,7 +77,7 @@ describe('acceptResult', () => {
     const { world, jobId, steps, services, result } = setUp();
     const long = 'x'.repeat(TAIL_CHARS + 10);
     await acceptResult(services, 'w1', result({ stdout: long, stdoutBytes: long.length }), 'local');
-    assert.deepEqual(steps, [`logs ${jobId}/1`, 'commit attempt-finished', 'kick']);
+    assert.deepEqual(steps, [`logs ${jobId}/1 stdout`, `logs ${jobId}/1 stderr`, `sync ${jobId}/1`, 'commit attempt-finished', 'kick']);
     assert.equal(world.job(jobId).attempts.at(-1)?.stdoutTail?.length, TAIL_CHARS);
   });
 

@@ -17,6 +17,9 @@ import type {
   RegisterRequest,
   ResultReply,
   ResultRequest,
+  LogChunksReply,
+  LogChunksRequest,
+  LogPartHeaders,
   ServerInfo,
   SubmitReply,
   WhoAmI,
@@ -292,16 +295,34 @@ export class ApiClient {
     return this.call('GET', `/jobs/${encodeURIComponent(id)}/logs`, undefined, { query: q, text: true });
   }
 
-  /** A part of a log, by bytes: from `offset` for `limit` bytes, or the last `tail`; with where it lies in the whole. */
+  /**
+   * A part of a log, by bytes: from `offset` for `limit` bytes, or the last
+   * `tail`; with where it lies in the whole, where the kept part starts, and
+   * whether the attempt still runs. `wait`: while it runs and has nothing
+   * past `offset`, the server waits up to this many seconds for more.
+   */
   async logPart(
     id: string,
-    q: { stream?: 'stdout' | 'stderr'; attempt?: number; offset?: number; limit?: number; tail?: number },
-  ): Promise<{ text: string; offset: number; end: number; size: number }> {
-    const { body, headers } = await this.fetchBytes(`/jobs/${encodeURIComponent(id)}/logs`, q);
+    q: { stream?: 'stdout' | 'stderr'; attempt?: number; offset?: number; limit?: number; tail?: number; wait?: number },
+    signal?: AbortSignal,
+  ): Promise<{ text: string } & LogPartHeaders> {
+    const { body, headers } = await this.fetchBytes(`/jobs/${encodeURIComponent(id)}/logs`, q, signal);
     const chunks: Buffer[] = [];
-    for await (const chunk of body) chunks.push(chunk as Buffer);
-    const at = (name: string) => Number(headers[name]);
-    return { text: Buffer.concat(chunks).toString('utf8'), offset: at('x-log-offset'), end: at('x-log-end'), size: at('x-log-size') };
+    try {
+      for await (const chunk of body) chunks.push(chunk as Buffer);
+    } catch (err) {
+      throw toClientError(err, this.url);
+    }
+    const at = (name: string) => Number(headers[name] ?? 0);
+    return {
+      text: Buffer.concat(chunks).toString('utf8'),
+      offset: at('x-log-offset'),
+      end: at('x-log-end'),
+      size: at('x-log-size'),
+      start: at('x-log-start'),
+      running: headers['x-log-running'] === '1',
+      attempt: at('x-log-attempt'),
+    };
   }
 
   cancel(ids: string[]): Promise<{ cancelled: string[] }> {
@@ -471,6 +492,11 @@ export class ApiClient {
       timeoutMs: this.timeoutMs + req.waitS * 1000,
       signal,
     });
+  }
+
+  /** Output of running attempts, as it is written (see LogChunk). */
+  logChunks(workerId: string, req: LogChunksRequest): Promise<LogChunksReply> {
+    return this.call('POST', `/workers/${encodeURIComponent(workerId)}/logs`, req, { timeoutMs: 60_000 });
   }
 
   result(workerId: string, req: ResultRequest): Promise<ResultReply> {

@@ -204,21 +204,92 @@ async function logs(ctx: Context, args: Argument[], opts: Record<string, unknown
   const attempt = opts.attempt as number | undefined;
   const tail = opts.tail as number | undefined;
   const { api } = await ctx.client();
-  const text = tail === undefined ? await api.logs(id, { stream, attempt }) : await lastLines(api, id, { stream, attempt }, tail);
+  if (opts.follow === true) return follow(ctx, api, id, stream, attempt, tail);
+  const text = tail === undefined ? await api.logs(id, { stream, attempt }) : (await lastLines(api, id, { stream, attempt }, tail)).text;
   ctx.out.show({ id, stream, attempt: attempt ?? null, text }, () => ctx.out.raw(text));
 }
 
+/** How long one read of a followed log waits on the server for more output. */
+const FOLLOW_WAIT_S = 15;
+const FOLLOW_POLL_MS = 1000;
+const FINAL = new Set(['done', 'failed', 'cancelled']);
+
+/**
+ * Prints a log as it grows, until its attempt ends; without --attempt, goes
+ * on to the job's next attempt when it is retried, until the job is finished.
+ * Reads by byte offset, so a dropped connection (a server restart) resumes
+ * where it was, repeating and losing nothing.
+ */
+async function follow(ctx: Context, api: ApiClient, id: string, stream: 'stdout' | 'stderr', fixed: number | undefined, tail: number | undefined): Promise<void> {
+  let attempt = fixed;
+  let offset: number | undefined;
+  let outage = false;
+  const transient = (err: unknown) => err instanceof ApiError && (TRANSIENT.has(err.code) || err.code === 'BAD_RESPONSE' || err.status >= 500);
+  for (;;) {
+    try {
+      if (attempt === undefined) {
+        const job = await api.job(id);
+        const last = job.attempts[job.attempts.length - 1]?.n;
+        if (last === undefined) {
+          if (FINAL.has(job.state)) return;
+          await sleep(FOLLOW_POLL_MS);
+          continue;
+        }
+        attempt = last;
+      }
+      if (offset === undefined && tail !== undefined) {
+        const last = await lastLines(api, id, { stream, attempt }, tail);
+        ctx.out.raw(last.text);
+        offset = last.end;
+      }
+      const part = await api.logPart(id, { stream, attempt, offset: offset ?? 0, wait: FOLLOW_WAIT_S });
+      if (outage) ctx.out.note('the server answers again; following on');
+      outage = false;
+      if (offset !== undefined && part.offset > offset) ctx.out.note(`[${part.offset - offset} bytes of the log were not kept]`);
+      ctx.out.raw(part.text);
+      offset = part.end;
+      if (part.running || part.end < part.size) {
+        // Nothing new although more is there: the log ends inside a character still being written.
+        if (part.text === '' && part.end < part.size) await sleep(250);
+        continue;
+      }
+      // This attempt is over and printed whole. Another may follow (a retry).
+      if (fixed !== undefined) return;
+      const job = await api.job(id);
+      const next = job.attempts.find((a) => a.n > attempt!)?.n;
+      if (next !== undefined) {
+        ctx.out.note(`--- attempt ${next} ---`);
+        attempt = next;
+        offset = undefined;
+        tail = undefined;
+        continue;
+      }
+      if (FINAL.has(job.state)) return;
+      await sleep(FOLLOW_POLL_MS);
+    } catch (err) {
+      if (transient(err)) {
+        if (!outage) ctx.out.note(`lost the server (${(err as Error).message}); trying again`);
+        outage = true;
+        await sleep(FOLLOW_POLL_MS);
+        continue;
+      }
+      throw err;
+    }
+  }
+}
+
 /** The last `n` lines of a log, asking the server for its end only: 8 KiB, then four times more until there are enough. */
-async function lastLines(api: ApiClient, id: string, q: { stream: 'stdout' | 'stderr'; attempt?: number }, n: number): Promise<string> {
+async function lastLines(api: ApiClient, id: string, q: { stream: 'stdout' | 'stderr'; attempt?: number }, n: number): Promise<{ text: string; end: number }> {
   for (let bytes = 8 * 1024; ; bytes = Math.min(bytes * 4, MAX_LOG_PART)) {
     const part = await api.logPart(id, { ...q, tail: bytes });
     const ended = part.text.endsWith('\n');
     const lines = (ended ? part.text.slice(0, -1) : part.text).split('\n');
     // Unless the part starts the log, its first line may be cut: it counts only when more than n are there.
-    const whole = part.offset === 0;
+    const whole = part.offset === part.start;
     if (whole || lines.length > n || bytes === MAX_LOG_PART) {
       const last = (whole ? lines : lines.slice(1)).slice(-n);
-      return last.length === 0 || (last.length === 1 && last[0] === '') ? '' : last.join('\n') + (ended ? '\n' : '');
+      const text = last.length === 0 || (last.length === 1 && last[0] === '') ? '' : last.join('\n') + (ended ? '\n' : '');
+      return { text, end: part.end };
     }
   }
 }
@@ -385,11 +456,12 @@ export const jobCommands: CommandSpec[] = [
   {
     name: 'logs',
     args: ['<id>'],
-    summary: "print a job's output",
+    summary: "print a job's output (as far as it has arrived while the job runs)",
     options: [
       { flags: '--stderr', description: 'standard error instead of standard output' },
       { flags: '--attempt <n>', description: 'this attempt instead of the last', parse: positive },
       { flags: '--tail <lines>', description: 'only the last LINES lines (the server sends only the end of the log)', parse: positive },
+      { flags: '-f, --follow', description: 'keep printing output as it arrives, until the attempt ends (without --attempt: on to the next attempt of a retried job, until the job is finished)' },
     ],
     run: logs,
   },

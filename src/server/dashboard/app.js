@@ -574,7 +574,10 @@ function jobView(root, id) {
   let job = null;
   // One page of the log at a time, asked of the server by bytes: a log of
   // hundreds of megabytes is never fetched whole.
-  const log = { attempt: null, stream: 'stdout', text: null, page: 0, size: 0 };
+  // While the attempt runs, the last page follows its output: a read that
+  // waits on the server for bytes past the end shown (`gen` tells a
+  // follow loop that the reader has moved on to another log).
+  const log = { attempt: null, stream: 'stdout', text: null, page: 0, size: 0, end: 0, running: false, gen: 0 };
 
   const showLog = async () => {
     if (!job) return;
@@ -603,8 +606,34 @@ function jobView(root, id) {
         h('button', { type: 'button', id: 'log-next', disabled: page >= pages - 1, onclick: () => loadPage(page + 1) }, 'Next'),
         h('span', { class: 'muted' }, `page ${page + 1} of ${pages}, ${log.size} bytes`),
       ),
-      h('pre', { class: 'log', id: 'log-text', 'data-stream': log.stream, 'data-attempt': log.attempt }, log.text === '' ? '(empty)' : log.text),
+      log.running ? h('p', { class: 'muted', id: 'log-live' }, 'The attempt is running: its output shows as it arrives.') : '',
+      h('pre', { class: 'log', id: 'log-text', 'data-stream': log.stream, 'data-attempt': log.attempt, 'data-running': String(log.running) }, log.text === '' ? (log.running ? '' : '(empty)') : log.text),
     );
+  };
+
+  /** Reads what the attempt prints past the end shown, for as long as it runs and this log is the one shown. */
+  const follow = async (gen) => {
+    while (log.gen === gen && log.running && root.isConnected) {
+      const want = { attempt: log.attempt, stream: log.stream };
+      try {
+        const res = await api(`/jobs/${encodeURIComponent(id)}/logs`, { query: { ...want, offset: log.end, wait: 15 }, text: true, raw: true });
+        const text = await res.text();
+        if (log.gen !== gen) return;
+        log.size = Number(res.headers.get('x-log-size') ?? log.size);
+        log.running = res.headers.get('x-log-running') === '1';
+        if (log.size > (log.page + 1) * LOG_PAGE) {
+          // Past this page: the last page is shown instead, and followed from there.
+          return loadPage(Math.floor((log.size - 1) / LOG_PAGE));
+        }
+        log.text += text;
+        log.end = Number(res.headers.get('x-log-end') ?? log.end);
+      } catch {
+        if (log.gen !== gen) return;
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        continue;
+      }
+      await showLog();
+    }
   };
 
   const loadPage = async (page) => {
@@ -616,13 +645,18 @@ function jobView(root, id) {
       if (log.attempt !== want.attempt || log.stream !== want.stream) return;
       log.text = text;
       log.size = Number(res.headers.get('x-log-size') ?? text.length);
+      log.end = Number(res.headers.get('x-log-end') ?? log.size);
+      log.running = res.headers.get('x-log-running') === '1';
       log.page = page;
     } catch (err) {
       log.text = '';
       logs.append(h('p', { class: 'error' }, err.message));
       return;
     }
+    const gen = ++log.gen;
     await showLog();
+    // The last page of a running attempt's log grows as the attempt prints.
+    if (log.running && log.end >= log.size) void follow(gen);
   };
 
   const openLog = async (attempt, streamName) => {
@@ -630,6 +664,8 @@ function jobView(root, id) {
     log.stream = streamName;
     log.text = null;
     log.size = 0;
+    log.running = false;
+    log.gen++;
     await showLog();
     await loadPage(0);
   };
@@ -731,9 +767,9 @@ function jobView(root, id) {
     }
     render();
     renderFiles();
-    const ended = job.attempts.filter((a) => a.endedAt !== undefined);
-    // Open the latest finished attempt's output, unless one was chosen already.
-    if (log.attempt === null && ended.length > 0) await openLog(ended[ended.length - 1].n, 'stdout');
+    const latest = job.attempts[job.attempts.length - 1];
+    // Open the latest attempt's output, running or ended, unless one was chosen already.
+    if (log.attempt === null && latest) await openLog(latest.n, 'stdout');
     else if (log.attempt !== null && log.text === '' && job.attempts.some((a) => a.n === log.attempt && a.endedAt !== undefined)) await openLog(log.attempt, log.stream);
     else await showLog();
   };

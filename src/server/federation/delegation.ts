@@ -12,16 +12,16 @@ import { mustStop, planClaim, planStoppedByPeer, renewedAttempts, renewLeases } 
 import { fail } from '../../core/errors.js';
 import type { ForeignAttempt } from '../../core/model.js';
 import type { Resources } from '../../core/types.js';
-import type { ClaimedJob, ResultReply, ResultRequest } from '../../core/wire.js';
+import type { ClaimedJob, LogChunk, LogChunkOutcome, ResultReply, ResultRequest } from '../../core/wire.js';
 import { anyFits, type Shape } from '../../federation/link.js';
 import type { LinkManager, PeerDirectory } from '../../federation/links.js';
 import type { Logger } from '../../common/logger.js';
 import type { Store } from '../jobs/store.js';
 import type { Grant, RemoteWork } from '../jobs/dispatcher.js';
 import type { Control, HeldAttempt, StopOrder } from '../jobs/control.js';
-import { acceptResult, type ResultServices } from '../jobs/results.js';
+import { acceptLogChunks, acceptResult, type LogChunkServices, type ResultServices } from '../jobs/results.js';
 import { check } from '../http/schemas.js';
-import { resultSchema } from '../jobs/schemas.js';
+import { logChunksSchema, resultSchema } from '../jobs/schemas.js';
 import { claimedJob } from '../jobs/views.js';
 
 /**
@@ -47,6 +47,7 @@ const attemptsCall = z.strictObject({
   attempts: z.array(z.strictObject({ jobId: uuid, attempt: z.int().min(1), workerId: uuid, started: z.boolean().optional() })).max(100_000),
 });
 const resultCall = z.strictObject({ workerId: uuid, result: z.unknown() });
+const logsCall = z.strictObject({ workerId: uuid, chunks: z.unknown() });
 const controlCall = attemptsCall.extend({ waitS: z.number().min(0).max(300) });
 
 /** How long home may hold a control call; the call itself gives up a little later. */
@@ -76,6 +77,7 @@ type PeerControlReply = PeerHeartbeatReply;
 export interface DelegationServices extends ResultServices {
   store: Store;
   control: Pick<Control, 'watch' | 'recheck'>;
+  logs: ResultServices['logs'] & LogChunkServices['logs'];
   config: Parameters<typeof resultSchema>[0];
   leaseMs: number;
   log: Logger;
@@ -234,6 +236,45 @@ export class Delegation implements RemoteWork {
     this.ctx.dispatcher.kick();
     const delivered = await this.deliver(f);
     return delivered ?? { accepted: true, duplicate: false, state: 'running' };
+  }
+
+  /**
+   * Live output of foreign attempts: passed home as it comes, one call per
+   * home, and home's answers passed back (STALE_ATTEMPT from home included).
+   * Nothing is kept here: while home cannot be reached, the worker's file
+   * is the buffer, and the result's tails fill in what never got through.
+   */
+  async logs(workerId: string, chunks: LogChunk[]): Promise<LogChunkOutcome[]> {
+    const model = this.ctx.store.model;
+    const out: LogChunkOutcome[] = new Array(chunks.length);
+    const byHome = new Map<string, number[]>();
+    chunks.forEach((c, i) => {
+      const f = model.foreign.get(c.jobId);
+      if (!f || f.workerId !== workerId || f.attempt !== c.attempt || f.result !== undefined) {
+        out[i] = { error: { code: 'STALE_ATTEMPT', message: `attempt ${c.attempt} of job ${c.jobId} is not running on this worker` } };
+        return;
+      }
+      byHome.set(f.home, [...(byHome.get(f.home) ?? []), i]);
+    });
+    await Promise.all(
+      [...byHome].map(async ([home, idx]) => {
+        const link = this.links?.link(home);
+        let results: LogChunkOutcome[] | undefined;
+        let failure = `the job's home server ${home} cannot be reached`;
+        if (link) {
+          try {
+            const reply = await link.call<{ results: LogChunkOutcome[] }>('logs', { workerId, chunks: idx.map((i) => chunks[i]) }, 30_000);
+            if (Array.isArray(reply?.results) && reply.results.length === idx.length) results = reply.results;
+          } catch (err) {
+            failure = `${failure}: ${String((err as Error).message ?? err)}`;
+          }
+        }
+        idx.forEach((i, k) => {
+          out[i] = results?.[k] ?? { error: { code: 'PEER_UNREACHABLE', message: failure } };
+        });
+      }),
+    );
+    return out;
   }
 
   /** Sends a kept result home; null while home cannot be reached (it is tried again later). */
@@ -509,6 +550,11 @@ export class Delegation implements RemoteWork {
           signal: new AbortController().signal,
         });
         return { abandon } satisfies PeerControlReply;
+      }
+      case 'logs': {
+        const p = check(logsCall, params, 'params');
+        const { chunks } = check(logChunksSchema, { chunks: p.chunks }, 'params');
+        return { results: await acceptLogChunks(this.ctx, p.workerId, chunks, peerId) };
       }
       case 'return':
       case 'lost': {

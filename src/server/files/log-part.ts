@@ -27,7 +27,7 @@ export interface LogPart {
  * end forward to finish the last one, so pages that meet at byte boundaries
  * show every character exactly once.
  */
-export async function utf8Part(size: number, want: PartOf, read: (start: number, end: number) => Promise<Buffer>): Promise<LogPart> {
+export async function utf8Part(size: number, want: PartOf, read: (start: number, end: number) => Promise<Buffer>, growing = false): Promise<LogPart> {
   const start = want.tail !== undefined ? Math.max(0, size - want.tail) : Math.min(want.offset ?? 0, size);
   const end = want.tail === undefined && want.limit !== undefined ? Math.min(size, start + want.limit) : size;
   // A UTF-8 character is at most 4 bytes: 3 more show whether the end cuts one.
@@ -37,6 +37,8 @@ export async function utf8Part(size: number, want: PartOf, read: (start: number,
   while (s < end - start && continues(s)) s++;
   let e = end - start;
   while (e > s && continues(e)) e++;
+  // A log still being written may end inside a character: its first bytes wait for the rest, in the next part.
+  if (growing && start + e === size) e = s + completeUpTo(buf.subarray(s, e));
   return { text: buf.subarray(s, e).toString('utf8'), offset: start + s, end: start + e, size };
 }
 
@@ -44,4 +46,15 @@ export async function utf8Part(size: number, want: PartOf, read: (start: number,
 export function textPart(text: string, want: PartOf): Promise<LogPart> {
   const bytes = Buffer.from(text, 'utf8');
   return utf8Part(bytes.length, want, (start, end) => Promise.resolve(bytes.subarray(start, end)));
+}
+
+/** How many bytes of `buf` form whole UTF-8 characters, leaving out a last one that is cut short. */
+function completeUpTo(buf: Buffer): number {
+  for (let back = 1; back <= Math.min(4, buf.length); back++) {
+    const b = buf[buf.length - back]!;
+    if ((b & 0xc0) === 0x80) continue;
+    const need = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc0 ? 2 : 1;
+    return need > back ? buf.length - back : buf.length;
+  }
+  return buf.length;
 }

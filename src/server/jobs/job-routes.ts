@@ -8,9 +8,13 @@ import { canSee, visibleLiveJob, visibleProject } from '../http/auth.js';
 import type { Context } from '../start/context.js';
 import { Reply, type Router } from '../http/router.js';
 import { textPart } from '../files/log-part.js';
+import type { KeptPart } from '../files/log-store.js';
 import { fitsInTail } from './results.js';
 import { jobIdParam, limitQuery } from '../http/schemas.js';
 import { idsSchema, logsQuery, runningQuery } from './schemas.js';
+
+/** Log reads one user may have waiting for output at once (TOO_MANY_REQUESTS past it). */
+const MAX_LOG_WAITS_PER_USER = 32;
 import { jobView } from './views.js';
 
 const jobParams = z.strictObject({ id: jobIdParam });
@@ -22,34 +26,62 @@ export function jobRoutes(router: Router, ctx: Context): void {
     jobView(req.job, req.archived, model()),
   );
 
+  /** Log reads waiting for more output, per user: they hold a connection each, like any long request. */
+  const logWaits = new Map<string, number>();
+
   router.add(
     'GET',
     '/jobs/:id/logs',
     {
       auth: 'job',
-      summary: "an attempt's stdout or stderr (the last attempt by default); offset and limit, or tail, ask for a part (in bytes, given in x-log-offset, x-log-end and x-log-size)",
+      summary:
+        "an attempt's stdout or stderr (the last attempt by default), as far as it has arrived while the attempt runs; offset and limit, or tail, ask for a part (in bytes); wait=S waits up to S seconds for output past offset while the attempt runs. Headers: x-log-offset, x-log-end, x-log-size, x-log-start (bytes before it are not kept), x-log-running",
       params: jobParams,
       query: logsQuery,
       text: true,
     },
     async (req) => {
-      const { job, query: q } = req;
-      const attempt = q.attempt ?? job.attempts[job.attempts.length - 1]?.n;
-      if (attempt === undefined) throw fail('LOG_NOT_FOUND', `job ${job.id} has not run yet`);
-      const a = job.attempts.find((x) => x.n === attempt);
-      if (!a) throw fail('ATTEMPT_NOT_FOUND', `job ${job.id} has no attempt ${attempt}`);
+      const { query: q } = req;
+      const id = req.job.id;
+      // The live record: an attempt may end (or a new one start) while this request waits.
+      const current = (): Job => (req.archived ? req.job : (model().job(id) ?? req.job));
+      const attempt = q.attempt ?? current().attempts[current().attempts.length - 1]?.n;
+      if (attempt === undefined) throw fail('LOG_NOT_FOUND', `job ${id} has not run yet`);
+      if (!current().attempts.some((x) => x.n === attempt)) throw fail('ATTEMPT_NOT_FOUND', `job ${id} has no attempt ${attempt}`);
+      const running = (): boolean => !req.archived && model().leases.get(id)?.attempt === attempt;
+      if (q.wait !== undefined && q.wait > 0 && q.tail === undefined && running()) {
+        const user = req.who.user;
+        const open = logWaits.get(user) ?? 0;
+        if (open >= MAX_LOG_WAITS_PER_USER) {
+          throw fail('TOO_MANY_REQUESTS', `${open} log reads of yours are waiting for output already, the most allowed`, { retryAfterS: 1 });
+        }
+        logWaits.set(user, open + 1);
+        try {
+          await ctx.logs.waitFor(id, attempt, q.stream, q.offset ?? 0, q.wait * 1000, req.signal, running);
+        } finally {
+          const left = (logWaits.get(user) ?? 1) - 1;
+          if (left > 0) logWaits.set(user, left);
+          else logWaits.delete(user);
+        }
+      }
+      // Asked before reading: once the attempt is seen ended, all of its output is stored (results make it durable first).
+      const live = running();
+      const a = current().attempts.find((x) => x.n === attempt)!;
       const tail = q.stream === 'stdout' ? a.stdoutTail : a.stderrTail;
       const bytes = q.stream === 'stdout' ? a.stdoutBytes : a.stderrBytes;
-      const kept = tail !== undefined && bytes !== undefined && fitsInTail(tail, bytes) ? tail : null;
-      const missing = () => fail('LOG_NOT_FOUND', `attempt ${attempt} of job ${job.id} has no ${q.stream} (it has not finished, or it was lost)`);
-      if (q.offset === undefined && q.limit === undefined && q.tail === undefined) {
-        const text = kept ?? (await ctx.logs.read(job.id, attempt, q.stream));
-        if (text === null) throw missing();
-        return Reply.text(text);
-      }
-      const part = kept !== null ? await textPart(kept, q) : await ctx.logs.readPart(job.id, attempt, q.stream, q);
-      if (part === null) throw missing();
-      return Reply.text(part.text, 200, { 'x-log-offset': String(part.offset), 'x-log-end': String(part.end), 'x-log-size': String(part.size) });
+      const kept = !live && tail !== undefined && bytes !== undefined && fitsInTail(tail, bytes) ? tail : null;
+      const part: KeptPart | null =
+        kept !== null ? { ...(await textPart(kept, q)), start: 0 } : await ctx.logs.readPart(id, attempt, q.stream, q, live);
+      if (part === null && !live) throw fail('LOG_NOT_FOUND', `attempt ${attempt} of job ${id} has no ${q.stream} (it was lost before its output arrived)`);
+      const p = part ?? { text: '', offset: 0, end: 0, size: 0, start: 0 };
+      return Reply.text(p.text, 200, {
+        'x-log-offset': String(p.offset),
+        'x-log-end': String(p.end),
+        'x-log-size': String(p.size),
+        'x-log-start': String(p.start),
+        'x-log-running': live ? '1' : '0',
+        'x-log-attempt': String(attempt),
+      });
     },
   );
 

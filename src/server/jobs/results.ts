@@ -1,5 +1,6 @@
 import { planFinish, type AttemptReport } from '../../core/commands.js';
-import type { ResultReply, ResultRequest } from '../../core/wire.js';
+import { CpcError, fail } from '../../core/errors.js';
+import type { LogChunk, LogChunkOutcome, ResultReply, ResultRequest } from '../../core/wire.js';
 import type { Files } from '../files/files.js';
 import type { LogStore } from '../files/log-store.js';
 import type { Dispatcher } from './dispatcher.js';
@@ -17,7 +18,7 @@ export function fitsInTail(text: string, bytes: number): boolean {
 export interface ResultServices {
   store: Pick<Store, 'model' | 'commit'>;
   files: Pick<Files, 'requireHeld'>;
-  logs: Pick<LogStore, 'write'>;
+  logs: Pick<LogStore, 'complete' | 'sync' | 'forget'>;
   dispatcher: Pick<Dispatcher, 'kick'>;
 }
 
@@ -50,13 +51,50 @@ export async function acceptResult(ctx: ResultServices, workerId: string, body: 
   // Logs are durable before the result is, so a finished job always has
   // them. Output that fits in the tails is kept whole in the job record,
   // which saves the files and their fsyncs for the many jobs that say little.
-  if (!fitsInTail(body.stdout, body.stdoutBytes) || !fitsInTail(body.stderr, body.stderrBytes)) {
-    await ctx.logs.write(body.jobId, body.attempt, body.stdout, body.stderr);
-    // Check again: another report of the same attempt may have won while we wrote.
-    event = planFinish(model, workerId, body.jobId, body.attempt, report, Date.now(), via);
-    if (event === 'duplicate') return { accepted: true, duplicate: true, state: model.job(body.jobId)!.state };
+  // The tails fill in what the live chunks did not bring (all of it, from a
+  // worker that does not stream), and repeat nothing they did.
+  const inline = fitsInTail(body.stdout, body.stdoutBytes) && fitsInTail(body.stderr, body.stderrBytes);
+  if (!inline) {
+    await ctx.logs.complete(body.jobId, body.attempt, 'stdout', body.stdout, body.stdoutBytes);
+    await ctx.logs.complete(body.jobId, body.attempt, 'stderr', body.stderr, body.stderrBytes);
   }
+  await ctx.logs.sync(body.jobId, body.attempt);
+  // Check again: another report of the same attempt may have won while we wrote.
+  event = planFinish(model, workerId, body.jobId, body.attempt, report, Date.now(), via);
+  if (event === 'duplicate') return { accepted: true, duplicate: true, state: model.job(body.jobId)!.state };
   await ctx.store.commit(event);
+  ctx.logs.forget(body.jobId, body.attempt);
   ctx.dispatcher.kick();
   return { accepted: true, duplicate: false, state: model.job(body.jobId)!.state };
+}
+
+/** What taking live log chunks uses: the model (whose leases say whose an attempt is) and the log files. */
+export interface LogChunkServices {
+  store: Pick<Store, 'model'>;
+  logs: Pick<LogStore, 'append'>;
+}
+
+/**
+ * Stores chunks of the output of attempts that run, from one of this
+ * server's workers (`via` = local) or from a peer's (`via` = the peer). A
+ * chunk of an attempt that is not leased to that worker is refused
+ * (STALE_ATTEMPT) and nothing of it is written; each chunk has its own answer.
+ */
+export async function acceptLogChunks(ctx: LogChunkServices, workerId: string, chunks: LogChunk[], via: string): Promise<LogChunkOutcome[]> {
+  const model = ctx.store.model;
+  return Promise.all(
+    chunks.map(async (c): Promise<LogChunkOutcome> => {
+      try {
+        const lease = model.leases.get(c.jobId);
+        if (!lease || lease.attempt !== c.attempt || lease.workerId !== workerId || lease.via !== via) {
+          throw fail('STALE_ATTEMPT', `attempt ${c.attempt} of job ${c.jobId} is not running on this worker`);
+        }
+        const kept = await ctx.logs.append(c.jobId, c.attempt, c.stream, c.offset, Buffer.from(c.data, 'base64'));
+        return { end: kept.end };
+      } catch (err) {
+        if (err instanceof CpcError) return { error: { code: err.code, message: err.message } };
+        throw err;
+      }
+    }),
+  );
 }

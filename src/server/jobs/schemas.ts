@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { MAX_KILL_GRACE_S, PRIORITY_MAX, PRIORITY_MIN, type JobSpec } from '../../core/types.js';
-import { ISOLATION_LEVELS, MAX_LOG_PART, type JobInput } from '../../core/wire.js';
+import { ISOLATION_LEVELS, MAX_LOG_CHUNK_BYTES, MAX_LOG_PART, type JobInput } from '../../core/wire.js';
 import { fileRefSchema, filePath } from '../files/schemas.js';
 import { arrayLength, boundedName, jobIdParam, limited, limitQuery, type Limits, perLimits, shownName, stringLength } from '../http/schemas.js';
 
@@ -119,12 +119,42 @@ export const claimSchema = perLimits((limits) =>
   }),
 );
 
+/** Base64 of at most MAX_LOG_CHUNK_BYTES bytes, over all chunks of a request. */
+const MAX_LOG_CHUNK_CHARS = Math.ceil(MAX_LOG_CHUNK_BYTES / 3) * 4;
+const base64Total = (v: unknown) =>
+  Array.isArray(v) ? v.reduce((n: number, c: unknown) => n + (c && typeof c === 'object' && typeof (c as { data?: unknown }).data === 'string' ? (c as { data: string }).data.length : 0), 0) : null;
+
+/** Live output of running attempts, from their worker. */
+export const logChunksSchema = z.strictObject({
+  chunks: limited(
+    z
+      .array(
+        z.strictObject({
+          jobId: jobIdParam,
+          attempt: z.int().min(1),
+          stream: z.enum(['stdout', 'stderr']),
+          offset: z.int().min(0).max(Number.MAX_SAFE_INTEGER),
+          data: z.base64().max(MAX_LOG_CHUNK_CHARS),
+        }),
+      )
+      .min(1)
+      .max(1000),
+    base64Total,
+    MAX_LOG_CHUNK_CHARS + 4 * 1000,
+    'LOG_TOO_LARGE',
+    `the chunks carry more than ${MAX_LOG_CHUNK_BYTES} bytes`,
+  ),
+});
+
 export const jobListQuery = z.strictObject({
   state: z.enum(['waiting', 'queued', 'running', 'done', 'failed', 'cancelled']).optional(),
   limit: z.coerce.number().int().min(1).max(10_000).default(100),
   after: jobIdParam.optional(),
   archived: z.enum(['0', '1', 'true', 'false']).optional(),
 });
+
+/** The longest a log read waits for more output. */
+export const MAX_LOG_WAIT_S = 60;
 
 export const logsQuery = z
   .strictObject({
@@ -135,6 +165,8 @@ export const logsQuery = z
     limit: z.coerce.number().int().min(1).max(MAX_LOG_PART).optional(),
     /** The last this many bytes. */
     tail: z.coerce.number().int().min(1).max(MAX_LOG_PART).optional(),
+    /** While the attempt runs and has nothing past `offset`: wait up to this many seconds for more (or for its end). */
+    wait: z.coerce.number().min(0).max(MAX_LOG_WAIT_S).optional(),
   })
   .refine((q) => q.tail === undefined || (q.offset === undefined && q.limit === undefined), 'give tail, or offset and limit, not both');
 

@@ -6,6 +6,8 @@ import type {
   ClaimReply,
   ControlReply,
   HeartbeatReply,
+  LogChunkOutcome,
+  LogChunksReply,
   RegisterReply,
   ResultOutcome,
   ResultReply,
@@ -20,9 +22,9 @@ import type { Context } from '../start/context.js';
 import type { Router } from '../http/router.js';
 import { newId } from './ids.js';
 import { isClaim, isHeartbeat, isPlainResult, isWorkerPath } from './quick-checks.js';
-import { acceptResult } from './results.js';
+import { acceptLogChunks, acceptResult } from './results.js';
 import { jobIdParam } from '../http/schemas.js';
-import { claimSchema, controlSchema, heartbeatSchema, registerSchema, resultSchema, tokenNameSchema } from './schemas.js';
+import { claimSchema, controlSchema, heartbeatSchema, logChunksSchema, registerSchema, resultSchema, tokenNameSchema } from './schemas.js';
 import type { HeldAttempt, StopOrder } from './control.js';
 
 export const workerParams = z.strictObject({ id: jobIdParam });
@@ -280,6 +282,29 @@ export function workerRoutes(router: Router, ctx: Context): void {
     '/workers/:id/results',
     { auth: 'worker', summary: 'report how an attempt ended, with the ends of its output', params: workerParams, body: resultSchema(ctx.config), quick: { params: isWorkerPath, body: isPlainResult(ctx.config) }, bulk: true },
     (req): Promise<ResultReply> => report(ownWorker(req.who, req.params.id).id, req.body),
+  );
+
+  router.add(
+    'POST',
+    '/workers/:id/logs',
+    { auth: 'worker', summary: "output of the worker's running attempts as it is written: chunks placed by byte offset, each answered with the stream's stored end or a refusal", params: workerParams, body: logChunksSchema },
+    async (req): Promise<LogChunksReply> => {
+      const worker = ownWorker(req.who, req.params.id);
+      const { chunks } = req.body;
+      // Mine or forward: chunks of a peer's job go home over the link, answered from there.
+      const isForeign = chunks.map((c) => model.foreign.has(c.jobId));
+      const local = chunks.filter((_, k) => !isForeign[k]);
+      const foreign = chunks.filter((_, k) => isForeign[k]);
+      const [mine, theirs] = await Promise.all([
+        local.length > 0 ? acceptLogChunks(ctx, worker.id, local, 'local') : [],
+        foreign.length > 0 ? ctx.delegation.logs(worker.id, foreign) : [],
+      ]);
+      worker.lastSeen = Date.now();
+      let i = 0;
+      let j = 0;
+      const results: LogChunkOutcome[] = isForeign.map((f) => (f ? theirs[j++]! : mine[i++]!));
+      return { results };
+    },
   );
 
   router.add('GET', '/workers', { auth: 'user', summary: 'the workers registered here' }, (): { workers: WorkerView[] } => {

@@ -36,6 +36,8 @@ export const configSchema = z.strictObject({
   maxJobsPerSubmit: z.int().min(1).max(1_000_000),
   /** Each of stdout and stderr is kept up to this size per attempt (the end of it). */
   maxLogBytes: z.int().min(1024).max(256 * MiB),
+  /** Of the output that arrives while an attempt runs, each stream keeps at least its last this many bytes (at most twice as many); default maxLogBytes. */
+  maxLiveLogBytes: z.int().min(1024).max(256 * MiB).optional(),
   tokenTtlS: z.number().min(60).max(365 * DAY),
   /** A client that has not sent all its request headers by then is cut off (HEADERS_TIMEOUT). */
   headersTimeoutS: z.number().min(0.1).max(HOUR),

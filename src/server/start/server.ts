@@ -196,7 +196,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     loginThrottle: loginThrottle.throttle,
     dispatcher: new Dispatcher(store, () => leaseMs),
     control: new Control(store),
-    logs: new LogStore(join(home, 'logs')),
+    logs: new LogStore(join(home, 'logs'), config.maxLiveLogBytes ?? config.maxLogBytes),
     files: new Files(blobs, store, config),
     usage: new QueuedUsage(store.model, store, config),
     log,
@@ -360,11 +360,13 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       eventSocket.close();
       ctx.dispatcher.releaseAll();
       ctx.control.releaseAll();
+      ctx.logs.releaseWaits();
       await handshake.close();
       links.close();
       await Promise.all([stop(secure!), stop(unsecure)]);
       await ctx.transfers.close();
       await store.snapshot();
+      await ctx.logs.close();
       await store.close();
       await loginThrottle.close();
       hub.close();
