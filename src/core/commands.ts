@@ -2,6 +2,7 @@ import type {
   AttemptFinished,
   AttemptsLost,
   AttemptsStopped,
+  ClockStepped,
   ForeignClosed,
   JobsCancelled,
   JobsClaimed,
@@ -478,6 +479,27 @@ export function renewLeases(
     }
   }
   return out;
+}
+
+/**
+ * The wall clock stepped by `stepMs`, found out at most `sinceMs` after the
+ * step. Deadlines are wall times, so without this a step forward would end
+ * every lease at once and a step back would keep dead ones alive as long.
+ * Deadlines given before the step move with it; those given since (by
+ * heartbeats between the step and now) are on the new clock already, and
+ * are told apart by where they lie: before a step forward no deadline was
+ * later than the old now plus a lease, after it none is earlier than this
+ * now minus `sinceMs` plus a lease; the other way round for a step back.
+ * Null when nothing is to move.
+ */
+export function planClockStep(model: Model, stepMs: number, now: number, leaseMs: number, sinceMs: number): ClockStepped | null {
+  const given = (deadline: number): boolean => (stepMs > 0 ? deadline < now + leaseMs - sinceMs : deadline > now + leaseMs);
+  const attempts: [string, number][] = [];
+  for (const l of model.leases.all()) if (given(l.deadline)) attempts.push([l.jobId, l.attempt]);
+  const foreign: [string, number][] = [];
+  for (const f of model.foreign.values()) if (given(f.deadline)) foreign.push([f.jobId, f.attempt]);
+  if (attempts.length === 0 && foreign.length === 0) return null;
+  return { t: 'clock-stepped', at: now, stepMs, attempts, foreign };
 }
 
 /**

@@ -252,6 +252,20 @@ export interface JobsArchived {
 }
 
 /**
+ * The wall clock stepped (a correction, a resume from suspend, an admin's
+ * date) by `stepMs`: the deadlines of these leases, and of these foreign
+ * attempts, given before the step, move by the same amount, so that each
+ * lasts what it was given (see planClockStep).
+ */
+export interface ClockStepped {
+  t: 'clock-stepped';
+  at: number;
+  stepMs: number;
+  attempts: [string, number][];
+  foreign: [string, number][];
+}
+
+/**
  * Written when the server starts after replay: leases whose deadlines fell
  * while it was down get one more lease period from here (see recovery.ts).
  */
@@ -283,6 +297,7 @@ export type Event =
   | JobsRetried
   | JobsArchived
   | LeasesExtended
+  | ClockStepped
   | ValueSet
   | FileReceived
   | FilesCollected

@@ -101,6 +101,19 @@ export class LeaseTable {
     return true;
   }
 
+  /**
+   * Moves a lease's deadline by `deltaMs`, earlier as well as later (a step
+   * of the wall clock, see planClockStep). The heap holds each lease by the
+   * deadline it was pushed with and finds later ones lazily; an earlier one
+   * needs an entry of its own.
+   */
+  move(jobId: string, attempt: number, deltaMs: number): void {
+    const lease = this.byJob.get(jobId);
+    if (!lease || lease.attempt !== attempt) return;
+    lease.deadline += deltaMs;
+    if (deltaMs < 0) this.heap.push({ deadline: lease.deadline, jobId, attempt });
+  }
+
   /** Moves the deadline of every lease a worker holds. */
   renewWorker(workerId: string, deadline: number): void {
     const jobs = this.byWorker.get(workerId);
@@ -136,14 +149,20 @@ export class LeaseTable {
   /** Leases whose deadline is at or before `now`; they stay in the table until removed. */
   expired(now: number): Lease[] {
     const out: Lease[] = [];
+    const found = new Set<Lease>();
     for (;;) {
       const top = this.heap.peek();
       if (!top || top.deadline > now) break;
       this.heap.pop();
       const lease = this.byJob.get(top.jobId);
       if (!lease || lease.attempt !== top.attempt) continue;
+      // A lease moved earlier (move) has a second entry: it is found once.
+      if (found.has(lease)) continue;
       if (lease.deadline > now) this.heap.push({ deadline: lease.deadline, jobId: lease.jobId, attempt: lease.attempt });
-      else out.push(lease);
+      else {
+        found.add(lease);
+        out.push(lease);
+      }
     }
     // Expired leases go back on the heap so that a caller who does not remove
     // them sees them again next sweep.

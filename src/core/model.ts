@@ -351,6 +351,13 @@ export class Model {
           if (lease && lease.attempt === n && lease.workerId === e.workerId && lease.stopping) this.stopped(lease, e.at);
         }
         return;
+      case 'clock-stepped':
+        for (const [jobId, n] of e.attempts) this.leases.move(jobId, n, e.stepMs);
+        for (const [jobId, n] of e.foreign) {
+          const f = this.foreign.get(jobId);
+          if (f && f.attempt === n) f.deadline += e.stepMs;
+        }
+        return;
       case 'leases-extended':
         for (const [jobId, n] of e.attempts) {
           this.leases.renew(jobId, n, e.deadline);

@@ -345,6 +345,8 @@ export interface SpawnServerOptions {
   timeoutMs?: number;
   /** Start it with --local-worker. */
   localWorker?: boolean;
+  /** More environment for the process (a preloaded library, say). */
+  env?: Record<string, string>;
 }
 
 /** `cpc-server --home HOME start …` as a real process; resolves once its server.json names it. */
@@ -369,6 +371,7 @@ export async function spawnServer(home: string, opts: SpawnServerOptions = {}): 
   const env = { ...process.env };
   // The settings of the test run's own shell stay out, but for the password hash cost (scripts/run-tests.mjs).
   for (const k of Object.keys(env)) if (k.startsWith('CPC_') && k !== 'CPC_SCRYPT_LOG_N') delete env[k];
+  Object.assign(env, opts.env);
   const child = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   processes.add(child);
   let err = '';

@@ -297,7 +297,8 @@ export class EventHub {
         workers.add(e.workerId);
         break;
       case 'leases-renewed':
-      case 'leases-extended': {
+      case 'leases-extended':
+      case 'clock-stepped': {
         if (e.t === 'leases-renewed') workers.add(e.workerId);
         for (const [jobId, n] of e.attempts.slice(0, this.opts.jobsPerEvent)) {
           const lease = model.leases.get(jobId);

@@ -79,6 +79,7 @@ const HARMLESS = new Set<Event['t']>([
   'worker-registered',
   'leases-renewed',
   'leases-extended',
+  'clock-stepped',
   'value-set',
   'file-received',
   'files-collected',

@@ -1,4 +1,4 @@
-import { archivable, planExpiry } from '../../core/commands.js';
+import { archivable, planClockStep, planExpiry } from '../../core/commands.js';
 import type { Files } from '../files/files.js';
 import type { Logger } from '../../common/logger.js';
 import type { Dispatcher } from './dispatcher.js';
@@ -15,6 +15,9 @@ export interface SweeperServices {
   leaseMs: number;
   log: Logger;
 }
+
+/** A difference between the wall and monotonic clocks over one tick that counts as a step of the wall clock. */
+const CLOCK_STEP_MS = 2000;
 
 /**
  * The server's clock-driven work, on one timer: expire leases whose deadline
@@ -34,8 +37,27 @@ export class Sweeper {
   ) {}
 
   start(): void {
-    this.timer = setInterval(() => this.tick(), this.tickMs);
+    let wall = Date.now();
+    let mono = performance.now();
+    this.timer = setInterval(() => {
+      const nowWall = Date.now();
+      const nowMono = performance.now();
+      // Between two ticks the wall clock should move as the monotonic one does; more than that is a step.
+      const stepMs = nowWall - wall - (nowMono - mono);
+      wall = nowWall;
+      mono = nowMono;
+      if (Math.abs(stepMs) >= CLOCK_STEP_MS) this.clockStepped(Math.round(stepMs), nowWall);
+      this.tick(nowWall);
+    }, this.tickMs);
     this.timer.unref();
+  }
+
+  /** Moves the deadlines given before a step of the wall clock with it (see planClockStep). */
+  clockStepped(stepMs: number, now: number): void {
+    const { store, log } = this.ctx;
+    const event = planClockStep(store.model, stepMs, now, this.ctx.leaseMs, this.tickMs * 2);
+    log.warn('the wall clock stepped; lease deadlines given before the step move with it', { stepMs, leases: event?.attempts.length ?? 0, foreign: event?.foreign.length ?? 0 });
+    if (event) store.commit(event).catch((err: unknown) => log.error('could not journal a clock step', { err: String(err) }));
   }
 
   /** Removes stored files that nothing has referred to for the grace period. */
