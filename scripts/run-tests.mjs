@@ -36,14 +36,15 @@ const child = spawn(
   // would otherwise take minutes. The default is tested on its own.
   { stdio: ['ignore', 'pipe', 'inherit'], env: { CPC_SCRYPT_LOG_N: '14', ...process.env } },
 );
+// The summary's test count, caught as it goes by: failures printed after it may be long.
 let tail = '';
+let ran = 0;
 child.stdout.on('data', (chunk) => {
   process.stdout.write(chunk);
   tail = (tail + chunk.toString()).slice(-4000);
+  for (const m of tail.replace(/\x1b\[[0-9;]*m/g, '').matchAll(/ℹ tests (\d+)/g)) ran = Number(m[1]);
 });
 child.on('close', (code) => {
-  const m = /tests (\d+)/.exec(tail.replace(/\x1b\[[0-9;]*m/g, ''));
-  const ran = m ? Number(m[1]) : 0;
   if (ran === 0) {
     console.error('run-tests: no test ran');
     process.exit(1);

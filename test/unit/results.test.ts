@@ -21,6 +21,7 @@ function setUp() {
   world.claim('w1');
   const steps: string[] = [];
   let refuse = false;
+  let live = false;
   const services: ResultServices = {
     store: {
       model: world.model,
@@ -43,6 +44,7 @@ function setUp() {
         steps.push(`sync ${id}/${attempt}`);
       },
       forget: () => {},
+      holds: () => live,
     },
     dispatcher: { kick: () => steps.push('kick') },
   };
@@ -59,18 +61,27 @@ function setUp() {
     stderrBytes: 0,
     ...over,
   });
-  return { world, jobId, steps, services, result, refuseOutputs: () => (refuse = true) };
+  return { world, jobId, steps, services, result, refuseOutputs: () => (refuse = true), streamed: () => (live = true) };
 }
 
 describe('acceptResult', () => {
-  it('commits a short result with its output in the job record, then wakes the dispatcher', async () => {
+  it('commits a short result with its output in the job record in the same turn, then wakes the dispatcher', async () => {
     const { world, jobId, steps, services, result } = setUp();
-    const reply = await acceptResult(services, 'w1', result(), 'local');
-    assert.equal(reply.duplicate, false);
+    const taking = acceptResult(services, 'w1', result(), 'local');
+    // Applied before anything is awaited: a claim that carries it fills the room it frees.
     assert.equal(world.state(jobId), 'done');
-    // Live chunks that came before are made durable before the result is.
-    assert.deepEqual(steps, [`sync ${jobId}/1`, 'commit attempt-finished', 'kick']);
+    const reply = await taking;
+    assert.equal(reply.duplicate, false);
+    assert.deepEqual(steps, ['commit attempt-finished', 'kick']);
     assert.equal(world.job(jobId).attempts.at(-1)?.stdoutTail, 'hi\n');
+  });
+
+  it('makes the live chunks that came before durable before the result', async () => {
+    const { world, jobId, steps, services, result, streamed } = setUp();
+    streamed();
+    await acceptResult(services, 'w1', result(), 'local');
+    assert.equal(world.state(jobId), 'done');
+    assert.deepEqual(steps, [`sync ${jobId}/1`, 'commit attempt-finished', 'kick']);
   });
 
   it('writes the logs before the result when the output does not fit in the record', async () => {

@@ -38,7 +38,7 @@ export const COMMAND_MANIFEST: readonly ManifestEntry[] = [
   {"group":"jobs","name":"submit","aliases":[],"term":"submit [options] [command...]","summary":"submit a job (cpcc submit [options] -- COMMAND ARGS...) or many (--file)"},
   {"group":"jobs","name":"jobs","aliases":[],"term":"jobs [options]","summary":"list the current project's jobs"},
   {"group":"jobs","name":"job","aliases":[],"term":"job <id>","summary":"show one job and its attempts"},
-  {"group":"jobs","name":"logs","aliases":[],"term":"logs [options] <id>","summary":"print a job's output"},
+  {"group":"jobs","name":"logs","aliases":[],"term":"logs [options] <id>","summary":"print a job's output (as far as it has arrived while the job runs)"},
   {"group":"jobs","name":"cancel","aliases":[],"term":"cancel <ids...>","summary":"cancel jobs"},
   {"group":"jobs","name":"retry","aliases":[],"term":"retry <ids...>","summary":"queue failed or cancelled jobs again"},
   {"group":"jobs","name":"wait","aliases":[],"term":"wait [options] [project]","summary":"wait until every job of the project has finished; exit 1 if any failed or was cancelled"},

@@ -214,6 +214,15 @@ export class LogStore {
   }
 
   /** Makes what is stored of both streams of an attempt durable now. */
+  /** True when live chunks of the attempt were stored or are being stored here (by this process). */
+  holds(jobId: string, attempt: number): boolean {
+    for (const stream of ['stdout', 'stderr'] as const) {
+      const key = `${jobId}/${attempt}.${stream}`;
+      if (this.streams.has(key) || this.queues.has(key)) return true;
+    }
+    return false;
+  }
+
   async sync(jobId: string, attempt: number): Promise<void> {
     let any = false;
     for (const stream of ['stdout', 'stderr'] as const) {

@@ -18,7 +18,7 @@ export function fitsInTail(text: string, bytes: number): boolean {
 export interface ResultServices {
   store: Pick<Store, 'model' | 'commit'>;
   files: Pick<Files, 'requireHeld'>;
-  logs: Pick<LogStore, 'complete' | 'sync' | 'forget'>;
+  logs: Pick<LogStore, 'complete' | 'sync' | 'forget' | 'holds'>;
   dispatcher: Pick<Dispatcher, 'kick'>;
 }
 
@@ -54,14 +54,18 @@ export async function acceptResult(ctx: ResultServices, workerId: string, body: 
   // The tails fill in what the live chunks did not bring (all of it, from a
   // worker that does not stream), and repeat nothing they did.
   const inline = fitsInTail(body.stdout, body.stdoutBytes) && fitsInTail(body.stderr, body.stderrBytes);
-  if (!inline) {
-    await ctx.logs.complete(body.jobId, body.attempt, 'stdout', body.stdout, body.stdoutBytes);
-    await ctx.logs.complete(body.jobId, body.attempt, 'stderr', body.stderr, body.stderrBytes);
+  // A short job that streamed nothing has no log files to wait for: its result is applied in this turn,
+  // so that a claim carrying it fills the room it frees (see the claim route).
+  if (!inline || ctx.logs.holds(body.jobId, body.attempt)) {
+    if (!inline) {
+      await ctx.logs.complete(body.jobId, body.attempt, 'stdout', body.stdout, body.stdoutBytes);
+      await ctx.logs.complete(body.jobId, body.attempt, 'stderr', body.stderr, body.stderrBytes);
+    }
+    await ctx.logs.sync(body.jobId, body.attempt);
+    // Check again: another report of the same attempt may have won while we wrote.
+    event = planFinish(model, workerId, body.jobId, body.attempt, report, Date.now(), via);
+    if (event === 'duplicate') return { accepted: true, duplicate: true, state: model.job(body.jobId)!.state };
   }
-  await ctx.logs.sync(body.jobId, body.attempt);
-  // Check again: another report of the same attempt may have won while we wrote.
-  event = planFinish(model, workerId, body.jobId, body.attempt, report, Date.now(), via);
-  if (event === 'duplicate') return { accepted: true, duplicate: true, state: model.job(body.jobId)!.state };
   await ctx.store.commit(event);
   ctx.logs.forget(body.jobId, body.attempt);
   ctx.dispatcher.kick();
