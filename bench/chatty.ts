@@ -16,8 +16,12 @@ export interface ChattyOutcome {
 export interface ChattyRun {
   alone: DispatchRun;
   beside: DispatchRun;
+  /** Beside the same job with its worker's live logs off. */
+  quiet: DispatchRun;
   /** Dispatch beside the chatty job over dispatch alone. */
   ratio: number;
+  /** Dispatch beside the chatty job, live logs on over off: what streaming its output costs the others. */
+  liveRatio: number;
   /** Server CPU per dispatched job beside the chatty job over alone (steadier than throughput on a shared machine). */
   cpuRatio: number;
   chatty: ChattyOutcome;
@@ -50,7 +54,7 @@ tick();
  * runs; resolves once the server is receiving it. The stop function ends the
  * job, waits for its result and the worker's exit, and says what it did.
  */
-export async function chattyJob(home: Bench, bytesPerS: number, out: { outcome?: ChattyOutcome }): Promise<() => Promise<void>> {
+export async function chattyJob(home: Bench, bytesPerS: number, out: { outcome?: ChattyOutcome }, liveLogs = true): Promise<() => Promise<void>> {
   const dir = mkdtempSync(join(tmpdir(), 'cpc-bench-chatty-'));
   const token = await home.server.createWorkerToken('chatty');
   const tokenFile = join(dir, 'token');
@@ -75,6 +79,7 @@ export async function chattyJob(home: Bench, bytesPerS: number, out: { outcome?:
       '--isolation', 'none',
       '--shared-identity',
       '--token-file', tokenFile,
+      ...(liveLogs ? [] : ['--no-live-logs']),
     ],
     { stdio: ['ignore', 'ignore', 'pipe'], cwd: ROOT },
   );
@@ -83,10 +88,19 @@ export async function chattyJob(home: Bench, bytesPerS: number, out: { outcome?:
   const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
   const logs = home.server.ctx.logs;
   const deadline = Date.now() + 60_000;
-  // Streaming, and more than a window behind the job already: the worker skips ahead.
-  while (((await logs.kept(id, 1, 'stdout'))?.end ?? 0) < 2 * bytesPerS) {
-    if (Date.now() > deadline || worker.exitCode !== null) throw new Error(`the chatty job's output did not reach the server: ${stderr}`);
-    await sleep(50);
+  if (liveLogs) {
+    // Streaming, and more than a window behind the job already: the worker skips ahead.
+    while (((await logs.kept(id, 1, 'stdout'))?.end ?? 0) < 2 * bytesPerS) {
+      if (Date.now() > deadline || worker.exitCode !== null) throw new Error(`the chatty job's output did not reach the server: ${stderr}`);
+      await sleep(50);
+    }
+  } else {
+    // Running, and two seconds of output written.
+    while (home.server.model.job(id)?.state !== 'running') {
+      if (Date.now() > deadline || worker.exitCode !== null) throw new Error(`the chatty job did not start: ${stderr}`);
+      await sleep(50);
+    }
+    await sleep(2000);
   }
   return async () => {
     writeFileSync(stopFile, '');
@@ -114,11 +128,21 @@ export async function chattyJob(home: Bench, bytesPerS: number, out: { outcome?:
  */
 export async function chattyDispatch(jobs: number, workers: number, cores: number, bytesPerS: number, besideFirst = false): Promise<ChattyRun> {
   const out: { outcome?: ChattyOutcome } = {};
-  const withChatty = () => dispatch(jobs, workers, { cores, beside: (home) => chattyJob(home, bytesPerS, out) });
+  const withChatty = (live: boolean) => dispatch(jobs, workers, { cores, beside: (home) => chattyJob(home, bytesPerS, live ? out : {}, live) });
   // The servers run in this process: whichever run goes second finds the code warmer, so the order alternates.
-  const beside = besideFirst ? await withChatty() : undefined;
+  const beside = besideFirst ? await withChatty(true) : undefined;
   const alone = await dispatch(jobs, workers, { cores });
-  const besideRun = beside ?? (await withChatty());
+  // The same job with live logs off: what the job's own writing costs a 2-core machine, apart from streaming it.
+  const quiet = await withChatty(false);
+  const besideRun = beside ?? (await withChatty(true));
   if (!out.outcome) throw new Error('the chatty job said nothing of itself');
-  return { alone, beside: besideRun, ratio: round(besideRun.jobsPerS / alone.jobsPerS), cpuRatio: round(besideRun.serverCpuUs / alone.serverCpuUs), chatty: out.outcome };
+  return {
+    alone,
+    beside: besideRun,
+    quiet,
+    ratio: round(besideRun.jobsPerS / alone.jobsPerS),
+    liveRatio: round(besideRun.jobsPerS / quiet.jobsPerS),
+    cpuRatio: round(besideRun.serverCpuUs / alone.serverCpuUs),
+    chatty: out.outcome,
+  };
 }

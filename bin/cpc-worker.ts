@@ -25,6 +25,7 @@ interface Flags {
   label: string[];
   claimWait: number;
   keepWorkDirs: boolean;
+  liveLogs: boolean;
   verbose: boolean;
   idleExit?: number;
   onTerm: 'drain' | 'abandon';
@@ -165,6 +166,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--label <label>', 'a label for this worker (repeatable)', collect, [] as string[])
     .option('--claim-wait <s>', 'how long the server may hold a claim open', seconds, 30)
     .option('--keep-work-dirs', 'keep attempt folders after their result was delivered', false)
+    .option('--no-live-logs', "send jobs' output only with their results, not while they run")
     .option('--verbose', 'log claims and heartbeats too', false)
     .option('--idle-exit <s>', 'stop after running nothing for this many seconds (batch pilots)', idleSeconds)
     .option(
@@ -272,6 +274,7 @@ async function main(argv: string[]): Promise<number> {
     sharedIdentity: flags.sharedIdentity,
     claimWaitS: flags.claimWait,
     keepWorkDirs: flags.keepWorkDirs,
+    liveLogs: flags.liveLogs,
     log,
     idleExitS: flags.idleExit,
     signalSettleMs: flags.onTerm === 'abandon' ? 1000 : undefined,

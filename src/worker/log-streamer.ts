@@ -19,6 +19,9 @@ import { INLINE_LOG_BYTES, MAX_LOG_CHUNK_BYTES, type LogChunk, type LogChunksRep
 type Stream = 'stdout' | 'stderr';
 const STREAMS: readonly Stream[] = ['stdout', 'stderr'];
 
+
+/** How often a stream that outruns its window is sent. */
+const CHATTY_EVERY_MS = 1000;
 export interface StreamedAttempt {
   jobId: string;
   attempt: number;
@@ -211,6 +214,9 @@ export class LogStreamer {
           const skip = size - this.window - t.sent[stream];
           t.skipped[stream] += skip;
           t.sent[stream] += skip;
+          // A job that writes faster than anyone reads gets a window a second, not one per round:
+          // each skip is a new stretch of log for the server to start.
+          t.notBefore = now + CHATTY_EVERY_MS;
         }
         const want = size - t.sent[stream];
         if (want === 0) continue;
