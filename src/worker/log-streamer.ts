@@ -199,6 +199,12 @@ export class LogStreamer {
     // Attempts that wait to report go first; the rest take turns at being first.
     this.turn = (this.turn + 1) % ready.length;
     const order = [...ready.slice(this.turn), ...ready.slice(0, this.turn)].sort((x, y) => Number(y.flushes.length > 0) - Number(x.flushes.length > 0));
+    // A flush asked for while this round reads is answered by a later round: this one may have read the
+    // files' sizes before the output the flush is waiting for.
+    const asked = new Map(order.map((t) => [t, t.flushes.length]));
+    const answer = (t: Tracked) => {
+      for (const f of t.flushes.splice(0, asked.get(t) ?? 0)) f();
+    };
     const workerId = order[0]!.a.workerId;
     const chunks: LogChunk[] = [];
     const from: { t: Tracked; stream: Stream; end: number }[] = [];
@@ -233,7 +239,7 @@ export class LogStreamer {
     }
     if (chunks.length === 0) {
       // Nothing new: whoever waited for the rest to go has it there.
-      for (const t of complete) for (const f of t.flushes.splice(0)) f();
+      for (const t of complete) answer(t);
       return false;
     }
     let reply: LogChunksReply;
@@ -259,7 +265,7 @@ export class LogStreamer {
       t.sent[stream] = Math.max(0, Math.min(r.end, end + this.window));
     });
     // Attempts whose output all went: whoever waits to report may go on.
-    for (const t of complete) if (!refused.has(t)) for (const f of t.flushes.splice(0)) f();
+    for (const t of complete) if (!refused.has(t)) answer(t);
     return true;
   }
 
