@@ -126,7 +126,7 @@ async function listJobs(ctx: Context, _args: Argument[], opts: Record<string, un
     { header: 'took', value: (j) => duration(j.durationMs), align: 'right' },
     { header: 'updated', value: (j) => ago(j.updatedAt, now) },
   ], state ? `no ${state} jobs in '${project}'` : `no jobs in '${project}'`);
-  if (list.next !== undefined) ctx.out.line(ctx.out.c.dim('more jobs: use --all, or a larger --limit'));
+  if (list.next !== undefined) ctx.out.hint('more jobs: use --all, or a larger --limit');
 }
 
 /** Why a queued job is not handed out yet: an earlier attempt of it may still run. */
@@ -381,7 +381,7 @@ async function queue(ctx: Context, _args: Argument[], opts: Record<string, unkno
     { header: 'command', value: (j) => commandText(j), max: 40 },
     { header: 'queued', value: (j) => ago(j.updatedAt, now) },
   ], 'the queue is empty');
-  if (list.next !== undefined) ctx.out.line(ctx.out.c.dim('more jobs queued: use a larger --limit'));
+  if (list.next !== undefined) ctx.out.hint('more jobs queued: use a larger --limit');
 }
 
 async function running(ctx: Context, _args: Argument[], opts: Record<string, unknown>): Promise<void> {
@@ -408,7 +408,7 @@ async function running(ctx: Context, _args: Argument[], opts: Record<string, unk
     },
     { header: 'elapsed', value: (j) => duration(now - (current(j)?.startedAt ?? now)), align: 'right' },
   ], all ? 'no running jobs' : `no running jobs in '${project}'`);
-  if (list.jobs.length >= limit) ctx.out.line(ctx.out.c.dim(`at most ${limit} shown: use a larger --limit`));
+  if (list.jobs.length >= limit) ctx.out.hint(`at most ${limit} shown: use a larger --limit`);
 }
 
 export const jobCommands: CommandSpec[] = [
