@@ -123,6 +123,7 @@ export class Output {
   readonly c: ChalkInstance;
   /** What tables and progress lines must fit in; undefined for a pipe without COLUMNS. */
   readonly width: number | undefined;
+  private readonly env: NodeJS.ProcessEnv;
 
   constructor(
     readonly stdout: TextStream,
@@ -132,7 +133,8 @@ export class Output {
     this.json = opts.json === true;
     this.tty = stdout.isTTY === true;
     this.c = new Chalk({ level: colourWanted(stdout, opts) ? 1 : 0 });
-    this.width = terminalWidth(opts.env ?? process.env, stdout);
+    this.env = opts.env ?? process.env;
+    this.width = terminalWidth(this.env, stdout);
   }
 
   /** A line for people; suppressed under --json so stdout stays one JSON document. */
@@ -236,7 +238,7 @@ export class Output {
 
   /** A status line that redraws itself on a terminal and prints plain lines when it changes otherwise. */
   progress(): Progress {
-    return new Progress(this.stderr, this.stderr.isTTY === true, (text) => this.printable(text, false));
+    return new Progress(this.stderr, this.stderr.isTTY === true, (text) => this.printable(text, false), terminalWidth(this.env, this.stderr));
   }
 }
 
@@ -248,18 +250,33 @@ export class Progress {
     private readonly stream: TextStream,
     private readonly live: boolean,
     private readonly safe: (text: string) => string = (text) => printable(text, { multiline: false }),
+    /** The line's room, when known: it is cut to fit (a terminal would wrap it, and `\r` then redraws only the last part). */
+    private readonly width?: number,
   ) {}
 
-  /** `fraction` draws a bar on a terminal; plain lines leave it out, as it says nothing the text does not. */
-  update(raw: string, fraction?: number): void {
+  /**
+   * `fraction` draws a bar on a terminal; plain lines leave it out, as it
+   * says nothing the text does not. `tail` (an ETA) is shown after the text
+   * and kept when the text is cut; alone it changes a plain line only
+   * together with the text, so a pipe gets a line per change of state and
+   * not one per tick of the clock.
+   */
+  update(raw: string, fraction?: number, tail = ''): void {
     const text = this.safe(raw);
-    if (text === this.last) return;
-    this.last = text;
+    const end = tail === '' ? '' : this.safe(tail);
+    // On a terminal the last column is left free: writing there wraps on some terminals.
+    const room = this.width === undefined ? Infinity : this.live ? this.width - 1 : this.width;
+    const barText = fraction !== undefined && this.live && room - BAR_WIDTH - 3 >= MIN_TEXT ? `${bar(fraction, BAR_WIDTH)} ` : '';
+    const line = barText + fit(text, end, room - barText.length);
+    // A plain line is new when what it shows of the text is; a live one at any change.
+    const key = this.live ? line : fit(text, '', room);
+    if (key === this.last) return;
+    this.last = key;
     if (this.live) {
-      this.stream.write(`\r\x1b[2K${fraction === undefined ? '' : `${bar(fraction)} `}${text}`);
+      this.stream.write(`\r\x1b[2K${line}`);
       this.drawn = true;
     } else {
-      this.stream.write(`${text}\n`);
+      this.stream.write(`${line}\n`);
     }
   }
 
@@ -267,6 +284,25 @@ export class Progress {
     if (this.drawn) this.stream.write('\n');
     this.drawn = false;
   }
+}
+
+const BAR_WIDTH = 30;
+/** Below this much room for the text a progress line drops its bar. */
+const MIN_TEXT = 30;
+
+/** `text` then `tail` in at most `room` characters: the text is cut (with …) before the tail is. */
+function fit(text: string, tail: string, room: number): string {
+  const whole = text + tail;
+  if ([...whole].length <= room) return whole;
+  const t = [...tail];
+  if (t.length >= room) return clip(t.join(''), Math.max(1, room));
+  return clip(text, room - t.length) + tail;
+}
+
+/** The time left at the pace seen so far (`done` more finished in `elapsedMs`, `left` to go), or '' before there is a pace. */
+export function eta(done: number, elapsedMs: number, left: number): string {
+  if (!(done > 0) || !(elapsedMs > 0) || !(left > 0)) return '';
+  return duration((left * elapsedMs) / done);
 }
 
 export function bar(fraction: number, width = 30): string {

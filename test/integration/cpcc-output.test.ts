@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { cleanup, cpcc, cpccHome, cpccOk, startTestServer, tempDir, type TestServer } from '../helpers/server.js';
+import { cleanup, cpcc, cpccHome, cpccOk, spawnWorker, startTestServer, tempDir, type TestServer } from '../helpers/server.js';
 
 after(cleanup);
 
@@ -159,5 +159,28 @@ describe('cpcc output', () => {
       assert.match(r.stderr, /saved project fit to stdout/);
     }
     assert.deepEqual(readdirSync(dir), ['fit.tar']);
+  });
+
+  it('fits the wait progress line to COLUMNS and shows an ETA once jobs finish', async () => {
+    await ts.admin.createProject('a-project-with-a-long-enough-name');
+    const waiter = await cpccHome(ts, 'a-project-with-a-long-enough-name');
+    for (let i = 0; i < 4; i++) await ok(cpcc(waiter, ['submit', '--', 'sleep', '1']));
+    spawnWorker({
+      url: ts.server.url,
+      caFile: ts.caFile(),
+      serverId: ts.server.serverId,
+      token: await ts.server.createWorkerToken('one-core'),
+      name: 'one-core',
+      cores: 1,
+      workDir: await tempDir('cpc-work-one-core-'),
+    });
+    const width = 50;
+    const r = await cpcc(waiter, ['wait'], { env: { COLUMNS: String(width) } });
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stderr.trimEnd().split('\n');
+    for (const line of lines) assert.ok(widthOf(line) <= width, `wider than ${width}: '${line}'`);
+    // One job at a time: after the first of four finishes there is a pace, and the time left is shown, cut text or not.
+    assert.ok(lines.some((l) => /^a-project\S*: [123]\/4 .*, ETA \d+(\.\d)?(ms|s|m\d\ds)$/.test(l)), r.stderr);
+    assert.ok(lines.some((l) => l.includes('…')), r.stderr);
   });
 });
