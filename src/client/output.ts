@@ -64,6 +64,8 @@ function kindOf(col: Column<never>): ColumnKind {
   return col.max !== undefined || TEXT_HEADER.test(col.header) ? 'text' : 'other';
 }
 
+const sum = (ns: readonly number[]) => ns.reduce((a, b) => a + b, 0);
+
 /** cli-table3's measuring and cutting, which know colour codes and wide characters. */
 interface TableUtils {
   strlen(s: string): number;
@@ -194,16 +196,22 @@ export class Output {
       }),
     );
     let heads = columns.map((col) => this.printable(col.header, false));
+    let boxed = this.tty;
     if (this.width !== undefined) {
-      // Borders and padding on a terminal (`│ a │ b │`), two spaces between columns otherwise.
       const n = columns.length;
-      const room = this.width - (this.tty ? 3 * n + 1 : 2 * (n - 1));
       const fits = columns.map((col, i) => ({
         header: utils.strlen(heads[i]!),
         natural: Math.max(utils.strlen(heads[i]!), ...cells.map((r) => utils.strlen(r[i]!))),
         kind: kindOf(col as Column<never>),
       }));
-      const widths = fitWidths(fits, room);
+      // Borders and padding on a terminal (`│ a │ b │`), two spaces between columns otherwise.
+      const room = (box: boolean) => this.width! - (box ? 3 * n + 1 : 2 * (n - 1));
+      let widths = fitWidths(fits, room(boxed));
+      // A terminal too narrow for the boxes gets the plain columns, which give the cells more room.
+      if (boxed && sum(widths) > room(true)) {
+        boxed = false;
+        widths = fitWidths(fits, room(false));
+      }
       const cut = (s: string, i: number) => (utils.strlen(s) > widths[i]! ? utils.truncate(s, widths[i]!, '…') : s);
       heads = heads.map(cut);
       for (const r of cells) r.forEach((s, i) => (r[i] = cut(s, i)));
@@ -213,13 +221,13 @@ export class Output {
       colAligns: columns.map((col) => col.align ?? 'left'),
       // Cells are cut to fit above; the table itself never wraps a row.
       wordWrap: false,
-      style: this.tty
+      style: boxed
         ? { head: [], border: this.c.level > 0 ? ['gray'] : [], compact: true }
         : { head: [], border: [], compact: true, 'padding-left': 0, 'padding-right': 0 },
-      ...(this.tty ? {} : { chars: PLAIN_CHARS }),
+      ...(boxed ? {} : { chars: PLAIN_CHARS }),
     });
     for (const r of cells) t.push(r);
-    this.stdout.write(`${this.tty ? t.toString() : t.toString().replace(/[ \t]+$/gm, '')}\n`);
+    this.stdout.write(`${boxed ? t.toString() : t.toString().replace(/[ \t]+$/gm, '')}\n`);
   }
 
   /** Key/value pairs, aligned: how single objects look for people. */

@@ -6,10 +6,11 @@
  * keep an existing file unless --force, or go to stdout with `-o -`.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { cleanup, cpcc, cpccHome, cpccOk, spawnWorker, startTestServer, tempDir, type TestServer } from '../helpers/server.js';
+import { CPCC, cleanup, cpcc, cpccHome, cpccOk, spawnWorker, startTestServer, tempDir, type TestServer } from '../helpers/server.js';
 
 after(cleanup);
 
@@ -63,6 +64,42 @@ describe('cpcc output', () => {
       assert.match(lines[1]!, /^a-value-with\S*…? +an-argument\S*… +\S/);
     });
   }
+
+  it("fits a terminal's own width when COLUMNS is not set, without boxes when they would leave the cells no room", async () => {
+    const env: NodeJS.ProcessEnv = { ...process.env, CPCC_HOME: home, NO_COLOR: '1' };
+    delete env.COLUMNS;
+    delete env.FORCE_COLOR;
+    // script gives cpcc a pseudo-terminal 60 columns wide and copies what it writes, unwrapped, to stdout.
+    const child = spawn('script', ['-q', '-e', '-c', `stty cols 60 rows 40; exec '${process.execPath}' '${CPCC}' jobs`, '/dev/null'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    assert.equal(code, 0, out);
+    const lines = out.replace(/\r/g, '').trimEnd().split('\n');
+    for (const line of lines) assert.ok(widthOf(line) <= 60, `wider than 60: '${line}'`);
+    // Boxed while the boxes fit, plain columns when they would leave the cells no room: a line a job either way.
+    const rows = lines.filter((l) => ids.some((id) => l.replace(/^│ /, '').startsWith(id.slice(0, 8))));
+    assert.equal(rows.length, ids.length, out);
+    assert.equal(lines.length, ids.length + (lines[0]!.startsWith('┌') ? 4 : 1), out);
+    assert.ok(rows.every((l) => l.includes('…')), out);
+  });
+
+  it('draws boxes on a terminal wide enough for them, and cuts cells to fit', async () => {
+    const env: NodeJS.ProcessEnv = { ...process.env, CPCC_HOME: home, NO_COLOR: '1' };
+    delete env.COLUMNS;
+    delete env.FORCE_COLOR;
+    const child = spawn('script', ['-q', '-e', '-c', `stty cols 100 rows 40; exec '${process.execPath}' '${CPCC}' jobs`, '/dev/null'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    assert.equal(code, 0, out);
+    const lines = out.replace(/\r/g, '').trimEnd().split('\n');
+    // Top border, header, rule, a line a job, bottom border.
+    assert.equal(lines.length, 4 + ids.length, out);
+    for (const line of lines) assert.ok(widthOf(line) <= 100, `wider than 100: '${line}'`);
+    assert.match(lines[0]!, /^┌─+┬/);
+    assert.ok(lines.slice(3, -1).every((l) => /^│ \S{8,} +│/.test(l) && l.includes('…')), out);
+  });
 
   it('keeps piped tables as plain whitespace columns with no width limit, their footer on stderr', async () => {
     const r = await cpcc(home, ['jobs', '--limit', '1']);
