@@ -171,6 +171,17 @@ export async function describeCommands(): Promise<ManifestEntry[]> {
   );
 }
 
+/** `--json` among the options, read as commander reads them: not past `--`, not as the value of `-s`/`-p`. */
+export function jsonWanted(args: readonly string[]): boolean {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--') return false;
+    if (a === '--json') return true;
+    if (VALUE_FLAGS.has(a)) i++;
+  }
+  return false;
+}
+
 const SUBMIT_HINT = "; put the job's command after --, as in: cpcc submit -- COMMAND ARGS...";
 
 export async function main(argv: string[] = process.argv, io: Io = processIo()): Promise<number> {
@@ -189,6 +200,6 @@ export async function main(argv: string[] = process.argv, io: Io = processIo()):
       }
     }
     const { reportError } = await import('./output.js');
-    return reportError(err, io.stderr, io.env);
+    return reportError(err, io.stderr, io.env, jsonWanted(argv.slice(2)));
   }
 }

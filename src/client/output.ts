@@ -14,12 +14,14 @@ import { Chalk, type ChalkInstance } from 'chalk';
 import type TableType from 'cli-table3';
 import { CommanderError } from 'commander';
 import type { JobState } from '../core/types.js';
+import { fitWidths, terminalWidth, type ColumnKind } from './table-fit.js';
 import { ApiError } from './api/client.js';
 import { ConfigError } from './config.js';
 
 // cli-table3 and what it needs (string-width, emoji tables) are read for the first table, not at every start.
 const requireHere = createRequire(import.meta.url);
 let tableClass: typeof TableType | undefined;
+let tableUtils: TableUtils | undefined;
 
 import { EXIT_FAILURE, EXIT_USAGE } from './exit-codes.js';
 
@@ -28,6 +30,8 @@ export { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './exit-codes.js';
 export interface TextStream {
   write(chunk: string): unknown;
   isTTY?: boolean;
+  /** A terminal's width. */
+  columns?: number;
 }
 
 export interface OutputOptions {
@@ -43,6 +47,29 @@ export interface Column<Row> {
   align?: 'left' | 'right';
   /** Longer cells are cut with an ellipsis, so one long command cannot wreck the table. */
   max?: number;
+  /**
+   * How the column gives way to a narrow terminal (table-fit.ts): `id` never
+   * (ids are pasted back), `text` first. By default columns with a `max` are
+   * text, and those headed `id`, `job`, `pilot` or `… id` are ids.
+   */
+  fit?: ColumnKind;
+}
+
+const ID_HEADER = /^(id|job|pilot)$|\bid$/i;
+const TEXT_HEADER = /^(name|command|reason|last error|value|message)$/i;
+
+function kindOf(col: Column<never>): ColumnKind {
+  if (col.fit) return col.fit;
+  if (ID_HEADER.test(col.header)) return 'id';
+  return col.max !== undefined || TEXT_HEADER.test(col.header) ? 'text' : 'other';
+}
+
+const sum = (ns: readonly number[]) => ns.reduce((a, b) => a + b, 0);
+
+/** cli-table3's measuring and cutting, which know colour codes and wide characters. */
+interface TableUtils {
+  strlen(s: string): number;
+  truncate(s: string, width: number, ellipsis?: string): string;
 }
 
 /** A failure the CLI reports as one line; library code throws these, only the CLI exits. */
@@ -96,6 +123,9 @@ export class Output {
   readonly json: boolean;
   readonly tty: boolean;
   readonly c: ChalkInstance;
+  /** What tables and progress lines must fit in; undefined for a pipe without COLUMNS. */
+  readonly width: number | undefined;
+  private readonly env: NodeJS.ProcessEnv;
 
   constructor(
     readonly stdout: TextStream,
@@ -105,6 +135,8 @@ export class Output {
     this.json = opts.json === true;
     this.tty = stdout.isTTY === true;
     this.c = new Chalk({ level: colourWanted(stdout, opts) ? 1 : 0 });
+    this.env = opts.env ?? process.env;
+    this.width = terminalWidth(this.env, stdout);
   }
 
   /** A line for people; suppressed under --json so stdout stays one JSON document. */
@@ -125,6 +157,11 @@ export class Output {
   /** Side remarks go to stderr, where they never mix with the result. */
   note(text: string): void {
     this.stderr.write(`${this.printable(text)}\n`);
+  }
+
+  /** A footer or hint beside a result ("N more; use --limit"): on stderr, so pipes get the rows alone; none under --json. */
+  hint(text: string): void {
+    if (!this.json) this.note(this.c.dim(text));
   }
 
   data(value: unknown): void {
@@ -150,24 +187,47 @@ export class Output {
       return;
     }
     const Table = (tableClass ??= requireHere('cli-table3') as typeof TableType);
+    const utils = (tableUtils ??= requireHere('cli-table3/src/utils') as TableUtils);
+    const cells = rows.map((row) =>
+      columns.map((col) => {
+        const v = col.value(row);
+        const s = v === null || v === undefined ? '' : String(v);
+        return this.printable(col.max !== undefined ? clip(s, col.max) : s, false);
+      }),
+    );
+    let heads = columns.map((col) => this.printable(col.header, false));
+    let boxed = this.tty;
+    if (this.width !== undefined) {
+      const n = columns.length;
+      const fits = columns.map((col, i) => ({
+        header: utils.strlen(heads[i]!),
+        natural: Math.max(utils.strlen(heads[i]!), ...cells.map((r) => utils.strlen(r[i]!))),
+        kind: kindOf(col as Column<never>),
+      }));
+      // Borders and padding on a terminal (`│ a │ b │`), two spaces between columns otherwise.
+      const room = (box: boolean) => this.width! - (box ? 3 * n + 1 : 2 * (n - 1));
+      let widths = fitWidths(fits, room(boxed));
+      // A terminal too narrow for the boxes gets the plain columns, which give the cells more room.
+      if (boxed && sum(widths) > room(true)) {
+        boxed = false;
+        widths = fitWidths(fits, room(false));
+      }
+      const cut = (s: string, i: number) => (utils.strlen(s) > widths[i]! ? utils.truncate(s, widths[i]!, '…') : s);
+      heads = heads.map(cut);
+      for (const r of cells) r.forEach((s, i) => (r[i] = cut(s, i)));
+    }
     const t = new Table({
-      head: columns.map((col) => this.c.bold(col.header)),
+      head: heads.map((h) => this.c.bold(h)),
       colAligns: columns.map((col) => col.align ?? 'left'),
-      style: this.tty
+      // Cells are cut to fit above; the table itself never wraps a row.
+      wordWrap: false,
+      style: boxed
         ? { head: [], border: this.c.level > 0 ? ['gray'] : [], compact: true }
         : { head: [], border: [], compact: true, 'padding-left': 0, 'padding-right': 0 },
-      ...(this.tty ? {} : { chars: PLAIN_CHARS }),
+      ...(boxed ? {} : { chars: PLAIN_CHARS }),
     });
-    for (const row of rows) {
-      t.push(
-        columns.map((col) => {
-          const v = col.value(row);
-          const s = v === null || v === undefined ? '' : String(v);
-          return this.printable(col.max !== undefined ? clip(s, col.max) : s, false);
-        }),
-      );
-    }
-    this.stdout.write(`${this.tty ? t.toString() : t.toString().replace(/[ \t]+$/gm, '')}\n`);
+    for (const r of cells) t.push(r);
+    this.stdout.write(`${boxed ? t.toString() : t.toString().replace(/[ \t]+$/gm, '')}\n`);
   }
 
   /** Key/value pairs, aligned: how single objects look for people. */
@@ -186,7 +246,7 @@ export class Output {
 
   /** A status line that redraws itself on a terminal and prints plain lines when it changes otherwise. */
   progress(): Progress {
-    return new Progress(this.stderr, this.stderr.isTTY === true, (text) => this.printable(text, false));
+    return new Progress(this.stderr, this.stderr.isTTY === true, (text) => this.printable(text, false), terminalWidth(this.env, this.stderr));
   }
 }
 
@@ -198,18 +258,33 @@ export class Progress {
     private readonly stream: TextStream,
     private readonly live: boolean,
     private readonly safe: (text: string) => string = (text) => printable(text, { multiline: false }),
+    /** The line's room, when known: it is cut to fit (a terminal would wrap it, and `\r` then redraws only the last part). */
+    private readonly width?: number,
   ) {}
 
-  /** `fraction` draws a bar on a terminal; plain lines leave it out, as it says nothing the text does not. */
-  update(raw: string, fraction?: number): void {
+  /**
+   * `fraction` draws a bar on a terminal; plain lines leave it out, as it
+   * says nothing the text does not. `tail` (an ETA) is shown after the text
+   * and kept when the text is cut; alone it changes a plain line only
+   * together with the text, so a pipe gets a line per change of state and
+   * not one per tick of the clock.
+   */
+  update(raw: string, fraction?: number, tail = ''): void {
     const text = this.safe(raw);
-    if (text === this.last) return;
-    this.last = text;
+    const end = tail === '' ? '' : this.safe(tail);
+    // On a terminal the last column is left free: writing there wraps on some terminals.
+    const room = this.width === undefined ? Infinity : this.live ? this.width - 1 : this.width;
+    const barText = fraction !== undefined && this.live && room - BAR_WIDTH - 3 >= MIN_TEXT ? `${bar(fraction, BAR_WIDTH)} ` : '';
+    const line = barText + fit(text, end, room - barText.length);
+    // A plain line is new when what it shows of the text is; a live one at any change.
+    const key = this.live ? line : fit(text, '', room);
+    if (key === this.last) return;
+    this.last = key;
     if (this.live) {
-      this.stream.write(`\r\x1b[2K${fraction === undefined ? '' : `${bar(fraction)} `}${text}`);
+      this.stream.write(`\r\x1b[2K${line}`);
       this.drawn = true;
     } else {
-      this.stream.write(`${text}\n`);
+      this.stream.write(`${line}\n`);
     }
   }
 
@@ -217,6 +292,25 @@ export class Progress {
     if (this.drawn) this.stream.write('\n');
     this.drawn = false;
   }
+}
+
+const BAR_WIDTH = 30;
+/** Below this much room for the text a progress line drops its bar. */
+const MIN_TEXT = 30;
+
+/** `text` then `tail` in at most `room` characters: the text is cut (with …) before the tail is. */
+function fit(text: string, tail: string, room: number): string {
+  const whole = text + tail;
+  if ([...whole].length <= room) return whole;
+  const t = [...tail];
+  if (t.length >= room) return clip(t.join(''), Math.max(1, room));
+  return clip(text, room - t.length) + tail;
+}
+
+/** The time left at the pace seen so far (`done` more finished in `elapsedMs`, `left` to go), or '' before there is a pace. */
+export function eta(done: number, elapsedMs: number, left: number): string {
+  if (!(done > 0) || !(elapsedMs > 0) || !(left > 0)) return '';
+  return duration((left * elapsedMs) / done);
 }
 
 export function bar(fraction: number, width = 30): string {
@@ -261,8 +355,8 @@ function escapeChars(s: string): string {
 }
 
 /** JSON for the terminal: JSON.stringify escapes C0 controls, this also DEL, C1 and bidirectional controls (still valid JSON). */
-export function jsonText(value: unknown): string {
-  return JSON.stringify(value, null, 2).replace(/[\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+export function jsonText(value: unknown, indent = true): string {
+  return JSON.stringify(value, null, indent ? 2 : undefined).replace(/[\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 export function clip(s: string, max: number): string {
@@ -308,28 +402,51 @@ const HINTS: Record<string, string> = {
   WRONG_SERVER: "the server at that address is not the one you trusted; run 'cpcc add-server' again if it was replaced",
 };
 
-/** Turns anything thrown into the one line the user sees and the exit code. */
-export function describeError(err: unknown): { line: string; exitCode: number } {
+/** Codes for failures that carry none of their own: the exit code says which kind. */
+export const USAGE_CODE = 'USAGE';
+export const FAILURE_CODE = 'FAILED';
+
+export interface DescribedError {
+  /** The one line people see: the message, its code in brackets, a hint. */
+  line: string;
+  exitCode: number;
+  /** A stable code scripts can branch on (`--json`). */
+  code: string;
+  /** The message alone, with the hint but without the code. */
+  message: string;
+}
+
+/** Turns anything thrown into the one line the user sees, its code and the exit code. */
+export function describeError(err: unknown): DescribedError {
+  const fallback = (exitCode: number) => (exitCode === EXIT_USAGE ? USAGE_CODE : FAILURE_CODE);
   if (err instanceof CliError) {
-    return { line: err.code ? `${err.message} (${err.code})` : err.message, exitCode: err.exitCode };
+    return { line: err.code ? `${err.message} (${err.code})` : err.message, exitCode: err.exitCode, code: err.code ?? fallback(err.exitCode), message: err.message };
   }
   if (err instanceof ApiError) {
     const hint = HINTS[err.code];
-    return { line: `${oneLine(err.message)} (${err.code})${hint ? `; ${hint}` : ''}`, exitCode: EXIT_FAILURE };
+    const message = `${oneLine(err.message)}${hint ? `; ${hint}` : ''}`;
+    return { line: `${oneLine(err.message)} (${err.code})${hint ? `; ${hint}` : ''}`, exitCode: EXIT_FAILURE, code: err.code, message };
   }
-  if (err instanceof ConfigError) return { line: err.message, exitCode: EXIT_FAILURE };
+  if (err instanceof ConfigError) return { line: err.message, exitCode: EXIT_FAILURE, code: err.code, message: err.message };
   if (err instanceof CommanderError) {
-    return { line: oneLine(err.message.replace(/^error:\s*/, '')), exitCode: EXIT_USAGE };
+    const message = oneLine(err.message.replace(/^error:\s*/, ''));
+    return { line: message, exitCode: EXIT_USAGE, code: USAGE_CODE, message };
   }
   const e = err as { message?: unknown; code?: unknown };
-  const msg = typeof e?.message === 'string' ? e.message : String(err);
-  const code = typeof e?.code === 'string' ? ` (${e.code})` : '';
-  return { line: `${oneLine(msg)}${code}`, exitCode: EXIT_FAILURE };
+  const msg = oneLine(typeof e?.message === 'string' ? e.message : String(err));
+  const code = typeof e?.code === 'string' ? e.code : undefined;
+  return { line: `${msg}${code ? ` (${code})` : ''}`, exitCode: EXIT_FAILURE, code: code ?? FAILURE_CODE, message: msg };
 }
 
-export function reportError(err: unknown, stderr: TextStream, env: NodeJS.ProcessEnv = process.env): number {
-  const { line, exitCode } = describeError(err);
-  stderr.write(`cpcc: ${printable(line)}\n`);
+/**
+ * Prints what went wrong on stderr and returns the exit code: one line for
+ * people, or with `json` one JSON document, `{"error":{"code","message"}}`,
+ * the shape the server's own errors have.
+ */
+export function reportError(err: unknown, stderr: TextStream, env: NodeJS.ProcessEnv = process.env, json = false): number {
+  const { line, exitCode, code, message } = describeError(err);
+  if (json) stderr.write(`${jsonText({ error: { code, message } }, false)}\n`);
+  else stderr.write(`cpcc: ${printable(line)}\n`);
   // A stack is for whoever debugs cpcc itself, never for its users.
   if (env.CPCC_DEBUG && err instanceof Error && err.stack) stderr.write(`${err.stack}\n`);
   return exitCode;

@@ -267,6 +267,8 @@ export interface CpccOptions {
 export function cpcc(home: string, args: string[], opts: CpccOptions = {}): Promise<CpccRun> & { child: ChildProcess } {
   assert.ok(existsSync(CPCC), `${CPCC} is missing; run 'npm run build' first`);
   const env: NodeJS.ProcessEnv = { ...process.env, CPCC_HOME: home, ...opts.env };
+  // Tables fit COLUMNS when it is set; a runner's own terminal width must not decide what a test sees.
+  if (opts.env?.COLUMNS === undefined) delete env.COLUMNS;
   if (!opts.env?.FORCE_COLOR) {
     delete env.FORCE_COLOR;
     env.NO_COLOR = '1';

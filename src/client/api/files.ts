@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { link, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -65,14 +65,35 @@ export async function uploadFile<T>(client: ApiClient, path: string, file: strin
 }
 
 /**
+ * Gives the whole file in `tmp` the name `dest`. Without `overwrite` a file
+ * that appeared at `dest` meanwhile is kept: a hard link cannot replace one,
+ * and fails with EEXIST instead (where links are not to be had, a look
+ * before the rename does nearly as well).
+ */
+async function settle(tmp: string, dest: string, overwrite: boolean): Promise<void> {
+  if (overwrite) return rename(tmp, dest);
+  try {
+    await link(tmp, dest);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EXDEV') throw err;
+    if (await stat(dest).then(() => true, () => false)) throw Object.assign(new Error(`${dest} exists`), { code: 'EEXIST' });
+    return rename(tmp, dest);
+  }
+  await rm(tmp, { force: true });
+}
+
+/**
  * Fetches `path` into `dest`; with `expect`, bytes that do not match are
  * refused (CHECKSUM_MISMATCH / TRANSFER_INCOMPLETE) and `dest` is left as it was.
+ * With `overwrite: false` a file already at `dest` is left as it is, and the
+ * download fails with code EEXIST.
  */
 export async function downloadFile(
   client: ApiClient,
   path: string,
   dest: string,
-  opts: { query?: Record<string, string | number>; expect?: FileSum; signal?: AbortSignal } = {},
+  opts: { query?: Record<string, string | number>; expect?: FileSum; signal?: AbortSignal; overwrite?: boolean } = {},
 ): Promise<FileSum> {
   return withRetries(
     async () => {
@@ -86,7 +107,7 @@ export async function downloadFile(
         }
         const fh = await open(tmp, 'r');
         await fh.sync().finally(() => fh.close());
-        await rename(tmp, dest);
+        await settle(tmp, dest, opts.overwrite !== false);
         return { sha256: meter.digest(), size: meter.bytes };
       } catch (err) {
         await rm(tmp, { force: true });

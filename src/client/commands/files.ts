@@ -11,9 +11,9 @@ import { InvalidArgumentError } from 'commander';
 import type { InputSource, OutputSpec } from '../../core/types.js';
 import type { StoredFile, ValueView } from '../../core/wire.js';
 import type { ApiClient } from '../api/client.js';
-import { downloadFile, hashFile, uploadFile } from '../api/files.js';
+import { downloadFile, hashFile, uploadFile, type FileSum } from '../api/files.js';
 import { Meter } from '../../common/stream-meter.js';
-import { ago, fail, usage } from '../output.js';
+import { EXIT_FAILURE, ago, fail, usage } from '../output.js';
 import type { Argument, CommandSpec, Context } from './context.js';
 import { collect } from './parsers.js';
 
@@ -101,16 +101,40 @@ export async function fileFlags(ctx: Context, api: ApiClient, project: string, o
   return { ...(inputs.length > 0 ? { inputs } : {}), ...(outputs.length > 0 ? { outputs } : {}) };
 }
 
-/** Writes a download to FILE (atomically, checksum verified), or to stdout with `-`. */
-async function fetchTo(ctx: Context, api: ApiClient, path: string, dest: string, expect?: { sha256: string; size: number }): Promise<void> {
+/** The option every command that writes a file takes. */
+export const forceOption = { flags: '--force', description: 'overwrite the file if it exists' };
+
+function refuseOverwrite(dest: string): never {
+  return fail(`${dest} exists; nothing was written (--force overwrites it)`, EXIT_FAILURE, 'FILE_EXISTS');
+}
+
+/**
+ * Writes a download to FILE, or to stdout with `-`. FILE is written under a
+ * temporary name beside it and renamed once whole and checked, so it is
+ * never seen half-written; a FILE that exists is kept unless `force`.
+ */
+export async function fetchTo(
+  ctx: Context,
+  api: ApiClient,
+  path: string,
+  dest: string,
+  opts: { expect?: { sha256: string; size: number }; force?: boolean } = {},
+): Promise<FileSum> {
   if (dest === '-') {
     const { body } = await api.fetchBytes(path);
-    const meter = new Meter(Infinity, undefined, expect);
+    const meter = new Meter(Infinity, undefined, opts.expect);
     await pipeline(body, meter, ctx.io.stdout as NodeJS.WritableStream, { end: false });
-    return;
+    return { sha256: meter.digest(), size: meter.bytes };
   }
-  const sum = await downloadFile(api, path, resolve(dest), { expect });
-  ctx.out.note(`${dest}: ${sum.size} bytes, sha256 ${sum.sha256}`);
+  const force = opts.force === true;
+  // Looked at first so that nothing is fetched for a refusal; the rename refuses too, should one appear meanwhile.
+  if (!force && existsSync(dest)) refuseOverwrite(dest);
+  try {
+    return await downloadFile(api, path, resolve(dest), { expect: opts.expect, overwrite: force });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') refuseOverwrite(dest);
+    throw err;
+  }
 }
 
 async function outputs(ctx: Context, args: Argument[]): Promise<void> {
@@ -135,13 +159,17 @@ async function getf(ctx: Context, args: Argument[], opts: Record<string, unknown
     const v = await api.value(project, value);
     if (v.sha256 === undefined) return fail(`value '${value}' is text, not a file; use 'cpcc get ${value}'`);
     const dest = (opts.output as string | undefined) ?? basename(value);
-    return fetchTo(ctx, api, `/projects/${enc(project)}/values/${enc(value)}/file`, dest, { sha256: v.sha256, size: v.size! });
+    return fetched(ctx, dest, await fetchTo(ctx, api, `/projects/${enc(project)}/values/${enc(value)}/file`, dest, { expect: { sha256: v.sha256, size: v.size! }, force: opts.force === true }));
   }
   if (name === undefined) usage('give the name of the file: cpcc getf JOB_ID NAME');
   const file = (await api.outputs(what)).outputs.find((f) => f.name === name);
   if (!file) return fail(`job ${what} kept no file named '${name}'; see 'cpcc outputs ${what}'`);
   const dest = (opts.output as string | undefined) ?? basename(name);
-  return fetchTo(ctx, api, `/jobs/${enc(what)}/outputs/${enc(name)}`, dest, file);
+  return fetched(ctx, dest, await fetchTo(ctx, api, `/jobs/${enc(what)}/outputs/${enc(name)}`, dest, { expect: file, force: opts.force === true }));
+}
+
+function fetched(ctx: Context, dest: string, sum: FileSum): void {
+  if (dest !== '-') ctx.out.note(`${dest}: ${sum.size} bytes, sha256 ${sum.sha256}`);
 }
 
 function valueLine(v: ValueView): string {
@@ -195,7 +223,7 @@ export const fileCommands: CommandSpec[] = [
     name: 'getf',
     args: ['<job-id-or-@value>', '[name]'],
     summary: "download a file a job kept (JOB_ID NAME), or a project value's file (@NAME)",
-    options: [{ flags: '-o, --output <file>', description: 'where to write it (- for stdout; default: its base name here)' }],
+    options: [{ flags: '-o, --output <file>', description: 'where to write it (- for stdout; default: its base name here)' }, forceOption],
     run: getf,
   },
   { name: 'set', args: ['<name>', '<value>'], summary: 'set a project value to a text', run: set },

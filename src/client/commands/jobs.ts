@@ -6,7 +6,7 @@ import { promises as fsp } from 'node:fs';
 import { JOB_STATES, MAX_KILL_GRACE_S, PRIORITY_MAX, PRIORITY_MIN, type Attempt } from '../../core/types.js';
 import { MAX_LOG_PART, type AttemptView, type JobInput, type JobList, type JobView } from '../../core/wire.js';
 import { ApiError, type ApiClient } from '../api/client.js';
-import { CliError, EXIT_FAILURE, ago, describeError, duration, fail, plural, usage } from '../output.js';
+import { CliError, EXIT_FAILURE, ago, describeError, duration, eta, fail, plural, usage } from '../output.js';
 import type { Argument, CommandSpec, Context } from './context.js';
 import { fileFlags, fileOptions } from './files.js';
 import { PartialSubmitError, applyDefaults, parseJobFile, submitInChunks } from './job-file.js';
@@ -126,7 +126,7 @@ async function listJobs(ctx: Context, _args: Argument[], opts: Record<string, un
     { header: 'took', value: (j) => duration(j.durationMs), align: 'right' },
     { header: 'updated', value: (j) => ago(j.updatedAt, now) },
   ], state ? `no ${state} jobs in '${project}'` : `no jobs in '${project}'`);
-  if (list.next !== undefined) ctx.out.line(ctx.out.c.dim('more jobs: use --all, or a larger --limit'));
+  if (list.next !== undefined) ctx.out.hint('more jobs: use --all, or a larger --limit');
 }
 
 /** Why a queued job is not handed out yet: an earlier attempt of it may still run. */
@@ -318,6 +318,8 @@ async function wait(ctx: Context, args: Argument[], opts: Record<string, unknown
   const deadline = timeoutS === undefined ? Infinity : started + timeoutS * 1000;
   const progress = ctx.out.progress();
   let failingSince: number | undefined;
+  // What was finished when first seen, for the pace the ETA follows.
+  let first: { at: number; finished: number } | undefined;
   for (;;) {
     let counts;
     try {
@@ -340,11 +342,14 @@ async function wait(ctx: Context, args: Argument[], opts: Record<string, unknown
     const all = total(counts);
     const finished = counts.done + counts.failed + counts.cancelled;
     const pending = all - finished;
+    first ??= { at: Date.now(), finished };
+    const left = eta(finished - first.finished, Date.now() - first.at, pending);
     progress.update(
       `${name}: ${finished}/${all} finished` +
         (pending > 0 ? ` (${counts.running} running, ${counts.queued} queued, ${counts.waiting} waiting)` : '') +
         (counts.failed + counts.cancelled > 0 ? `, ${counts.failed} failed, ${counts.cancelled} cancelled` : ''),
       all === 0 ? 1 : finished / all,
+      left ? `, ETA ${left}` : '',
     );
     if (pending === 0) {
       progress.end();
@@ -381,7 +386,7 @@ async function queue(ctx: Context, _args: Argument[], opts: Record<string, unkno
     { header: 'command', value: (j) => commandText(j), max: 40 },
     { header: 'queued', value: (j) => ago(j.updatedAt, now) },
   ], 'the queue is empty');
-  if (list.next !== undefined) ctx.out.line(ctx.out.c.dim('more jobs queued: use a larger --limit'));
+  if (list.next !== undefined) ctx.out.hint('more jobs queued: use a larger --limit');
 }
 
 async function running(ctx: Context, _args: Argument[], opts: Record<string, unknown>): Promise<void> {
@@ -408,7 +413,7 @@ async function running(ctx: Context, _args: Argument[], opts: Record<string, unk
     },
     { header: 'elapsed', value: (j) => duration(now - (current(j)?.startedAt ?? now)), align: 'right' },
   ], all ? 'no running jobs' : `no running jobs in '${project}'`);
-  if (list.jobs.length >= limit) ctx.out.line(ctx.out.c.dim(`at most ${limit} shown: use a larger --limit`));
+  if (list.jobs.length >= limit) ctx.out.hint(`at most ${limit} shown: use a larger --limit`);
 }
 
 export const jobCommands: CommandSpec[] = [

@@ -52,7 +52,7 @@ export const COMMAND_MANIFEST: readonly ManifestEntry[] = [
   {"group":"files","name":"get","aliases":[],"term":"get <name>","summary":"show a project value"},
   {"group":"files","name":"ls","aliases":[],"term":"ls [prefix]","summary":"list the project's values"},
   {"group":"files","name":"unset","aliases":[],"term":"unset <name>","summary":"remove a project value"},
-  {"group":"save-load","name":"save","aliases":[],"term":"save <project> [file]","summary":"save a project (jobs, values, files, history) to a tar (default: PROJECT.tar)"},
+  {"group":"save-load","name":"save","aliases":[],"term":"save [options] <project> [file]","summary":"save a project (jobs, values, files, history) to a tar (default: PROJECT.tar)"},
   {"group":"save-load","name":"load","aliases":[],"term":"load [options] <file> <project>","summary":"load a saved project from a tar as a new project of yours, on this server or any other"},
   {"group":"workers","name":"workers","aliases":[],"term":"workers","summary":"the workers registered with the server"},
   {"group":"workers","name":"heartbeats","aliases":["h"],"term":"heartbeats|h","summary":"running attempts and their lease deadlines"},

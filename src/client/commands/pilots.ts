@@ -31,7 +31,7 @@ async function pilots(ctx: Context, _args: unknown[], opts: Record<string, unkno
     { header: 'last error', value: (p) => (p.lastError ? (p.failures > 1 ? `${p.lastError} (${p.failures} times)` : p.lastError) : ''), max: 80 },
   ], reply.launchers.length === 0 ? 'no pilots; no launchers are configured (see docs/PILOTS.md)' : 'no pilots');
   if (ctx.global.json) return;
-  if (!opts.all && ended.length > RECENT) ctx.out.line(c.dim(`${ended.length - RECENT} older ended pilots not shown; --all shows them`));
+  if (!opts.all && ended.length > RECENT) ctx.out.hint(`${ended.length - RECENT} older ended pilots not shown; --all shows them`);
   for (const l of reply.launchers) {
     let line = `${l.name} (${l.kind}${l.partition ? `, partition ${l.partition}` : ''}): ${l.live} of at most ${l.maxPilots} pilots live, ${l.waiting} jobs waiting for room`;
     if (l.lastError) line += `; ${c.red(`last error: ${l.lastError}`)}`;

@@ -4,21 +4,24 @@
  * PROJECT` makes it again on any server, owned by whoever loads it.
  */
 import { createReadStream } from 'node:fs';
-import { resolve } from 'node:path';
 import type { ProjectLoadReply } from '../../core/wire.js';
-import { downloadFile } from '../api/files.js';
+import { jsonText, usage } from '../output.js';
 import type { Argument, CommandSpec, Context } from './context.js';
-import { localFileSize } from './files.js';
+import { fetchTo, forceOption, localFileSize } from './files.js';
 
 const enc = encodeURIComponent;
 
-async function save(ctx: Context, args: Argument[]): Promise<void> {
-  const { api } = await ctx.client();
+async function save(ctx: Context, args: Argument[], opts: Record<string, unknown>): Promise<void> {
   const [project, file] = args as [string, string | undefined];
-  const dest = file ?? `${project}.tar`;
-  // Written beside the target under a temporary name and renamed once whole, so a cut-off save never looks complete.
-  const sum = await downloadFile(api, `/projects/${enc(project)}/export`, resolve(dest));
-  ctx.out.show({ project, file: dest, bytes: sum.size, sha256: sum.sha256 }, () => ctx.out.note(`saved project ${project} to ${dest} (${sum.size} bytes)`));
+  const output = opts.output as string | undefined;
+  if (file !== undefined && output !== undefined && file !== output) usage(`give the file once: as an argument or with -o, not both`);
+  const dest = output ?? file ?? `${project}.tar`;
+  const { api } = await ctx.client();
+  const sum = await fetchTo(ctx, api, `/projects/${enc(project)}/export`, dest, { force: opts.force === true });
+  const summary = { project, file: dest, bytes: sum.size, sha256: sum.sha256 };
+  // With the tar on stdout, what is said of it goes to stderr.
+  if (dest === '-') ctx.out.note(ctx.out.json ? jsonText(summary, false) : `saved project ${project} to stdout (${sum.size} bytes)`);
+  else ctx.out.show(summary, () => ctx.out.note(`saved project ${project} to ${dest} (${sum.size} bytes)`));
 }
 
 async function load(ctx: Context, args: Argument[], opts: Record<string, unknown>): Promise<void> {
@@ -35,6 +38,7 @@ export const saveLoadCommands: CommandSpec[] = [
     name: 'save',
     args: ['<project>', '[file]'],
     summary: 'save a project (jobs, values, files, history) to a tar (default: PROJECT.tar)',
+    options: [{ flags: '-o, --output <file>', description: 'where to write it (- for stdout); the same as the FILE argument' }, forceOption],
     run: save,
   },
   {
