@@ -106,6 +106,16 @@ describe('short ids', () => {
     assert.ok(listed.jobs.some((j: { id: string }) => j.id === batch[0]));
   });
 
+  it('finds archived jobs by their short form too', async () => {
+    // batch[0] ran in the first test.
+    await ts.server.ctx.store.archiveJobs([batch[0]!], Date.now());
+    const job = ok(await cpcc(home, ['--json', 'job', short(batch[0]!)]));
+    assert.equal(job.id, batch[0]);
+    assert.equal(job.archived, true);
+    assert.equal((await ts.admin.job(batch[0]!.slice(0, 26))).id, batch[0]);
+    assert.equal((await apiError(eve.job(short(batch[0]!)))).code, 'JOB_NOT_FOUND');
+  });
+
   it('takes a unique part of the start or the end, with or without dashes, in any case', async () => {
     const id = eveJobs[2]!;
     // The time and the whole counter: no other id made here has them.
@@ -116,6 +126,11 @@ describe('short ids', () => {
     }
     // The API takes them too, for every client.
     assert.equal((await ts.admin.job(short(id))).id, id);
+    // A job to follow, by its short form: the server is given the whole id.
+    const submitted = ok(await cpcc(home, ['--json', 'submit', '--after', short(batch[7]!), '--', 'true']));
+    const follower = ok(await cpcc(home, ['--json', 'job', short(submitted.ids[0])]));
+    assert.deepEqual(follower.after, [batch[7]]);
+    all.push(submitted.ids[0]);
   });
 
   it('refuses a part that fits several jobs and lists them', async () => {

@@ -42,6 +42,21 @@ function jobDefaults(opts: Record<string, unknown>): JobInput {
   return d;
 }
 
+/**
+ * The whole id of the job `given` names when it is part of an id the server
+ * knows; otherwise `given` as it is (a key of a job in the same file, or an
+ * id the server will refuse in its own words).
+ */
+async function wholeId(api: ApiClient, given: string): Promise<string> {
+  if (isFullId(given) || idMatcher(given) === null) return given;
+  try {
+    return (await api.job(given)).id;
+  } catch (err) {
+    if (err instanceof ApiError && err.code === 'JOB_NOT_FOUND') return given;
+    throw err;
+  }
+}
+
 async function submit(ctx: Context, args: Argument[], opts: Record<string, unknown>): Promise<void> {
   const command = (args[0] as string[] | undefined) ?? [];
   const file = opts.file as string | undefined;
@@ -67,10 +82,13 @@ async function submit(ctx: Context, args: Argument[], opts: Record<string, unkno
   // `--after` takes ids as the tables show them; the job file's "after" names whole ids or keys.
   if (defaults.after !== undefined) {
     const whole = new Map<string, string>();
-    for (const a of defaults.after) if (!isFullId(a)) whole.set(a, (await api.job(jobArg(a))).id);
-    if (whole.size > 0) jobs = jobs.map((j) => (j.after ? { ...j, after: j.after.map((a) => whole.get(a) ?? a) } : j));
+    for (const a of defaults.after) whole.set(a, await wholeId(api, a));
+    jobs = jobs.map((j) => (j.after ? { ...j, after: j.after.map((a) => whole.get(a) ?? a) } : j));
   }
   const files = await fileFlags(ctx, api, project, opts);
+  if (files.inputs) {
+    for (const input of files.inputs) if ('job' in input) input.job = await wholeId(api, input.job);
+  }
   if (files.inputs || files.outputs) {
     jobs = jobs.map((j) => ({
       ...j,
