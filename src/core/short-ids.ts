@@ -6,8 +6,9 @@
  * together share a long prefix, while the last 10 hex digits are random. The
  * short form shown by tables and the dashboard is therefore the id's last
  * group, its last 12 hex digits (40 random bits and the counter's low bits):
- * unique in practice (a collision among a million ids is about one in a
- * hundred) and one double-click to select, since it follows the last dash.
+ * unique in practice (the chance that any two of a million ids share it is
+ * about one in five hundred) and one double-click to select, since it
+ * follows the last dash.
  *
  * An id may be given as the whole id, as any part of its start (as git
  * takes a commit), or as any part of its end, the short form included; with

@@ -480,7 +480,13 @@ export const jobCommands: CommandSpec[] = [
     ],
     run: listJobs,
   },
-  { name: 'job', args: ['<id>'], summary: 'show one job and its attempts', run: showJob },
+  {
+    name: 'job',
+    args: ['<id>'],
+    summary: 'show one job and its attempts',
+    help: "ID: the job's whole id, or at least 8 hex digits of its start or end, such as the short form tables show.",
+    run: showJob,
+  },
   {
     name: 'logs',
     args: ['<id>'],
