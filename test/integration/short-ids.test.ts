@@ -7,12 +7,16 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { ApiError, type ApiClient } from '../../src/client/api/client.js';
 import { WatchState } from '../../src/client/commands/watch.js';
 import { updateConfig } from '../../src/client/config.js';
 import { Output } from '../../src/client/output.js';
 import type { StreamEvent } from '../../src/core/wire.js';
-import { cleanup, cpcc, cpccHome, makeClient, resultOf, startTestServer, type CpccRun, type SimWorker, type TestServer } from '../helpers/server.js';
+import { cleanup, cpcc, cpccHome, makeClient, resultOf, startTestServer, tempDir, type CpccRun, type SimWorker, type TestServer } from '../helpers/server.js';
 
 after(cleanup);
 
@@ -180,7 +184,7 @@ describe('short ids', () => {
     const named = new Set(err.message.match(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g));
     assert.deepEqual(named, new Set(eveJobs.filter((id) => id.startsWith(part))));
     const eight = eveJobs[0]!.slice(0, 8);
-    if (batch.some((id) => id.startsWith(eight))) {
+    if (batch.some((id) => id.startsWith(eight)) && eveJobs.filter((id) => id.startsWith(eight)).length > 1) {
       const e8 = await apiError(eve.job(eight));
       assert.equal(e8.code, 'AMBIGUOUS_ID');
       for (const id of batch) assert.ok(!e8.message.includes(id), 'another project’s job is named');
@@ -234,6 +238,35 @@ describe('short ids', () => {
     assert.equal(run.code, 1, run.stderr);
     assert.match(run.stderr, /AMBIGUOUS_ID/);
     for (const id of ids.filter((x) => x.startsWith(part))) assert.ok(run.stderr.includes(id), `names ${id}`);
+  });
+
+  it('takes the short form in command-failed and getf', async () => {
+    // Alone in the queue.
+    const open: string[] = [];
+    for (const x of all) if (['waiting', 'queued', 'running'].includes((await ts.admin.job(x)).state)) open.push(x);
+    await ts.admin.cancel(open);
+    const w = await ts.worker({ name: 'w-files' });
+    const { ids } = await ts.admin.submit('alpha', [{ argv: ['true'], name: 'to-lose' }]);
+    const id = ids[0]!;
+    const [first] = (await w.client.claim(w.workerId, { waitS: 0, max: 1 })).jobs;
+    assert.equal(first?.id, id);
+    const lost = ok(await cpcc(home, ['--json', 'command-failed', short(id)]));
+    assert.deepEqual(lost.lost.map((l: { jobId: string }) => l.jobId), [id]);
+
+    // Its old attempt is still to be confirmed gone; a job of its own is quicker to run.
+    ok(await cpcc(home, ['--json', 'cancel', short(id)]));
+    const made = (await ts.admin.submit('alpha', [{ argv: ['true'], name: 'with-output', outputs: [{ glob: 'out/*.txt' }] }])).ids[0]!;
+    const [second] = (await w.client.claim(w.workerId, { waitS: 0, max: 1 })).jobs;
+    assert.equal(second?.id, made);
+    const kept = Buffer.from('what the job made\n');
+    const sum = createHash('sha256').update(kept).digest('hex');
+    await w.client.sendBytes(`/workers/${w.workerId}/files/${sum}`, Readable.from([kept]), kept.length, { job: made, attempt: second!.attempt });
+    await w.client.result(w.workerId, resultOf(made, second!.attempt, { outputs: [{ name: 'out/result.txt', sha256: sum, size: kept.length }] }));
+
+    const dest = join(await tempDir('short-getf-'), 'result.txt');
+    const got = await cpcc(home, ['getf', short(made), 'out/result.txt', '-o', dest]);
+    assert.equal(got.code, 0, got.stderr);
+    assert.equal(readFileSync(dest, 'utf8'), 'what the job made\n');
   });
 });
 
