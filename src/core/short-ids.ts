@@ -71,8 +71,8 @@ export function idUsage(what: string): string {
 
 /**
  * A search for the one id `given` names: the caller offers ids (in plain
- * loops, which cost a few milliseconds per million ids where a generator
- * costs ten times that) and asks for the answer. Throws INVALID_FIELD for a
+ * loops, which cost some tens of milliseconds per million ids where a
+ * generator costs several times that) and asks for the answer. Throws INVALID_FIELD for a
  * malformed part; `answer` throws `notFound` when none fit, AMBIGUOUS_ID
  * naming up to MAX_CANDIDATES of them when several do.
  */

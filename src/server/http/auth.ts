@@ -165,7 +165,7 @@ export function fullJobId(ctx: AuthServices, who: UserIdentity, given: string): 
   };
   const search = new IdSearch(given, 'job', 'JOB_NOT_FOUND');
   const { match } = search;
-  // The id first, the project only for a match: a scan of a million jobs takes milliseconds.
+  // The id first, the project only for a match: a scan of a million jobs takes some tens of milliseconds.
   for (const job of model.jobs.values()) if (match(job.id) && visible(job.project)) search.add(job.id);
   for (const [id, project] of model.archivedJobs()) if (match(id) && visible(project)) search.add(id);
   return search.answer();
