@@ -35,7 +35,7 @@ export function shortId(id: string): string {
   return UUID.test(id) ? id.slice(-SHORT_ID_DIGITS) : id;
 }
 
-/** Hex digits `from`..`to` of a UUID, written with the dashes that fall between them. */
+/** Hex digits of a UUID starting at digit `from`, written with the dashes that fall between them. */
 function dashed(hex: string, from: number): string {
   let s = '';
   for (let i = 0; i < hex.length; i++) {
@@ -70,11 +70,11 @@ export function idUsage(what: string): string {
 }
 
 /**
- * A search for the one id `given` names: the caller offers ids (in plain
- * loops, which cost some tens of milliseconds per million ids where a
- * generator costs several times that) and asks for the answer. Throws INVALID_FIELD for a
- * malformed part; `answer` throws `notFound` when none fit, AMBIGUOUS_ID
- * naming up to MAX_CANDIDATES of them when several do.
+ * A search for the one id `given` names: the caller offers the ids that
+ * `match` (in plain loops, some tens of milliseconds per million ids, where
+ * a generator costs several times that) and asks for the answer. Throws
+ * INVALID_FIELD for a malformed part; `answer` throws `notFound` when none
+ * fit, AMBIGUOUS_ID naming up to MAX_CANDIDATES of them when several do.
  */
 export class IdSearch {
   readonly match: (id: string) => boolean;

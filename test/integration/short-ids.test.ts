@@ -11,11 +11,12 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { Agent, request } from 'undici';
 import { ApiError, type ApiClient } from '../../src/client/api/client.js';
 import { WatchState } from '../../src/client/commands/watch.js';
 import { updateConfig } from '../../src/client/config.js';
 import { Output } from '../../src/client/output.js';
-import type { StreamEvent } from '../../src/core/wire.js';
+import { API_PREFIX, type StreamEvent } from '../../src/core/wire.js';
 import { cleanup, cpcc, cpccHome, makeClient, resultOf, startTestServer, tempDir, type CpccRun, type SimWorker, type TestServer } from '../helpers/server.js';
 
 after(cleanup);
@@ -159,6 +160,15 @@ describe('short ids', () => {
     assert.equal(err.status, 409);
     assert.equal(err.message.match(/[0-9a-f]{8}-[0-9a-f-]{27}/g)?.length, 10);
     assert.match(err.message, new RegExp(`and ${many.length - 10} more`));
+    // The error object names them for programs too.
+    const agent = new Agent({ connect: { ca: ts.server.caPem, checkServerIdentity: () => undefined } });
+    const res = await request(`${ts.server.url}${API_PREFIX}/jobs/${part}`, { headers: { authorization: `Bearer ${ts.admin.token}` }, dispatcher: agent });
+    const body = (await res.body.json()) as { error: { code: string; candidates: string[]; count: number } };
+    await agent.close();
+    assert.equal(res.statusCode, 409);
+    assert.equal(body.error.code, 'AMBIGUOUS_ID');
+    assert.deepEqual(new Set(body.error.candidates), new Set(fits.sort().slice(0, 10)));
+    assert.equal(body.error.count, fits.length);
 
     // Nothing was cancelled by an ambiguous part among whole ids.
     const cancel = await cpcc(home, ['cancel', batch[5]!, part]);
