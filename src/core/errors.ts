@@ -52,6 +52,8 @@ export const ERROR_STATUS = {
   INVALID_STATE: 409,
   /** A local file a download would replace, and no --force to say it may. */
   FILE_EXISTS: 409,
+  /** A part of a job or worker id that fits more than one; the message lists them. */
+  AMBIGUOUS_ID: 409,
   STALE_ATTEMPT: 409,
   PEER_CA_MISMATCH: 409,
   /** A worker token that has as many workers registered as it allows. */

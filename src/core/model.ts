@@ -153,6 +153,11 @@ export class Model {
     return this.archivedIds.get(id);
   }
 
+  /** Every archived job's id and project (for finding a job by part of its id). */
+  archivedJobs(): IterableIterator<[id: string, project: string]> {
+    return this.archivedIds.entries();
+  }
+
   /** Records archived jobs found in the archive itself (see archivedIndexComplete). */
   indexArchived(jobs: Iterable<[id: string, project: string]>): void {
     for (const [id, project] of jobs) if (this.projects.has(project) && !this.jobs.has(id)) this.archivedIds.set(id, project);

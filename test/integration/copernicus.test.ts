@@ -206,7 +206,7 @@ describe('Copernicus names', () => {
     const text = await cpcc(bob, ['command-failed', running!]);
     assert.equal(text.code, 0, text.stderr);
     assert.match(text.stdout, /1 attempt marked lost/);
-    assert.match(text.stdout, new RegExp(`${running} +1 +queued`));
+    assert.match(text.stdout, new RegExp(`\n${running!.slice(-12)} +1 +queued`), "the table shows the short id");
     const job = await bobApi.job(running!);
     assert.equal(job.state, 'queued');
     assert.equal(job.attempts[0]!.how, 'worker-lost');

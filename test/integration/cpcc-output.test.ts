@@ -46,10 +46,10 @@ describe('cpcc output', () => {
       for (const line of lines) assert.ok(widthOf(line) <= width, `wider than ${width}: '${line}'`);
       assert.match(lines[0]!, /^id\s/);
       for (const row of lines.slice(1)) {
-        // The id column still shows what pastes back: a prefix of a real id, at least 8 characters.
+        // The id column still shows what pastes back: the short form of a real id (its last group), whole.
         const shown = row.split(/\s+/)[0]!;
         assert.ok(shown.length >= 8 && !shown.includes('…'), `id cut: '${row}'`);
-        assert.ok(ids.some((id) => id.startsWith(shown)), `'${shown}' is no job's id`);
+        assert.ok(ids.some((id) => id.endsWith(`-${shown}`)), `'${shown}' is no job's id`);
         assert.ok(!row.includes(LONG_NAME) && !row.includes(LONG_WORD), `long cells not cut: '${row}'`);
         assert.match(row, /\S…(\s|$)/, `no cell ends with …: '${row}'`);
       }
@@ -78,7 +78,7 @@ describe('cpcc output', () => {
     const lines = out.replace(/\r/g, '').trimEnd().split('\n');
     for (const line of lines) assert.ok(widthOf(line) <= 60, `wider than 60: '${line}'`);
     // Boxed while the boxes fit, plain columns when they would leave the cells no room: a line a job either way.
-    const rows = lines.filter((l) => ids.some((id) => l.replace(/^│ /, '').startsWith(id.slice(0, 8))));
+    const rows = lines.filter((l) => ids.some((id) => l.replace(/^│ /, '').startsWith(id.slice(-12))));
     assert.equal(rows.length, ids.length, out);
     assert.equal(lines.length, ids.length + (lines[0]!.startsWith('┌') ? 4 : 1), out);
     assert.ok(rows.every((l) => l.includes('…')), out);
@@ -108,7 +108,7 @@ describe('cpcc output', () => {
     assert.equal(lines.length, 2, r.stdout);
     assert.match(lines[0]!, /^id +name +state +command +tries +exit +took +updated$/);
     const row = lines[1]!;
-    assert.ok(ids.includes(row.split(/ +/)[0]!), `not a whole id: '${row}'`);
+    assert.ok(ids.some((id) => id.endsWith(`-${row.split(/ +/)[0]!}`)), `not a job's short id: '${row}'`);
     // Only the columns' own limits cut: the name's 24 characters, the command's 40.
     assert.ok(row.includes(`${LONG_NAME.slice(0, 23)}…`), row);
     assert.ok(row.includes(`echo ${LONG_WORD.slice(0, 34)}…`), row);

@@ -8,6 +8,8 @@ import { MAX_WEIGHT } from '../../core/types.js';
 import type { LostReply, WeightView } from '../../core/wire.js';
 import { plural, usage } from '../output.js';
 import type { Argument, CommandSpec, Context } from './context.js';
+import { jobArg } from './parsers.js';
+import { shortId } from '../../core/short-ids.js';
 
 function showLost(ctx: Context, reply: LostReply, what: string): void {
   ctx.out.show(reply, () => {
@@ -18,7 +20,7 @@ function showLost(ctx: Context, reply: LostReply, what: string): void {
     if (reply.lost.length > 0) {
       ctx.out.line(`${what}: ${plural(reply.lost.length, 'attempt')} marked lost`);
       ctx.out.table(reply.lost, [
-        { header: 'job', value: (l) => l.jobId },
+        { header: 'job', value: (l) => shortId(l.jobId) },
         { header: 'attempt', value: (l) => l.attempt, align: 'right' },
         // Re-queued like a lost lease, or failed when it was lost too often.
         { header: 'now', value: (l) => ctx.out.state(l.state) },
@@ -29,13 +31,14 @@ function showLost(ctx: Context, reply: LostReply, what: string): void {
 }
 
 async function workerFailed(ctx: Context, args: Argument[]): Promise<void> {
+  // A peer's worker may carry an id of another form: only the server can tell.
   const id = String(args[0]);
   const { api } = await ctx.client();
   showLost(ctx, await api.markWorkerLost(id), `worker ${id}`);
 }
 
 async function commandFailed(ctx: Context, args: Argument[]): Promise<void> {
-  const id = String(args[0]);
+  const id = jobArg(String(args[0]));
   const { api } = await ctx.client();
   showLost(ctx, await api.markJobLost(id), `job ${id}`);
 }

@@ -15,7 +15,7 @@ import { downloadFile, hashFile, uploadFile, type FileSum } from '../api/files.j
 import { Meter } from '../../common/stream-meter.js';
 import { EXIT_FAILURE, ago, fail, usage } from '../output.js';
 import type { Argument, CommandSpec, Context } from './context.js';
-import { collect } from './parsers.js';
+import { collect, jobArg } from './parsers.js';
 
 const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const enc = encodeURIComponent;
@@ -139,7 +139,7 @@ export async function fetchTo(
 
 async function outputs(ctx: Context, args: Argument[]): Promise<void> {
   const { api } = await ctx.client();
-  const id = args[0] as string;
+  const id = jobArg(args[0] as string);
   const { outputs: files } = await api.outputs(id);
   ctx.out.list({ outputs: files }, files, [
     { header: 'name', value: (f) => f.name },
@@ -151,7 +151,8 @@ async function outputs(ctx: Context, args: Argument[]): Promise<void> {
 async function getf(ctx: Context, args: Argument[], opts: Record<string, unknown>): Promise<void> {
   const { api } = await ctx.client();
   const [what, name] = args as [string, string | undefined];
-  if (what.startsWith('@') || !JOB_ID.test(what)) {
+  // Two words are a job's file (its id whole or in part); one is a value, unless it is a whole job id.
+  if (what.startsWith('@') || (name === undefined && !JOB_ID.test(what))) {
     // A project value's file: `getf @NAME` or `getf NAME`.
     if (name !== undefined) usage('give JOB_ID NAME, or one value name');
     const project = await ctx.project();
@@ -162,6 +163,7 @@ async function getf(ctx: Context, args: Argument[], opts: Record<string, unknown
     return fetched(ctx, dest, await fetchTo(ctx, api, `/projects/${enc(project)}/values/${enc(value)}/file`, dest, { expect: { sha256: v.sha256, size: v.size! }, force: opts.force === true }));
   }
   if (name === undefined) usage('give the name of the file: cpcc getf JOB_ID NAME');
+  jobArg(what);
   const file = (await api.outputs(what)).outputs.find((f) => f.name === name);
   if (!file) return fail(`job ${what} kept no file named '${name}'; see 'cpcc outputs ${what}'`);
   const dest = (opts.output as string | undefined) ?? basename(name);

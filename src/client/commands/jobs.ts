@@ -10,7 +10,8 @@ import { CliError, EXIT_FAILURE, ago, describeError, duration, eta, fail, plural
 import type { Argument, CommandSpec, Context } from './context.js';
 import { fileFlags, fileOptions } from './files.js';
 import { PartialSubmitError, applyDefaults, parseJobFile, submitInChunks } from './job-file.js';
-import { collect, integer, keyValue, nonNegative, oneOf, positive } from './parsers.js';
+import { collect, integer, jobArg, keyValue, nonNegative, oneOf, positive } from './parsers.js';
+import { idMatcher, isFullId, shortId } from '../../core/short-ids.js';
 import { readAll } from './prompt.js';
 import { countsLine, total } from './projects.js';
 
@@ -41,6 +42,21 @@ function jobDefaults(opts: Record<string, unknown>): JobInput {
   return d;
 }
 
+/**
+ * The whole id of the job `given` names when it is part of an id the server
+ * knows; otherwise `given` as it is (a key of a job in the same file, or an
+ * id the server will refuse in its own words).
+ */
+async function wholeId(api: ApiClient, given: string): Promise<string> {
+  if (isFullId(given) || idMatcher(given) === null) return given;
+  try {
+    return (await api.job(given)).id;
+  } catch (err) {
+    if (err instanceof ApiError && err.code === 'JOB_NOT_FOUND') return given;
+    throw err;
+  }
+}
+
 async function submit(ctx: Context, args: Argument[], opts: Record<string, unknown>): Promise<void> {
   const command = (args[0] as string[] | undefined) ?? [];
   const file = opts.file as string | undefined;
@@ -63,7 +79,16 @@ async function submit(ctx: Context, args: Argument[], opts: Record<string, unkno
 
   const { api } = await ctx.client();
   const project = await ctx.project();
+  // `--after` takes ids as the tables show them; the job file's "after" names whole ids or keys.
+  if (defaults.after !== undefined) {
+    const whole = new Map<string, string>();
+    for (const a of defaults.after) whole.set(a, await wholeId(api, a));
+    jobs = jobs.map((j) => (j.after ? { ...j, after: j.after.map((a) => whole.get(a) ?? a) } : j));
+  }
   const files = await fileFlags(ctx, api, project, opts);
+  if (files.inputs) {
+    for (const input of files.inputs) if ('job' in input) input.job = await wholeId(api, input.job);
+  }
   if (files.inputs || files.outputs) {
     jobs = jobs.map((j) => ({
       ...j,
@@ -117,7 +142,7 @@ async function listJobs(ctx: Context, _args: Argument[], opts: Record<string, un
   }
   const now = Date.now();
   ctx.out.list(list, list.jobs, [
-    { header: 'id', value: (j: JobView) => j.id },
+    { header: 'id', value: (j: JobView) => shortId(j.id) },
     { header: 'name', value: (j) => j.name, max: 24 },
     { header: 'state', value: (j) => ctx.out.state(j.state) },
     { header: 'command', value: (j) => commandText(j), max: 40 },
@@ -161,7 +186,7 @@ function attemptRows(ctx: Context, attempts: AttemptView[], now: number) {
 
 async function showJob(ctx: Context, args: Argument[]): Promise<void> {
   const { api } = await ctx.client();
-  const job = await api.job(String(args[0]));
+  const job = await api.job(jobArg(String(args[0])));
   const now = Date.now();
   ctx.out.show(job, () => {
     const env = Object.entries(job.env ?? {}).map(([k, v]) => `${k}=${v}`).join(' ');
@@ -199,11 +224,13 @@ async function showJob(ctx: Context, args: Argument[]): Promise<void> {
 }
 
 async function logs(ctx: Context, args: Argument[], opts: Record<string, unknown>): Promise<void> {
-  const id = String(args[0]);
+  const given = jobArg(String(args[0]));
   const stream = opts.stderr === true ? 'stderr' : 'stdout';
   const attempt = opts.attempt as number | undefined;
   const tail = opts.tail as number | undefined;
   const { api } = await ctx.client();
+  // Found once: following asks again and again, and --json names the whole id.
+  const id = isFullId(given) ? given : (await api.job(given)).id;
   if (opts.follow === true) return follow(ctx, api, id, stream, attempt, tail);
   const text = tail === undefined ? await api.logs(id, { stream, attempt }) : (await lastLines(api, id, { stream, attempt }, tail)).text;
   ctx.out.show({ id, stream, attempt: attempt ?? null, text }, () => ctx.out.raw(text));
@@ -295,15 +322,16 @@ async function lastLines(api: ApiClient, id: string, q: { stream: 'stdout' | 'st
 }
 
 async function cancelOrRetry(ctx: Context, args: Argument[], which: 'cancel' | 'retry'): Promise<void> {
-  const ids = args[0] as string[];
+  const ids = (args[0] as string[]).map(jobArg);
   const { api } = await ctx.client();
   const changed = which === 'cancel' ? (await api.cancel(ids)).cancelled : (await api.retry(ids)).retried;
   const verb = which === 'cancel' ? 'cancelled' : 'retried';
   ctx.out.show({ [verb]: changed }, () => {
-    const got = new Set(changed);
     for (const id of changed) ctx.out.line(`${verb} ${id}`);
     for (const id of ids) {
-      if (!got.has(id)) ctx.out.note(`not ${verb}: ${id} (${which === 'cancel' ? 'already finished' : 'not failed or cancelled'})`);
+      // Ids may have been given in part: the server answers with whole ones.
+      const match = idMatcher(id);
+      if (!changed.some((c) => match?.(c))) ctx.out.note(`not ${verb}: ${id} (${which === 'cancel' ? 'already finished' : 'not failed or cancelled'})`);
     }
   });
 }
@@ -377,7 +405,7 @@ async function queue(ctx: Context, _args: Argument[], opts: Record<string, unkno
   const list = await api.queue({ limit: (opts.limit as number | undefined) ?? DEFAULT_LIST_LIMIT });
   const now = Date.now();
   ctx.out.list(list, list.jobs, [
-    { header: 'id', value: (j: JobView) => j.id },
+    { header: 'id', value: (j: JobView) => shortId(j.id) },
     { header: 'project', value: (j) => j.project },
     { header: 'name', value: (j) => j.name, max: 24 },
     { header: 'pri', value: (j) => j.priority, align: 'right' },
@@ -398,7 +426,7 @@ async function running(ctx: Context, _args: Argument[], opts: Record<string, unk
   const now = Date.now();
   const current = (j: JobView): Attempt | undefined => j.attempts[j.attempts.length - 1];
   ctx.out.list(list, list.jobs, [
-    { header: 'id', value: (j: JobView) => j.id },
+    { header: 'id', value: (j: JobView) => shortId(j.id) },
     ...(all ? [{ header: 'project', value: (j: JobView) => j.project }] : []),
     { header: 'name', value: (j) => j.name, max: 24 },
     { header: 'command', value: (j) => commandText(j), max: 40 },
@@ -457,7 +485,13 @@ export const jobCommands: CommandSpec[] = [
     ],
     run: listJobs,
   },
-  { name: 'job', args: ['<id>'], summary: 'show one job and its attempts', run: showJob },
+  {
+    name: 'job',
+    args: ['<id>'],
+    summary: 'show one job and its attempts',
+    help: "ID: the job's whole id, or at least 8 hex digits of its start or end, such as the short form tables show.",
+    run: showJob,
+  },
   {
     name: 'logs',
     args: ['<id>'],

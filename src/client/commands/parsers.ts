@@ -3,6 +3,7 @@
  * commander turns into a usage error naming the option (exit 2).
  */
 import { InvalidArgumentError } from 'commander';
+import { idMatcher, idUsage } from '../../core/short-ids.js';
 
 export function integer(min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
   return (value: string) => {
@@ -42,3 +43,16 @@ export function oneOf<T extends string>(choices: readonly T[]): (value: string) 
     return value as T;
   };
 }
+
+/**
+ * A job or worker id as given on the command line: the whole id, or at least
+ * 8 hex digits of its start or end (the server finds the id they name).
+ * Anything else is a usage error, before a request is sent.
+ */
+export function idArg(what: 'job' | 'worker'): (value: string) => string {
+  return (value: string) => {
+    if (idMatcher(value) === null) throw new InvalidArgumentError(`'${value}': ${idUsage(what)}`);
+    return value.trim().toLowerCase();
+  };
+}
+export const jobArg = idArg('job');

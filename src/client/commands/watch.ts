@@ -15,6 +15,7 @@ import type { ApiClient } from '../api/client.js';
 import { EventStream } from '../api/events.js';
 import { ago, duration, type Output } from '../output.js';
 import type { Argument, CommandSpec, Context } from './context.js';
+import { shortId } from '../../core/short-ids.js';
 
 const MAX_FAILURES = 10;
 /** Running and failed jobs loaded per project when the view (re)loads. */
@@ -135,7 +136,7 @@ export class WatchState {
     if (running.length === 0) lines.push(c.dim('  nothing is running'));
     else {
       const rows = running.slice(0, running.length > room ? room - 1 : room).map((r) => [
-        r.id,
+        shortId(r.id),
         ...(this.project === null ? [r.project] : []),
         r.name ?? '',
         r.workerName,
@@ -149,7 +150,7 @@ export class WatchState {
     if (this.failures.length > 0) {
       lines.push('', c.bold(`RECENT FAILURES (${this.failures.length})`));
       for (const f of this.failures) {
-        lines.push(clipLine(`${f.id}  ${this.project === null ? `${f.project}  ` : ''}${f.name ? `${f.name}  ` : ''}${f.reason}  ${ago(f.at, o.now)}`));
+        lines.push(clipLine(`${shortId(f.id)}  ${this.project === null ? `${f.project}  ` : ''}${f.name ? `${f.name}  ` : ''}${f.reason}  ${ago(f.at, o.now)}`));
       }
     }
     return lines.map((l) => (stripAnsi(l).length > o.width ? clipLine(stripAnsi(l)) : l));
@@ -338,13 +339,15 @@ function clip(s: string, n: number): string {
 }
 
 /** Rows as space-separated columns, the widest cells cut so that lines fit `width`. */
+/** Rows as columns no wider than `width` together; the first (the short id, to be pasted back) is never cut. */
 function columns(rows: string[][], width: number): string[] {
   const n = rows[0]?.length ?? 0;
   const widths = Array.from({ length: n }, (_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   const total = () => widths.reduce((a, b) => a + b, 0) + 2 * (n - 1) + 2;
   while (total() > width) {
-    const i = widths.indexOf(Math.max(...widths));
-    if (widths[i]! <= 4) break;
+    const rest = widths.slice(1);
+    const i = 1 + rest.indexOf(Math.max(...rest));
+    if (n < 2 || widths[i]! <= 4) break;
     widths[i]!--;
   }
   return rows.map((r) => '  ' + r.map((cell, i) => (i === n - 1 ? clip(cell, widths[i]!) : pad(clip(cell, widths[i]!), widths[i]!))).join('  '));

@@ -6,6 +6,7 @@ import type { LeaseView, WorkerTokenView, WorkerView } from '../../core/wire.js'
 import { ago } from '../output.js';
 import type { Argument, CommandSpec, Context } from './context.js';
 import { positive } from './parsers.js';
+import { shortId } from '../../core/short-ids.js';
 
 async function workers(ctx: Context): Promise<void> {
   const { api } = await ctx.client();
@@ -13,7 +14,7 @@ async function workers(ctx: Context): Promise<void> {
   const now = Date.now();
   ctx.out.list(reply, reply.workers, [
     { header: 'name', value: (w: WorkerView) => w.name },
-    { header: 'id', value: (w) => w.id },
+    { header: 'id', value: (w) => shortId(w.id) },
     { header: 'host', value: (w) => w.host },
     { header: 'cores', value: (w) => `${w.used.cores}/${w.resources.cores}`, align: 'right' },
     { header: 'MB', value: (w) => `${w.used.memoryMb}/${w.resources.memoryMb}`, align: 'right' },
@@ -37,7 +38,7 @@ async function heartbeats(ctx: Context): Promise<void> {
   const reply = await api.heartbeats();
   const now = Date.now();
   ctx.out.list(reply, reply.leases, [
-    { header: 'job', value: (l: LeaseView) => l.jobId },
+    { header: 'job', value: (l: LeaseView) => shortId(l.jobId) },
     { header: 'project', value: (l) => l.project },
     { header: 'attempt', value: (l) => l.attempt, align: 'right' },
     { header: 'worker', value: (l) => l.workerName || l.workerId },

@@ -71,7 +71,8 @@ function duration(ms) {
 
 const when = (ts) => (ts ? new Date(ts).toLocaleString() : '');
 const stateBadge = (state) => h('span', { class: `state ${state}`, 'data-state': state }, state);
-const shortId = (id) => id.slice(-12);
+/** The short form cpcc's tables show too: an id's last group, which cpcc and the API take back (core/short-ids.ts). */
+const shortId = (id) => (/^[0-9a-f-]{36}$/.test(id) ? id.slice(-12) : id);
 const commandText = (job) =>
   job.shell !== undefined ? job.shell : (job.argv ?? []).map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
 
@@ -811,7 +812,7 @@ function workersView(root) {
           h(
             'tr',
             { 'data-worker-id': w.id },
-            h('td', {}, w.name, h('div', { class: 'muted mono' }, w.id)),
+            h('td', {}, w.name, h('div', { class: 'muted mono', title: w.id }, shortId(w.id))),
             h('td', {}, w.host),
             h('td', {}, meter(w.used.cores, w.resources.cores, '')),
             h('td', {}, meter(w.used.memoryMb, w.resources.memoryMb, ' MB')),

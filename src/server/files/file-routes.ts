@@ -7,12 +7,12 @@ import type { StoredFile, ValueView } from '../../core/wire.js';
 import type { Context } from '../start/context.js';
 import type { Router } from '../http/router.js';
 import { sha256Schema } from './schemas.js';
-import { jobIdParam } from '../http/schemas.js';
+import { jobIdParam, jobRefParam } from '../http/schemas.js';
 import { workerOf, workerParams } from '../jobs/worker-routes.js';
 
 const projectName = z.string().min(1).max(64);
 const projectFileParams = z.strictObject({ project: projectName, sha256: sha256Schema });
-const outputParams = z.strictObject({ id: jobIdParam, name: z.string().min(1).max(1024) });
+const outputParams = z.strictObject({ id: jobRefParam, name: z.string().min(1).max(1024) });
 const valueParams = z.strictObject({ project: projectName, name: z.string().min(1).max(256) });
 const prefixQuery = z.strictObject({ prefix: z.string().max(256).optional() });
 const attemptQuery = z.strictObject({ job: jobIdParam, attempt: z.coerce.number().int().min(1) });
@@ -65,7 +65,7 @@ export function fileRoutes(router: Router, ctx: Context): void {
     },
   );
 
-  router.add('GET', '/jobs/:id/outputs', { auth: 'job', summary: 'the files a job kept', params: z.strictObject({ id: jobIdParam }) }, (req) => ({
+  router.add('GET', '/jobs/:id/outputs', { auth: 'job', summary: 'the files a job kept', params: z.strictObject({ id: jobRefParam }) }, (req) => ({
     outputs: req.job.outputs ?? [],
   }));
 

@@ -7,7 +7,8 @@ import type { Accounts, Identity } from '../accounts/accounts.js';
 import type { Store } from '../jobs/store.js';
 import type { AuthRule, Granted, UserIdentity } from './auth-rules.js';
 import type { Authorize, Credentials } from './router.js';
-import { check, jobIdParam } from './schemas.js';
+import { IdSearch, isFullId } from '../../core/short-ids.js';
+import { check, jobRefParam } from './schemas.js';
 
 /**
  * Who is asking, and whether they may, decided here and nowhere else. Every
@@ -121,8 +122,9 @@ export function visibleProject(ctx: AuthServices, who: UserIdentity, name: strin
 }
 
 /** A live job the user may see; otherwise JOB_NOT_FOUND. */
-export function visibleLiveJob(ctx: AuthServices, who: UserIdentity, id: string): Job {
-  check(jobIdParam, id, 'id');
+export function visibleLiveJob(ctx: AuthServices, who: UserIdentity, given: string): Job {
+  check(jobRefParam, given, 'id');
+  const id = fullJobId(ctx, who, given);
   const job = ctx.store.model.job(id);
   const project = job && ctx.store.model.projects.get(job.project);
   if (!job || !project || !canSee(who, project)) throw fail('JOB_NOT_FOUND', `no job with id '${id}'`);
@@ -130,8 +132,9 @@ export function visibleLiveJob(ctx: AuthServices, who: UserIdentity, id: string)
 }
 
 /** A live or archived job the user may see; otherwise JOB_NOT_FOUND. */
-export async function visibleJob(ctx: AuthServices, who: UserIdentity, id: string): Promise<{ job: Job; archived: boolean; project: Project }> {
-  check(jobIdParam, id, 'path.id');
+export async function visibleJob(ctx: AuthServices, who: UserIdentity, given: string): Promise<{ job: Job; archived: boolean; project: Project }> {
+  check(jobRefParam, given, 'path.id');
+  const id = fullJobId(ctx, who, given);
   const model = ctx.store.model;
   const live = model.job(id);
   // Archived jobs are found through the model's index: an id it does not know costs no read at all.
@@ -140,4 +143,30 @@ export async function visibleJob(ctx: AuthServices, who: UserIdentity, id: strin
   const project = job && ctx.store.model.projects.get(job.project);
   if (!job || !project || !canSee(who, project)) throw fail('JOB_NOT_FOUND', `no job with id '${id}'`);
   return { job, archived: !live, project };
+}
+
+/**
+ * The whole id of the job `given` names (core/short-ids.ts: the whole id, or
+ * a part of its start or end), chosen among the jobs, live and archived, of
+ * the projects the user may see: a job they may not see is neither found nor
+ * named as a candidate. A whole id is returned as it is; the caller looks it up.
+ */
+export function fullJobId(ctx: AuthServices, who: UserIdentity, given: string): string {
+  if (isFullId(given)) return given;
+  const model = ctx.store.model;
+  const seen = new Map<string, boolean>();
+  const visible = (name: string): boolean => {
+    let ok = seen.get(name);
+    if (ok === undefined) {
+      const project = model.projects.get(name);
+      seen.set(name, (ok = project !== undefined && canSee(who, project)));
+    }
+    return ok;
+  };
+  const search = new IdSearch(given, 'job', 'JOB_NOT_FOUND');
+  const { match } = search;
+  // The id first, the project only for a match: a scan of a million jobs takes some tens of milliseconds.
+  for (const job of model.jobs.values()) if (match(job.id) && visible(job.project)) search.add(job.id);
+  for (const [id, project] of model.archivedJobs()) if (match(id) && visible(project)) search.add(id);
+  return search.answer();
 }

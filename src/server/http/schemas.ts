@@ -27,6 +27,13 @@ export const shownName = (max: number) =>
   });
 /** A job id (a UUID). */
 export const jobIdParam = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'must be a job id');
+/**
+ * A job id as people give it: the whole id, or at least 8 hex digits of its
+ * start or end (core/short-ids.ts); auth.ts finds the job it names.
+ */
+export const jobRefParam = z
+  .string()
+  .regex(/^[0-9a-fA-F-]{8,36}$/, 'must be a job id, or at least 8 hex digits of its start or end');
 export const shortString = z.string().max(4096);
 /** What a route without a body accepts: nothing, or `{}`. */
 export const NO_BODY = z.strictObject({}).optional();

@@ -10,15 +10,29 @@ import type { AttemptsLost } from '../../core/events.js';
 import type { LostReply, NetworkView, StopReply } from '../../core/wire.js';
 import type { Context } from '../start/context.js';
 import type { Router } from '../http/router.js';
-import { jobIdParam } from '../http/schemas.js';
+import { jobRefParam } from '../http/schemas.js';
+import { idMatcher, resolveId } from '../../core/short-ids.js';
 import { peerView } from '../federation/views.js';
 
-const jobParams = z.strictObject({ id: jobIdParam });
+const jobParams = z.strictObject({ id: jobRefParam });
 // Worker ids are made here (uuid v7), but a peer's worker that holds leases here carries its server's id.
 const workerParams = z.strictObject({ id: z.string().min(1).max(64).regex(/^[\w-]+$/, 'must be a worker id') });
 
 export function adminRoutes(router: Router, ctx: Context): void {
   const model = ctx.store.model;
+
+  /**
+   * The worker `given` names: an id known here as given (a peer's worker may
+   * carry any id), else the one known id it is a part of (core/short-ids.ts); anything
+   * else is looked up as given, and not found.
+   * Workers are listed to every user, so all of them are candidates.
+   */
+  const workerId = (given: string): string => {
+    const known = new Set<string>(model.workers.keys());
+    for (const lease of model.leases.all()) known.add(lease.workerId);
+    for (const f of model.foreign.values()) known.add(f.workerId);
+    return known.has(given) || idMatcher(given) === null ? given : resolveId(given, known, 'worker', 'WORKER_NOT_FOUND');
+  };
 
   const lostView = (event: AttemptsLost | null): LostReply['lost'] =>
     (event?.attempts ?? []).map(([jobId, attempt]) => ({ jobId, attempt, state: model.job(jobId)?.state ?? 'queued' }));
@@ -28,7 +42,7 @@ export function adminRoutes(router: Router, ctx: Context): void {
     '/workers/:id/lost',
     { auth: 'superuser', summary: 'mark a worker lost now: every attempt it holds ends as worker-lost and its jobs are re-queued', params: workerParams },
     async (req): Promise<LostReply> => {
-      const id = req.params.id;
+      const id = workerId(req.params.id);
       const reason = `worker marked lost by ${req.who.user}`;
       const { lost, closed } = planWorkerLost(model, id, reason, Date.now());
       // A claim the worker still has open would be handed the very jobs taken back from it.

@@ -10,14 +10,14 @@ import { Reply, type Router } from '../http/router.js';
 import { textPart } from '../files/log-part.js';
 import type { KeptPart } from '../files/log-store.js';
 import { fitsInTail } from './results.js';
-import { jobIdParam, limitQuery } from '../http/schemas.js';
+import { jobRefParam, limitQuery } from '../http/schemas.js';
 import { idsSchema, logsQuery, runningQuery } from './schemas.js';
 
 /** Log reads one user may have waiting for output at once (TOO_MANY_REQUESTS past it). */
 const MAX_LOG_WAITS_PER_USER = 32;
 import { jobView } from './views.js';
 
-const jobParams = z.strictObject({ id: jobIdParam });
+const jobParams = z.strictObject({ id: jobRefParam });
 
 export function jobRoutes(router: Router, ctx: Context): void {
   const model = () => ctx.store.model;
@@ -86,8 +86,7 @@ export function jobRoutes(router: Router, ctx: Context): void {
   );
 
   router.add('POST', '/jobs/cancel', { auth: 'user', summary: 'cancel jobs (all or none)', body: idsSchema }, async (req) => {
-    const { ids } = req.body;
-    for (const id of ids) visibleLiveJob(ctx, req.who, id);
+    const ids = [...new Set(req.body.ids.map((id) => visibleLiveJob(ctx, req.who, id).id))];
     const event = planCancel(model(), ids, `cancelled by ${req.who.user}`, Date.now());
     await ctx.store.commit(event);
     // Cancelling a running job frees room on its worker.
@@ -96,8 +95,8 @@ export function jobRoutes(router: Router, ctx: Context): void {
   });
 
   router.add('POST', '/jobs/retry', { auth: 'user', summary: 'give failed or cancelled jobs a fresh budget (all or none)', body: idsSchema }, async (req) => {
-    const { ids } = req.body;
-    const jobs = ids.map((id) => visibleLiveJob(ctx, req.who, id));
+    const jobs = [...new Map(req.body.ids.map((id) => visibleLiveJob(ctx, req.who, id)).map((j) => [j.id, j])).values()];
+    const ids = jobs.map((j) => j.id);
     const archived = new Map();
     for (const job of jobs) for (const [id, state] of await archivedStates(ctx, job.project, job.spec.after)) archived.set(id, state);
     // Checked again after the waits: another request may have removed a job or its project meanwhile.

@@ -1,8 +1,9 @@
+import { isFullId } from '../../core/short-ids.js';
 import { z } from 'zod';
 import { MAX_KILL_GRACE_S, PRIORITY_MAX, PRIORITY_MIN, type JobSpec } from '../../core/types.js';
 import { ISOLATION_LEVELS, MAX_LOG_CHUNK_BYTES, MAX_LOG_PART, type JobInput } from '../../core/wire.js';
 import { fileRefSchema, filePath } from '../files/schemas.js';
-import { arrayLength, boundedName, jobIdParam, limited, limitQuery, type Limits, perLimits, shownName, stringLength } from '../http/schemas.js';
+import { arrayLength, boundedName, jobIdParam, jobRefParam, limited, limitQuery, type Limits, perLimits, shownName, stringLength } from '../http/schemas.js';
 
 /** The request shapes of jobs, projects and workers: submit, claim, heartbeat, result and the job queries. */
 
@@ -17,7 +18,15 @@ export const prioritySchema = z.preprocess((v, ctx) => {
   return v;
 }, z.int().min(PRIORITY_MIN).max(PRIORITY_MAX));
 export const createProjectSchema = z.strictObject({ name: shownName(64) });
-export const idsSchema = z.strictObject({ ids: z.array(jobIdParam).min(1).max(10_000) });
+/** Each id given in part costs a look through every job, hence the smaller bound on those. */
+export const MAX_PARTIAL_IDS = 32;
+export const idsSchema = z.strictObject({
+  ids: z
+    .array(jobRefParam)
+    .min(1)
+    .max(10_000)
+    .refine((ids) => ids.filter((id) => !isFullId(id)).length <= MAX_PARTIAL_IDS, `at most ${MAX_PARTIAL_IDS} may be given in part; give whole ids`),
+});
 export const tokenNameSchema = z.strictObject({
   name: boundedName(64).regex(/^[\w.@-]+$/, 'must be letters, digits, _ . @ -'),
   /** How many workers may be registered with the token at once. */
