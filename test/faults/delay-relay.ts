@@ -56,7 +56,7 @@ class DelayedPipe {
   private lastDue = 0;
   private held = 0;
   private readonly queue: { due: number; fn: () => void }[] = [];
-  private timer: NodeJS.Timeout | null = null;
+  private timer: NodeJS.Timeout | NodeJS.Immediate | null = null;
 
   constructor(
     private readonly from: Socket,
@@ -92,12 +92,15 @@ class DelayedPipe {
   private arm(): void {
     const head = this.queue[0];
     if (!head) return;
-    this.timer = setTimeout(() => {
+    const flush = () => {
       this.timer = null;
       const now = performance.now();
       while (this.queue.length > 0 && this.queue[0]!.due <= now + 0.5) this.queue.shift()!.fn();
       this.arm();
-    }, Math.max(0, head.due - performance.now()));
+    };
+    // A timer waits a millisecond at least: what is due now goes at once, as on a path of no delay.
+    const wait = head.due - performance.now();
+    this.timer = wait <= 0.5 ? setImmediate(flush) : setTimeout(flush, wait);
   }
 }
 
