@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { benchServer, connectPeers, cpuUs, profiled, round, runChild, sleep, type Bench } from './lib.js';
+import { benchServer, cpuUs, delegatingPair, profiled, round, runChild, sleep, type Bench, type Wan } from './lib.js';
 
 export interface DispatchRun {
   jobsPerS: number;
@@ -31,19 +31,18 @@ export async function dispatch(
   workers: number,
   opts: {
     delegated?: boolean;
+    /** Delegated across a delaying relay (lib.ts delegatingPair). */
+    wan?: Wan;
     queuedBeyond?: number;
     cores?: number;
     /** Started on the home server before the jobs are queued, stopped once they are done (chatty.ts). */
     beside?: (home: Bench) => Promise<() => Promise<void>>;
   } = {},
 ): Promise<DispatchRun> {
-  const asking = await benchServer();
-  let home: Bench = asking;
+  const pair = opts.delegated ? await delegatingPair(opts.wan) : null;
+  const asking = pair?.asking ?? (await benchServer());
+  const home: Bench = pair?.home ?? asking;
   try {
-    if (opts.delegated) {
-      home = await benchServer();
-      await connectPeers(asking, home);
-    }
     const stopBeside = opts.beside ? await opts.beside(home) : undefined;
     const total = jobs + (opts.queuedBeyond ?? 0);
     for (let i = 0; i < total; i += 10_000) {
@@ -96,7 +95,6 @@ export async function dispatch(
       changesPerFsync: round((after.records - before.records) / Math.max(1, fsyncs)),
     };
   } finally {
-    if (home !== asking) await home.close();
-    await asking.close();
+    await (pair ? pair.close() : asking.close());
   }
 }

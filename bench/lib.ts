@@ -50,9 +50,9 @@ export async function benchServer(opts: Partial<ServerOptions> = {}): Promise<Be
   };
 }
 
-/** Makes `a` and `b` trusted peers and waits for their link. */
-export async function connectPeers(a: Bench, b: Bench): Promise<void> {
-  await a.admin.call('POST', '/peers/connect', { host: '127.0.0.1', port: b.server.unsecurePort, caFingerprint: b.server.caFingerprint });
+/** Makes `a` and `b` trusted peers and waits for their link; `a` dials `b` at `host` (its public host). */
+export async function connectPeers(a: Bench, b: Bench, host = '127.0.0.1'): Promise<void> {
+  await a.admin.call('POST', '/peers/connect', { host, port: b.server.unsecurePort, caFingerprint: b.server.caFingerprint });
   await b.admin.call('POST', `/peers/${a.server.serverId}/trust`, {});
   const deadline = Date.now() + 15_000;
   while (a.server.ctx.linkState?.(b.server.serverId) !== 'up' || b.server.ctx.linkState?.(a.server.serverId) !== 'up') {
@@ -223,4 +223,51 @@ export async function closedLoop(
   stop = true;
   await Promise.all(loops);
   return { ...result, ...percentiles(latencies) };
+}
+
+/** A wide-area path between two bench servers: each way `oneWayMs` ± `jitterMs`. */
+export interface Wan {
+  oneWayMs: number;
+  jitterMs: number;
+}
+
+/**
+ * Two servers, `asking` connected to `home`. With `wan`, each server's
+ * public host is a loopback address of its own (127.0.0.2, 127.0.0.3) where
+ * a delaying relay (test/faults/delay-relay.ts, in a process of its own:
+ * wan-relay.ts) listens on its ports: every byte between the two servers
+ * crosses a relay, while the bench's clients reach them directly.
+ */
+export async function delegatingPair(wan?: Wan): Promise<{ asking: Bench; home: Bench; close(): Promise<void> }> {
+  if (!wan) {
+    const asking = await benchServer();
+    const home = await benchServer();
+    await connectPeers(asking, home);
+    return { asking, home, close: async () => void (await Promise.all([home.close(), asking.close()])) };
+  }
+  const [askingHost, homeHost] = ['127.0.0.2', '127.0.0.3'];
+  const asking = await benchServer({ publicHost: askingHost });
+  const home = await benchServer({ publicHost: homeHost });
+  const ports = (b: Bench) => `${b.server.securePort},${b.server.unsecurePort}`;
+  const file = join(import.meta.dirname, COMPILED ? 'wan-relay.js' : 'wan-relay.ts');
+  const relays = spawn(
+    process.execPath,
+    [...(COMPILED ? [] : ['--import', 'tsx']), file, String(wan.oneWayMs), String(wan.jitterMs), `${askingHost}:127.0.0.1:${ports(asking)}`, `${homeHost}:127.0.0.1:${ports(home)}`],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const closeAll = async () => {
+    relays.kill('SIGTERM');
+    await Promise.all([home.close(), asking.close()]);
+  };
+  try {
+    await new Promise<void>((resolve, reject) => {
+      relays.once('exit', (code) => reject(new Error(`wan-relay.ts exited with ${code}`)));
+      relays.stdout.on('data', (d: Buffer) => d.toString().includes('"ready"') && resolve());
+    });
+    await connectPeers(asking, home, homeHost);
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+  return { asking, home, close: closeAll };
 }

@@ -26,6 +26,7 @@ import { priorities, type PrioritiesRun } from './priorities.js';
 import { buildRestartState, removeRestartState, restart } from './restart.js';
 import { transfer, type TransferRun } from './transfer.js';
 import { wakeup } from './wakeup.js';
+import { wan, WAN_RTTS, type WanRun } from './wan.js';
 
 const argv = process.argv.slice(2);
 const quick = argv.includes('--quick');
@@ -36,7 +37,7 @@ const repeats = quick ? 1 : 3;
 const resultsDir = join(BENCH_DIR, 'results');
 if (profile) process.env[PROFILE_ENV] = join(resultsDir, 'profiles');
 
-const FIGURES = ['cold-start', 'ceiling', 'dispatch', 'dispatch-shapes', 'dispatch-growth', 'delegated-dispatch', 'chatty-dispatch', 'wakeup', 'delegated-wakeup', 'cancel', 'delegated-cancel', 'bulk', 'priorities', 'heartbeats', 'restart', 'memory', 'transfer'];
+const FIGURES = ['cold-start', 'ceiling', 'dispatch', 'dispatch-shapes', 'dispatch-growth', 'delegated-dispatch', 'chatty-dispatch', 'wakeup', 'delegated-wakeup', 'wan', 'cancel', 'delegated-cancel', 'bulk', 'priorities', 'heartbeats', 'restart', 'memory', 'transfer'];
 for (const name of only ?? []) if (!FIGURES.includes(name)) throw new Error(`--only: no figure '${name}' (figures: ${FIGURES.join(', ')})`);
 
 const size = quick
@@ -46,6 +47,8 @@ const size = quick
       growthJobs: 500,
       growthQueued: [1000, 10_000],
       wakeSamples: 50,
+      wanSamples: 10,
+      wanJobs: 500,
       cancelSamples: 10,
       bulkJobs: 10_000,
       priorityJobs: 5000,
@@ -64,6 +67,8 @@ const size = quick
       growthJobs: 5000,
       growthQueued: [1000, 10_000, 100_000],
       wakeSamples: 300,
+      wanSamples: 50,
+      wanJobs: 2000,
       cancelSamples: 30,
       bulkJobs: 100_000,
       priorityJobs: 40_000,
@@ -279,6 +284,21 @@ for (const delegated of [false, true]) {
     rows.push({ figure: `${label} p99`, unit: 'ms', s: p99Ms, target: { op: '≤', value: p99, text: `≤ ${p99} ms` } });
   });
 }
+
+// ---- delegation across a wide-area path ----------------------------------------
+
+await figure('wan', async () => {
+  const byRtt: Record<string, { wakeP50Ms: Stat; wakeP99Ms: Stat; dispatchJobsPerS: Stat }> = {};
+  for (const rtt of WAN_RTTS) {
+    const runs: WanRun[] = await repeat(repeats, () => wan(rtt, size.wanSamples, size.wanJobs, WORKERS, CORES));
+    const r = { wakeP50Ms: of(runs, (x) => x.wakeP50), wakeP99Ms: of(runs, (x) => x.wakeP99), dispatchJobsPerS: of(runs, (x) => x.dispatchJobsPerS) };
+    byRtt[rtt] = r;
+    rows.push({ figure: `WAN, ${rtt} ms round trip: delegated wake-up p50`, unit: 'ms', s: r.wakeP50Ms });
+    rows.push({ figure: `  delegated wake-up p99`, unit: 'ms', s: r.wakeP99Ms });
+    rows.push({ figure: `  delegated dispatch (${size.wanJobs} jobs, ${WORKERS} workers × ${CORES} cores)`, unit: 'jobs/s', s: r.dispatchJobsPerS });
+  }
+  results.wan = { samples: size.wanSamples, jobs: size.wanJobs, jitter: '± a quarter of the round trip', byRtt };
+});
 
 // ---- cancel ------------------------------------------------------------------
 

@@ -7,7 +7,9 @@
  * what goes to or comes from another host (one direction or both), loss
  * drops a random share of packets, a firewall refuses connections opened
  * towards the host. This machine's kernel has no netem, so delay is not a
- * qdisc here; see delay-proxy.ts.
+ * qdisc here: a wide-area path is a host of its own running a delaying
+ * relay (delay-relay.ts) that a server names as its public host, with loss
+ * on that relay host's packets to and from the other servers.
  *
  * Everything made is named after the network's id and removed by destroy(),
  * and by an exit hook when a test dies first; a later run removes what a
@@ -163,11 +165,16 @@ export class Network {
     if (direction === 'both') this.rule(a, 'in', `ip saddr ${hb.address} drop`);
   }
 
-  /** Drops `percent` of the packets a host sends and receives, at random. */
-  loss(host: string, percent: number): void {
+  /**
+   * Drops `percent` of the packets a host sends and receives, at random;
+   * packets to and from the `sparing` addresses are kept (a relay's own
+   * server sits next to it, not across the wide-area path).
+   */
+  loss(host: string, percent: number, sparing: string[] = []): void {
     const perMille = Math.round(percent * 10);
-    this.rule(host, 'out', `ip daddr != 127.0.0.0/8 numgen random mod 1000 < ${perMille} drop`);
-    this.rule(host, 'in', `ip saddr != 127.0.0.0/8 numgen random mod 1000 < ${perMille} drop`);
+    const spared = ['127.0.0.0/8', ...sparing].join(', ');
+    this.rule(host, 'out', `ip daddr != { ${spared} } numgen random mod 1000 < ${perMille} drop`);
+    this.rule(host, 'in', `ip saddr != { ${spared} } numgen random mod 1000 < ${perMille} drop`);
   }
 
   /**

@@ -22,6 +22,8 @@ export interface NsSite {
   name: string;
   host: string;
   address: string;
+  /** The address other servers reach it by: its own, or its relay's (delay-relay.ts). */
+  publicAddress: string;
   home: string;
   url: string;
   serverId: string;
@@ -33,12 +35,16 @@ export interface NsSite {
 
 const running = (c: ChildProcess): boolean => c.exitCode === null && c.signalCode === null;
 
-/** A server on `host`; `heartbeatS` sets the workers' interval (the lease is twice that). */
-export async function startSite(net: Network, host: string, opts: { heartbeatS?: number; home?: string } = {}): Promise<NsSite> {
+/**
+ * A server on `host`; `heartbeatS` sets the workers' interval (the lease is
+ * twice that); `publicHost` is the address it tells peers (by default its own).
+ */
+export async function startSite(net: Network, host: string, opts: { heartbeatS?: number; home?: string; publicHost?: string } = {}): Promise<NsSite> {
   const address = net.host(host).address;
+  const publicAddress = opts.publicHost ?? address;
   const home = opts.home ?? mkdtempSync(join(tmpdir(), `cpc-fault-${host}-`));
   rmSync(join(home, 'server.json'), { force: true });
-  const args = [SERVER_BIN, '--home', home, 'start', '--host', address, '--public-host', address, '--port', String(SECURE_PORT), '--unsecure-port', String(UNSECURE_PORT), '--heartbeat-interval', String(opts.heartbeatS ?? 1)];
+  const args = [SERVER_BIN, '--home', home, 'start', '--host', address, '--public-host', publicAddress, '--port', String(SECURE_PORT), '--unsecure-port', String(UNSECURE_PORT), '--heartbeat-interval', String(opts.heartbeatS ?? 1)];
   const child = net.spawn(host, process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, CPC_NAME: host, CPC_SCRYPT_LOG_N: '14' } });
   let err = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (err = (err + d).slice(-8000)));
@@ -59,13 +65,13 @@ export async function startSite(net: Network, host: string, opts: { heartbeatS?:
   const passwordFile = join(home, 'initial-admin-password');
   const password = readFileSync(passwordFile, 'utf8').trim();
   admin.token = (await admin.login('cpc-admin', password)).token;
-  return { name: host, host, address, home, url, serverId, caPem, admin, child, stderr: () => err };
+  return { name: host, host, address, publicAddress, home, url, serverId, caPem, admin, child, stderr: () => err };
 }
 
 /** `from` asks `to` for a connection and `to` trusts it; resolves once the link is up both ways. */
 export async function connect(from: NsSite, to: NsSite, priority?: number): Promise<void> {
   const caFingerprint = new X509Certificate(to.caPem).fingerprint256;
-  await from.admin.connectServer(to.address, UNSECURE_PORT, caFingerprint);
+  await from.admin.connectServer(to.publicAddress, UNSECURE_PORT, caFingerprint);
   await to.admin.trustPeer(from.serverId);
   if (priority !== undefined) await from.admin.setPeerPriority(to.serverId, priority);
   await linkUp(from, to, 60_000);
@@ -81,6 +87,41 @@ export async function linkUp(a: NsSite, b: NsSite, timeoutMs: number): Promise<v
     },
     { timeoutMs },
   );
+}
+
+export interface NsRelay {
+  child: ChildProcess;
+  /** Connections the relay took, by port. */
+  accepted: Map<number, number>;
+}
+
+/**
+ * A delaying relay (delay-relay.ts) on `relayHost` in front of `targetAddress`'s
+ * server ports: a server that names `relayHost`'s address as its public host
+ * is reached by its peers across it.
+ */
+export async function startRelay(net: Network, relayHost: string, targetAddress: string, oneWayMs: number, jitterMs: number): Promise<NsRelay> {
+  const script = join(ROOT, 'test', 'faults', 'delay-relay.ts');
+  const args = ['--import', 'tsx', script, net.host(relayHost).address, targetAddress, String(oneWayMs), String(jitterMs), String(SECURE_PORT), String(UNSECURE_PORT)];
+  const child = net.spawn(relayHost, process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const accepted = new Map<number, number>();
+  let ready = false;
+  let err = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err = (err + d).slice(-4000)));
+  let buffered = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    buffered += d;
+    let nl: number;
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const line = JSON.parse(buffered.slice(0, nl)) as { ready?: true; accepted?: number };
+      buffered = buffered.slice(nl + 1);
+      if (line.ready) ready = true;
+      if (line.accepted) accepted.set(line.accepted, (accepted.get(line.accepted) ?? 0) + 1);
+    }
+  });
+  await until(`the relay on ${relayHost}`, () => ready || !running(child), { timeoutMs: 30_000 });
+  if (!running(child)) throw new Error(`the relay on ${relayHost} exited: ${err}`);
+  return { child, accepted };
 }
 
 export interface NsWorker {
