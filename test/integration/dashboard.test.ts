@@ -207,6 +207,12 @@ describe('dashboard in a browser', { skip: missing ? `${CHROMIUM} is not install
     await w.waitFor();
     await w.locator('.running a', { hasText: ids[0]!.slice(-12) }).waitFor();
     assert.match((await w.textContent()) ?? '', /2 \/ 4/);
+    // The cores bar is drawn half full (2 of 4), although the page's CSP refuses inline style attributes.
+    const bar = w.locator('.bar').first();
+    const [outer, inner] = await Promise.all([bar.boundingBox(), bar.locator('span').boundingBox()]);
+    assert.ok(outer && inner && outer.width > 0, 'the bar is drawn');
+    const drawn = inner!.width / outer!.width;
+    assert.ok(drawn > 0.4 && drawn < 0.6, `the bar is drawn ${Math.round(drawn * 100)} % full for 2 of 4 cores`);
     assert.match((await w.locator('td[data-ts]').textContent()) ?? '', /now|ago/);
 
     await page.click('#nav a[data-nav="leases"]');

@@ -797,8 +797,12 @@ function workersView(root) {
       tbody,
     ),
   );
-  const meter = (used, all, unit) =>
-    h('span', {}, h('span', { class: 'bar' }, h('span', { style: `width:${all > 0 ? Math.round((100 * used) / all) : 0}%` })), `${used} / ${all}${unit}`);
+  const meter = (used, all, unit) => {
+    // Set through the style object, not a style attribute: the page's CSP (style-src 'self') drops inline style attributes.
+    const fill = h('span');
+    fill.style.width = `${all > 0 ? Math.round((100 * used) / all) : 0}%`;
+    return h('span', {}, h('span', { class: 'bar' }, fill), `${used} / ${all}${unit}`);
+  };
   const reload = async () => {
     try {
       const [{ workers }, { leases }] = await Promise.all([api('/workers'), api('/heartbeats')]);
