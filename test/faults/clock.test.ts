@@ -17,6 +17,7 @@ import type { JobView } from '../../src/core/wire.js';
 import { adminPasswordOf, cleanup, loginAdmin, spawnServer, spawnWorker, tempDir, until, type ServerProcess, type WorkerProcess } from '../helpers/server.js';
 import type { ApiClient } from '../../src/client/api/client.js';
 import { faultsUnavailable } from './netns.js';
+import { jobEnded } from './sites.js';
 
 const FAKETIME = '/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1';
 const skip = faultsUnavailable() ?? (existsSync(FAKETIME) ? null : `${FAKETIME} is missing (apt-get install faketime)`);
@@ -32,7 +33,7 @@ describe('steps of the server’s wall clock', { skip: skip ?? false, timeout: 3
 
   before(async () => {
     home = await tempDir('cpc-fault-clock-');
-    offsetFile = join(home, '..', `${home.split('/').pop()}-offset`);
+    offsetFile = join(await tempDir('cpc-fault-clock-time-'), 'offset');
     writeFileSync(offsetFile, '+0\n');
     server = await spawnServer(home, {
       heartbeatIntervalS: HEARTBEAT_S,
@@ -49,16 +50,15 @@ describe('steps of the server’s wall clock', { skip: skip ?? false, timeout: 3
 
   async function worker(name: string): Promise<WorkerProcess> {
     const { token } = await admin.createWorkerToken(name);
-    const tokenFile = join(home, '..', `${name}-${process.pid}.token`);
-    writeFileSync(tokenFile, token, { mode: 0o600 });
     const w = spawnWorker({
       url: server.info.url,
       caFile: join(home, 'identity', 'ca.pem'),
       serverId: server.info.serverId,
       token,
+      tokenFile: true,
       name,
       workDir: await tempDir(`cpc-fault-clock-${name}-`),
-      args: ['--isolation', 'none', '--shared-identity', '--token-file', tokenFile],
+      args: ['--isolation', 'none', '--shared-identity'],
     });
     workers.push(w);
     return w;
@@ -76,10 +76,7 @@ describe('steps of the server’s wall clock', { skip: skip ?? false, timeout: 3
     const { ids } = await admin.submit('p', [{ shell: 'sleep 8; echo slept' }]);
     await runningOn(ids[0]!);
     writeFileSync(offsetFile, '+1h\n');
-    const job = await until('the job to end', async () => {
-      const j = await admin.job(ids[0]!);
-      return ['done', 'failed'].includes(j.state) ? j : null;
-    }, { timeoutMs: 60_000 });
+    const job = await jobEnded(admin, ids[0]!, 60_000);
     assert.equal(job.state, 'done', job.reason);
     assert.equal(job.attempts.length, 1, 'attempt 1 ran to its end, its lease kept');
     assert.equal(job.stdoutTail, 'slept\n');

@@ -59,7 +59,7 @@ class DelayedPipe {
   private timer: NodeJS.Timeout | NodeJS.Immediate | null = null;
 
   constructor(
-    private readonly from: Socket,
+    from: Socket,
     private readonly to: Socket,
     private readonly delay: () => number,
     private readonly notBefore: number,

@@ -12,10 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { hashFile } from '../../src/client/api/files.js';
-import type { JobView } from '../../src/core/wire.js';
-import { until } from '../helpers/server.js';
 import { faultsUnavailable, Network } from './netns.js';
-import { connect, startSite, startWorker, type NsSite } from './sites.js';
+import { connect, jobEnded, startSite, startWorker, type NsSite } from './sites.js';
 
 const skip = faultsUnavailable();
 
@@ -58,17 +56,6 @@ describe('servers that only dial out', { skip: skip ?? false, timeout: 600_000 }
     return { id: ids[0]!, sha256: sum.sha256 };
   }
 
-  async function finished(site: NsSite, id: string): Promise<JobView> {
-    return until(
-      `job ${id} to end at ${site.name}`,
-      async () => {
-        const j = await site.admin.job(id);
-        return ['done', 'failed', 'cancelled'].includes(j.state) ? j : null;
-      },
-      { timeoutMs: 120_000 },
-    );
-  }
-
   async function outputDigest(site: NsSite, id: string): Promise<string> {
     const { body } = await site.admin.fetchBytes(`/jobs/${id}/outputs/out.bin`);
     const h = createHash('sha256');
@@ -79,7 +66,7 @@ describe('servers that only dial out', { skip: skip ?? false, timeout: 600_000 }
   it('a walled server borrows: its worker runs the open server’s job, files and all', async () => {
     await startWorker(net, 'walled', walled, 'walled-worker', 1);
     const { id, sha256 } = await fileJob(open, 'p');
-    const job = await finished(open, id);
+    const job = await jobEnded(open.admin, id, 120_000);
     assert.equal(job.state, 'done', job.reason);
     assert.equal(job.attempts.at(-1)!.via, walled.serverId, 'the walled server’s worker ran it');
     assert.equal(await outputDigest(open, id), sha256);
@@ -88,7 +75,7 @@ describe('servers that only dial out', { skip: skip ?? false, timeout: 600_000 }
   it('a walled server lends: its job runs on the open server’s worker, files and all', async () => {
     await startWorker(net, 'open', open, 'open-worker', 1);
     const { id, sha256 } = await fileJob(walledHome, 'w');
-    const job = await finished(walledHome, id);
+    const job = await jobEnded(walledHome.admin, id, 120_000);
     assert.equal(job.state, 'done', job.reason);
     assert.equal(job.attempts.at(-1)!.via, open.serverId, 'the open server’s worker ran it');
     assert.equal(await outputDigest(walledHome, id), sha256);

@@ -9,8 +9,8 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { until } from '../helpers/server.js';
-import { faultsUnavailable, Network } from './netns.js';
-import { AttemptWatch, connect, linkUp, reportedAttempts, startSite, startWorker, type NsSite } from './sites.js';
+import { faultsUnavailable, type Network } from './netns.js';
+import { borrowingFederation, linkUp, reportedAttempts, type AttemptWatch, type BorrowingFederation, type NsSite } from './sites.js';
 
 const skip = faultsUnavailable();
 const FLAP_MS = 2500;
@@ -54,28 +54,20 @@ function descriptors(pid: number, testAddress: string): { all: number; sockets: 
 }
 
 describe('a flapping link', { skip: skip ?? false, timeout: 600_000 }, () => {
+  let fed: BorrowingFederation;
   let net: Network;
   let home: NsSite;
   let borrowers: NsSite[];
-  const jobIds = new Set<string>();
+  let jobIds: Set<string>;
   let watch: AttemptWatch;
 
   before(async () => {
-    net = new Network();
-    for (const h of ['home', 'b1', 'b2']) net.addHost(h);
-    [home, ...borrowers] = await Promise.all(['home', 'b1', 'b2'].map((h) => startSite(net, h, { heartbeatS: 2 })));
-    for (const b of borrowers) {
-      await connect(b, home);
-      await startWorker(net, b.host, b, `${b.host}-worker`, 2);
-    }
-    await home.admin.createProject('p');
-    watch = new AttemptWatch(() => jobIds);
+    fed = await borrowingFederation({ heartbeatS: 2, cores: 2 });
+    ({ net, home, borrowers, jobIds, watch } = fed);
   });
 
   after(async () => {
-    watch?.stop();
-    await Promise.all([home, ...(borrowers ?? [])].map((s) => s?.admin.destroy()));
-    await net?.destroy();
+    await fed?.close();
   });
 
   it('ends every job once, never runs one twice at a time, and leaks no sockets', async () => {

@@ -14,6 +14,7 @@ import { ApiError, type ApiClient } from '../../src/client/api/client.js';
 import { hashFile } from '../../src/client/api/files.js';
 import { cleanup, spawnWorker, startTestServer, until, type TestServer } from '../helpers/server.js';
 import { faultsUnavailable } from './netns.js';
+import { jobEnded } from './sites.js';
 
 const skip = faultsUnavailable();
 
@@ -145,7 +146,6 @@ describe('a server whose disk fills up', { skip: skip ?? false, timeout: 300_000
       const fresh = await startTestServer();
       await fresh.admin.createProject('w');
       const token = await fresh.server.createWorkerToken('small-disk');
-      writeFileSync(join(fresh.home, 'worker-token'), token, { mode: 0o600 });
       const worker = spawnWorker({
         url: fresh.server.url,
         caFile: fresh.caFile(),
@@ -153,13 +153,10 @@ describe('a server whose disk fills up', { skip: skip ?? false, timeout: 300_000
         token,
         name: 'small-disk',
         workDir: join(workMount, 'work'),
-        args: ['--isolation', 'none', '--shared-identity', '--token-file', join(fresh.home, 'worker-token')],
+        tokenFile: true,
+        args: ['--isolation', 'none', '--shared-identity'],
       });
-      const ended = async (id: string) =>
-        until(`job ${id} to end`, async () => {
-          const j = await fresh.admin.job(id);
-          return ['done', 'failed'].includes(j.state) ? j : null;
-        }, { timeoutMs: 60_000 });
+      const ended = (id: string) => jobEnded(fresh.admin, id, 60_000);
 
       // A job that writes more than the disk holds fails by its own hand (its own complaint may not
       // fit on the disk either), and its folder is removed after it.

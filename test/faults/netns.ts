@@ -159,7 +159,6 @@ export class Network {
    * `b` (`a->b`: `b` still sends, but nothing of `a` arrives there).
    */
   partition(a: string, b: string, direction: 'both' | 'a->b' = 'both'): void {
-    const ha = this.host(a);
     const hb = this.host(b);
     this.rule(a, 'out', `ip daddr ${hb.address} drop`);
     if (direction === 'both') this.rule(a, 'in', `ip saddr ${hb.address} drop`);

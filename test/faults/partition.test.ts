@@ -12,10 +12,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { JobView } from '../../src/core/wire.js';
 import { until } from '../helpers/server.js';
-import { faultsUnavailable, Network } from './netns.js';
-import { AttemptWatch, connect, linkUp, reportedAttempts, startSite, startWorker, type NsSite } from './sites.js';
+import { faultsUnavailable, type Network } from './netns.js';
+import { borrowingFederation, jobEnded, linkUp, reportedAttempts, type AttemptWatch, type BorrowingFederation, type NsSite } from './sites.js';
 
 const skip = faultsUnavailable();
 /** Workers heartbeat every 2 s; leases last 4. */
@@ -25,28 +24,20 @@ const LEASE_MS = 2 * HEARTBEAT_S * 1000;
 const LINK_RETURNS_MS = 90_000;
 
 describe('partitions during delegation', { skip: skip ?? false, timeout: 600_000 }, () => {
+  let fed: BorrowingFederation;
   let net: Network;
   let home: NsSite;
   let borrowers: NsSite[];
-  const jobIds = new Set<string>();
+  let jobIds: Set<string>;
   let watch: AttemptWatch;
 
   before(async () => {
-    net = new Network();
-    for (const h of ['home', 'b1', 'b2']) net.addHost(h);
-    [home, ...borrowers] = await Promise.all(['home', 'b1', 'b2'].map((h) => startSite(net, h, { heartbeatS: HEARTBEAT_S })));
-    for (const b of borrowers) {
-      await connect(b, home);
-      await startWorker(net, b.host, b, `${b.host}-worker`, 1);
-    }
-    await home.admin.createProject('p');
-    watch = new AttemptWatch(() => jobIds);
+    fed = await borrowingFederation({ heartbeatS: HEARTBEAT_S, cores: 1 });
+    ({ net, home, borrowers, jobIds, watch } = fed);
   });
 
   after(async () => {
-    watch?.stop();
-    await Promise.all([home, ...(borrowers ?? [])].map((s) => s?.admin.destroy()));
-    await net?.destroy();
+    await fed?.close();
   });
 
   /** Submits one job at home that runs for `seconds`, and waits until a borrower's worker runs it: that borrower comes back. */
@@ -65,23 +56,12 @@ describe('partitions during delegation', { skip: skip ?? false, timeout: 600_000
     return { id, on: borrowers.find((b) => b.serverId === via)! };
   }
 
-  async function ended(id: string, timeoutMs: number): Promise<JobView> {
-    return until(
-      `job ${id} to end`,
-      async () => {
-        const job = await home.admin.job(id);
-        return job.state === 'done' || job.state === 'failed' || job.state === 'cancelled' ? job : null;
-      },
-      { timeoutMs },
-    );
-  }
-
   it('a split shorter than a lease changes nothing: the attempt runs on and its result is taken once', async () => {
     const { id, on } = await runningJob(8);
     net.partition('home', on.host);
     await new Promise((r) => setTimeout(r, LEASE_MS / 4));
     net.heal('home');
-    const job = await ended(id, 120_000);
+    const job = await jobEnded(home.admin, id, 120_000);
     assert.equal(job.state, 'done', `the job ends done: ${job.reason}`);
     assert.equal(job.attempts.length, 1, 'no second attempt');
     assert.equal(reportedAttempts(job), 1);
@@ -98,7 +78,7 @@ describe('partitions during delegation', { skip: skip ?? false, timeout: 600_000
       await new Promise((r) => setTimeout(r, 3 * LEASE_MS));
       net.heal('home');
       await linkUp(home, on, LINK_RETURNS_MS);
-      const job = await ended(id, 120_000);
+      const job = await jobEnded(home.admin, id, 120_000);
       assert.equal(job.state, 'done', `the job ends done: ${job.reason}`);
       assert.equal(job.attempts[0]!.how, 'lease-expired', 'no result of attempt 1 was taken after its lease expired');
       assert.notEqual(job.attempts.at(-1)!.via, on.serverId, 'the other borrower ran the job');

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { ApiClient } from '../../src/client/api/client.js';
 import type { JobView } from '../../src/core/wire.js';
 import { ROOT, until } from '../helpers/server.js';
-import type { Network } from './netns.js';
+import { Network } from './netns.js';
 
 export const SECURE_PORT = 13807;
 export const UNSECURE_PORT = 13808;
@@ -194,4 +194,52 @@ export class AttemptWatch {
 /** Each job's finished attempts: the ones the home server took a result for. */
 export function reportedAttempts(job: JobView): number {
   return job.attempts.filter((a) => a.how === 'exited' || a.how === 'timeout' || a.how === 'output-failed' || a.how === 'start-failed').length;
+}
+
+/** A home server with project `p` and no worker, two servers (b1, b2) borrowing from it with a worker each, and a watch on the jobs' processes. */
+export interface BorrowingFederation {
+  net: Network;
+  home: NsSite;
+  borrowers: NsSite[];
+  /** The home's jobs the watch looks for. */
+  jobIds: Set<string>;
+  watch: AttemptWatch;
+  close(): Promise<void>;
+}
+
+export async function borrowingFederation(opts: { heartbeatS: number; cores: number }): Promise<BorrowingFederation> {
+  const net = new Network();
+  for (const h of ['home', 'b1', 'b2']) net.addHost(h);
+  const [home, ...borrowers] = await Promise.all(['home', 'b1', 'b2'].map((h) => startSite(net, h, { heartbeatS: opts.heartbeatS })));
+  for (const b of borrowers) {
+    await connect(b, home!);
+    await startWorker(net, b.host, b, `${b.host}-worker`, opts.cores);
+  }
+  await home!.admin.createProject('p');
+  const jobIds = new Set<string>();
+  const watch = new AttemptWatch(() => jobIds);
+  return {
+    net,
+    home: home!,
+    borrowers,
+    jobIds,
+    watch,
+    close: async () => {
+      watch.stop();
+      await Promise.all([home!, ...borrowers].map((s) => s.admin.destroy()));
+      await net.destroy();
+    },
+  };
+}
+
+/** The job once it has ended (done, failed or cancelled). */
+export function jobEnded(admin: ApiClient, id: string, timeoutMs: number): Promise<JobView> {
+  return until(
+    `job ${id} to end`,
+    async () => {
+      const j = await admin.job(id);
+      return j.state === 'done' || j.state === 'failed' || j.state === 'cancelled' ? j : null;
+    },
+    { timeoutMs },
+  );
 }

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, promises as fsp, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, promises as fsp, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -478,9 +478,20 @@ export interface SpawnWorkerOptions {
   args?: string[];
   /** In a process group of its own, so that the test can signal the whole group. */
   detached?: boolean;
+  /** Give the token in a 0600 file (--token-file) instead of CPC_WORKER_TOKEN, as isolation none asks. */
+  tokenFile?: boolean;
 }
 
-/** `cpc-worker` as a real process, with its token in CPC_WORKER_TOKEN. */
+/** A worker token in a file of its own, mode 0600, in a folder removed at cleanup. */
+function writeTokenFile(token: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'cpc-token-'));
+  tempDirs.push(dir);
+  const path = join(dir, 'token');
+  writeFileSync(path, token, { mode: 0o600 });
+  return path;
+}
+
+/** `cpc-worker` as a real process, with its token in CPC_WORKER_TOKEN (or a file, see tokenFile). */
 export function spawnWorker(o: SpawnWorkerOptions): WorkerProcess {
   const args = [
     '--import',
@@ -502,12 +513,13 @@ export function spawnWorker(o: SpawnWorkerOptions): WorkerProcess {
     o.name,
     '--claim-wait',
     String(o.claimWaitS ?? 5),
+    ...(o.tokenFile ? ['--token-file', writeTokenFile(o.token)] : []),
     ...(o.args ?? []),
   ];
   const child = spawn(process.execPath, args, {
     cwd: ROOT,
     detached: o.detached ?? false,
-    env: { ...process.env, CPC_WORKER_TOKEN: o.token },
+    env: o.tokenFile ? process.env : { ...process.env, CPC_WORKER_TOKEN: o.token },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   processes.add(child);

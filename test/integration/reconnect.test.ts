@@ -5,7 +5,6 @@
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { adminPasswordOf, cleanup, freePort, loginAdmin, makeClient, parseLogLines, spawnServer, spawnWorker, tempDir, until } from '../helpers/server.js';
 
@@ -28,8 +27,6 @@ describe('a worker whose server comes back', () => {
     await admin.createProject('p');
     // Bound to the admin, so that the worker takes the admin's jobs at any isolation level.
     const { token } = await admin.createWorkerToken('w', undefined, 'cpc-admin');
-    const tokenFile = join(await tempDir('cpc-reconnect-token-'), 'token');
-    writeFileSync(tokenFile, token, { mode: 0o600 });
     const w = spawnWorker({
       url: srv.info.url,
       caFile: join(home, 'identity', 'ca.pem'),
@@ -39,7 +36,8 @@ describe('a worker whose server comes back', () => {
       cores: 1,
       workDir: await tempDir('cpc-reconnect-work-'),
       claimWaitS: 2,
-      args: ['--verbose', '--token-file', tokenFile],
+      tokenFile: true,
+      args: ['--verbose'],
     });
     await until('the worker to register', () => /registered as/.test(w.stderr()), { timeoutMs: 30_000 });
 

@@ -62,6 +62,9 @@ const CONTROL_WAIT_S = 25;
  */
 const FENCE_SHARE = 0.6;
 
+/** Why a worker must drop a foreign attempt that is not, or no longer, its own here. */
+const NOT_HELD = 'no longer leased to this worker';
+
 interface PeerClaimReply {
   jobs: ClaimedJob[];
 }
@@ -172,13 +175,12 @@ export class Delegation implements RemoteWork {
     attempts: { jobId: string; attempt: number; started?: boolean }[],
     deadline: number,
   ): { abandon: { jobId: string; attempt: number; reason: string }[]; stopping: [string, number][] } {
-    const model = this.ctx.store.model;
     const out: { jobId: string; attempt: number; reason: string }[] = [];
     const stopping: [string, number][] = [];
     const named = this.stoppingForeign.size > 0 ? new Set<string>() : undefined;
     for (const { jobId, attempt, started } of attempts) {
-      const f = model.foreign.get(jobId);
-      if (f && f.attempt === attempt && f.workerId === workerId) {
+      const f = this.heldBy(workerId, jobId, attempt);
+      if (f) {
         if (f.deadline < deadline) f.deadline = deadline;
         f.listed = true;
         if (started === true) f.running = true;
@@ -188,7 +190,7 @@ export class Delegation implements RemoteWork {
           stopping.push([jobId, attempt]);
         }
       } else {
-        out.push({ jobId, attempt, reason: 'no longer leased to this worker' });
+        out.push({ jobId, attempt, reason: NOT_HELD });
       }
     }
     if (named) this.confirmStopped(workerId, named);
@@ -227,8 +229,8 @@ export class Delegation implements RemoteWork {
 
   /** A worker's result for a foreign attempt: kept durably here, then delivered home. */
   async result(workerId: string, body: ResultRequest): Promise<ResultReply> {
-    const f = this.ctx.store.model.foreign.get(body.jobId);
-    if (!f || f.workerId !== workerId || f.attempt !== body.attempt) {
+    const f = this.heldBy(workerId, body.jobId, body.attempt);
+    if (!f) {
       throw fail('STALE_ATTEMPT', `attempt ${body.attempt} of job ${body.jobId} is not this worker's`);
     }
     if (f.result !== undefined) return { accepted: true, duplicate: true, state: 'running' };
@@ -459,9 +461,15 @@ export class Delegation implements RemoteWork {
   /** The worker named these foreign attempts outside a heartbeat (see noteNamed in src/core/commands.ts). */
   noteNamed(workerId: string, attempts: { jobId: string; attempt: number }[]): void {
     for (const { jobId, attempt } of attempts) {
-      const f = this.ctx.store.model.foreign.get(jobId);
-      if (f && f.attempt === attempt && f.workerId === workerId) f.listed = true;
+      const f = this.heldBy(workerId, jobId, attempt);
+      if (f) f.listed = true;
     }
+  }
+
+  /** The foreign attempt, if it is this worker's. */
+  private heldBy(workerId: string, jobId: string, attempt: number): ForeignAttempt | undefined {
+    const f = this.ctx.store.model.foreign.get(jobId);
+    return f && f.attempt === attempt && f.workerId === workerId ? f : undefined;
   }
 
   /**
@@ -471,15 +479,11 @@ export class Delegation implements RemoteWork {
    * longer this worker's.
    */
   stopOrders(workerId: string, held: { jobId: string; attempt: number }[]): StopOrder[] {
-    const model = this.ctx.store.model;
     const out: StopOrder[] = [...(this.abandon.get(workerId) ?? [])];
     for (const { jobId, attempt } of held) {
-      const f = model.foreign.get(jobId);
-      if (f && f.attempt === attempt && f.workerId === workerId) {
-        if (f.stopping !== undefined && f.result === undefined) out.push({ jobId, attempt, reason: f.stopping });
-      } else {
-        out.push({ jobId, attempt, reason: 'no longer leased to this worker' });
-      }
+      const f = this.heldBy(workerId, jobId, attempt);
+      if (!f) out.push({ jobId, attempt, reason: NOT_HELD });
+      else if (f.stopping !== undefined && f.result === undefined) out.push({ jobId, attempt, reason: f.stopping });
     }
     return out;
   }

@@ -4,7 +4,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { z } from 'zod';
 import { fail } from '../../core/errors.js';
 import type { StoredBlob } from '../../persistence/blob-store.js';
-import { check } from '../http/schemas.js';
+import { check, jobIdParam } from '../http/schemas.js';
 import { sha256Schema } from './schemas.js';
 
 /**
@@ -31,16 +31,15 @@ const PROBE_KEEP_MS = 60_000;
 /** Calls carry a chunk each; allow for a slow wide-area link. */
 const CALL_TIMEOUT_MS = 60_000;
 
-const uuid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
 const readCall = z.strictObject({
-  jobId: uuid,
+  jobId: jobIdParam,
   attempt: z.int().min(1),
   sha256: sha256Schema,
   offset: z.int().min(0).max(Number.MAX_SAFE_INTEGER),
 });
 const writeCall = z.strictObject({
   upload: z.string().regex(/^[0-9a-f]{32}$/),
-  jobId: uuid,
+  jobId: jobIdParam,
   attempt: z.int().min(1),
   sha256: sha256Schema,
   size: z.int().min(0).max(Number.MAX_SAFE_INTEGER),

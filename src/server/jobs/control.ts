@@ -110,7 +110,7 @@ export class Control {
   /** Checks waiting for their change to become durable, in journal order. */
   private readonly pending: { seq: number; jobs: string[] | null }[] = [];
 
-  constructor(private readonly store: Store) {
+  constructor(store: Store) {
     store.onEvent((event, seq) => this.observe(event, seq));
     store.onDurable((seq) => this.durable(seq));
   }

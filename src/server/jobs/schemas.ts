@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { MAX_KILL_GRACE_S, PRIORITY_MAX, PRIORITY_MIN, type JobSpec } from '../../core/types.js';
 import { ISOLATION_LEVELS, MAX_LOG_CHUNK_BYTES, MAX_LOG_PART, type JobInput } from '../../core/wire.js';
 import { fileRefSchema, filePath } from '../files/schemas.js';
-import { arrayLength, boundedName, jobIdParam, jobRefParam, limited, limitQuery, type Limits, perLimits, shownName, stringLength } from '../http/schemas.js';
+import { arrayLength, boundedName, jobIdParam, jobRefParam, limited, limitQuery, perLimits, shownName, stringLength } from '../http/schemas.js';
 
 /** The request shapes of jobs, projects and workers: submit, claim, heartbeat, result and the job queries. */
 

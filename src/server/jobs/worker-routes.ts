@@ -183,11 +183,7 @@ export function workerRoutes(router: Router, ctx: Context): void {
       }
       const delegated = ctx.delegation.heartbeat(worker.id, foreign, deadline);
       // Delegation's answers come first: they carry home's reason for dropping an attempt.
-      const seen = new Set<string>();
-      const abandon = [...delegated.abandon, ...outcome.abandon].filter((a) => {
-        const key = `${a.jobId}#${a.attempt}`;
-        return !seen.has(key) && seen.add(key);
-      });
+      const abandon = firstOfEach([...delegated.abandon, ...outcome.abandon]);
       // Stopping attempts are abandoned and renewed both: their processes still run.
       const renewed = [...(abandon.length < attempts.length ? renewedAttempts(attempts, abandon) : []), ...outcome.stopping, ...delegated.stopping];
       if (renewed.length > 0) journalRenewal(worker.id, deadline, now, renewed, outcome.started);
@@ -214,20 +210,18 @@ export function workerRoutes(router: Router, ctx: Context): void {
     (workerId: string) =>
     (held: HeldAttempt[]): StopOrder[] => {
       if (!model.workers.has(workerId)) return held.map((a) => ({ jobId: a.jobId, attempt: a.attempt, reason: 'the worker was removed' }));
-      const orders = ctx.delegation.stopOrders(
-        workerId,
-        held.filter((a) => model.foreign.has(a.jobId)),
-      );
+      const foreign: HeldAttempt[] = [];
+      const orders: StopOrder[] = [];
       for (const a of held) {
-        if (model.foreign.has(a.jobId)) continue;
+        if (model.foreign.has(a.jobId)) {
+          foreign.push(a);
+          continue;
+        }
         const reason = mustStop(model, workerId, a.jobId, a.attempt);
         if (reason !== null) orders.push({ jobId: a.jobId, attempt: a.attempt, reason });
       }
-      const seen = new Set<string>();
-      return orders.filter((a) => {
-        const key = `${a.jobId}#${a.attempt}`;
-        return !seen.has(key) && seen.add(key);
-      });
+      // Delegation's answers come first: they carry home's reason.
+      return firstOfEach([...ctx.delegation.stopOrders(workerId, foreign), ...orders]);
     };
 
   router.add(
@@ -344,5 +338,14 @@ export function workerRoutes(router: Router, ctx: Context): void {
   router.add('DELETE', '/worker-tokens/:id', { auth: 'superuser', summary: 'revoke a worker token', params: tokenParams }, async (req) => {
     const record = await ctx.accounts.revoke(req.params.id, 'worker');
     return { revoked: record.id };
+  });
+}
+
+/** The first order for each attempt, in the order given. */
+function firstOfEach<T extends { jobId: string; attempt: number }>(list: T[]): T[] {
+  const seen = new Set<string>();
+  return list.filter((a) => {
+    const key = `${a.jobId}#${a.attempt}`;
+    return !seen.has(key) && seen.add(key);
   });
 }
