@@ -164,6 +164,8 @@ describe('a server whose disk fills up', { skip: skip ?? false, timeout: 300_000
       const bigJob = await ended(big!);
       assert.equal(bigJob.state, 'failed');
       assert.notEqual(bigJob.exitCode, 0);
+      // Its folder goes after its result does: the disk is filled only once that room is given back.
+      await until('the big job’s folder to be removed', () => !readdirSync(join(workMount, 'work')).some((n) => n.startsWith(big!)), { timeoutMs: 30_000 });
 
       // A disk filled by something else: the job cannot write its output and fails; the worker lives on.
       const filler = fill(workMount);
