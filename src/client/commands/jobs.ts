@@ -10,7 +10,7 @@ import { CliError, EXIT_FAILURE, ago, describeError, duration, eta, fail, plural
 import type { Argument, CommandSpec, Context } from './context.js';
 import { fileFlags, fileOptions } from './files.js';
 import { PartialSubmitError, applyDefaults, parseJobFile, submitInChunks } from './job-file.js';
-import { collect, integer, jobArg, keyValue, nonNegative, oneOf, positive } from './parsers.js';
+import { collect, durationS, integer, jobArg, keyValue, nonNegative, oneOf, positive, sizeMb } from './parsers.js';
 import { idMatcher, isFullId, shortId } from '../../core/short-ids.js';
 import { readAll } from './prompt.js';
 import { countsLine, total } from './projects.js';
@@ -456,14 +456,14 @@ export const jobCommands: CommandSpec[] = [
       'Options given with --file are defaults for the jobs in it.',
     options: [
       { flags: '--cores <n>', description: 'cores the job needs', parse: positive },
-      { flags: '--memory <mb>', description: 'memory the job needs, in MB', parse: positive },
+      { flags: '--memory <size>', description: 'memory the job needs (512M, 4G; a bare number is MB)', parse: sizeMb(1) },
       { flags: '--priority <n>', description: `higher runs first among your own jobs (${PRIORITY_MIN} to ${PRIORITY_MAX})`, parse: integer(PRIORITY_MIN, PRIORITY_MAX) },
       { flags: '--retries <n>', description: 'how often to retry a non-zero exit', parse: nonNegative },
-      { flags: '--timeout <s>', description: 'wall-clock limit per attempt, in seconds', parse: positive },
+      { flags: '--timeout <time>', description: 'wall-clock limit per attempt (90s, 30m, 2h; a bare number is seconds)', parse: durationS(1, 365 * 24 * 3600) },
       {
-        flags: '--kill-grace <s>',
-        description: `seconds between SIGTERM and SIGKILL when an attempt is stopped (0 to ${MAX_KILL_GRACE_S}, default 10)`,
-        parse: integer(0, MAX_KILL_GRACE_S),
+        flags: '--kill-grace <time>',
+        description: `time between SIGTERM and SIGKILL when an attempt is stopped (0 to ${MAX_KILL_GRACE_S}s, default 10s)`,
+        parse: durationS(0, MAX_KILL_GRACE_S),
       },
       { flags: '--after <id>', description: 'run only after this job is done (repeatable)', parse: collect },
       { flags: '--env <name=value>', description: 'set an environment variable (repeatable)', parse: keyValue },
@@ -510,7 +510,7 @@ export const jobCommands: CommandSpec[] = [
     name: 'wait',
     args: ['[project]'],
     summary: 'wait until every job of the project has finished; exit 1 if any failed or was cancelled',
-    options: [{ flags: '--timeout <s>', description: 'give up (exit 1) after this many seconds', parse: positive }],
+    options: [{ flags: '--timeout <time>', description: 'give up (exit 1) after this long (90s, 10m, 2h)', parse: durationS(1) }],
     run: wait,
   },
   {

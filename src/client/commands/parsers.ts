@@ -4,6 +4,7 @@
  */
 import { InvalidArgumentError } from 'commander';
 import { idMatcher, idUsage } from '../../core/short-ids.js';
+import { formatDurationS, formatSizeMb, parseDurationS, parseSizeMb } from '../../core/units.js';
 
 export function integer(min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
   return (value: string) => {
@@ -56,3 +57,23 @@ export function idArg(what: 'job' | 'worker'): (value: string) => string {
   };
 }
 export const jobArg = idArg('job');
+
+/** `--memory 4G`: megabytes, with an optional unit (K, M, G, T; binary). */
+export function sizeMb(min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
+  return (value: string) => {
+    const mb = parseSizeMb(value);
+    if (mb === null) throw new InvalidArgumentError(`'${value}' is not a size (for example 512M, 4G; a bare number is MB)`);
+    if (mb < min || mb > max) throw new InvalidArgumentError(`must be from ${formatSizeMb(min)} to ${formatSizeMb(max)}`);
+    return mb;
+  };
+}
+
+/** `--timeout 2h`: seconds, with an optional unit (s, m, h, d) or a sequence (1h30m). */
+export function durationS(min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
+  return (value: string) => {
+    const s = parseDurationS(value);
+    if (s === null) throw new InvalidArgumentError(`'${value}' is not a duration (for example 90s, 30m, 2h, 1h30m; a bare number is seconds)`);
+    if (s < min || s > max) throw new InvalidArgumentError(`must be from ${formatDurationS(min)} to ${formatDurationS(max)}`);
+    return s;
+  };
+}
