@@ -12,6 +12,7 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
   // What commander prints for it, without loading commander and the command line.
   process.stdout.write(`${packageVersion()}\n`);
 } else {
-  const { main } = await import('../src/client/cli.js');
+  const [{ main }, { preferQuickExit }] = await Promise.all([import('../src/client/cli.js'), import('../src/common/undici.js')]);
+  preferQuickExit();
   process.exitCode = await main(process.argv);
 }

@@ -5,7 +5,6 @@
  * and its folder 0700, and it is replaced atomically so that a crash or a
  * second cpcc never leaves half a file behind.
  */
-import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -103,13 +102,17 @@ export function validateConfig(value: unknown, where = CONFIG_FILE): ClientConfi
  * start, so the token is never readable by others, not even briefly), fsync,
  * rename over the old one, fsync the folder so the rename itself survives a crash.
  */
+// The temp name need only differ between this process's own writes: the pid
+// tells processes apart, and 'wx' refuses a name that is taken.
+let tmpCount = 0;
+
 export async function saveConfig(home: string, config: ClientConfig): Promise<void> {
   const path = configPath(home);
   const dir = dirname(path);
   await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
   // mkdir leaves an existing folder's mode alone, and a folder made by hand may be too open.
   await fsp.chmod(dir, 0o700);
-  const tmp = join(dir, `.${CONFIG_FILE}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const tmp = join(dir, `.${CONFIG_FILE}.${process.pid}.${(tmpCount++).toString(36)}${Date.now().toString(36)}.tmp`);
   const handle = await fsp.open(tmp, 'wx', 0o600);
   try {
     await handle.writeFile(`${JSON.stringify(config, null, 2)}\n`, 'utf8');

@@ -1,7 +1,7 @@
 /**
  * Everything cpcc shows goes through here, so that `--json`, `--no-color`,
- * `NO_COLOR` and the look of tables hold for every command alike. chalk and
- * cli-table3 are used nowhere else.
+ * `NO_COLOR` and the look of tables hold for every command alike. Colours
+ * (colours.ts) and table drawing (table-draw.ts) are used nowhere else.
  *
  * Names, reasons and messages come from servers and from other people, so
  * nothing reaches the terminal with its control characters: lines, notes,
@@ -9,19 +9,13 @@
  * shows them escaped (`\x1b`) and keeps only the colour codes cpcc adds
  * itself. Logs and tokens (`raw`) are the result and are written as they are.
  */
-import { createRequire } from 'node:module';
-import { Chalk, type ChalkInstance } from 'chalk';
-import type TableType from 'cli-table3';
 import { CommanderError } from 'commander';
 import type { JobState } from '../core/types.js';
+import { colours, type Colours } from './colours.js';
+import { drawTable, displayWidth, truncate } from './table-draw.js';
 import { fitWidths, terminalWidth, type ColumnKind } from './table-fit.js';
 import { ApiError } from './api/client.js';
 import { ConfigError } from './config.js';
-
-// cli-table3 and what it needs (string-width, emoji tables) are read for the first table, not at every start.
-const requireHere = createRequire(import.meta.url);
-let tableClass: typeof TableType | undefined;
-let tableUtils: TableUtils | undefined;
 
 import { EXIT_FAILURE, EXIT_USAGE } from './exit-codes.js';
 
@@ -66,12 +60,6 @@ function kindOf(col: Column<never>): ColumnKind {
 
 const sum = (ns: readonly number[]) => ns.reduce((a, b) => a + b, 0);
 
-/** cli-table3's measuring and cutting, which know colour codes and wide characters. */
-interface TableUtils {
-  strlen(s: string): number;
-  truncate(s: string, width: number, ellipsis?: string): string;
-}
-
 /** A failure the CLI reports as one line; library code throws these, only the CLI exits. */
 export class CliError extends Error {
   constructor(
@@ -101,7 +89,7 @@ export function colourWanted(stream: TextStream, opts: OutputOptions): boolean {
   return stream.isTTY === true && env.TERM !== 'dumb';
 }
 
-const STATE_COLOURS: Record<JobState, (c: ChalkInstance, s: string) => string> = {
+const STATE_COLOURS: Record<JobState, (c: Colours, s: string) => string> = {
   waiting: (c, s) => c.gray(s),
   queued: (c, s) => c.cyan(s),
   running: (c, s) => c.blue(s),
@@ -110,19 +98,10 @@ const STATE_COLOURS: Record<JobState, (c: ChalkInstance, s: string) => string> =
   cancelled: (c, s) => c.yellow(s),
 };
 
-// Without a terminal the table has no box drawing, so `grep` and `awk` see
-// plain whitespace-separated columns.
-const PLAIN_CHARS = {
-  top: '', 'top-mid': '', 'top-left': '', 'top-right': '',
-  bottom: '', 'bottom-mid': '', 'bottom-left': '', 'bottom-right': '',
-  left: '', 'left-mid': '', mid: '', 'mid-mid': '',
-  right: '', 'right-mid': '', middle: '  ',
-};
-
 export class Output {
   readonly json: boolean;
   readonly tty: boolean;
-  readonly c: ChalkInstance;
+  readonly c: Colours;
   /** What tables and progress lines must fit in; undefined for a pipe without COLUMNS. */
   readonly width: number | undefined;
   private readonly env: NodeJS.ProcessEnv;
@@ -134,7 +113,7 @@ export class Output {
   ) {
     this.json = opts.json === true;
     this.tty = stdout.isTTY === true;
-    this.c = new Chalk({ level: colourWanted(stdout, opts) ? 1 : 0 });
+    this.c = colours(colourWanted(stdout, opts));
     this.env = opts.env ?? process.env;
     this.width = terminalWidth(this.env, stdout);
   }
@@ -186,8 +165,6 @@ export class Output {
       this.data(rows);
       return;
     }
-    const Table = (tableClass ??= requireHere('cli-table3') as typeof TableType);
-    const utils = (tableUtils ??= requireHere('cli-table3/src/utils') as TableUtils);
     const cells = rows.map((row) =>
       columns.map((col) => {
         const v = col.value(row);
@@ -200,8 +177,8 @@ export class Output {
     if (this.width !== undefined) {
       const n = columns.length;
       const fits = columns.map((col, i) => ({
-        header: utils.strlen(heads[i]!),
-        natural: Math.max(utils.strlen(heads[i]!), ...cells.map((r) => utils.strlen(r[i]!))),
+        header: displayWidth(heads[i]!),
+        natural: Math.max(displayWidth(heads[i]!), ...cells.map((r) => displayWidth(r[i]!))),
         kind: kindOf(col as Column<never>),
       }));
       // Borders and padding on a terminal (`│ a │ b │`), two spaces between columns otherwise.
@@ -212,22 +189,17 @@ export class Output {
         boxed = false;
         widths = fitWidths(fits, room(false));
       }
-      const cut = (s: string, i: number) => (utils.strlen(s) > widths[i]! ? utils.truncate(s, widths[i]!, '…') : s);
+      const cut = (s: string, i: number) => truncate(s, widths[i]!);
       heads = heads.map(cut);
       for (const r of cells) r.forEach((s, i) => (r[i] = cut(s, i)));
     }
-    const t = new Table({
-      head: heads.map((h) => this.c.bold(h)),
-      colAligns: columns.map((col) => col.align ?? 'left'),
-      // Cells are cut to fit above; the table itself never wraps a row.
-      wordWrap: false,
-      style: boxed
-        ? { head: [], border: this.c.level > 0 ? ['gray'] : [], compact: true }
-        : { head: [], border: [], compact: true, 'padding-left': 0, 'padding-right': 0 },
-      ...(boxed ? {} : { chars: PLAIN_CHARS }),
-    });
-    for (const r of cells) t.push(r);
-    this.stdout.write(`${boxed ? t.toString() : t.toString().replace(/[ \t]+$/gm, '')}\n`);
+    // Cells are cut to fit above; a row is never wrapped.
+    const drawn = drawTable(
+      heads.map((h) => this.c.bold(h)),
+      cells,
+      { aligns: columns.map((col) => col.align ?? 'left'), boxed, border: this.c.gray },
+    );
+    this.stdout.write(`${drawn}\n`);
   }
 
   /** Key/value pairs, aligned: how single objects look for people. */

@@ -27,8 +27,23 @@ interface Parts {
 
 const requireHere = createRequire(import.meta.url);
 let parts: Parts | undefined;
+let baselineWasm = false;
+
+/**
+ * For processes that send a few requests and exit (cpcc). undici parses HTTP
+ * with llhttp compiled to WebAssembly; V8 compiles it at once with its
+ * baseline compiler and then again, optimised, on background threads, and
+ * Node waits for those threads before a process may exit: about 70 ms at the
+ * end of every command that sent a request, for code a short command never
+ * runs hot. Called before the first request, this keeps the baseline code only.
+ * Servers and workers keep the optimised parser.
+ */
+export function preferQuickExit(): void {
+  baselineWasm = true;
+}
 
 function load(): Parts {
+  if (parts === undefined && baselineWasm) (requireHere('node:v8') as typeof import('node:v8')).setFlagsFromString('--liftoff-only');
   parts ??= {
     Agent: requireHere('undici/lib/dispatcher/agent.js') as Parts['Agent'],
     request: requireHere('undici/lib/api/api-request.js') as Parts['request'],

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Chalk } from 'chalk';
+import { colours } from '../../src/client/colours.js';
 import { jsonText, Output, printable } from '../../src/client/output.js';
 
 describe('printable', () => {
@@ -19,10 +19,13 @@ describe('printable', () => {
   });
 
   it("keeps cpcc's own colour codes only while colour is on", () => {
-    const c = new Chalk({ level: 1 });
+    const c = colours(true);
     const painted = `${c.bold('b')} ${c.dim('d')} ${c.red('r')} ${c.gray('g')} ${c.green('ok')}`;
     assert.equal(printable(painted, { colour: true }), painted);
     assert.equal(printable(painted), painted.replace(/\x1b/g, '\\x1b'));
+    // A style inside another: the outer one is open again after the inner one closes.
+    assert.equal(c.bold(`a ${c.dim('b')} c`), '\x1b[1ma \x1b[2mb\x1b[22m\x1b[1m c\x1b[22m');
+    assert.equal(colours(false).red('r'), 'r');
     // Other sequences are escaped even with colour on: clear screen, cursor moves, conceal.
     assert.equal(printable('\x1b[2J\x1b[8mx\x1b[1;1H', { colour: true }), '\\x1b[2J\\x1b[8mx\\x1b[1;1H');
   });

@@ -34,6 +34,7 @@ import type { StoredFile, ValueView } from '../../core/wire.js';
 import type { ControlReply, ControlRequest } from '../../core/wire.js';
 import type { FileRef } from '../../core/types.js';
 import { API_PREFIX } from '../../core/wire.js';
+import { NodeTransport } from './node-transport.js';
 
 /**
  * The typed API client shared by cpcc, cpc-worker and peers.
@@ -55,6 +56,12 @@ export interface ClientOptions {
   timeoutMs?: number;
   /** Most connections to the server at once (long-polls hold one each). */
   connections?: number;
+  /**
+   * `node` for a process that sends a few requests and exits (cpcc): JSON
+   * requests go through Node's own client (node-transport.ts), and undici is
+   * loaded only for streams. Default `undici`.
+   */
+  transport?: 'undici' | 'node';
 }
 
 /** Codes the client itself produces, next to the server's codes. */
@@ -83,37 +90,50 @@ type Query = Record<string, string | number | boolean | undefined>;
 export class ApiClient {
   readonly url: string;
   token: string | undefined;
-  private readonly dispatcher: Dispatcher;
+  private agent?: Dispatcher;
+  private readonly node?: NodeTransport;
   private readonly timeoutMs: number;
+  private readonly connections: number;
+  private readonly caPem?: string;
+  private readonly checkServerIdentity: (host: string, cert: PeerCertificate) => Error | undefined;
 
   constructor(opts: ClientOptions) {
     this.url = opts.url.replace(/\/+$/, '');
     this.token = opts.token;
     this.timeoutMs = opts.timeoutMs ?? 30_000;
+    this.connections = opts.connections ?? 16;
+    this.caPem = opts.caPem;
     const serverId = opts.serverId?.toLowerCase();
-    this.dispatcher = new Agent({
+    this.checkServerIdentity = (_host: string, cert: PeerCertificate) => {
+      if (!serverId) return undefined;
+      const got = serverIdOfPeer(cert);
+      return got === serverId
+        ? undefined
+        : new ApiError('WRONG_SERVER', `the server's certificate is for server ${got ?? '(none)'}, not ${serverId}`);
+    };
+    if (opts.transport === 'node') {
+      this.node = new NodeTransport({ caPem: this.caPem, checkServerIdentity: this.checkServerIdentity, connections: this.connections });
+    }
+  }
+
+  /** undici's connection pool, made at the first request that needs it. */
+  private get dispatcher(): Dispatcher {
+    this.agent ??= new Agent({
       keepAliveTimeout: 30_000,
-      connections: opts.connections ?? 16,
-      connect: {
-        ca: opts.caPem,
-        rejectUnauthorized: true,
-        checkServerIdentity: (_host: string, cert: PeerCertificate) => {
-          if (!serverId) return undefined;
-          const got = serverIdOfPeer(cert);
-          return got === serverId
-            ? undefined
-            : new ApiError('WRONG_SERVER', `the server's certificate is for server ${got ?? '(none)'}, not ${serverId}`);
-        },
-      },
+      connections: this.connections,
+      connect: { ca: this.caPem, rejectUnauthorized: true, checkServerIdentity: this.checkServerIdentity },
     });
+    return this.agent;
   }
 
   async close(): Promise<void> {
-    await this.dispatcher.close();
+    this.node?.destroy();
+    await this.agent?.close();
   }
 
   async destroy(): Promise<void> {
-    await this.dispatcher.destroy();
+    this.node?.destroy();
+    await this.agent?.destroy();
   }
 
   // ---- transport -----------------------------------------------------------
@@ -133,6 +153,15 @@ export class ApiClient {
       headers['content-type'] = 'application/json';
     }
     const timeout = opts.timeoutMs ?? this.timeoutMs;
+    if (this.node) {
+      let raw: { status: number; body: string };
+      try {
+        raw = await this.node.send(url, method, headers, payload, timeout, opts.signal);
+      } catch (err) {
+        throw toClientError(err, this.url);
+      }
+      return this.parse<T>(raw.status, raw.body, opts.text);
+    }
     let res: Dispatcher.ResponseData;
     try {
       res = await request(url, {
@@ -200,7 +229,11 @@ export class ApiClient {
     } catch (err) {
       throw toClientError(err, this.url);
     }
-    if (res.statusCode >= 400) {
+    return this.parse<T>(res.statusCode, raw, text);
+  }
+
+  private parse<T>(statusCode: number, raw: string, text = false): T {
+    if (statusCode >= 400) {
       let parsed: unknown;
       try {
         parsed = JSON.parse(raw);
@@ -210,15 +243,15 @@ export class ApiClient {
       const e = (parsed as { error?: { code?: unknown; message?: unknown; retryAfterS?: unknown } } | undefined)?.error;
       if (e && typeof e.code === 'string') {
         const retryAfterS = typeof e.retryAfterS === 'number' ? e.retryAfterS : undefined;
-        throw new ApiError(e.code, typeof e.message === 'string' ? e.message : e.code, res.statusCode, retryAfterS);
+        throw new ApiError(e.code, typeof e.message === 'string' ? e.message : e.code, statusCode, retryAfterS);
       }
-      throw new ApiError('BAD_RESPONSE', `${this.url} answered HTTP ${res.statusCode} without an error body`, res.statusCode);
+      throw new ApiError('BAD_RESPONSE', `${this.url} answered HTTP ${statusCode} without an error body`, statusCode);
     }
     if (text) return raw as T;
     try {
       return JSON.parse(raw) as T;
     } catch {
-      throw new ApiError('BAD_RESPONSE', `${this.url} answered something that is not JSON`, res.statusCode);
+      throw new ApiError('BAD_RESPONSE', `${this.url} answered something that is not JSON`, statusCode);
     }
   }
 
@@ -508,7 +541,7 @@ function toClientError(err: unknown, url: string): ApiError {
   if (err instanceof ApiError) return err;
   const e = err as { code?: string; message?: string; cause?: unknown; name?: string };
   if (e?.cause instanceof ApiError) return e.cause;
-  if (e?.code === 'UND_ERR_HEADERS_TIMEOUT' || e?.code === 'UND_ERR_BODY_TIMEOUT') {
+  if (e?.code === 'UND_ERR_HEADERS_TIMEOUT' || e?.code === 'UND_ERR_BODY_TIMEOUT' || e?.code === 'TIMEOUT') {
     return new ApiError('TIMEOUT', `${url} did not answer in time`);
   }
   if (e?.name === 'AbortError') return new ApiError('ABORTED', 'request aborted');

@@ -105,6 +105,7 @@ export class Context {
       serverId: entry.serverId,
       token: auth ? entry.token : undefined,
       timeoutMs: REQUEST_TIMEOUT_MS,
+      transport: 'node',
     });
     this.clients.push(api);
     return api;
