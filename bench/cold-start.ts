@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -41,7 +41,11 @@ const ROOT = COMPILED ? join(import.meta.dirname, '..', '..') : join(import.meta
  * before and after a change side by side on the same machine.
  */
 const BINS = process.env.CPC_BENCH_BINS ?? ROOT;
-const bin = (name: string): string => join(BINS, 'dist', 'bin', `${name}.js`);
+const bin = (name: string): string => {
+  // cpcc is the bundle users run, where the build makes one (older builds have the modules only).
+  const bundle = join(BINS, 'dist', 'bin', `${name}.cjs`);
+  return existsSync(bundle) ? bundle : join(BINS, 'dist', 'bin', `${name}.js`);
+};
 
 export const OFFLINE = ['cpcc --version', 'cpcc --help', 'cpcc pwd', 'cpc-server --help', 'cpc-worker --help'] as const;
 export const ONLINE = ['cpcc status', 'cpcc jobs --limit 20', 'cpcc submit -- true'] as const;

@@ -12,7 +12,9 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
   // What commander prints for it, without loading commander and the command line.
   process.stdout.write(`${packageVersion()}\n`);
 } else {
-  const [{ main }, { preferQuickExit }] = await Promise.all([import('../src/client/cli.js'), import('../src/common/undici.js')]);
-  preferQuickExit();
-  process.exitCode = await main(process.argv);
+  // No top-level await: the same file is bundled as CommonJS (scripts/bundle-cpcc.mjs).
+  void Promise.all([import('../src/client/cli.js'), import('../src/common/undici.js')]).then(async ([{ main }, { preferQuickExit }]) => {
+    preferQuickExit();
+    process.exitCode = await main(process.argv);
+  });
 }

@@ -244,7 +244,8 @@ export async function cpccHome(ts: TestServer, project: string, prefix = 'cpcc-'
 // ---- cpcc ----------------------------------------------------------------------------------------
 
 /** The built command line (`npm test` builds first; run `npm run build` before a single test file). */
-export const CPCC = join(ROOT, 'dist', 'bin', 'cpcc.js');
+/** The cpcc users run: the bundle (scripts/bundle-cpcc.mjs). */
+export const CPCC = join(ROOT, 'dist', 'bin', 'cpcc.cjs');
 
 export interface CpccRun {
   code: number | null;

@@ -51,8 +51,12 @@ let dir: string;
 let hook: string;
 let n = 0;
 
-function start(bin: 'cpcc' | 'cpc-server' | 'cpc-worker', args: string[], env: NodeJS.ProcessEnv = {}): Promise<Start> {
-  const script = join(ROOT, 'dist', 'bin', `${bin}.js`);
+/**
+ * `cpcc` is the bundle users run (dist/bin/cpcc.cjs); `cpcc-modules` is the
+ * same program as tsc's ES modules, where each file a start loads can be seen.
+ */
+function start(bin: 'cpcc' | 'cpcc-modules' | 'cpc-server' | 'cpc-worker', args: string[], env: NodeJS.ProcessEnv = {}): Promise<Start> {
+  const script = join(ROOT, 'dist', 'bin', bin === 'cpcc' ? 'cpcc.cjs' : bin === 'cpcc-modules' ? 'cpcc.js' : `${bin}.js`);
   assert.ok(existsSync(script), `${script} is missing; run 'npm run build' first`);
   const out = join(dir, `loaded-${++n}.txt`);
   writeFileSync(out, '');
@@ -116,7 +120,7 @@ describe('cold start: what each start loads', () => {
   });
 
   it('cpcc --version prints the version and loads no command file and nothing heavy', async () => {
-    const s = await start('cpcc', ['--version']);
+    const s = await start('cpcc-modules', ['--version']);
     assert.equal(s.code, 0, s.stderr);
     assert.equal(s.stdout, `${packageVersion()}\n`);
     assert.deepEqual(commandFiles(s), []);
@@ -124,7 +128,7 @@ describe('cold start: what each start loads', () => {
   });
 
   it('cpcc --help lists every command, from the manifest alone', async () => {
-    const s = await start('cpcc', ['--help']);
+    const s = await start('cpcc-modules', ['--help']);
     assert.equal(s.code, 0, s.stderr);
     for (const e of COMMAND_MANIFEST) assert.match(s.stdout, new RegExp(`^  ${e.term.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} +\\S`, 'm'), e.name);
     assert.deepEqual(commandFiles(s), ['index', 'manifest']);
@@ -132,7 +136,7 @@ describe('cold start: what each start loads', () => {
   });
 
   it('cpcc help NAME shows the options of that command, loading its file only', async () => {
-    const s = await start('cpcc', ['help', 'submit']);
+    const s = await start('cpcc-modules', ['help', 'submit']);
     assert.equal(s.code, 0, s.stderr);
     assert.match(s.stdout, /^Usage: cpcc submit \[options\] \[command\.\.\.\]/);
     assert.match(s.stdout, /--cores <n>/);
@@ -141,7 +145,7 @@ describe('cold start: what each start loads', () => {
   });
 
   it('cpcc pwd answers from the config, loading its own group and no HTTP client', async () => {
-    const s = await start('cpcc', ['pwd'], { CPCC_HOME: home });
+    const s = await start('cpcc-modules', ['pwd'], { CPCC_HOME: home });
     assert.equal(s.code, 0, s.stderr);
     assert.match(s.stdout, /^server: +here \(https:\/\/127\.0\.0\.1:\d+\)\nproject: +cold\n$/);
     assert.ok(commandFiles(s).includes('projects'));
@@ -150,6 +154,18 @@ describe('cold start: what each start loads', () => {
       [],
     );
     noHeavy(s);
+  });
+
+  it('the cpcc users run is one file: it loads nothing of cpc but itself, and of packages only commander', async () => {
+    for (const args of [['--version'], ['--help'], ['pwd'], ['help', 'submit']]) {
+      const s = await start('cpcc', args, { CPCC_HOME: home });
+      assert.equal(s.code, 0, s.stderr);
+      assert.deepEqual(s.loaded.filter((f) => f.startsWith('dist/')), ['dist/bin/cpcc.cjs'], args.join(' '));
+      assert.deepEqual(packages(s).filter((p) => p !== 'commander'), [], args.join(' '));
+    }
+    const version = await start('cpcc', ['--version']);
+    assert.equal(version.stdout, `${packageVersion()}\n`);
+    assert.deepEqual(packages(version), [], 'commander for --version');
   });
 
   it('cpcc status, jobs and submit talk to the server with Node\'s own client, not undici', async () => {
