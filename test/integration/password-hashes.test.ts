@@ -60,4 +60,23 @@ describe('password hashes', () => {
       await server.close();
     }
   });
+
+  it('hash the generated first password cheaply, then at full cost once it is used', async () => {
+    const home = await tempDir('cpc-first-');
+    const server = await startServer({ home, securePort: 0, unsecurePort: 0, host: '127.0.0.1', log: () => {}, scryptLogN: 15 });
+    try {
+      const password = readFileSync(join(home, 'initial-admin-password'), 'utf8').trim();
+      // 144 random bits: no number of guesses finds them, whatever the hash costs.
+      assert.match(password, /^[A-Za-z0-9_-]{24}$/);
+      const first = usersOf(home)[0]!;
+      assert.deepEqual(first.scrypt, { N: 1024, r: 8, p: 1 });
+      const client = makeClient(server.url, server.caPem);
+      assert.equal((await client.login(first.name, password)).user, first.name);
+      const now = usersOf(home)[0]!;
+      assert.deepEqual(now.scrypt, { N: 32768, r: 8, p: 1 });
+      assert.notEqual(now.hash, first.hash);
+    } finally {
+      await server.close();
+    }
+  });
 });

@@ -38,6 +38,8 @@ export interface ScryptParams {
 
 /** What hashes without a record of their parameters were made with (Node's defaults). */
 export const LEGACY_SCRYPT: ScryptParams = { N: 16384, r: 8, p: 1 };
+/** For passwords generatePassword() made (see addUser). */
+const GENERATED_SCRYPT: ScryptParams = { N: 1024, r: 8, p: 1 };
 export const DEFAULT_SCRYPT_LOG_N = 17;
 
 export function scryptParams(logN: number): ScryptParams {
@@ -122,11 +124,11 @@ export class Accounts {
     return new Accounts(db, tokenTtlS * 1000, scryptParams(scryptLogN));
   }
 
-  /** A new salt and the hash of `password` with the current parameters, as stored in a user record. */
-  private async newHash(password: string): Promise<Pick<UserRecord, 'salt' | 'hash' | 'scrypt'>> {
+  /** A new salt and the hash of `password` with the current parameters (or `params`), as stored in a user record. */
+  private async newHash(password: string, params = this.scrypt): Promise<Pick<UserRecord, 'salt' | 'hash' | 'scrypt'>> {
     const salt = randomBytes(16);
-    const hash = await this.hashes.hash(password, salt, this.scrypt);
-    return { salt: salt.toString('hex'), hash: hash.toString('hex'), scrypt: { ...this.scrypt } };
+    const hash = await this.hashes.hash(password, salt, params);
+    return { salt: salt.toString('hex'), hash: hash.toString('hex'), scrypt: { ...params } };
   }
 
   get empty(): boolean {
@@ -141,10 +143,18 @@ export class Accounts {
     return this.db.data.users;
   }
 
-  async addUser(name: string, password: string, superuser: boolean): Promise<UserRecord> {
+  /**
+   * `generated`: the password is generatePassword()'s, 144 random bits. A slow
+   * hash guards passwords people choose, which can be guessed; no number of
+   * guesses finds 144 random bits, so such a password is hashed at a cost of
+   * milliseconds (a first start would otherwise spend 0.3 s of a core on it
+   * before answering). The first login hashes it again at the full cost, as
+   * it does any hash made with other parameters.
+   */
+  async addUser(name: string, password: string, superuser: boolean, opts: { generated?: boolean } = {}): Promise<UserRecord> {
     if (!USER_NAME.test(name)) throw fail('INVALID_FIELD', `user name '${name}' is not valid`);
     if (this.user(name)) throw fail('USER_EXISTS', `user '${name}' already exists`);
-    const hashed = await this.newHash(password);
+    const hashed = await this.newHash(password, opts.generated ? GENERATED_SCRYPT : this.scrypt);
     // Checked again: another request may have added the name while scrypt ran.
     if (this.user(name)) throw fail('USER_EXISTS', `user '${name}' already exists`);
     const record: UserRecord = { name, ...hashed, superuser, createdAt: Date.now() };

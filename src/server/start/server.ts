@@ -113,7 +113,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       let adminPassword: string | undefined;
       if (accounts.empty) {
         adminPassword = generatePassword();
-        await accounts.addUser(ADMIN_USER, adminPassword, true);
+        await accounts.addUser(ADMIN_USER, adminPassword, true, { generated: true });
         writeFileSync(join(home, INITIAL_PASSWORD_FILE), adminPassword + '\n', { mode: 0o600 });
       }
       return { accounts, adminPassword };
