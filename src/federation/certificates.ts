@@ -8,15 +8,14 @@
 import {
   X509Certificate,
   createPrivateKey,
-  generateKeyPair as generateKeyPairCb,
   randomBytes,
   type KeyObject,
 } from 'node:crypto';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import type { PeerCertificate } from 'node:tls';
-import { promisify } from 'node:util';
 import forge from 'node-forge';
+import { takeRsaKey } from './key-pool.js';
 
 export const SERVER_ID_URI_PREFIX = 'urn:cpc:server:';
 
@@ -62,18 +61,12 @@ function assertServerId(serverId: string): void {
   if (!isServerId(serverId)) throw new Error(`invalid server id: ${JSON.stringify(serverId)}`);
 }
 
-const generateKeyPairAsync = promisify(generateKeyPairCb);
-
 /**
- * Node's native generator takes a fraction of a second where forge's pure-JS
- * one takes seconds and blocks the event loop meanwhile.
+ * Node's native generator (key-pool.ts) takes a fraction of a second where
+ * forge's pure-JS one takes seconds and blocks the event loop meanwhile.
  */
 async function generateRsaKey(): Promise<{ keyPem: string; forgeKey: forge.pki.rsa.PrivateKey; forgePub: forge.pki.rsa.PublicKey }> {
-  const { privateKey } = await generateKeyPairAsync('rsa', {
-    modulusLength: 2048,
-    publicKeyEncoding: { type: 'spki', format: 'pem' },
-    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
-  });
+  const privateKey = await takeRsaKey();
   const forgeKey = forge.pki.privateKeyFromPem(privateKey);
   const forgePub = forge.pki.setRsaPublicKey(forgeKey.n, forgeKey.e);
   return { keyPem: privateKey, forgeKey, forgePub };

@@ -9,6 +9,7 @@ import { X509Certificate, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { v4 as uuidv4 } from 'uuid';
+import { warmRsaKeys } from './key-pool.js';
 import {
   classifyHostNames,
   createCertificateAuthority,
@@ -223,6 +224,8 @@ export async function loadOrCreateIdentity(
     await writeFileAtomic(dir, IDENTITY_FILES.serverId, `${serverId}\n`, CERT_MODE);
   }
   if (caCertPem === null || caKeyPem === null) {
+    // A new CA means a new server certificate too: both keys at once.
+    warmRsaKeys(2);
     const ca = await createCertificateAuthority(serverId);
     // Key before certificate, so a certificate on disk always has its key.
     await writeFileAtomic(dir, IDENTITY_FILES.caKey, ca.keyPem, KEY_MODE);

@@ -20,7 +20,6 @@ import { open, rm } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { extract as tarExtract } from 'tar-stream';
 import { z } from 'zod';
 import { loadedFiles, planLoadProject, withNewJobIds, type ProjectToLoad } from '../../core/commands.js';
 import { CpcError, fail } from '../../core/errors.js';
@@ -358,7 +357,9 @@ interface Received {
 async function receive(ctx: Context, req: IncomingMessage, size: number): Promise<Received> {
   const { config } = ctx;
   const out: Received = { manifest: null, jobs: null, files: new Map() };
-  const ex = tarExtract();
+  // Read at the first load, not at every start: few servers ever load a project.
+  const { extract } = await import('tar-stream');
+  const ex = extract();
   let distinct = 0;
   // The request is piped, not pipelined: on a refusal it must stay open for
   // the answer (the wrapper closes the connection after it).

@@ -150,6 +150,9 @@ async function start(
   // `cpcc stop-server` takes the same way out as SIGTERM, once that is set up below.
   let stopWanted = false;
   let requestStop: (why: string) => void = () => (stopWanted = true);
+  // A first start makes two RSA keys: begun now, they are made on the thread
+  // pool while the server's modules load (key-pool.ts).
+  if (!existsSync(join(home, 'identity'))) (await import('../../federation/key-pool.js')).warmRsaKeys(2);
   // From before the accounts are read until the server can be asked (home-lock.ts).
   const { startServer } = await import('./server.js');
   const started = await withHomeLock(home, 'cpc-server start', async () => {
