@@ -1,10 +1,13 @@
-import { readdirSync, rmSync, statSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { ApiClient } from '../src/client/api/client.js';
 import { v7 as uuidv7 } from 'uuid';
 import { planClaim, planSubmit } from '../src/core/commands.js';
 import type { JobSpec } from '../src/core/types.js';
 import { startServer } from '../src/server/start/server.js';
-import { round, runChild, tempHome } from './lib.js';
+import { COMPILED, round, runChild, tempHome } from './lib.js';
 
 export interface RestartRun {
   /** startServer: identity, accounts, snapshot and journal read, listeners up. */
@@ -114,6 +117,58 @@ export async function restart(state: RestartState): Promise<RestartRun & { live:
   const r = await runChild<RestartRun & { live: number }>('restart-child.ts', [state.home, state.workerToken]);
   if (r.live !== state.live) throw new Error(`restart: ${r.live} live jobs after restart, expected ${state.live}`);
   return r;
+}
+
+/**
+ * One restart of a built home as admins restart a server: `cpc-server start`
+ * spawned as a process, until a newly registered worker's first claim is
+ * answered. Module loading, the process's own start and the HTTPS listener
+ * are all in the figure, which `restart` above leaves out.
+ */
+export async function restartProcess(state: RestartState): Promise<number> {
+  const root = COMPILED ? join(import.meta.dirname, '..', '..') : join(import.meta.dirname, '..');
+  const [port, unsecure] = [await freePort(), await freePort()];
+  const t0 = performance.now();
+  const child = spawn(
+    process.execPath,
+    [join(root, 'dist', 'bin', 'cpc-server.js'), '--home', state.home, 'start', '--host', '127.0.0.1', '--port', String(port), '--unsecure-port', String(unsecure)],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let err = '';
+  child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  const caPem = readFileSync(join(state.home, 'identity', 'ca.pem'), 'utf8');
+  const worker = new ApiClient({ url: `https://127.0.0.1:${port}`, caPem, token: state.workerToken, timeoutMs: 60_000 });
+  try {
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`cpc-server start exited with ${child.exitCode}: ${err.slice(0, 300)}`);
+      if (performance.now() - t0 > 120_000) throw new Error('cpc-server start did not answer within 120 s');
+      try {
+        const { workerId } = await worker.register({ name: 'after-restart', host: 'bench', cores: 1, memoryMb: 1024 });
+        const { jobs } = await worker.claim(workerId, { waitS: 0, max: 1 });
+        if (jobs.length !== 1) throw new Error('restart: the first claim got no job');
+        return round(performance.now() - t0, 0);
+      } catch (e) {
+        if ((e as { code?: string }).code !== 'UNREACHABLE') throw e;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }
+  } finally {
+    await worker.destroy();
+    child.kill('SIGTERM');
+    await exited;
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
 }
 
 export function removeRestartState(state: RestartState): void {
