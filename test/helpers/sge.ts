@@ -29,6 +29,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, promises as fsp, readdirSync, readFileSync } from 'node:fs';
 import { cpus, hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { BatchDriver } from './batch-driver.js';
 import { freePort, until } from './server.js';
 
 export const SGE_ROOT = '/var/lib/gridengine';
@@ -44,7 +45,7 @@ export interface SgeCell {
   pe: string;
   /** Runs a Grid Engine command (qstat, qdel, qconf, …) against this cell. */
   run(command: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
-  /** The batch jobs qstat lists: id, name, state (qw, r, hqw, …). */
+  /** The batch jobs qstat lists (queued or running): id, name, state (qw, r, hqw, …). */
   jobs(): Promise<{ id: string; name: string; state: string }[]>;
   stop(): Promise<void>;
 }
@@ -223,15 +224,15 @@ export async function startSge(): Promise<SgeStart> {
     pe: PE,
     run: sge,
     jobs: async () => {
-      const r = await sge('qstat', ['-u', '*']);
+      // The XML form: the plain one cuts names to 10 characters.
+      const r = await sge('qstat', ['-xml', '-u', '*']);
       if (r.code !== 0) throw new Error(`qstat failed: ${r.stderr}`);
-      // job-ID prior name user state submit/start at queue slots ja-task-ID
-      return r.stdout
-        .split('\n')
-        .slice(2)
-        .map((l) => l.trim().split(/\s+/))
-        .filter((f) => /^\d+$/.test(f[0] ?? ''))
-        .map((f) => ({ id: f[0]!, name: f[2]!, state: f[4]! }));
+      const field = (block: string, tag: string) => new RegExp(`<${tag}>([^<]*)</${tag}>`).exec(block)?.[1]?.trim() ?? '';
+      return [...r.stdout.matchAll(/<job_list\b[^>]*>([\s\S]*?)<\/job_list>/g)].map((m) => ({
+        id: field(m[1]!, 'JB_job_number'),
+        name: field(m[1]!, 'JB_name'),
+        state: field(m[1]!, 'state'),
+      }));
     },
     stop: async () => {
       const left = await cellRun.jobs().catch(() => []);
@@ -363,3 +364,32 @@ function processesOf(cell: string): number[] {
   }
   return pids;
 }
+
+/** Grid Engine for the pilot conformance suite. */
+export const sgeDriver: BatchDriver = {
+  kind: 'sge',
+  title: 'Grid Engine',
+  requireVar: 'CPC_REQUIRE_SGE',
+  start: async () => {
+    const started = await startSge();
+    if (!started.cell) return { skip: started.skip };
+    const c = started.cell;
+    return {
+      cluster: {
+        // Memory as mem_free: h_vmem would limit the address space, which Node.js reserves by the gigabyte.
+        launcher: { kind: 'sge', partition: c.queue, env: c.env, parallelEnvironment: c.pe, memoryResource: 'mem_free', directives: ['-ac cpc={launcher}-{pilotId}'] },
+        liveJobs: () => c.jobs(),
+        kill: async (id) => {
+          const r = await c.run('qdel', [id]);
+          if (r.code !== 0) throw new Error(`qdel ${id} failed: ${r.stderr}`);
+        },
+        stop: () => c.stop(),
+      },
+    };
+  },
+  completedState: 'exit 0',
+  killedState: /^(dr|signal 9)$/,
+  holdDirective: '-h',
+  unknownQueueError: /unknown queue/i,
+  outputName: (id) => `sge-${id}.out`,
+};
