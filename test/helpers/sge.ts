@@ -241,8 +241,9 @@ export async function startSge(): Promise<SgeStart> {
         await until('the batch jobs to end', async () => (await cellRun.jobs()).length === 0, { timeoutMs: 20_000, intervalMs: 250 }).catch(() => {});
       }
       await sge('qconf', ['-ke', host]);
-      await sge('qconf', ['-km']);
-      for (const pidFile of [join(dir, 'execd', host, 'execd.pid'), join(dir, 'qmaster', 'qmaster.pid')]) await stopPid(pidFile);
+      await stopPid(join(dir, 'execd', host, 'execd.pid'), 10_000);
+      // sge_qmaster takes ten seconds and more to shut down; its cell is thrown away, so it need not.
+      await stopPid(join(dir, 'qmaster', 'qmaster.pid'), 1000);
       for (const pid of processesOf(cell)) {
         try {
           process.kill(pid, 'SIGKILL');
@@ -325,8 +326,8 @@ export async function startSge(): Promise<SgeStart> {
   }
 }
 
-/** Stops a daemon by its PID file: SIGTERM, then SIGKILL after 10 s. */
-async function stopPid(pidFile: string): Promise<void> {
+/** Stops a daemon by its PID file: SIGTERM, then SIGKILL after `graceMs`. */
+async function stopPid(pidFile: string, graceMs: number): Promise<void> {
   let pid: number;
   try {
     pid = Number((await fsp.readFile(pidFile, 'utf8')).trim());
@@ -343,7 +344,7 @@ async function stopPid(pidFile: string): Promise<void> {
     }
   };
   if (alive()) process.kill(pid, 'SIGTERM');
-  const gone = await until('the daemon to exit', () => !alive(), { timeoutMs: 10_000, intervalMs: 100 }).then(
+  const gone = await until('the daemon to exit', () => !alive(), { timeoutMs: graceMs, intervalMs: 100 }).then(
     () => true,
     () => false,
   );
