@@ -9,7 +9,8 @@
  *  - a pilot the batch system kills mid-job has its job re-run by another;
  *  - a pilot whose worker never registers is given up after startTimeoutS,
  *    and one that waits in the queue past queueTimeoutS is taken back;
- *  - a submission the batch system refuses is a clear error, with back-off.
+ *  - a submission the batch system refuses, or whose commands are missing, is
+ *    a clear error, with back-off.
  *
  * A batch system that cannot be started here (no root, no packages) is
  * skipped with the reason; under its CPC_REQUIRE_* variable (as in .ci/run)
@@ -311,6 +312,27 @@ for (const driver of DRIVERS) {
       assert.match(table.stdout, driver.unknownQueueError);
       assert.match(table.stdout, new RegExp(`wrong \\(${driver.kind}, (partition|queue) nosuchqueue\\).*last error:.*next try in`));
       await fsp.access(join(ts.home, 'pilots.json'));
+      await ts.server.close();
+    });
+
+    it('names the batch system’s commands when they are missing, and backs off', async (t) => {
+      const c = batch(t);
+      if (!c) return;
+      const empty = await tempDir('cpc-no-batch-commands-');
+      const { ts } = await pilotServer(c, { name: 'nobin', binDir: empty });
+      await submit(ts.admin, 'nobin', [{ argv: ['true'] }]);
+      const view = await until(
+        'the failure to show',
+        async () => {
+          const v = await pilotsOf(ts.admin);
+          return v.launchers[0]!.failures >= 1 ? v : null;
+        },
+        { timeoutMs: 30_000 },
+      );
+      assert.ok(view.launchers[0]!.lastError!.includes(`was not found in ${empty}; is ${driver.title} installed here?`), view.launchers[0]!.lastError!);
+      assert.ok(view.launchers[0]!.retryAt! > Date.now());
+      assert.equal(view.pilots[0]!.batchId, null);
+      assert.deepEqual(await liveOf(c, 'nobin'), []);
       await ts.server.close();
     });
   });
