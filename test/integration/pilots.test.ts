@@ -12,11 +12,14 @@
  *  - a submission the batch system refuses, or whose commands are missing, is
  *    a clear error, with back-off.
  *
+ * A launcher kind without a launcher is refused when the server starts.
+ *
  * A batch system that cannot be started here (no root, no packages) is
  * skipped with the reason; under its CPC_REQUIRE_* variable (as in .ci/run)
  * that is a failure instead.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
@@ -25,7 +28,7 @@ import type { JobView, PilotsView, WorkerTokenView } from '../../src/core/wire.j
 import type { BatchCluster, BatchDriver } from '../helpers/batch-driver.js';
 import { sgeDriver } from '../helpers/sge.js';
 import { slurmDriver } from '../helpers/slurm.js';
-import { cleanup, cpccInProcess, startTestServer, tempDir, until, type TestServer } from '../helpers/server.js';
+import { ROOT, cleanup, cpccInProcess, startTestServer, tempDir, until, type TestServer } from '../helpers/server.js';
 
 const DRIVERS: BatchDriver[] = [slurmDriver, sgeDriver];
 
@@ -49,6 +52,22 @@ async function cpccLoggedIn(ts: TestServer): Promise<string> {
   assert.equal(login.code, 0, login.stderr);
   return home;
 }
+
+describe('launcher kinds', () => {
+  it('refuses, when the server starts, a kind that has no launcher, naming those that do', async () => {
+    for (const kind of ['htcondor', 'pbs']) {
+      const home = await tempDir('cpc-kind-');
+      await fsp.writeFile(join(home, 'config.json'), JSON.stringify({ launchers: [{ name: 'other', kind, maxPilots: 1 }] }));
+      const run = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        execFile(process.execPath, [join(ROOT, 'dist', 'bin', 'cpc-server.js'), 'start', '--home', home], { timeout: 60_000 }, (err, _stdout, stderr) =>
+          resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stderr }),
+        );
+      });
+      assert.equal(run.code, 2, run.stderr);
+      assert.ok(run.stderr.includes(`setting 'launchers.0.kind': "${kind}" is not supported; supported: slurm, sge`), run.stderr);
+    }
+  });
+});
 
 for (const driver of DRIVERS) {
   describe(`pilots on ${driver.title}`, { timeout: 600_000 }, () => {

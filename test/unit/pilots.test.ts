@@ -88,6 +88,7 @@ describe('directive templates and launcher settings', () => {
     for (const kind of ['htcondor', 'pbs']) {
       bad([{ name: 'a', kind: 'slurm', maxPilots: 1 }, { name: 'b', kind, maxPilots: 1 }], new RegExp(`^setting 'launchers\\.1\\.kind': "${kind}" is not supported; supported: slurm, sge$`));
     }
+    bad([{ name: 'a', maxPilots: 1 }], /^setting 'launchers\.0\.kind': is required; supported: slurm, sge$/);
     bad([{ name: 'a', kind: 'slurm' }], /launchers\.0\.maxPilots/);
     bad([{ name: 'a', kind: 'slurm', maxPilots: 1 }, { name: 'a', kind: 'sge', maxPilots: 1 }], /launchers\.1\.name.*twice/);
     bad([{ name: 'a', kind: 'sge', maxPilots: 1, cores: 4 }], /launchers\.0\.parallelEnvironment': is needed for pilots of 4 cores/);

@@ -27,7 +27,8 @@ export const launcherSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/, 'must be 1-32 letters, digits, _ or -, starting with a letter or digit'),
   /** The batch system; a kind whose launcher is not built is refused here, not at the first submission. */
   kind: z.enum(LAUNCHER_KINDS, {
-    error: (iss) => `${JSON.stringify(iss.input)} is not supported; supported: ${LAUNCHER_KINDS.join(', ')}`,
+    error: (iss) =>
+      iss.input === undefined ? `is required; supported: ${LAUNCHER_KINDS.join(', ')}` : `${JSON.stringify(iss.input)} is not supported; supported: ${LAUNCHER_KINDS.join(', ')}`,
   }),
   /** The partition (Slurm) or queue (Grid Engine, qsub -q); the batch system's default when left out. */
   partition: batchWord.optional(),
