@@ -197,7 +197,10 @@ describe('the Grid Engine launcher (stand-in commands)', () => {
     const job = (id: number, state: string) => `<job_list state="x"><JB_job_number>${id}</JB_job_number><JB_name>p</JB_name><state>${state}</state></job_list>`;
     const acct = (failed: string, exit: number) => `==============================================================\nqname cpc\njobnumber 0\nfailed       ${failed}\nexit_status  ${exit}\n`;
     const bin = fakeSlurm({
-      qstat: `cat "$(dirname "$0")/qstat.xml"`,
+      qstat: `case "$1" in
+-j) printf 'job_number:                 %s\\nerror reason    1:          12/02/2026 17:00:50 [0:27311]: gid of user root (0) less than minimum allowed in conf (1000)\\n' "$2";;
+*) cat "$(dirname "$0")/qstat.xml";;
+esac`,
       qacct: `case "$2" in
 7) printf '${acct('11  : before job', 0)}${acct('0', 0)}';;
 8) printf '${acct('100 : assumedly after job', 137)}';;
@@ -216,6 +219,7 @@ esac`,
       7: 'done exit 0', 8: 'killed signal 9', 9: 'failed exit 3', 10: 'failed failed 26',
     });
     assert.equal(s.get('3')!.reason, 'held');
+    assert.equal(s.get('4')!.reason, 'gid of user root (0) less than minimum allowed in conf (1000)');
     assert.equal(s.get('10')!.reason, 'opening input/output file');
     // Job 2 leaves qstat before qacct has it: still as last seen, then gone once the wait is over.
     xml('');
@@ -370,6 +374,23 @@ describe('the pilot manager (stand-in launcher and server)', () => {
     assert.deepEqual(state.removed.map((r) => r.id), ['w1']);
     assert.equal(state.tokens.get('t0')!.revoked, true);
     assert.equal(existsSync(join(host.home, 'pilots', p.id, 'token')), false);
+    assert.deepEqual(launcher.cancelled, [], 'the batch system ended it; nothing to cancel');
+  });
+
+  it('deletes a batch job that failed, since a batch system may keep it queued (Grid Engine’s error state)', async () => {
+    const launcher = new FakeLauncher();
+    const { host, state } = fakeHost(launcher, { maxPilots: 1 });
+    const m = await PilotManager.open(host);
+    state.shapes = [{ resources: one, count: 1 }];
+    await m.tick(true);
+    state.shapes = [];
+    const batchId = m.view().pilots[0]!.batchId!;
+    launcher.jobs.set(batchId, { phase: 'failed', raw: 'Eqw', reason: 'in error state' });
+    await m.tick(true);
+    const p = m.view().pilots[0]!;
+    assert.equal(p.state, 'failed');
+    assert.match(p.lastError!, /the batch job failed \(Eqw: in error state\)/);
+    assert.deepEqual(launcher.cancelled, [batchId]);
   });
 
   it('gives up a pilot whose worker falls silent, and one that never registers', async () => {

@@ -99,6 +99,7 @@ export class SgeLauncher implements Launcher {
       const state = listed.get(id);
       if (state !== undefined) {
         const status = statusOf(state);
+        if (state.includes('E')) status.reason = (await this.errorReason(id)) ?? status.reason;
         this.lastSeen.set(id, { status, missingSince: null });
         out.set(id, status);
         continue;
@@ -127,6 +128,18 @@ export class SgeLauncher implements Launcher {
       // Gone already: that is what was asked for.
       if (err instanceof LauncherError && err.failure === 'refused' && UNKNOWN_JOB.test(err.message)) return;
       throw err;
+    }
+  }
+
+  /** Why Grid Engine put a job in error state, from `qstat -j`; null when it does not say. */
+  private async errorReason(id: string): Promise<string | null> {
+    try {
+      const text = (await this.run('qstat', ['-j', id])).stdout;
+      // "error reason    1:      12/02/2026 17:00:50 [0:27311]: gid of user root (0) less than minimum allowed in conf (1000)"
+      const line = /^error reason\s+[^:]*:\s*(.*)$/m.exec(text)?.[1]?.trim();
+      return line ? line.replace(/^\S+ \S+ \[[^\]]*\]:\s*/, '') : null;
+    } catch {
+      return null;
     }
   }
 
