@@ -16,6 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, promises as fsp, readdirSync, readFileSync } from 'node:fs';
 import { cpus, hostname, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
+import type { BatchDriver } from './batch-driver.js';
 import { freePort, until } from './server.js';
 
 export const PARTITION = 'cpc';
@@ -233,3 +234,32 @@ function processesOf(conf: string): number[] {
   }
   return pids;
 }
+
+/** Slurm for the pilot conformance suite. */
+export const slurmDriver: BatchDriver = {
+  kind: 'slurm',
+  title: 'Slurm',
+  requireVar: 'CPC_REQUIRE_SLURM',
+  start: async () => {
+    const started = await startSlurm();
+    if (!started.cluster) return { skip: started.skip };
+    const c = started.cluster;
+    const ENDED = ['COMPLETED', 'CANCELLED', 'FAILED', 'TIMEOUT', 'NODE_FAIL', 'OUT_OF_MEMORY', 'BOOT_FAIL', 'PREEMPTED', 'DEADLINE'];
+    return {
+      cluster: {
+        launcher: { kind: 'slurm', partition: c.partition, env: c.env, directives: ['--comment=cpc-{launcher}-{pilotId}'] },
+        liveJobs: async () => (await c.jobs()).filter((j) => !ENDED.includes(j.state)),
+        kill: async (id) => {
+          const r = await c.run('scancel', [id]);
+          if (r.code !== 0) throw new Error(`scancel ${id} failed: ${r.stderr}`);
+        },
+        stop: () => c.stop(),
+      },
+    };
+  },
+  completedState: 'COMPLETED',
+  killedState: /^CANCELLED$/,
+  holdDirective: '--hold',
+  unknownQueueError: /invalid partition/i,
+  outputName: (id) => `slurm-${id}.out`,
+};

@@ -1,6 +1,7 @@
 /**
  * Pilots without a batch system: the demand arithmetic, directive templates,
- * the launcher settings, the Slurm launcher against stand-in commands, and the
+ * the launcher settings, the Slurm and Grid Engine launchers against stand-in
+ * commands (the real systems are in test/integration/pilots.test.ts), and the
  * manager's policy against a launcher and a server that are plain objects.
  */
 import assert from 'node:assert/strict';
@@ -15,7 +16,7 @@ import { pilotDemand } from '../../src/server/pilots/demand.js';
 import { LauncherError, renderTemplate, unknownPlaceholders, type BatchStatus, type Launcher, type PilotRequest } from '../../src/server/pilots/launcher.js';
 import { PilotManager, type HostWorker, type PilotHost } from '../../src/server/pilots/pilot-manager.js';
 import { SlurmLauncher } from '../../src/server/pilots/slurm.js';
-import { HTCondorLauncher, PbsLauncher } from '../../src/server/pilots/stubs.js';
+import { SgeLauncher } from '../../src/server/pilots/sge.js';
 
 const dirs: string[] = [];
 function temp(): string {
@@ -83,8 +84,17 @@ describe('directive templates and launcher settings', () => {
     bad([{ name: 'a', kind: 'slurm', maxPilots: 1, directives: ['--x={nope}'] }], /launchers\.0\.directives\.0.*placeholders/);
     bad([{ name: 'a', kind: 'slurm', maxPilots: 1, partition: 'a b' }], /launchers\.0\.partition/);
     bad([{ name: 'a', kind: 'lsf', maxPilots: 1 }], /launchers\.0\.kind/);
+    // Kinds without a launcher are refused when the settings are read, with the kinds there are.
+    for (const kind of ['htcondor', 'pbs']) {
+      bad([{ name: 'a', kind: 'slurm', maxPilots: 1 }, { name: 'b', kind, maxPilots: 1 }], new RegExp(`^setting 'launchers\\.1\\.kind': "${kind}" is not supported; supported: slurm, sge$`));
+    }
+    bad([{ name: 'a', maxPilots: 1 }], /^setting 'launchers\.0\.kind': is required; supported: slurm, sge$/);
     bad([{ name: 'a', kind: 'slurm' }], /launchers\.0\.maxPilots/);
-    bad([{ name: 'a', kind: 'slurm', maxPilots: 1 }, { name: 'a', kind: 'pbs', maxPilots: 1 }], /launchers\.1\.name.*twice/);
+    bad([{ name: 'a', kind: 'slurm', maxPilots: 1 }, { name: 'a', kind: 'sge', maxPilots: 1 }], /launchers\.1\.name.*twice/);
+    bad([{ name: 'a', kind: 'sge', maxPilots: 1, cores: 4 }], /launchers\.0\.parallelEnvironment': is needed for pilots of 4 cores/);
+    bad([{ name: 'a', kind: 'slurm', maxPilots: 1, memoryResource: 'h_vmem' }], /launchers\.0\.memoryResource': is a Grid Engine setting/);
+    writeFileSync(join(home, 'config.json'), JSON.stringify({ launchers: [{ name: 'g', kind: 'sge', maxPilots: 2, cores: 4, parallelEnvironment: 'smp', memoryResource: 'h_vmem' }] }));
+    assert.equal(resolveConfig(home, {}, {}).launchers[0]!.parallelEnvironment, 'smp');
     writeFileSync(join(home, 'config.json'), JSON.stringify({ launchers: [{ name: 'a', kind: 'slurm', maxPilots: 2, partition: 'debug' }] }));
     assert.equal(resolveConfig(home, {}, {}).launchers[0]!.partition, 'debug');
   });
@@ -151,11 +161,84 @@ printf '1|PENDING|Priority\\n2|RUNNING|None\\n3|CANCELLED+|None\\n4|COMPLETED|No
     assert.deepEqual(s.get('7'), { phase: 'killed', raw: 'CANCELLED' });
   });
 
-  it('the HTCondor and PBS launchers say they are not built yet', async () => {
-    for (const l of [new HTCondorLauncher(), new PbsLauncher()]) {
-      await assert.rejects(l.submit(), (err: LauncherError) => err.failure === 'not-built' && /not built yet/.test(err.message));
-      assert.equal((await l.status([])).size, 0);
-    }
+});
+
+describe('the Grid Engine launcher (stand-in commands)', () => {
+  it('submits cores as parallel environment slots, memory per slot, wall time as h_rt, and reads the job id', async () => {
+    const bin = fakeSlurm({ qsub: `echo "$@" > "$(dirname "$0")/args"; echo 4242` });
+    const dir = temp();
+    const sge = new SgeLauncher({ binDir: bin, parallelEnvironment: 'smp', memoryResource: 'h_vmem' });
+    const id = await sge.submit({ ...request(dir), account: 'chem', directives: ['-l arch=lx-amd64'] });
+    assert.equal(id, '4242');
+    const args = readFileSync(join(bin, 'args'), 'utf8');
+    for (const a of ['-terse', '-N cpc-pilot', '-pe smp 2', '-l h_vmem=256M', '-l h_rt=90', '-q debug', '-P chem', '-r n', `-o ${join(dir, 'sge-$JOB_ID.out')}`]) assert.ok(args.includes(a), args);
+    const script = readFileSync(join(dir, 'pilot.sge'), 'utf8');
+    assert.match(script, /^#!\/bin\/sh\n#\$ -l arch=lx-amd64\nexec true\n$/);
+    assert.equal(sge.outputName('4242'), 'sge-4242.out');
+    // More than one core needs a parallel environment: refused before qsub runs.
+    await assert.rejects(new SgeLauncher({ binDir: bin }).submit(request(temp())), (err: LauncherError) => err.failure === 'refused' && /parallel environment/.test(err.message));
+  });
+
+  it('tells a refusal from an unreachable qmaster and from missing commands', async () => {
+    const refused = fakeSlurm({ qsub: `echo 'Unable to run job: Job was rejected because job requests unknown queue "nosuch".' >&2; echo 'Exiting.' >&2; exit 1` });
+    await assert.rejects(new SgeLauncher({ binDir: refused }).submit({ ...request(temp()), cores: 1 }), (err: LauncherError) => {
+      assert.equal(err.failure, 'refused');
+      assert.match(err.message, /unknown queue "nosuch"/);
+      return true;
+    });
+    const down = fakeSlurm({ qstat: `echo 'error: commlib error: got select error (Connection refused)' >&2; echo 'unable to send message to qmaster using port 6444 on host "vm": got send error' >&2; exit 1` });
+    await assert.rejects(new SgeLauncher({ binDir: down }).status(['1']), (err: LauncherError) => err.failure === 'unreachable');
+    await assert.rejects(new SgeLauncher({ binDir: temp() }).submit({ ...request(temp()), cores: 1 }), (err: LauncherError) => err.failure === 'missing');
+    const slow = fakeSlurm({ qsub: 'sleep 5' });
+    await assert.rejects(new SgeLauncher({ binDir: slow, commandTimeoutMs: 200 }).submit({ ...request(temp()), cores: 1 }), (err: LauncherError) => err.failure === 'unreachable');
+  });
+
+  it('reads states from qstat -xml, ended jobs from qacct, and waits a while for qacct to know a job', async () => {
+    const job = (id: number, state: string) => `<job_list state="x"><JB_job_number>${id}</JB_job_number><JB_name>p</JB_name><state>${state}</state></job_list>`;
+    const acct = (failed: string, exit: number) => `==============================================================\nqname cpc\njobnumber 0\nfailed       ${failed}\nexit_status  ${exit}\n`;
+    const bin = fakeSlurm({
+      qstat: `case "$1" in
+-j) printf 'job_number:                 %s\\nerror reason    1:          12/02/2026 17:00:50 [0:27311]: gid of user root (0) less than minimum allowed in conf (1000)\\n' "$2";;
+*) cat "$(dirname "$0")/qstat.xml";;
+esac`,
+      qacct: `case "$2" in
+7) printf '${acct('11  : before job', 0)}${acct('0', 0)}';;
+8) printf '${acct('100 : assumedly after job', 137)}';;
+9) printf '${acct('0', 3)}';;
+10) printf '${acct('26 : opening input/output file', 0)}';;
+*) echo "error: job id $2 not found" >&2; exit 1;;
+esac`,
+    });
+    const xml = (jobs: string) => writeFileSync(join(bin, 'qstat.xml'), `<?xml version='1.0'?><job_info><queue_info>${jobs}</queue_info><job_info></job_info></job_info>`);
+    xml([job(1, 'qw'), job(2, 'r'), job(3, 'hqw'), job(4, 'Eqw'), job(5, 'dr'), job(6, 't')].join(''));
+    const sge = new SgeLauncher({ binDir: bin, accountingWaitMs: 60_000 });
+    const s = await sge.status(['1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '11']);
+    const phases = Object.fromEntries([...s].map(([id, v]) => [id, `${v.phase} ${v.raw}`]));
+    assert.deepEqual(phases, {
+      1: 'queued qw', 2: 'running r', 3: 'queued hqw', 4: 'failed Eqw', 5: 'killed dr', 6: 'running t',
+      7: 'done exit 0', 8: 'killed signal 9', 9: 'failed exit 3', 10: 'failed failed 26',
+    });
+    assert.equal(s.get('3')!.reason, 'held');
+    assert.equal(s.get('4')!.reason, 'gid of user root (0) less than minimum allowed in conf (1000)');
+    assert.equal(s.get('10')!.reason, 'opening input/output file');
+    // Job 2 leaves qstat before qacct has it: still as last seen, then gone once the wait is over.
+    xml('');
+    assert.equal((await sge.status(['2'])).get('2')?.raw, 'r');
+    const impatient = new SgeLauncher({ binDir: bin, accountingWaitMs: 0 });
+    xml(job(2, 'r'));
+    await impatient.status(['2']);
+    xml('');
+    await new Promise((r) => setTimeout(r, 5));
+    await impatient.status(['2']);
+    await new Promise((r) => setTimeout(r, 5));
+    assert.equal((await impatient.status(['2'])).size, 0);
+  });
+
+  it('cancels with qdel, and a job that is gone already is no error', async () => {
+    const bin = fakeSlurm({ qdel: `case "$1" in 1) echo "root has registered the job 1 for deletion";; *) echo "denied: job \"$1\" does not exist" >&2; exit 1;; esac` });
+    const sge = new SgeLauncher({ binDir: bin });
+    await sge.cancel('1');
+    await sge.cancel('2');
   });
 });
 
@@ -185,6 +268,10 @@ class FakeLauncher implements Launcher {
     this.cancelled.push(id);
     this.jobs.set(id, { phase: 'killed', raw: 'CANCELLED' });
     return Promise.resolve();
+  }
+
+  outputName(id: string): string {
+    return `slurm-${id}.out`;
   }
 }
 
@@ -287,6 +374,23 @@ describe('the pilot manager (stand-in launcher and server)', () => {
     assert.deepEqual(state.removed.map((r) => r.id), ['w1']);
     assert.equal(state.tokens.get('t0')!.revoked, true);
     assert.equal(existsSync(join(host.home, 'pilots', p.id, 'token')), false);
+    assert.deepEqual(launcher.cancelled, [], 'the batch system ended it; nothing to cancel');
+  });
+
+  it('deletes a batch job that failed, since a batch system may keep it queued (Grid Engine’s error state)', async () => {
+    const launcher = new FakeLauncher();
+    const { host, state } = fakeHost(launcher, { maxPilots: 1 });
+    const m = await PilotManager.open(host);
+    state.shapes = [{ resources: one, count: 1 }];
+    await m.tick(true);
+    state.shapes = [];
+    const batchId = m.view().pilots[0]!.batchId!;
+    launcher.jobs.set(batchId, { phase: 'failed', raw: 'Eqw', reason: 'in error state' });
+    await m.tick(true);
+    const p = m.view().pilots[0]!;
+    assert.equal(p.state, 'failed');
+    assert.match(p.lastError!, /the batch job failed \(Eqw: in error state\)/);
+    assert.deepEqual(launcher.cancelled, [batchId]);
   });
 
   it('gives up a pilot whose worker falls silent, and one that never registers', async () => {

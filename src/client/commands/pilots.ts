@@ -33,7 +33,7 @@ async function pilots(ctx: Context, _args: unknown[], opts: Record<string, unkno
   if (ctx.global.json) return;
   if (!opts.all && ended.length > RECENT) ctx.out.hint(`${ended.length - RECENT} older ended pilots not shown; --all shows them`);
   for (const l of reply.launchers) {
-    let line = `${l.name} (${l.kind}${l.partition ? `, partition ${l.partition}` : ''}): ${l.live} of at most ${l.maxPilots} pilots live, ${l.waiting} jobs waiting for room`;
+    let line = `${l.name} (${l.kind}${l.partition ? `, ${l.kind === 'sge' ? 'queue' : 'partition'} ${l.partition}` : ''}): ${l.live} of at most ${l.maxPilots} pilots live, ${l.waiting} jobs waiting for room`;
     if (l.lastError) line += `; ${c.red(`last error: ${l.lastError}`)}`;
     if (l.retryAt) line += `; next try ${ago(l.retryAt, now)}`;
     ctx.out.line(line);

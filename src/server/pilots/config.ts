@@ -9,7 +9,7 @@ import { LAUNCHER_KINDS, TEMPLATE_VARS, unknownPlaceholders } from './launcher.j
 
 const DAY = 24 * 3600;
 
-/** Words Slurm, HTCondor and PBS take as partition, queue or account names. */
+/** Words Slurm and Grid Engine take as partition, queue, project, account or resource names. */
 const batchWord = z.string().min(1).max(128).regex(/^[A-Za-z0-9._,+@-]+$/, 'must be letters, digits and . _ , + @ -');
 
 const directive = z
@@ -25,10 +25,19 @@ const directive = z
 export const launcherSchema = z.strictObject({
   /** Names the launcher in logs, `cpcc pilots` and pilot names. */
   name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/, 'must be 1-32 letters, digits, _ or -, starting with a letter or digit'),
-  kind: z.enum(LAUNCHER_KINDS),
-  /** The partition (Slurm) or queue (PBS); the batch system's default when left out. */
+  /** The batch system; a kind whose launcher is not built is refused here, not at the first submission. */
+  kind: z.enum(LAUNCHER_KINDS, {
+    error: (iss) =>
+      iss.input === undefined ? `is required; supported: ${LAUNCHER_KINDS.join(', ')}` : `${JSON.stringify(iss.input)} is not supported; supported: ${LAUNCHER_KINDS.join(', ')}`,
+  }),
+  /** The partition (Slurm) or queue (Grid Engine, qsub -q); the batch system's default when left out. */
   partition: batchWord.optional(),
+  /** The account (Slurm) or project (Grid Engine, qsub -P) pilots are charged to. */
   account: batchWord.optional(),
+  /** Grid Engine: the parallel environment a pilot's cores are slots of (qsub -pe); needed when cores > 1. */
+  parallelEnvironment: batchWord.optional(),
+  /** Grid Engine: the resource memory is asked as, per slot (qsub -l h_vmem=…, mem_free=…); not asked for when left out. */
+  memoryResource: batchWord.optional(),
   /** Pilots queued or running at once, at most. 0 turns the launcher off. */
   maxPilots: z.int().min(0).max(10_000),
   /** What each pilot asks for, and offers to the server as a worker. */
@@ -64,5 +73,13 @@ export const launchersSchema = z.array(launcherSchema).max(32).superRefine((list
   list.forEach((l, i) => {
     if (seen.has(l.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `launcher name '${l.name}' is used twice` });
     seen.add(l.name);
+    if (l.kind !== 'sge') {
+      for (const key of ['parallelEnvironment', 'memoryResource'] as const) {
+        if (l[key] !== undefined) ctx.addIssue({ code: 'custom', path: [i, key], message: `is a Grid Engine setting; kind "${l.kind}" does not take it` });
+      }
+    } else if (l.cores > 1 && l.parallelEnvironment === undefined) {
+      // Grid Engine gives a job more than one slot only through a parallel environment.
+      ctx.addIssue({ code: 'custom', path: [i, 'parallelEnvironment'], message: `is needed for pilots of ${l.cores} cores on Grid Engine (the parallel environment their slots come from)` });
+    }
   });
 });

@@ -1,5 +1,5 @@
 /**
- * server/pilots: workers started on batch systems (Slurm) when work waits.
+ * server/pilots: workers started on batch systems (Slurm, Grid Engine) when work waits.
  * Owns the pilot manager, its store, the launchers and their routes; index.ts (this file) connects
  * the manager to a running server through the narrow PilotHost.
  * May call: src/core, src/persistence, server/http, server/start (Context, here only). Writes

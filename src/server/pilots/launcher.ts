@@ -6,7 +6,8 @@
  * batch ids and states.
  */
 
-export const LAUNCHER_KINDS = ['slurm', 'htcondor', 'pbs'] as const;
+/** The batch systems cpc submits pilots to. A kind is listed here only once its launcher is built and tested against the real system. */
+export const LAUNCHER_KINDS = ['slurm', 'sge'] as const;
 export type LauncherKind = (typeof LAUNCHER_KINDS)[number];
 
 /** What one pilot asks the batch system for, and what it runs. */
@@ -18,7 +19,7 @@ export interface PilotRequest {
   wallTimeS: number;
   partition?: string;
   account?: string;
-  /** Extra directives, one per line, already rendered (e.g. `--qos=long` for Slurm). */
+  /** Extra directives, one per line, already rendered (e.g. `--qos=long` for Slurm, `-l arch=lx-amd64` for Grid Engine). */
   directives: string[];
   /** Shell lines the batch job runs. */
   commands: string[];
@@ -52,9 +53,7 @@ export type LauncherFailure =
   /** The batch system could not be reached or did not answer in time. */
   | 'unreachable'
   /** The batch system's commands are missing here. */
-  | 'missing'
-  /** This kind of launcher is not built yet. */
-  | 'not-built';
+  | 'missing';
 
 export class LauncherError extends Error {
   constructor(
@@ -78,6 +77,8 @@ export interface Launcher {
   status(batchIds: readonly string[]): Promise<Map<string, BatchStatus>>;
   /** Cancels a batch job; one that has ended already is no error. */
   cancel(batchId: string): Promise<void>;
+  /** The file, in the pilot's folder, that the batch system writes the job's output to. */
+  outputName(batchId: string): string;
 }
 
 // ---- directive templates ---------------------------------------------------------

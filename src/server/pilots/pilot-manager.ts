@@ -8,7 +8,7 @@ import { pilotDemand, type Room, type ShapeCount } from './demand.js';
 import { LauncherError, renderTemplate, shellQuote, type BatchStatus, type Launcher } from './launcher.js';
 import { LIVE_STATES, PilotStore, type PilotRecord, type PilotState } from './pilot-store.js';
 import { SlurmLauncher } from './slurm.js';
-import { HTCondorLauncher, PbsLauncher } from './stubs.js';
+import { SgeLauncher } from './sge.js';
 
 /**
  * Demand-driven pilots. For each configured launcher, every `pollS`:
@@ -229,7 +229,8 @@ export class PilotManager {
             await this.finish(a, p.id, 'cancelled', `the batch system ended it (${status.raw})`, false, status.raw);
             continue;
           case 'failed':
-            await this.finish(a, p.id, 'failed', `the batch job failed (${status.raw}${status.reason ? `: ${status.reason}` : ''})`, false, status.raw);
+            // Cancelled as well: Grid Engine keeps a job in error state in its queue until it is deleted.
+            await this.finish(a, p.id, 'failed', `the batch job failed (${status.raw}${status.reason ? `: ${status.reason}` : ''})`, true, status.raw);
             continue;
           case 'queued':
             if (p.state === 'queued' && now - p.submittedAt > a.config.queueTimeoutS * 1000) {
@@ -253,7 +254,7 @@ export class PilotManager {
         continue;
       }
       if (current.state === 'starting' && !worker && now - (current.startedAt ?? now) > a.config.startTimeoutS * 1000) {
-        await this.finish(a, p.id, 'failed', `its worker did not register within ${a.config.startTimeoutS} s of starting; see ${join(p.dir, `slurm-${p.batchId}.out`)}`, true);
+        await this.finish(a, p.id, 'failed', `its worker did not register within ${a.config.startTimeoutS} s of starting; see ${join(p.dir, a.launcher.outputName(p.batchId))}`, true);
         continue;
       }
       if (current.state === 'running' && worker && now - worker.lastSeen > this.host.leaseMs) {
@@ -448,10 +449,8 @@ export function makeLauncher(config: LauncherConfig): Launcher {
   switch (config.kind) {
     case 'slurm':
       return new SlurmLauncher({ binDir: config.binDir, env: config.env });
-    case 'htcondor':
-      return new HTCondorLauncher();
-    case 'pbs':
-      return new PbsLauncher();
+    case 'sge':
+      return new SgeLauncher({ binDir: config.binDir, env: config.env, parallelEnvironment: config.parallelEnvironment, memoryResource: config.memoryResource });
   }
 }
 

@@ -63,6 +63,10 @@ export class SlurmLauncher implements Launcher {
     this.timeoutMs = opts.commandTimeoutMs ?? 30_000;
   }
 
+  outputName(batchId: string): string {
+    return `slurm-${batchId}.out`;
+  }
+
   async submit(req: PilotRequest): Promise<string> {
     const script = join(req.dir, 'pilot.sbatch');
     const lines = ['#!/bin/sh', ...req.directives.map((d) => `#SBATCH ${d}`), ...req.commands, ''];
