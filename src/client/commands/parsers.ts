@@ -9,10 +9,12 @@ import { formatDurationS, formatSizeMb, parseDurationS, parseSizeMb } from '../.
 export function integer(min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
   return (value: string) => {
     const n = Number(value.trim());
-    if (value.trim() === '' || !Number.isInteger(n) || n < min || n > max) {
+    if (value.trim() === '' || !Number.isInteger(n)) {
       const range = max === Number.MAX_SAFE_INTEGER ? `at least ${min}` : `from ${min} to ${max}`;
       throw new InvalidArgumentError(`must be a whole number ${range}`);
     }
+    if (n < min) throw new InvalidArgumentError(`must be at least ${min}`);
+    if (n > max) throw new InvalidArgumentError(`must be at most ${max}`);
     return n;
   };
 }
