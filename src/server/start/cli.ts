@@ -508,10 +508,11 @@ function bundleUrl(config: ServerConfig, runningUrl: string | null): string {
  * environment, and its token through a pipe, never in its environment.
  */
 async function startLocalWorker(home: string, server: RunningServer): Promise<{ child: ChildProcess; level: string }> {
-  const [{ detectIsolation }, { inheritedEnv }, { ADMIN_USER }] = await Promise.all([
+  const [{ detectIsolation }, { inheritedEnv }, { ADMIN_USER }, { logFormat }] = await Promise.all([
     import('../../worker/isolation.js'),
     import('../../worker/runner.js'),
     import('../accounts/accounts.js'),
+    import('../../common/logger.js'),
   ]);
   const isolation = detectIsolation();
   const level = typeof isolation === 'string' ? 'none' : isolation.level;
@@ -531,7 +532,8 @@ async function startLocalWorker(home: string, server: RunningServer): Promise<{ 
       '--isolation', level,
       '--token-fd', '3',
     ],
-    { stdio: ['ignore', 'inherit', 'inherit', 'pipe'], env: inheritedEnv() },
+    // Its log lines go where the server's go, in the same form (pretty or JSON).
+    { stdio: ['ignore', 'inherit', 'inherit', 'pipe'], env: { ...inheritedEnv(), CPC_LOG_FORMAT: logFormat() } },
   );
   const pipe = child.stdio[3] as Writable;
   pipe.on('error', () => {});
