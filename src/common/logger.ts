@@ -2,7 +2,7 @@ import { pino, type Logger as PinoLogger } from 'pino';
 
 /**
  * Structured log lines through pino, the one log format of every cpc program:
- * one JSON object per line on stderr, `{"level":"info","time":"…","name":"cpc-server",…fields,"msg":"…"}`,
+ * one JSON object per line on stderr, `{"level":"info","time":"…","program":"cpc-server",…fields,"msg":"…"}`,
  * or the same lines made readable (prettyLine) on a terminal or with CPC_LOG_FORMAT=pretty.
  * A program may add fields of its own to every line (setLogContext: the server
  * adds `reqId`, the id of the HTTP request being handled). Fields are plain values;
@@ -39,7 +39,7 @@ export interface Logger {
 }
 
 export interface LogOptions {
-  /** The program, as every line's `name` field: cpc-server, cpc-worker. */
+  /** The program, as every line's `program` field: cpc-server, cpc-worker. */
   name?: string;
   /** `json`, or `pretty` for people; by default CPC_LOG_FORMAT, else pretty on a terminal and JSON otherwise. */
   format?: 'json' | 'pretty';
@@ -65,13 +65,13 @@ export function prettyLine(json: string, colour = false): string {
   } catch {
     return json.endsWith('\n') ? json : `${json}\n`;
   }
-  const { level, time, name, msg, ...fields } = o;
+  const { level, time, program, msg, ...fields } = o;
   const lvl = String(level ?? '');
   const clock = typeof time === 'string' ? time.replace(/^.*T/, '').replace(/Z$/, '') : '';
   const tag = lvl.toUpperCase().padEnd(5);
   const shown = colour && LEVEL_COLOUR[lvl] ? `\x1b[${LEVEL_COLOUR[lvl]}m${tag}\x1b[39m` : tag;
   const rest = Object.entries(fields).map(([k, v]) => `${k}=${typeof v === 'string' && /^[^\s"=]+$/.test(v) ? v : JSON.stringify(v)}`);
-  return `${[clock, shown, name === undefined ? '' : String(name), String(msg ?? ''), ...rest].filter((p) => p !== '').join(' ')}\n`;
+  return `${[clock, shown, program === undefined ? '' : String(program), String(msg ?? ''), ...rest].filter((p) => p !== '').join(' ')}\n`;
 }
 
 /**
@@ -89,7 +89,7 @@ export function createLogger(level: Level = 'info', write?: (line: string) => vo
   const p = pino(
     {
       level,
-      base: opts.name ? { name: opts.name } : undefined,
+      base: opts.name ? { program: opts.name } : undefined,
       messageKey: 'msg',
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
