@@ -95,7 +95,7 @@ describe('errors in the user’s words', () => {
   });
 
   it('a malformed id is a usage error (exit 2) before anything is sent', async () => {
-    for (const args of [['job', 'not-an-id!'], ['logs', 'abc'], ['cancel', 'zzzzzzzzzz'], ['outputs', '12']]) {
+    for (const args of [['job', 'not-an-id!'], ['logs', 'abc'], ['cancel', 'zzzzzzzzzz'], ['outputs', '12'], ['disconnect', 'nope'], ['node-pri', 'abc', '1']]) {
       const r = await cpcc(home, args);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
       assert.match(refusal(r), /id/);

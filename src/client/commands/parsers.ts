@@ -79,3 +79,12 @@ export function durationS(min: number, max = Number.MAX_SAFE_INTEGER): (value: s
     return s;
   };
 }
+
+const SERVER_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** A server id as `connected-servers` and `list-nodes` show it (whole: it is what trust is given to); anything else is a usage error. */
+export function serverIdArg(value: string): string {
+  const id = value.trim().toLowerCase();
+  if (!SERVER_ID.test(id)) throw new InvalidArgumentError(`'${value}': give a whole server id, as 'cpcc connected-servers' shows it`);
+  return id;
+}
