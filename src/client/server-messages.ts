@@ -4,7 +4,8 @@
  * `query.limit`) and words bounds as its schema library does (`Too big:
  * expected number to be <=10000`); people gave flags, job files and
  * passwords. This turns `query.limit: Too big: expected number to be <=10000`
- * into `--limit must be at most 10000`, and `body.jobs.2.mem…` into `job 3: …`.
+ * into `--limit must be at most 10000`, and `body.jobs.2.mem…` or `jobs[2].key …`
+ * into `job 3: …`.
  * Messages it does not recognise pass unchanged.
  */
 
@@ -39,10 +40,17 @@ function reword(reason: string): string {
   return reason;
 }
 
+/** `jobs[0].inputs[1]` as `job 1: inputs[2]`: the server's checks of a submit count from 0, people from 1. */
+function jobIndices(message: string): string {
+  return message.replace(/\bjobs\[(\d+)\]((?:\.\w+(?:\[\d+\])?)*)/g, (_all, n: string, rest: string) =>
+    `job ${Number(n) + 1}` + rest.replace(/\.(\w+)(?:\[(\d+)\])?/g, (_m, f: string, k?: string) => `: ${f}${k !== undefined ? `[${Number(k) + 1}]` : ''}`),
+  );
+}
+
 /** The message of a server error as cpcc shows it. */
 export function userMessage(message: string): string {
   const m = /^(body|query|params)((?:\.[^\s:]+)*): (.*)$/s.exec(message);
-  if (!m) return message;
+  if (!m) return jobIndices(message);
   const [, where, dotted, reason] = m as unknown as [string, string, string, string];
   const path = dotted.split('.').filter((p) => p !== '');
   const said = reword(reason);

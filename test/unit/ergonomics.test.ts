@@ -83,6 +83,9 @@ describe('server refusals in the user’s words', () => {
     assert.equal(userMessage('body.jobs.0.inputs.1.name: Invalid input: expected string, received number'), 'job 1: inputs[2]: name: must be a string, not a number');
     assert.equal(userMessage('body.jobs.0: Unrecognized key: "mem"'), 'job 1: unknown field "mem"');
     assert.equal(userMessage('project demo not found'), 'project demo not found');
+    assert.equal(userMessage("jobs[1] depends on unknown job 'prep'"), "job 2 depends on unknown job 'prep'");
+    assert.equal(userMessage("jobs[0].key 'a' is used twice"), "job 1: key 'a' is used twice");
+    assert.equal(userMessage('jobs[3].inputs[0]: no such output'), 'job 4: inputs[1]: no such output');
     for (const m of ['body.jobs.0.cores: Too big: expected number to be <=4096', 'query.state: Invalid option: expected one of "queued"|"done"']) {
       assert.doesNotMatch(userMessage(m), /body\.|query\.|\bjobs\.\d/);
     }
