@@ -12,6 +12,7 @@ import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Agent, request } from 'undici';
 import { ApiError } from '../../src/client/api/client.js';
 import { ROOT, adminPasswordOf, cleanup, loginAdmin, spawnServer, tempDir, until, type CpccRun } from '../helpers/server.js';
 
@@ -86,6 +87,21 @@ describe('server settings', () => {
     assert.equal(live.code, 0, live.stderr);
     assert.match(live.stdout, /maxQueuedJobsPerUser = 2 \(applied now to the running server\)/);
     await assert.rejects(admin.submit('p', [{ argv: ['true'] }]), (err: unknown) => err instanceof ApiError && err.code === 'QUEUE_FULL');
+
+    // So does who may read /metrics: closed to a caller without a token, then open.
+    const scrape = async () => {
+      const agent = new Agent({ connect: { ca: sp.caPem, rejectUnauthorized: false } });
+      try {
+        const res = await request(`${sp.info.url}/metrics`, { dispatcher: agent });
+        await res.body.text();
+        return res.statusCode;
+      } finally {
+        await agent.close();
+      }
+    };
+    assert.equal(await scrape(), 401);
+    assert.match((await cpcServer(home, ['config', 'set', 'metrics', 'open'])).stdout, /applied now/);
+    assert.equal(await scrape(), 200);
 
     const level = await cpcServer(home, ['config', 'set', 'logLevel', 'debug']);
     assert.match(level.stdout, /logLevel = "debug" \(applied now to the running server\)/);
