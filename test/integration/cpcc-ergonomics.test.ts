@@ -148,7 +148,7 @@ describe('help examples and completion', () => {
 
   it('the bash script completes commands, options and the job ids of the current project', async () => {
     const submitted = await ts.admin.submit('ergo', [{ argv: ['true'] }, { argv: ['false'] }]);
-    const ids = await cpcc(home, ['completion', '--job-ids']);
+    const ids = await cpcc(home, ['completion', '--job-ids'], { env: { CPCC_COMPLETION_TIMEOUT: '60s' } });
     assert.equal(ids.code, 0, ids.stderr);
     const listed = ids.stdout.trim().split('\n');
     for (const id of submitted.ids) assert.ok(listed.some((s) => id.startsWith(s) || id.endsWith(s)), `${id} among ${listed.join(' ')}`);
@@ -162,7 +162,8 @@ describe('help examples and completion', () => {
     const complete = async (words: string[]): Promise<string[]> => {
       const script = `source "${join(dir, 'cpcc.bash')}"; COMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _cpcc; printf '%s\\n' "\${COMPREPLY[@]}"`;
       const r = await new Promise<CpccRun>((resolve, reject) => {
-        const child = spawn('bash', ['-c', script], { env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, CPCC_HOME: home, NO_COLOR: '1' } });
+        // A loaded test machine may take longer than the 2 s a shell waits by default.
+        const child = spawn('bash', ['-c', script], { env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, CPCC_HOME: home, NO_COLOR: '1', CPCC_COMPLETION_TIMEOUT: '60s' } });
         let stdout = '';
         let stderr = '';
         child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));

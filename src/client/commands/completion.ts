@@ -9,14 +9,21 @@
  */
 import { ApiClient } from '../api/client.js';
 import { shortId } from '../../core/short-ids.js';
+import { parseDurationS } from '../../core/units.js';
 import { usage } from '../output.js';
 import type { Argument, CommandSpec, Context, OptionSpec } from './context.js';
 
 const SHELLS = ['bash', 'zsh', 'fish'] as const;
 type Shell = (typeof SHELLS)[number];
 
-/** How long the shell waits for job ids. */
+/** How long the shell waits for job ids, unless CPCC_COMPLETION_TIMEOUT says otherwise (a slow link: `5s`). */
 const IDS_TIMEOUT_MS = 2000;
+
+function idsTimeoutMs(env: NodeJS.ProcessEnv): number {
+  const given = env.CPCC_COMPLETION_TIMEOUT;
+  const s = given === undefined ? null : parseDurationS(given);
+  return s === null || s <= 0 ? IDS_TIMEOUT_MS : s * 1000;
+}
 const IDS_LIMIT = 200;
 
 interface Described {
@@ -176,7 +183,7 @@ async function jobIds(ctx: Context): Promise<void> {
   try {
     const { entry } = await ctx.server();
     const project = await ctx.project();
-    api = new ApiClient({ url: entry.url, caPem: entry.caPem, serverId: entry.serverId, token: entry.token, timeoutMs: IDS_TIMEOUT_MS });
+    api = new ApiClient({ url: entry.url, caPem: entry.caPem, serverId: entry.serverId, token: entry.token, timeoutMs: idsTimeoutMs(ctx.io.env) });
     const list = await api.jobs(project, { limit: IDS_LIMIT });
     ctx.out.raw(list.jobs.map((j) => `${shortId(j.id)}\n`).join(''));
   } catch {
@@ -203,7 +210,7 @@ export const completionCommands: CommandSpec[] = [
     name: 'completion',
     args: ['[shell]'],
     summary: 'print a completion script for bash, zsh or fish (commands, options, job ids)',
-    options: [{ flags: '--job-ids', description: "the current project's job ids, one a line (what the scripts complete from)" }],
+    options: [{ flags: '--job-ids', description: "the current project's job ids, one a line (what the scripts complete from; waits 2s at most, or $CPCC_COMPLETION_TIMEOUT)" }],
     run: completion,
   },
 ];
