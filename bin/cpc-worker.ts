@@ -4,6 +4,7 @@ import { closeSync, fstatSync, readFileSync, statSync, promises as fsp } from 'n
 import { availableParallelism, hostname, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { packageVersion } from '../src/common/version.js';
+import { parseDurationS, parseSizeMb } from '../src/core/units.js';
 import { detectIsolation, ISOLATION_LEVELS, parseUidRange, type IsolationLevel, type UidRange } from '../src/worker/isolation.js';
 import type { LogLevel } from '../src/worker/worker.js';
 
@@ -41,19 +42,28 @@ function wholeNumber(min: number) {
   };
 }
 
+/** Seconds: a bare number (fractions allowed) or a duration with units (90s, 5m, 1h30m). */
+function durationValue(value: string): number | null {
+  if (/^\s*\d+(\.\d+)?\s*$/.test(value)) return Number(value);
+  return parseDurationS(value);
+}
+
 function seconds(value: string): number {
-  const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n) || n < 0 || n > 300) {
-    throw new InvalidArgumentError('expected a number of seconds from 0 to 300.');
-  }
+  const n = durationValue(value);
+  if (n === null || n > 300) throw new InvalidArgumentError('expected a duration from 0 to 5m (for example 30, 30s, 2m).');
   return n;
 }
 
 function idleSeconds(value: string): number {
-  const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n) || n <= 0 || n > 30 * 24 * 3600) {
-    throw new InvalidArgumentError('expected a number of seconds above 0 (at most 30 days).');
-  }
+  const n = durationValue(value);
+  if (n === null || n <= 0 || n > 30 * 24 * 3600) throw new InvalidArgumentError('expected a duration above 0, at most 30d (for example 600, 10m, 2h).');
+  return n;
+}
+
+/** `--memory 16G`: MB, with a unit or without. */
+function megabytes(value: string): number {
+  const n = parseSizeMb(value);
+  if (n === null) throw new InvalidArgumentError('expected a size (for example 4096, 512M, 16G; a bare number is MB).');
   return n;
 }
 
@@ -108,7 +118,7 @@ function collect(value: string, previous: string[]): string[] {
 /** The worker's lines in the servers' format: one JSON object a line on stderr (src/common/logger.ts). */
 async function makeLogger(verbose: boolean) {
   const { createLogger } = await import('../src/common/logger.js');
-  const logger = createLogger(verbose ? 'debug' : 'info');
+  const logger = createLogger(verbose ? 'debug' : 'info', undefined, { name: 'cpc-worker' });
   return (level: LogLevel, msg: string, fields?: Record<string, unknown>): void => logger[level](msg, fields);
 }
 
@@ -160,15 +170,15 @@ async function main(argv: string[]): Promise<number> {
     .option('--ca <file>', "the server's CA certificate (PEM)")
     .option('--server-id <id>', "accept only a server whose certificate carries this id")
     .option('--cores <n>', 'cores to offer', wholeNumber(1), availableParallelism())
-    .option('--memory <mb>', 'memory to offer, in MB', wholeNumber(0), Math.floor((totalmem() / (1024 * 1024)) * 0.9))
+    .option('--memory <size>', 'memory to offer (16G, 512M; a bare number is MB)', megabytes, Math.floor((totalmem() / (1024 * 1024)) * 0.9))
     .option('--work-dir <dir>', 'where attempt folders are made (default $CPC_WORKER_DIR, else a temp folder)')
     .option('--name <name>', 'name shown in the server worker list', `${hostname()}-${process.pid}`)
     .option('--label <label>', 'a label for this worker (repeatable)', collect, [] as string[])
-    .option('--claim-wait <s>', 'how long the server may hold a claim open', seconds, 30)
+    .option('--claim-wait <time>', 'how long the server may hold a claim open (30s, 2m; at most 5m)', seconds, 30)
     .option('--keep-work-dirs', 'keep attempt folders after their result was delivered', false)
     .option('--no-live-logs', "send jobs' output only with their results, not while they run")
     .option('--verbose', 'log claims and heartbeats too', false)
-    .option('--idle-exit <s>', 'stop after running nothing for this many seconds (batch pilots)', idleSeconds)
+    .option('--idle-exit <time>', 'stop after running nothing for this long (10m, 1h; batch pilots)', idleSeconds)
     .option(
       '--on-term <mode>',
       "on the first SIGTERM: 'drain' (finish running jobs) or 'abandon' (kill them unreported, so they are re-queued; for pilots a batch system kills)",

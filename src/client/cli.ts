@@ -53,10 +53,22 @@ function addStub(parent: Command, entry: ManifestEntry): void {
   stubs.set(cmd, entry);
 }
 
+/** The examples of `--help` (commands/examples.ts), loaded by programFor only when help is asked for. */
+let examples: typeof import('./commands/examples.js') | undefined;
+
+/** A command's name with its parents', as examples.ts keys it: `worker-token create`. */
+function commandPath(cmd: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = cmd; c?.parent; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
+}
+
 function define(cmd: Command, spec: CommandSpec, io: Io, state: RunState): void {
   for (const arg of spec.args ?? []) cmd.argument(arg);
   for (const opt of spec.options ?? []) addOption(cmd, opt);
   if (spec.help) cmd.addHelpText('after', `\n${spec.help}`);
+  const shown = examples?.examplesText(commandPath(cmd));
+  if (shown) cmd.addHelpText('after', shown);
   for (const sub of spec.commands ?? []) addCommand(cmd, sub, io, state);
   const run = spec.run;
   if (!run) return;
@@ -73,6 +85,7 @@ function define(cmd: Command, spec: CommandSpec, io: Io, state: RunState): void 
     // Loaded here, with the output, the config and the API client, for a command that runs (not for help).
     const [{ Context }, { configHome }] = await Promise.all([import('./commands/context.js'), import('./config.js')]);
     const ctx = new Context(io, global, configHome(io.env));
+    ctx.catalog = { commands: async () => [...(await loadAllGroups()).values()].flat(), globalOptions: GLOBAL_OPTIONS };
     try {
       state.exitCode = (await run(ctx, args, self.opts() as Record<string, unknown>)) ?? EXIT_OK;
     } finally {
@@ -146,6 +159,7 @@ export function commandWord(args: readonly string[]): string | undefined {
 /** The program for these arguments, with the one group of commands they name loaded. */
 export async function programFor(argv: readonly string[], io: Io = processIo(), state: RunState = { exitCode: EXIT_OK }): Promise<Command> {
   const word = commandWord(argv.slice(2));
+  if (helpWanted(argv.slice(2))) examples ??= await import('./commands/examples.js');
   const entry = word === undefined ? undefined : COMMAND_MANIFEST.find((e) => e.name === word || e.aliases.includes(word));
   // A name the manifest lacks is a mistake, or a command newer than the manifest: every file says which.
   if (!entry && word !== undefined && word !== 'help') return buildProgram(io, state, await loadAllGroups());
@@ -169,6 +183,13 @@ export async function describeCommands(): Promise<ManifestEntry[]> {
       summary: spec.summary,
     })),
   );
+}
+
+/** `-h`, `--help` or `help` before any `--`: the examples are wanted. */
+function helpWanted(args: readonly string[]): boolean {
+  const end = args.indexOf('--');
+  const before = end < 0 ? args : args.slice(0, end);
+  return before.includes('--help') || before.includes('-h') || commandWord(args) === 'help' || before[before.findIndex((a) => !a.startsWith('-'))] === 'help';
 }
 
 /** `--json` among the options, read as commander reads them: not past `--`, not as the value of `-s`/`-p`. */

@@ -16,6 +16,7 @@ import { drawTable, displayWidth, truncate } from './table-draw.js';
 import { fitWidths, terminalWidth, type ColumnKind } from './table-fit.js';
 import { ApiError } from './api/client.js';
 import { ConfigError } from './config.js';
+import { userMessage } from './server-messages.js';
 
 import { EXIT_FAILURE, EXIT_USAGE } from './exit-codes.js';
 
@@ -396,12 +397,13 @@ export function describeError(err: unknown): DescribedError {
   }
   if (err instanceof ApiError) {
     const hint = HINTS[err.code];
-    const message = `${oneLine(err.message)}${hint ? `; ${hint}` : ''}`;
-    return { line: `${oneLine(err.message)} (${err.code})${hint ? `; ${hint}` : ''}`, exitCode: EXIT_FAILURE, code: err.code, message };
+    const said = userMessage(oneLine(err.message));
+    const message = `${said}${hint ? `; ${hint}` : ''}`;
+    return { line: `${said} (${err.code})${hint ? `; ${hint}` : ''}`, exitCode: EXIT_FAILURE, code: err.code, message };
   }
   if (err instanceof ConfigError) return { line: err.message, exitCode: EXIT_FAILURE, code: err.code, message: err.message };
   if (err instanceof CommanderError) {
-    const message = oneLine(err.message.replace(/^error:\s*/, ''));
+    const message = commanderMessage(oneLine(err.message.replace(/^error:\s*/, '')));
     return { line: message, exitCode: EXIT_USAGE, code: USAGE_CODE, message };
   }
   const e = err as { message?: unknown; code?: unknown };
@@ -422,6 +424,19 @@ export function reportError(err: unknown, stderr: TextStream, env: NodeJS.Proces
   // A stack is for whoever debugs cpcc itself, never for its users.
   if (env.CPCC_DEBUG && err instanceof Error && err.stack) stderr.write(`${err.stack}\n`);
   return exitCode;
+}
+
+/**
+ * commander's word for a value a parser refused, in the user's:
+ * `option '--limit <n>' argument '0' is invalid. must be at least 1` becomes
+ * `--limit must be at least 1`.
+ */
+function commanderMessage(message: string): string {
+  const opt = /^option '(?:-\w, )?(--?[\w-]+)[^']*' argument '.*' is invalid\. (.*)$/s.exec(message);
+  if (opt) return `${opt[1]} ${opt[2]}`;
+  const arg = /^command-argument value '.*' is invalid for argument '([\w-]+)'\. (.*)$/s.exec(message);
+  if (arg) return arg[2]!.startsWith("'") ? `${arg[1]} ${arg[2]}` : `${arg[1]}: ${arg[2]}`;
+  return message;
 }
 
 function oneLine(s: string): string {

@@ -31,6 +31,18 @@ export function parseSizeMb(text: string): number | null {
   return Number.isFinite(mb) ? mb : null;
 }
 
+/** Bytes in `text` (binary units: 1K = 1024 bytes; a bare number is bytes), rounded up; null if it is not a size. */
+export function parseSizeBytes(text: string): number | null {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
+  if (m === null) return null;
+  const unit = (m[2] ?? '').toLowerCase();
+  if (unit === 'b' || unit === '') return Math.ceil(Number(m[1]) - 1e-9);
+  const factor = SIZE_UNITS_MB[unit];
+  if (factor === undefined) return null;
+  const bytes = Math.ceil(Number(m[1]) * factor * 1024 * 1024 - 1e-6);
+  return Number.isSafeInteger(bytes) ? bytes : null;
+}
+
 /**
  * Seconds in `text`: a bare number, one number with a unit, or a sequence of
  * them (`1h30m`); rounded up to whole seconds; null if it is not a duration.

@@ -335,6 +335,8 @@ export interface ServerProcess {
   caPem: string;
   /** Everything the process wrote to stderr so far. */
   stderr(): string;
+  /** Everything it wrote to stdout so far (the start banner). */
+  stdout(): string;
   /** Its structured log lines so far. */
   logLines(): LogLine[];
   /** Sends a signal and resolves with how the process ended. */
@@ -350,6 +352,8 @@ export interface SpawnServerOptions {
   localWorker?: boolean;
   /** More environment for the process (a preloaded library, say). */
   env?: Record<string, string>;
+  /** More flags for `start`, after the usual ones (a later flag wins). */
+  args?: string[];
 }
 
 /** `cpc-server --home HOME start …` as a real process; resolves once its server.json names it. */
@@ -370,6 +374,7 @@ export async function spawnServer(home: string, opts: SpawnServerOptions = {}): 
     '--heartbeat-interval',
     String(opts.heartbeatIntervalS ?? 1),
     ...(opts.localWorker ? ['--local-worker'] : []),
+    ...(opts.args ?? []),
   ];
   const env = { ...process.env };
   // The settings of the test run's own shell stay out, but for the password hash cost (scripts/run-tests.mjs).
@@ -418,6 +423,7 @@ export async function spawnServer(home: string, opts: SpawnServerOptions = {}): 
     info,
     caPem: readFileSync(join(home, 'identity', 'ca.pem'), 'utf8'),
     stderr: () => err,
+    stdout: () => out,
     logLines: () => parseLogLines(err),
     stop: (signal) => {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);

@@ -131,7 +131,8 @@ describe('cold start: what each start loads', () => {
     const s = await start('cpcc-modules', ['--help']);
     assert.equal(s.code, 0, s.stderr);
     for (const e of COMMAND_MANIFEST) assert.match(s.stdout, new RegExp(`^  ${e.term.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} +\\S`, 'm'), e.name);
-    assert.deepEqual(commandFiles(s), ['index', 'manifest']);
+    // The examples are read for help only (commands/examples.ts).
+    assert.deepEqual(commandFiles(s), ['examples', 'index', 'manifest']);
     noHeavy(s);
   });
 
@@ -140,7 +141,8 @@ describe('cold start: what each start loads', () => {
     assert.equal(s.code, 0, s.stderr);
     assert.match(s.stdout, /^Usage: cpcc submit \[options\] \[command\.\.\.\]/);
     assert.match(s.stdout, /--cores <n>/);
-    assert.deepEqual(commandFiles(s).filter((f) => f !== 'index' && f !== 'manifest' && f !== 'context'), ['files', 'job-file', 'jobs', 'parsers', 'projects', 'prompt']);
+    assert.deepEqual(commandFiles(s).filter((f) => f !== 'index' && f !== 'manifest' && f !== 'context' && f !== 'examples'), ['files', 'job-file', 'jobs', 'parsers', 'projects', 'prompt']);
+    assert.match(s.stdout, /Examples:\n {2}\$ cpcc submit /);
     noHeavy(s);
   });
 

@@ -110,13 +110,13 @@ describe('users share the queue', () => {
     const cli = await cpccHome(ts, 'science');
     const flag = await cpcc(cli, ['submit', '--priority', '500', '--', 'true']);
     assert.equal(flag.code, 2);
-    assert.match(flag.stderr, /--priority.*must be a whole number from -100 to 100/);
+    assert.match(flag.stderr, /--priority must be at most 100/);
     const dir = await tempDir('cpc-fair-file-');
     const file = join(dir, 'jobs.ndjson');
     writeFileSync(file, '{"argv":["true"]}\n{"argv":["true"],"priority":500}\n');
     const fromFile = await cpcc(cli, ['submit', '--file', file]);
     assert.equal(fromFile.code, 1);
-    assert.match(fromFile.stderr, /jobs\.ndjson: line 2: priority must be a whole number from -100 to 100/);
+    assert.match(fromFile.stderr, /jobs\.ndjson line 2: priority must be a whole number from -100 to 100/);
     assert.equal(jobsIn('science'), before, 'nothing was queued');
   });
 });

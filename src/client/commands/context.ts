@@ -57,8 +57,16 @@ export interface CommandSpec {
 /** How long a command waits on one request before saying TIMEOUT. */
 const REQUEST_TIMEOUT_MS = 30_000;
 
+/** Every command and the global options, for commands that describe cpcc itself (completion). */
+export interface Catalog {
+  commands: () => Promise<readonly CommandSpec[]>;
+  globalOptions: readonly OptionSpec[];
+}
+
 export class Context {
   readonly out: Output;
+  /** Set by cli.ts for the command that runs. */
+  catalog?: Catalog;
   private configCache?: ClientConfig;
   private readonly clients: ApiClient[] = [];
 

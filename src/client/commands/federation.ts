@@ -7,7 +7,7 @@
 import type { PeerView, ReceivedRequestView, SentRequestView, TrustReply } from '../../core/wire.js';
 import { CliError, EXIT_USAGE, fail, usage, type Column } from '../output.js';
 import type { Argument, CommandSpec, Context } from './context.js';
-import { port } from './parsers.js';
+import { port, serverIdArg } from './parsers.js';
 import { confirm } from './prompt.js';
 import { DEFAULT_UNSECURE_PORT, normalizeFingerprint } from './servers.js';
 
@@ -191,7 +191,7 @@ function showTrusted(ctx: Context, reply: TrustReply, disputed: string[] = []): 
 }
 
 async function trust(ctx: Context, args: Argument[], opts: Record<string, unknown>): Promise<void> {
-  const id = args[0] === undefined ? undefined : String(args[0]).toLowerCase();
+  const id = args[0] === undefined ? undefined : serverIdArg(String(args[0]));
   const all = opts.all === true;
   const expected = opts.fingerprint as string | undefined;
   if (all === (id !== undefined)) usage('give either SERVER_ID or --all');
@@ -244,7 +244,7 @@ async function listNodes(ctx: Context): Promise<void> {
 }
 
 async function nodePriority(ctx: Context, args: Argument[]): Promise<void> {
-  const id = String(args[0]).toLowerCase();
+  const id = serverIdArg(String(args[0]));
   const text = String(args[1]);
   const priority = Number(text);
   if (text.trim() === '' || !Number.isInteger(priority) || priority < 0) usage(`PRIORITY must be a whole number from 0, got '${text}'`);
@@ -254,7 +254,7 @@ async function nodePriority(ctx: Context, args: Argument[]): Promise<void> {
 }
 
 async function disconnect(ctx: Context, args: Argument[]): Promise<void> {
-  const id = String(args[0]).toLowerCase();
+  const id = serverIdArg(String(args[0]));
   const { api } = await ctx.client();
   const reply = await api.disconnectPeer(id);
   ctx.out.show(reply, () => {

@@ -20,6 +20,7 @@ export const COMMAND_MODULES = {
   federation: async () => (await import('./federation.js')).federationCommands,
   network: async () => (await import('./network.js')).networkCommands,
   admin: async () => (await import('./admin.js')).adminCommands,
+  completion: async () => (await import('./completion.js')).completionCommands,
 } satisfies Record<string, () => Promise<readonly CommandSpec[]>>;
 
 export type CommandGroup = keyof typeof COMMAND_MODULES;

@@ -8,7 +8,10 @@
  * chunk's references to keys of earlier chunks are replaced by the ids those
  * jobs were given. Ids come back in the order of the file.
  */
+import { JOB_FIELD_NAMES } from '../../core/job-fields.js';
+import { closest } from '../../core/suggest.js';
 import { MAX_KILL_GRACE_S, PRIORITY_MAX, PRIORITY_MIN } from '../../core/types.js';
+import { parseDurationS, parseSizeMb } from '../../core/units.js';
 import type { JobInput } from '../../core/wire.js';
 import { CliError, EXIT_FAILURE } from '../output.js';
 
@@ -56,23 +59,43 @@ export function parseJobFile(text: string, where: string): JobInput[] {
 function checkJobs(items: unknown[], where: string, label: (i: number) => string): JobInput[] {
   if (items.length === 0) throw new CliError(`${where} holds no jobs`, EXIT_FAILURE);
   items.forEach((item, i) => {
-    if (!isObject(item)) throw new CliError(`${where}: ${label(i)} is not an object`, EXIT_FAILURE);
+    if (!isObject(item)) throw new CliError(`${where} ${label(i)}: not an object`, EXIT_FAILURE);
+    for (const field of Object.keys(item)) {
+      if ((JOB_FIELD_NAMES as string[]).includes(field)) continue;
+      const guess = closest(field, JOB_FIELD_NAMES);
+      throw new CliError(`${where} ${label(i)}: unknown field ${JSON.stringify(field)}${guess ? ` (did you mean ${JSON.stringify(guess)}?)` : ''}`, EXIT_FAILURE, 'INVALID_FIELD');
+    }
+    withUnits(item, where, label(i));
     if (item.after !== undefined && !(Array.isArray(item.after) && item.after.every((a) => typeof a === 'string'))) {
-      throw new CliError(`${where}: ${label(i)}: after must be a list of ids or keys`, EXIT_FAILURE);
+      throw new CliError(`${where} ${label(i)}: after must be a list of ids or keys`, EXIT_FAILURE);
     }
     if (item.key !== undefined && typeof item.key !== 'string') {
-      throw new CliError(`${where}: ${label(i)}: key must be a string`, EXIT_FAILURE);
+      throw new CliError(`${where} ${label(i)}: key must be a string`, EXIT_FAILURE);
     }
     const g = item.killGraceS;
     if (g !== undefined && !(typeof g === 'number' && Number.isFinite(g) && g >= 0 && g <= MAX_KILL_GRACE_S)) {
-      throw new CliError(`${where}: ${label(i)}: killGraceS must be a number of seconds from 0 to ${MAX_KILL_GRACE_S}`, EXIT_FAILURE, 'INVALID_FIELD');
+      throw new CliError(`${where} ${label(i)}: killGraceS must be a number of seconds from 0 to ${MAX_KILL_GRACE_S}`, EXIT_FAILURE, 'INVALID_FIELD');
     }
     const p = item.priority;
     if (p !== undefined && !(typeof p === 'number' && Number.isInteger(p) && p >= PRIORITY_MIN && p <= PRIORITY_MAX)) {
-      throw new CliError(`${where}: ${label(i)}: priority must be a whole number from ${PRIORITY_MIN} to ${PRIORITY_MAX}`, EXIT_FAILURE, Number.isInteger(p) ? 'PRIORITY_OUT_OF_RANGE' : 'INVALID_FIELD');
+      throw new CliError(`${where} ${label(i)}: priority must be a whole number from ${PRIORITY_MIN} to ${PRIORITY_MAX}`, EXIT_FAILURE, Number.isInteger(p) ? 'PRIORITY_OUT_OF_RANGE' : 'INVALID_FIELD');
     }
   });
   return items as JobInput[];
+}
+
+/** `"memoryMb": "4G"`, `"timeoutS": "2h"`: strings with units become the numbers the server takes. */
+function withUnits(item: Record<string, unknown>, where: string, label: string): void {
+  const convert = (field: string, parse: (t: string) => number | null, example: string) => {
+    const v = item[field];
+    if (typeof v !== 'string') return;
+    const n = parse(v);
+    if (n === null) throw new CliError(`${where} ${label}: ${field} ${JSON.stringify(v)} is not understood (for example ${example})`, EXIT_FAILURE, 'INVALID_FIELD');
+    item[field] = n;
+  };
+  convert('memoryMb', parseSizeMb, '"512M", "4G" or a number of MB');
+  convert('timeoutS', parseDurationS, '"90m", "2h" or a number of seconds');
+  convert('killGraceS', parseDurationS, '"30s", "2m" or a number of seconds');
 }
 
 /** Flags given with --file are defaults for jobs that do not say otherwise. */

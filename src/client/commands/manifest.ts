@@ -72,4 +72,5 @@ export const COMMAND_MANIFEST: readonly ManifestEntry[] = [
   {"group":"admin","name":"stop-server","aliases":[],"term":"stop-server","summary":"stop the current server cleanly (super user)"},
   {"group":"admin","name":"set-weight","aliases":[],"term":"set-weight <user|project> <name> <n>","summary":"set a user's or a project's share of the queue (1 to 1000, default 1; super user)"},
   {"group":"admin","name":"weights","aliases":[],"term":"weights","summary":"the users and projects whose weight is not 1 (super user)"},
+  {"group":"completion","name":"completion","aliases":[],"term":"completion [options] [shell]","summary":"print a completion script for bash, zsh or fish (commands, options, job ids)"},
 ];

@@ -9,10 +9,12 @@ import { formatDurationS, formatSizeMb, parseDurationS, parseSizeMb } from '../.
 export function integer(min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
   return (value: string) => {
     const n = Number(value.trim());
-    if (value.trim() === '' || !Number.isInteger(n) || n < min || n > max) {
+    if (value.trim() === '' || !Number.isInteger(n)) {
       const range = max === Number.MAX_SAFE_INTEGER ? `at least ${min}` : `from ${min} to ${max}`;
       throw new InvalidArgumentError(`must be a whole number ${range}`);
     }
+    if (n < min) throw new InvalidArgumentError(`must be at least ${min}`);
+    if (n > max) throw new InvalidArgumentError(`must be at most ${max}`);
     return n;
   };
 }
@@ -76,4 +78,13 @@ export function durationS(min: number, max = Number.MAX_SAFE_INTEGER): (value: s
     if (s < min || s > max) throw new InvalidArgumentError(`must be from ${formatDurationS(min)} to ${formatDurationS(max)}`);
     return s;
   };
+}
+
+const SERVER_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** A server id as `connected-servers` and `list-nodes` show it (whole: it is what trust is given to); anything else is a usage error. */
+export function serverIdArg(value: string): string {
+  const id = value.trim().toLowerCase();
+  if (!SERVER_ID.test(id)) throw new InvalidArgumentError(`'${value}': give a whole server id, as 'cpcc connected-servers' shows it`);
+  return id;
 }

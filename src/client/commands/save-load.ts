@@ -3,9 +3,9 @@
  * [FILE.tar]` keeps it (jobs, values, files, history), `cpcc load FILE.tar
  * PROJECT` makes it again on any server, owned by whoever loads it.
  */
-import { createReadStream } from 'node:fs';
+import { closeSync, createReadStream, openSync, readSync } from 'node:fs';
 import type { ProjectLoadReply } from '../../core/wire.js';
-import { jsonText, usage } from '../output.js';
+import { fail, jsonText, usage } from '../output.js';
 import type { Argument, CommandSpec, Context } from './context.js';
 import { fetchTo, forceOption, localFileSize } from './files.js';
 
@@ -28,9 +28,22 @@ async function load(ctx: Context, args: Argument[], opts: Record<string, unknown
   const { api } = await ctx.client();
   const [file, project] = args as [string, string];
   const size = localFileSize(file);
+  if (!looksLikeTar(file)) fail(`${file}: not a cpc project archive (not a tar file; 'cpcc save' makes them)`, undefined, 'BAD_REQUEST');
   const query = opts.newIds ? { newIds: 1 } : undefined;
   const r = await api.sendBytes<ProjectLoadReply>(`/projects/${enc(project)}/import`, createReadStream(file, { highWaterMark: 1024 * 1024 }), size, query, 'POST');
   ctx.out.show(r, () => ctx.out.note(`loaded project ${r.project.name}: ${r.jobs} jobs, ${r.files} files (${r.bytes} bytes)`));
+}
+
+/** A POSIX tar's first header says `ustar` at byte 257; checked before anything is sent. */
+function looksLikeTar(file: string): boolean {
+  const head = Buffer.alloc(512);
+  const fd = openSync(file, 'r');
+  try {
+    if (readSync(fd, head, 0, 512, 0) < 512) return false;
+  } finally {
+    closeSync(fd);
+  }
+  return head.toString('latin1', 257, 262) === 'ustar';
 }
 
 export const saveLoadCommands: CommandSpec[] = [

@@ -22,7 +22,7 @@ async function stdinLines(ctx: Context, count: number, what: string): Promise<st
 async function newPassword(ctx: Context, whose: string): Promise<string> {
   if (!ctx.interactive) usage('no terminal to ask for the password; pipe it in with --password-stdin');
   const first = await askHidden(ctx.io, `New password for ${whose}: `);
-  if (first.length < MIN_PASSWORD) fail(`the password must be at least ${MIN_PASSWORD} characters`);
+  if (first.length < MIN_PASSWORD) usage(`password: at least ${MIN_PASSWORD} characters`);
   const again = await askHidden(ctx.io, 'Again: ');
   if (again !== first) fail('the passwords differ; nothing changed');
   return first;

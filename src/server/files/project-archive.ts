@@ -408,7 +408,7 @@ async function receive(ctx: Context, req: IncomingMessage, size: number): Promis
     if (err instanceof CpcError) throw err;
     const message = (err as Error).message ?? String(err);
     if (/unexpected end/i.test(message) || received < size) throw fail('TRANSFER_INCOMPLETE', `the archive ended early (${message})`);
-    throw fail('BAD_REQUEST', `the upload is not a tar archive of a project (${message})`);
+    throw fail('BAD_REQUEST', `not a cpc project archive: the upload is not a tar (${message})`);
   } finally {
     req.off('close', cut);
     req.off('aborted', cut);
@@ -443,7 +443,7 @@ export async function importProject(ctx: Context, req: IncomingMessage, name: st
   planLoadProject(model, { name, owner, createdAt: 0, values: {}, jobs: [] }, 0);
 
   const got = await receive(ctx, req, size);
-  if (got.manifest === null) throw fail('BAD_REQUEST', `the archive has no ${MANIFEST}; is it a saved project?`);
+  if (got.manifest === null) throw fail('BAD_REQUEST', `not a cpc project archive: it has no ${MANIFEST}`);
   if (got.jobs === null) throw fail('BAD_REQUEST', `the archive has no ${JOBS}`);
   const raw = parseJson(got.manifest, MANIFEST);
   const version = (raw as { version?: unknown } | null)?.version;

@@ -6,7 +6,9 @@ import { delimiter, join, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { CpcError } from '../../core/errors.js';
-import type { ServerConfig } from './config.js';
+import { parseDurationS } from '../../core/units.js';
+import type { ServerConfig, SettingSource } from './config.js';
+import type { SetOutcome } from './live-settings.js';
 import { alive, withHomeLock } from './home-lock.js';
 import type { RunningServer } from './server.js';
 
@@ -47,13 +49,14 @@ export async function main(argv: string[]): Promise<number> {
   program
     .command('start')
     .description('start the server (creating identity, CA and cpc-admin on first run)')
+    .option('--name <name>', 'the name users and peers see (setting name)')
     .option('--host <addr>', 'address to listen on')
-    .option('--public-host <name>', 'host name others use to reach this server')
+    .option('--public-host <name>', 'host name or IP address others use to reach this server')
     .option('--port <n>', 'secure port', int)
     .option('--unsecure-port <n>', 'unsecure port', int)
-    .option('--heartbeat-interval <s>', 'worker heartbeat interval in seconds', Number)
+    .option('--heartbeat-interval <time>', 'worker heartbeat interval (90s, 2m; a bare number is seconds)', seconds)
     .option('--local-worker', 'also start one worker on this machine')
-    .action(async (o: { host?: string; publicHost?: string; port?: number; unsecurePort?: number; heartbeatInterval?: number; localWorker?: boolean }) => {
+    .action(async (o: StartOptions) => {
       code = await start(home(), o);
     });
 
@@ -98,30 +101,21 @@ export async function main(argv: string[]): Promise<number> {
       code = running ? 0 : 1;
     });
 
-  const config = program.command('config').description('read or change settings in <home>/config.json');
+  const config = program
+    .command('config')
+    .description('read or change settings: of the server running on the home, else of <home>/config.json (docs/CONFIG.md lists them)');
   config
     .command('get [key]')
-    .description('show the settings in force, or one of them')
-    .action((key?: string) => {
-      const c = settings.resolveConfig(home());
-      if (key && !(key in settings.configSchema.shape)) throw new CpcError('INVALID_FIELD', `no setting named '${key}'`);
-      process.stdout.write(JSON.stringify(key ? c[key as keyof ServerConfig] : c, null, 2) + '\n');
+    .description('show the settings in force and where each came from (default, config file, environment, command line)')
+    .option('--json', 'print JSON: {setting: {value, source, live, env}}')
+    .action(async (key: string | undefined, o: { json?: boolean }) => {
+      code = await configGet(home(), key, o.json === true);
     });
   config
     .command('set <key> <value>')
-    .description('change a setting (takes effect at the next start)')
+    .description('change a setting in <home>/config.json; a running server applies it at once where it can (durations and sizes take units: 2m, 64M)')
     .action(async (key: string, value: string) => {
-      if (!(key in settings.configSchema.shape)) throw new CpcError('INVALID_FIELD', `no setting named '${key}'`);
-      const file = settings.readConfigFile(home());
-      const parsed: unknown = /^-?\d+(\.\d+)?$/.test(value) ? Number(value) : value;
-      const next = { ...file, [key]: parsed };
-      const check = settings.configSchema.partial().safeParse(next);
-      if (!check.success) throw new CpcError('INVALID_FIELD', `setting '${key}': ${check.error.issues[0]!.message}`);
-      // A home that has never been started has no folder yet; made as the server makes it.
-      mkdirSync(home(), { recursive: true, mode: 0o700 });
-      const { writeFileDurable } = await import('../../persistence/durable-file.js');
-      await writeFileDurable(settings.configPath(home()), JSON.stringify(next, null, 2) + '\n', { mode: 0o600 });
-      process.stdout.write(`${key} = ${JSON.stringify(parsed)}\n`);
+      code = await configSet(home(), key, value);
     });
 
   try {
@@ -129,12 +123,29 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
     if (err instanceof CpcError) {
-      process.stderr.write(`cpc-server: ${err.message} (${err.code})\n`);
+      process.stderr.write(`cpc-server: ${err.message}${err.code === 'INVALID_FIELD' ? '' : ` (${err.code})`}\n`);
       return err.code === 'INVALID_FIELD' ? 2 : 1;
     }
     throw err;
   }
   return code;
+}
+
+interface StartOptions {
+  name?: string;
+  host?: string;
+  publicHost?: string;
+  port?: number;
+  unsecurePort?: number;
+  heartbeatInterval?: number;
+  localWorker?: boolean;
+}
+
+/** `--heartbeat-interval 2m`: seconds, with a unit or without (a bare number may have a fraction). */
+function seconds(v: string): number {
+  const n = /^\s*\d+(\.\d+)?\s*$/.test(v) ? Number(v) : parseDurationS(v);
+  if (n === null || !(n > 0)) throw new CommanderError(2, 'cpc-server.invalidArgument', `'${v}' is not a duration (for example 30s, 2m, 1h; a bare number is seconds)`);
+  return n;
 }
 
 function int(v: string): number {
@@ -143,10 +154,7 @@ function int(v: string): number {
   return n;
 }
 
-async function start(
-  home: string,
-  o: { host?: string; publicHost?: string; port?: number; unsecurePort?: number; heartbeatInterval?: number; localWorker?: boolean },
-): Promise<number> {
+async function start(home: string, o: StartOptions): Promise<number> {
   // `cpcc stop-server` takes the same way out as SIGTERM, once that is set up below.
   let stopWanted = false;
   let requestStop: (why: string) => void = () => (stopWanted = true);
@@ -163,6 +171,7 @@ async function start(
     }
     const server = await startServer({
       home,
+      name: o.name,
       host: o.host,
       publicHost: o.publicHost,
       securePort: o.port,
@@ -206,6 +215,84 @@ async function start(
   return 0;
 }
 
+// ---- settings ---------------------------------------------------------------------
+
+/** The running server on this home, when there is one that answers on its control socket. */
+async function runningSettings(home: string): Promise<ControlReply['settings'] | null> {
+  const info = runtime(home);
+  if (!info || !alive(info.pid)) return null;
+  try {
+    return (await askControl(home, { op: 'config-get' })).settings ?? null;
+  } catch {
+    return null;
+  }
+}
+
+async function configGet(home: string, key: string | undefined, json: boolean): Promise<number> {
+  const running = await runningSettings(home);
+  const { config, sources } = running ?? settings.resolveSettings(home);
+  const keys = key === undefined ? settings.SETTING_NAMES : [settings.settingNamed(key)];
+  const { shownValue } = await import('./config-doc.js');
+  if (json) {
+    const out = Object.fromEntries(
+      keys.map((k) => [k, { value: config[k] ?? null, source: sources[k], live: settings.SETTINGS[k].live, env: settings.SETTINGS[k].env ?? null }]),
+    );
+    process.stdout.write(JSON.stringify(key === undefined ? out : out[keys[0]!], null, 2) + '\n');
+    return 0;
+  }
+  const rows = keys.map((k) => [k, config[k] === undefined ? '(none)' : shownValue(k, config[k]), sources[k]!] as const);
+  const w0 = Math.max(...rows.map((r) => r[0].length));
+  const w1 = Math.min(40, Math.max(...rows.map((r) => r[1].length)));
+  process.stdout.write(
+    (running ? `settings of the server running on ${home}\n` : `settings for ${home} (no server runs on it; environment of this shell)\n`) +
+      rows.map(([k, v, src]) => `${k.padEnd(w0)}  ${v.padEnd(w1)}  ${src}`).join('\n') +
+      '\n',
+  );
+  return 0;
+}
+
+async function configSet(home: string, name: string, value: string): Promise<number> {
+  let key: keyof ServerConfig;
+  try {
+    key = settings.settingNamed(name);
+  } catch (err) {
+    throw new CpcError('INVALID_FIELD', `config set: ${(err as Error).message}`);
+  }
+  const file = settings.readConfigFile(home);
+  const parsed = settings.settingValue(key, value);
+  const next = { ...file, [key]: parsed };
+  const check = settings.configSchema.partial().safeParse(next);
+  if (!check.success) throw new CpcError('INVALID_FIELD', `config set: ${check.error.issues[0]!.path.join('.') || key}: ${check.error.issues[0]!.message}`);
+  // A home that has never been started has no folder yet; made as the server makes it.
+  mkdirSync(home, { recursive: true, mode: 0o700 });
+  const { writeFileDurable } = await import('../../persistence/durable-file.js');
+  await writeFileDurable(settings.configPath(home), JSON.stringify(next, null, 2) + '\n', { mode: 0o600 });
+  const shown = `${key} = ${JSON.stringify(parsed)}`;
+  const info = runtime(home);
+  if (!info || !alive(info.pid)) {
+    process.stdout.write(`${shown} (takes effect when the server starts)\n`);
+    return 0;
+  }
+  let reply: ControlReply;
+  try {
+    reply = await askControl(home, { op: 'config-set', key, value: parsed });
+  } catch (err) {
+    process.stdout.write(`${shown} (written; the running server did not answer: ${(err as Error).message}; restart it to apply)\n`);
+    return 1;
+  }
+  if (reply.error) throw new CpcError(reply.error.code === 'INVALID_FIELD' ? 'INVALID_FIELD' : 'INTERNAL', `config set: ${reply.error.message}`);
+  const outcome = reply.set!;
+  const overridden = outcome.was.startsWith('environment') || outcome.was === 'command line';
+  if (outcome.applied) {
+    process.stdout.write(`${shown} (applied now to the running server)\n`);
+    if (overridden) process.stdout.write(`note: at its next start the server takes ${key} from its ${outcome.was} again, which overrides the config file\n`);
+  } else {
+    process.stdout.write(`${shown} (written; ${key} needs a restart of the server to take effect)\n`);
+    if (overridden) process.stdout.write(`note: the server takes ${key} from its ${outcome.was}, which overrides the config file\n`);
+  }
+  return 0;
+}
+
 // ---- the control socket and bundles ---------------------------------------------
 
 /**
@@ -229,6 +316,10 @@ const DEFAULT_BUNDLE = 'cpc-worker-bundle.json';
 interface ControlReply {
   id?: string;
   token?: string;
+  /** config-get: the settings in force and their sources. */
+  settings?: { config: ServerConfig; sources: Record<string, SettingSource> };
+  /** config-set: what the server did with the value. */
+  set?: SetOutcome;
   error?: { code: string; message: string };
 }
 
@@ -249,11 +340,18 @@ async function openControl(home: string, server: RunningServer): Promise<NetServ
       if (text.length > CONTROL_MAX_BYTES) return answer({ error: { code: 'BODY_TOO_LARGE', message: 'request too large' } });
       const nl = text.indexOf('\n');
       if (nl < 0) return;
-      let req: { op?: unknown; name?: unknown };
+      let req: { op?: unknown; name?: unknown; key?: unknown; value?: unknown };
       try {
         req = JSON.parse(text.slice(0, nl)) as typeof req;
       } catch {
         return answer({ error: { code: 'INVALID_JSON', message: 'request is not JSON' } });
+      }
+      if (req.op === 'config-get') return answer({ settings: { config: server.config, sources: server.settingSources } });
+      if (req.op === 'config-set' && typeof req.key === 'string') {
+        return import('./live-settings.js').then(
+          ({ applySetting }) => answer({ set: applySetting(server, req.key as string, req.value) }),
+          (err: unknown) => answer({ error: { code: 'INTERNAL', message: (err as Error).message } }),
+        ).catch((err: unknown) => answer({ error: { code: err instanceof CpcError ? err.code : 'INTERNAL', message: (err as Error).message } }));
       }
       if (req.op !== 'worker-token' || typeof req.name !== 'string' || !TOKEN_NAME.test(req.name)) {
         return answer({ error: { code: 'BAD_REQUEST', message: 'expected {"op":"worker-token","name":NAME}' } });
@@ -413,10 +511,11 @@ function bundleUrl(config: ServerConfig, runningUrl: string | null): string {
  * environment, and its token through a pipe, never in its environment.
  */
 async function startLocalWorker(home: string, server: RunningServer): Promise<{ child: ChildProcess; level: string }> {
-  const [{ detectIsolation }, { inheritedEnv }, { ADMIN_USER }] = await Promise.all([
+  const [{ detectIsolation }, { inheritedEnv }, { ADMIN_USER }, { logFormat }] = await Promise.all([
     import('../../worker/isolation.js'),
     import('../../worker/runner.js'),
     import('../accounts/accounts.js'),
+    import('../../common/logger.js'),
   ]);
   const isolation = detectIsolation();
   const level = typeof isolation === 'string' ? 'none' : isolation.level;
@@ -436,7 +535,8 @@ async function startLocalWorker(home: string, server: RunningServer): Promise<{ 
       '--isolation', level,
       '--token-fd', '3',
     ],
-    { stdio: ['ignore', 'inherit', 'inherit', 'pipe'], env: inheritedEnv() },
+    // Its log lines go where the server's go, in the same form (pretty or JSON).
+    { stdio: ['ignore', 'inherit', 'inherit', 'pipe'], env: { ...inheritedEnv(), CPC_LOG_FORMAT: logFormat() } },
   );
   const pipe = child.stdio[3] as Writable;
   pipe.on('error', () => {});
@@ -448,9 +548,14 @@ async function startLocalWorker(home: string, server: RunningServer): Promise<{ 
 }
 
 function printWelcome(home: string, server: RunningServer, localWorker: string | null, adminUser: string): void {
+  // Where clients reach it: the listening address, or the public host when it listens on every address.
+  const wildcard = server.config.host === '0.0.0.0' || server.config.host === '::';
+  const clientHost = wildcard ? server.config.publicHost : server.config.host;
+  const bracketed = clientHost.includes(':') ? `[${clientHost}]` : clientHost;
   const lines = [
     '',
-    `cpc-server is running (id ${server.serverId})`,
+    `cpc-server '${server.config.name}' is running (id ${server.serverId})`,
+    `  address        https://${bracketed}:${server.securePort}   (what clients and workers use)`,
     `  secure port    ${server.url}`,
     `  unsecure port  ${server.unsecureUrl}`,
     `  CA SHA-256     ${server.caFingerprint}`,
@@ -472,7 +577,7 @@ function printWelcome(home: string, server: RunningServer, localWorker: string |
   lines.push('', 'Log in from another terminal:');
   if (!onPath('cpcc')) lines.push(`  alias cpcc='${process.execPath} ${cpccScript()}'`);
   lines.push(
-    `  cpcc add-server localhost ${server.unsecurePort}     # compare the CA fingerprint above, answer y`,
+    `  cpcc add-server ${clientHost} ${server.unsecurePort}     # compare the CA fingerprint above, answer y`,
     '  cpcc login cpc-admin',
     '  cpcc start demo && cpcc submit -- echo hello && cpcc wait',
     '',

@@ -21,7 +21,7 @@ import { peerOf } from '../../federation/peer-auth.js';
 import { TrustStore } from '../../federation/trust-store.js';
 import { packageVersion } from '../../common/version.js';
 import { ADMIN_USER, Accounts, generatePassword } from '../accounts/accounts.js';
-import { leaseSeconds, resolveConfig, type ServerConfig } from './config.js';
+import { leaseSeconds, resolveSettings, type ServerConfig, type SettingSource } from './config.js';
 import type { Context } from './context.js';
 import { Delegation } from '../federation/delegation.js';
 import { peerView } from '../federation/views.js';
@@ -74,6 +74,8 @@ export interface RunningServer {
   /** Set on the first start only: the generated password of cpc-admin. */
   adminPassword?: string;
   config: ServerConfig;
+  /** Where each setting in force came from (`cpc-server config get`); a setting changed by `config set` says so. */
+  settingSources: Record<keyof ServerConfig, SettingSource>;
   model: Model;
   ctx: Context;
   /** The event stream (positions, subscribers). */
@@ -96,11 +98,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   mkdirSync(home, { recursive: true, mode: 0o700 });
   // Keys, tokens and the journal live here: nobody else, jobs above all, may look in.
   chmodSync(home, 0o700);
-  const config = resolveConfig(home, overrides);
-  const log = toLogger(logOption, config.logLevel);
+  const { config, sources: settingSources } = resolveSettings(home, overrides);
+  const log = toLogger(logOption, config.logLevel, 'cpc-server');
   const leaseMs = leaseSeconds(config) * 1000;
 
-  const extraHosts = [config.publicHost].filter((h) => h !== 'localhost' && !/^[\d.]+$|:/.test(h));
+  // The certificate names what clients are told to use: the public host, and the listening address when it is one; names or IP addresses.
+  const extraHosts = [...new Set([config.publicHost, config.host])].filter((h) => h !== 'localhost' && h !== '0.0.0.0' && h !== '::');
   // A first start makes two RSA keys and hashes the admin's password: the
   // thread pool's work, done side by side instead of one after the other.
   const [{ identity, created }, { accounts, adminPassword }] = await Promise.all([
@@ -251,8 +254,13 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         closing: () => closing,
         outside: pagesHandler({
           metrics,
-          metricsMode: config.metrics,
-          metricsToken: config.metricsToken,
+          // Read at each scrape: `config set` may change them while the server runs.
+          get metricsMode() {
+            return config.metrics;
+          },
+          get metricsToken() {
+            return config.metricsToken;
+          },
           superuser: (token) => isSuperuser(accounts, token),
         }),
         observe: (method, route, status, ms) => metrics.request(method, route, status, ms),
@@ -386,6 +394,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     identity,
     adminPassword,
     config,
+    settingSources,
     model: store.model,
     ctx,
     events: hub,
