@@ -80,7 +80,7 @@ export async function listJobs(ctx: Context, _args: Argument[], opts: Record<str
     { header: 'updated', value: (j) => ago(j.updatedAt, now) },
   ], `no ${what ? `${what} ` : ''}jobs in '${project}'${sel.since !== undefined ? ' in that time' : ''}`);
   if (list.jobs.some((j) => j.archived)) ctx.out.hint('* archived');
-  if (list.next !== undefined) ctx.out.hint(`more jobs: --after-id ${list.next} for the next page, or --all`);
+  if (list.next !== undefined) ctx.out.hint(`more jobs: use --all, or a larger --limit, or --after-id ${list.next} for the next page`);
 }
 
 export const listOptions: OptionSpec[] = [
