@@ -7,9 +7,9 @@
  */
 import type { JobStateView, ProgressView } from '../../core/job-reports.js';
 import { FINAL_STATES, emptyCounts, type JobState, type StateCounts } from '../../core/types.js';
-import { shortId } from '../../core/short-ids.js';
+import { idMatcher, shortId } from '../../core/short-ids.js';
 import { ApiError } from '../api/client.js';
-import { CliError, EXIT_FAILURE, eta, fail, plural, type Progress } from '../output.js';
+import { CliError, EXIT_FAILURE, eta, fail, plural, usage, type Progress } from '../output.js';
 import { markOf, noteWaited } from '../wait-marks.js';
 import type { Argument, Context } from './context.js';
 import { jobArg } from './parsers.js';
@@ -38,7 +38,11 @@ interface Look {
 }
 
 export async function wait(ctx: Context, args: Argument[], opts: Record<string, unknown>): Promise<void> {
-  const given = ((args[0] as string[] | undefined) ?? []).map((g) => jobArg(g));
+  const given = ((args[0] as string[] | undefined) ?? []).map((g) => {
+    // A project's jobs are chosen with -p; a name here is most likely meant as one.
+    if (idMatcher(g) === null) usage(`'${g}' is not a job id (a whole id, or at least 8 hex digits of one); for a project's jobs: cpcc wait -p ${g}`);
+    return jobArg(g);
+  });
   const { api, server } = await ctx.client();
   const timeoutS = opts.timeout as number | undefined;
   const deadline = timeoutS === undefined ? Infinity : Date.now() + timeoutS * 1000;
