@@ -9,6 +9,8 @@ import { jobFilter, jobOrder, JOB_SORTS, nameMatcher, pageOf, type Listed } from
 import { JOB_STATES, type JobState } from '../../src/core/types.js';
 import { progressOf } from '../../src/server/jobs/job-progress.js';
 import { explain } from '../../src/server/jobs/why.js';
+import { listJobs } from '../../src/server/jobs/job-listing.js';
+import { jobListQuery } from '../../src/server/jobs/schemas.js';
 import { World, res, rng } from '../helpers/core.js';
 
 describe('job names and filters', () => {
@@ -118,5 +120,30 @@ describe('progress of a wait and why a job waits', () => {
     assert.equal(room.kind, 'waiting-for-room');
     w.claim('w1');
     assert.match(why(first).summary, /running on worker/);
+  });
+});
+
+describe('the list route', () => {
+  it('pages submission order from a cursor both ways, as the general order does, with a filter', async () => {
+    const w = new World();
+    w.project('p');
+    const ids: string[] = [];
+    for (let i = 0; i < 60; i++) ids.push(w.one('p', { name: i % 3 === 0 ? `keep-${i}` : `skip-${i}` }));
+    const store = { model: w.model, archive: null as never };
+    for (const order of ['asc', 'desc'] as const) {
+      for (const name of [undefined, 'keep-*']) {
+        const expected = ids.filter((_, i) => name === undefined || i % 3 === 0);
+        if (order === 'desc') expected.reverse();
+        const seen: string[] = [];
+        let after: string | undefined;
+        for (;;) {
+          const page = await listJobs(store, w.model.project('p'), { ...jobListQuery.parse({ order, limit: '7', ...(name ? { name } : {}) }), after });
+          seen.push(...page.jobs.map((j) => j.id));
+          if (page.next === undefined) break;
+          after = page.next;
+        }
+        assert.deepEqual(seen, expected, `${order} ${name ?? ''}`);
+      }
+    }
   });
 });

@@ -43,16 +43,27 @@ export async function listJobs(store: Pick<Store, 'model' | 'archive'>, project:
     cursor = found;
   }
 
+  // No live job in the state asked for: nothing to walk.
+  if (!withArchived && q.state !== undefined && m.liveCountsOf(project.name)[q.state] === 0) return { jobs: [] };
   if (!withArchived && q.sort === 'submitted') {
-    const ids = m.jobIdsOf(project.name);
-    const walk = desc ? [...ids].reverse() : ids;
+    // The project's ids are in submission order: a page starts where the cursor's number falls, found by halving.
+    const ids = [...m.jobIdsOf(project.name)];
+    const firstWhere = (before: (seq: number) => boolean): number => {
+      let lo = 0;
+      let hi = ids.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (before(m.job(ids[mid]!)!.seq)) lo = mid + 1;
+        else hi = mid;
+      }
+      return lo;
+    };
+    // Ascending: from the first job after the cursor on. Descending: down from the last job before it.
+    const from = cursor === undefined ? (desc ? ids.length - 1 : 0) : desc ? firstWhere((seq) => seq < cursor!.seq) - 1 : firstWhere((seq) => seq <= cursor!.seq);
     const out: Job[] = [];
-    for (const id of walk) {
-      const job = m.job(id)!;
-      if (cursor !== undefined && order(job, cursor) <= 0) continue;
-      if (!keep(job)) continue;
-      out.push(job);
-      if (out.length > q.limit) break;
+    for (let i = from; i >= 0 && i < ids.length && out.length <= q.limit; i += desc ? -1 : 1) {
+      const job = m.job(ids[i]!)!;
+      if (keep(job)) out.push(job);
     }
     return reply(out.slice(0, q.limit).map((j) => jobView(j)), out.length > q.limit);
   }
