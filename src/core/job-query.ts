@@ -72,10 +72,16 @@ export function jobOrder(sort: JobSort, desc: boolean): (a: Listed, b: Listed) =
 export function pageOf<T extends Listed>(jobs: Iterable<T>, order: (a: Listed, b: Listed) => number, limit: number, cursor?: Listed): { page: T[]; more: boolean } {
   const keep = limit + 1;
   let held: T[] = [];
+  // Once trimmed, the last job kept: one that comes after it cannot be on the page.
+  let bar: T | undefined;
   for (const job of jobs) {
     if (cursor !== undefined && order(job, cursor) <= 0) continue;
+    if (bar !== undefined && order(job, bar) >= 0) continue;
     held.push(job);
-    if (held.length >= keep * 4 + 64) held = held.sort(order).slice(0, keep);
+    if (held.length >= keep * 4 + 64) {
+      held = held.sort(order).slice(0, keep);
+      bar = held[keep - 1];
+    }
   }
   held.sort(order);
   return { page: held.slice(0, limit), more: held.length > limit };
