@@ -103,6 +103,7 @@ async function submit(ctx: Context, args: Argument[], opts: Record<string, unkno
     if (!(err instanceof PartialSubmitError)) throw err;
     // Those jobs exist now; say which, so that a second try does not submit them twice.
     const done = err.submitted.map((s) => s.id);
+    if (done.length > 0) await noteSubmitted(ctx.home, (await ctx.server()).entry.serverId, project, done.reduce((a, b) => (a < b ? a : b)));
     ctx.out.show({ ids: done, partial: true }, () => done.forEach((id) => ctx.out.line(id)));
     const { line } = describeError(err.reason);
     return fail(`only ${done.length} of ${jobs.length} jobs were submitted (their ids are above): ${line}`);
@@ -153,7 +154,8 @@ async function whyOf(api: ApiClient, id: string): Promise<string | undefined> {
   try {
     return (await api.why(id)).summary;
   } catch (err) {
-    if (err instanceof ApiError && err.code === 'ROUTE_NOT_FOUND') return undefined;
+    // The job itself was found; a reason that cannot be had leaves out its line, not the job.
+    if (err instanceof ApiError) return undefined;
     throw err;
   }
 }
