@@ -43,6 +43,11 @@ export async function listJobs(store: Pick<Store, 'model' | 'archive'>, project:
     cursor = found;
   }
 
+  // Archived jobs alone, oldest first, as the archive keeps them: read only up to the page.
+  if (onlyArchived && q.sort === 'submitted' && !desc && q.name === undefined && since === undefined) {
+    const jobs = (await store.archive.list(project.name, { state: q.state, limit: q.limit + 1, afterId: q.after })) as unknown as Job[];
+    return reply(jobs.slice(0, q.limit).map((j) => jobView(j, true)), jobs.length > q.limit);
+  }
   // No live job in the state asked for: nothing to walk.
   if (!withArchived && q.state !== undefined && m.liveCountsOf(project.name)[q.state] === 0) return { jobs: [] };
   if (!withArchived && q.sort === 'submitted') {
