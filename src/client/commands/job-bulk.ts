@@ -10,7 +10,7 @@ import type { Argument, Context, OptionSpec } from './context.js';
 import { allJobs } from './job-list.js';
 import { oneOf } from './parsers.js';
 import { confirm, readAll } from './prompt.js';
-import { idMatcher } from '../../core/short-ids.js';
+import { idMatcher, isFullId } from '../../core/short-ids.js';
 
 /** Above this many jobs, ask first (or want --yes). */
 export const CONFIRM_OVER = 20;
@@ -67,8 +67,8 @@ export async function bulk(ctx: Context, args: Argument[], opts: Record<string, 
   }
 
   // Whole ids in big requests; those given in part a few at a time (each costs the server a search).
-  const whole = unique.filter((id) => id.length === 36);
-  const part = unique.filter((id) => id.length !== 36);
+  const whole = unique.filter((id) => isFullId(id));
+  const part = unique.filter((id) => !isFullId(id));
   const chunks: string[][] = [];
   for (let i = 0; i < whole.length; i += CHUNK) chunks.push(whole.slice(i, i + CHUNK));
   for (let i = 0; i < part.length; i += PARTIAL_CHUNK) chunks.push(part.slice(i, i + PARTIAL_CHUNK));

@@ -54,6 +54,7 @@ export async function wait(ctx: Context, args: Argument[], opts: Record<string, 
     // Named jobs: those seen finished are not asked about again.
     const finished = new Map<string, JobStateView>();
     let open = [...new Set(given)];
+    const label = plural(open.length, 'job');
     let first = true;
     look = async () => {
       if (open.length > 0) {
@@ -68,11 +69,11 @@ export async function wait(ctx: Context, args: Argument[], opts: Record<string, 
         const counts = emptyCounts();
         for (const j of [...finished.values(), ...reply.jobs.filter((x) => !FINAL_STATES.has(x.state))]) counts[j.state]++;
         const failures = [...finished.values()].filter((j) => j.state !== 'done').map(({ id, name, state, reason }) => ({ id, ...(name !== undefined ? { name } : {}), state, reason }));
-        return { label: plural(given.length, 'job'), counts, failures };
+        return { label, counts, failures };
       }
       const counts = emptyCounts();
       for (const j of finished.values()) counts[j.state]++;
-      return { label: plural(given.length, 'job'), counts, failures: [...finished.values()].filter((j) => j.state !== 'done') };
+      return { label, counts, failures: [...finished.values()].filter((j) => j.state !== 'done') };
     };
     done = async () => undefined;
   } else {
