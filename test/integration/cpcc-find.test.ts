@@ -138,6 +138,12 @@ describe('finding and controlling jobs', () => {
     assert.equal(r.outcomes.find((o: { given: string }) => o.given === ids[0]).outcome, 'skipped');
     for (const id of ids.slice(1)) assert.equal((await ts.admin.job(id)).state, 'queued');
 
+    // A cursor from another project is a usage error in the flag's words.
+    const elsewhere = ok(await cpcc(home, ['--json', 'jobs', '--limit', '1'])).jobs[0].id;
+    const cursor = await cpcc(h, ['jobs', '--after-id', elsewhere]);
+    assert.equal(cursor.code, 2, cursor.stderr);
+    assert.match(cursor.stderr, new RegExp(`^cpcc: --after-id: no job ${elsewhere} in project 'bulk'`));
+
     // Malformed ids on stdin are a usage error, and nothing is done.
     const junk = await cpcc(h, ['cancel', '-'], { input: `${ids[1]}\nnot-an-id\n` });
     assert.equal(junk.code, 2);

@@ -5,8 +5,8 @@
 import { JOB_SORTS, type JobSort } from '../../core/job-query.js';
 import { JOB_STATES } from '../../core/types.js';
 import type { JobView } from '../../core/wire.js';
-import type { ApiClient } from '../api/client.js';
-import { ago, duration } from '../output.js';
+import { ApiError, type ApiClient } from '../api/client.js';
+import { EXIT_USAGE, ago, duration, fail } from '../output.js';
 import type { Argument, Context, OptionSpec } from './context.js';
 import { durationS, integer, jobArg, oneOf } from './parsers.js';
 import { isFullId, shortId } from '../../core/short-ids.js';
@@ -62,10 +62,15 @@ export async function listJobs(ctx: Context, _args: Argument[], opts: Record<str
   let after = opts.afterId as string | undefined;
   if (after !== undefined && !isFullId(after)) after = (await api.job(after)).id;
   let list: { jobs: JobView[]; next?: string };
-  if (opts.all === true) {
-    list = { jobs: await allJobs(api, project, sel, after) };
-  } else {
-    list = await api.jobs(project, { ...sel, limit: (opts.limit as number | undefined) ?? DEFAULT_LIST_LIMIT, after });
+  try {
+    if (opts.all === true) list = { jobs: await allJobs(api, project, sel, after) };
+    else list = await api.jobs(project, { ...sel, limit: (opts.limit as number | undefined) ?? DEFAULT_LIST_LIMIT, after });
+  } catch (err) {
+    // The server names its query parameter; the user gave a flag.
+    if (err instanceof ApiError && err.code === 'INVALID_FIELD' && err.message.startsWith('query.after')) {
+      fail(`--after-id: no job ${after} in project '${project}'`, EXIT_USAGE, 'INVALID_FIELD');
+    }
+    throw err;
   }
   const now = Date.now();
   const what = [sel.state, sel.name !== undefined ? `named '${sel.name}'` : undefined].filter(Boolean).join(' ');
