@@ -246,6 +246,29 @@ describe('finding and controlling jobs', () => {
   });
 });
 
+describe('a wait through a server restart', () => {
+  it('says the server is gone at once, keeps asking, and goes on when it is back', async () => {
+    const [securePort, unsecurePort] = [await freePort(), await freePort()];
+    const first = await startTestServer({ securePort, unsecurePort });
+    await first.admin.createProject('restart');
+    const h = await cpccHome(first, 'restart');
+    const id = await idOf(cpcc(h, ['--json', 'submit', '--', 'true']));
+    const waiting = cpcc(h, ['--json', 'wait', '--timeout', '300']);
+    let stderr = '';
+    waiting.child.stderr!.on('data', (d: Buffer | string) => (stderr += String(d)));
+    await until('the wait to show its progress', () => /0\/1 finished/.test(stderr), { timeoutMs: 60_000 });
+    await first.server.close();
+    await until('the wait to say the server cannot be reached', () => /cannot reach the server/.test(stderr), { timeoutMs: 60_000 });
+    const second = await startTestServer({ home: first.home, securePort, unsecurePort });
+    await until('the wait to find the server again', () => /the server answers again/.test(stderr), { timeoutMs: 60_000 });
+    const w = await second.worker({ name: 'after-restart' });
+    await until('the job to run', async () => (await runQueued(w)).includes(id), { timeoutMs: 30_000 });
+    const result = ok(await waiting);
+    assert.equal(result.ok, true);
+    assert.equal(result.counts.done, 1);
+  });
+});
+
 describe('listings with archived jobs', () => {
   let ts: TestServer;
   let api: ApiClient;
