@@ -177,8 +177,11 @@ describe('finding and controlling jobs', () => {
     assert.equal(first.code, 1, first.stderr);
     assert.match(first.stdout, new RegExp(`${bad.slice(-12)}\\s+broken\\s+failed`), 'the failed job is listed');
     assert.match(first.stderr.trimEnd().split('\n').at(-1)!, /^cpcc: 1 failed of 1 job of 'waits' \(JOBS_FAILED\)$/);
-    // The same wait again answers the same: its batch has not changed.
-    assert.equal((await cpcc(h, ['wait'])).code, 1);
+    // The same wait again answers the same: its batch has not changed. Its list fits a narrow terminal.
+    const narrow = await cpcc(h, ['wait'], { env: { COLUMNS: '60' } });
+    assert.equal(narrow.code, 1);
+    for (const line of narrow.stdout.trimEnd().split('\n')) assert.ok([...line].length <= 60, `wider than 60: '${line}'`);
+    assert.match(narrow.stdout, new RegExp(bad.slice(-12)));
 
     // A new batch: only it counts.
     const good = [await idOf(cpcc(h, ['--json', 'submit', '--', 'true', '1'])), await idOf(cpcc(h, ['--json', 'submit', '--', 'true', '2']))];
