@@ -17,7 +17,8 @@
  *               POST /projects/:p/members { user }      → ProjectView
  *               DELETE /projects/:p/members/:user       → ProjectView
  *   member      POST /projects/:p/jobs SubmitRequest    → SubmitReply
- *               GET  /projects/:p/jobs ?state&limit&after&archived → JobList
+ *               GET  /projects/:p/jobs ?state&name&since&sort&order&limit&after&archived → JobList
+ *   (bulk cancel/retry, job states, progress and why: their shapes are in job-reports.ts)
  *   job         GET  /jobs/:id                          → JobView
  *               GET  /jobs/:id/logs ?stream&attempt&offset&limit&tail&wait → text/plain (x-log-* headers: see LogPartHeaders)
  *               POST /jobs/:id/lost                     → LostReply  (its running attempt is lost now)

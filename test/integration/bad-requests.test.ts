@@ -251,8 +251,28 @@ const cases: Case[] = [
   ),
   bad('a job list with limit 0', 400, 'INVALID_FIELD', () => admin.call('GET', '/projects/alpha/jobs', undefined, { query: { limit: 0 } })),
   bad('a job list with an unknown query parameter', 400, 'INVALID_FIELD', () =>
-    admin.call('GET', '/projects/alpha/jobs', undefined, { query: { sort: 'name' } }),
+    admin.call('GET', '/projects/alpha/jobs', undefined, { query: { colour: 'red' } }),
   ),
+  bad('a job list sorted by a field there is no order for', 400, 'INVALID_FIELD', () =>
+    admin.call('GET', '/projects/alpha/jobs', undefined, { query: { sort: 'size' } }),
+  ),
+  bad('a job list in an order that is neither asc nor desc', 400, 'INVALID_FIELD', () =>
+    admin.call('GET', '/projects/alpha/jobs', undefined, { query: { order: 'up' } }),
+  ),
+  bad('a job list of the last 0 seconds', 400, 'INVALID_FIELD', () => admin.call('GET', '/projects/alpha/jobs', undefined, { query: { since: 0 } })),
+  bad('a job list after a job of another project', 400, 'INVALID_FIELD', () =>
+    admin.call('GET', '/projects/alpha/jobs', undefined, { query: { after: '01900000-0000-7000-8000-000000000000' } }),
+  ),
+  bad('a bulk action that is neither cancel nor retry', 400, 'INVALID_FIELD', () => admin.call('POST', '/jobs/bulk', { action: 'delete', ids: [ids.queued] })),
+  bad('a bulk cancel of no ids', 400, 'INVALID_FIELD', () => admin.call('POST', '/jobs/bulk', { action: 'cancel', ids: [] })),
+  bad('a bulk cancel of an id that is not one', 400, 'INVALID_FIELD', () => admin.call('POST', '/jobs/bulk', { action: 'cancel', ids: [ids.queued, 'abc'] })),
+  bad('a bulk cancel of more ids in part than allowed', 400, 'INVALID_FIELD', () =>
+    admin.call('POST', '/jobs/bulk', { action: 'cancel', ids: Array.from({ length: 33 }, (_, i) => `abcdef${String(i).padStart(2, '0')}`) }),
+  ),
+  bad('the progress of a project from something not a job id', 400, 'INVALID_FIELD', () =>
+    admin.call('GET', '/projects/alpha/progress', undefined, { query: { from: 'yesterday' } }),
+  ),
+  bad('the states of no jobs', 400, 'INVALID_FIELD', () => admin.call('POST', '/jobs/states', { ids: [] })),
   bad('a queue listing with a limit that is not a number', 400, 'INVALID_FIELD', () => admin.call('GET', '/queue', undefined, { query: { limit: 'many' } })),
   bad('the logs of a job that has not run', 404, 'LOG_NOT_FOUND', () => admin.logs(ids.queued)),
   bad('a log read that would wait more than a minute for output', 400, 'INVALID_FIELD', () =>

@@ -170,11 +170,13 @@ describe('short ids', () => {
     assert.deepEqual(new Set(body.error.candidates), new Set(fits.sort().slice(0, 10)));
     assert.equal(body.error.count, fits.length);
 
-    // Nothing was cancelled by an ambiguous part among whole ids.
-    const cancel = await cpcc(home, ['cancel', batch[5]!, part]);
+    // An ambiguous part is its own outcome in a cancel: none of the jobs it fits is cancelled.
+    const cancel = await cpcc(home, ['--json', 'cancel', part]);
     assert.equal(cancel.code, 1);
     assert.match(cancel.stderr, /AMBIGUOUS_ID/);
-    assert.equal((await ts.admin.job(batch[5]!)).state, 'queued');
+    const [outcome] = JSON.parse(cancel.stdout).outcomes;
+    assert.deepEqual([outcome.given, outcome.outcome, outcome.code], [part, 'refused', 'AMBIGUOUS_ID']);
+    for (const id of fits) assert.notEqual((await ts.admin.job(id)).state, 'cancelled');
   });
 
   it("answers a part of another user's job as a job that does not exist, and never names it", async () => {

@@ -1,3 +1,4 @@
+import type { BulkReply, JobStatesReply, ProgressView, WhyView } from '../../core/job-reports.js';
 import type { Dispatcher } from 'undici';
 import { Agent, request } from '../../common/undici.js';
 import type { Readable } from 'node:stream';
@@ -316,7 +317,10 @@ export class ApiClient {
     return this.call('POST', `/projects/${encodeURIComponent(project)}/jobs`, { jobs }, { timeoutMs: 120_000 });
   }
 
-  jobs(project: string, q: { state?: string; limit?: number; after?: string; archived?: boolean } = {}): Promise<JobList> {
+  jobs(
+    project: string,
+    q: { state?: string; limit?: number; after?: string; archived?: boolean | 'include'; sort?: string; order?: 'asc' | 'desc'; name?: string; since?: number } = {},
+  ): Promise<JobList> {
     return this.call('GET', `/projects/${encodeURIComponent(project)}/jobs`, undefined, { query: q });
   }
 
@@ -364,6 +368,24 @@ export class ApiClient {
 
   retry(ids: string[]): Promise<{ retried: string[] }> {
     return this.call('POST', '/jobs/retry', { ids });
+  }
+
+  /** Cancel or retry each job on its own: every id gets its outcome. */
+  bulk(action: 'cancel' | 'retry', ids: string[]): Promise<BulkReply> {
+    return this.call('POST', '/jobs/bulk', { action, ids }, { timeoutMs: 120_000 });
+  }
+
+  jobStates(ids: string[]): Promise<JobStatesReply> {
+    return this.call('POST', '/jobs/states', { ids });
+  }
+
+  /** A project's jobs from `from` on (or from its oldest unfinished one): counts and failures. */
+  progress(project: string, from?: string): Promise<ProgressView> {
+    return this.call('GET', `/projects/${encodeURIComponent(project)}/progress`, undefined, { query: { from } });
+  }
+
+  why(id: string): Promise<WhyView> {
+    return this.call('GET', `/jobs/${encodeURIComponent(id)}/why`);
   }
 
   queue(q: { limit?: number } = {}): Promise<JobList> {

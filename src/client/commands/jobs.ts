@@ -1,32 +1,28 @@
 /**
  * Jobs: submit (one, or thousands from a file), list, show, read logs,
- * cancel, retry, wait for a project to finish, and look at the queue.
+ * cancel, retry, wait, ask why a job waits, and look at the queue (the
+ * listing, bulk control, waits and why are in job-*.ts).
  */
 import { promises as fsp } from 'node:fs';
-import { JOB_STATES, MAX_KILL_GRACE_S, PRIORITY_MAX, PRIORITY_MIN, type Attempt } from '../../core/types.js';
-import { MAX_LOG_PART, type AttemptView, type JobInput, type JobList, type JobView } from '../../core/wire.js';
+import { MAX_KILL_GRACE_S, PRIORITY_MAX, PRIORITY_MIN, type Attempt } from '../../core/types.js';
+import { MAX_LOG_PART, type AttemptView, type JobInput, type JobView } from '../../core/wire.js';
 import { ApiError, type ApiClient } from '../api/client.js';
-import { CliError, EXIT_FAILURE, ago, describeError, duration, eta, fail, plural, usage } from '../output.js';
+import { ago, describeError, duration, fail, plural, usage } from '../output.js';
 import type { Argument, CommandSpec, Context } from './context.js';
 import { fileFlags, fileOptions } from './files.js';
 import { PartialSubmitError, applyDefaults, parseJobFile, submitInChunks } from './job-file.js';
-import { collect, durationS, integer, jobArg, keyValue, nonNegative, oneOf, positive, sizeMb } from './parsers.js';
+import { collect, durationS, integer, jobArg, keyValue, nonNegative, positive, sizeMb } from './parsers.js';
 import { idMatcher, isFullId, shortId } from '../../core/short-ids.js';
 import { readAll } from './prompt.js';
-import { countsLine, total } from './projects.js';
+import { commandText, listHelp, listJobs, listOptions, DEFAULT_LIST_LIMIT } from './job-list.js';
+import { bulk, bulkHelp, bulkOptions } from './job-bulk.js';
+import { wait } from './job-wait.js';
+import { why } from './job-why.js';
+import { noteSubmitted } from '../wait-marks.js';
 
-const DEFAULT_LIST_LIMIT = 100;
-const PAGE = 1000;
-const WAIT_POLL_MS = 500;
-/** A server restart during a long wait should not end the wait. */
-const WAIT_TOLERATE_OUTAGE_MS = 60_000;
+export { commandText };
+
 const TRANSIENT = new Set(['UNREACHABLE', 'TIMEOUT', 'SHUTTING_DOWN', 'JOURNAL_FAILED', 'TOO_MANY_REQUESTS']);
-
-/** How a job's command reads in a table: argv quoted as a shell would need it. */
-export function commandText(job: { argv?: string[]; shell?: string }): string {
-  if (job.shell !== undefined) return job.shell;
-  return (job.argv ?? []).map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
-}
 
 function jobDefaults(opts: Record<string, unknown>): JobInput {
   const d: JobInput = {};
@@ -107,11 +103,13 @@ async function submit(ctx: Context, args: Argument[], opts: Record<string, unkno
     if (!(err instanceof PartialSubmitError)) throw err;
     // Those jobs exist now; say which, so that a second try does not submit them twice.
     const done = err.submitted.map((s) => s.id);
+    if (done.length > 0) await noteSubmitted(ctx.home, (await ctx.server()).entry.serverId, project, done.reduce((a, b) => (a < b ? a : b)));
     ctx.out.show({ ids: done, partial: true }, () => done.forEach((id) => ctx.out.line(id)));
     const { line } = describeError(err.reason);
     return fail(`only ${done.length} of ${jobs.length} jobs were submitted (their ids are above): ${line}`);
   }
   progress?.end();
+  if (ids.length > 0) await noteSubmitted(ctx.home, (await ctx.server()).entry.serverId, project, ids.reduce((a, b) => (a < b ? a : b)));
   ctx.out.show({ ids }, () => {
     if (file === undefined) ctx.out.line(ids[0]);
     else {
@@ -119,39 +117,6 @@ async function submit(ctx: Context, args: Argument[], opts: Record<string, unkno
       for (const id of ids) ctx.out.line(id);
     }
   });
-}
-
-async function listJobs(ctx: Context, _args: Argument[], opts: Record<string, unknown>): Promise<void> {
-  const { api } = await ctx.client();
-  const project = await ctx.project();
-  const state = opts.state as string | undefined;
-  const archived = opts.archived === true ? true : undefined;
-  let list: JobList;
-  if (opts.all === true) {
-    const jobs: JobView[] = [];
-    let after: string | undefined;
-    do {
-      const page = await api.jobs(project, { state, limit: PAGE, after, archived });
-      jobs.push(...page.jobs);
-      // A server that repeats the cursor would otherwise keep us here forever.
-      after = page.next !== undefined && page.next !== after && page.jobs.length > 0 ? page.next : undefined;
-    } while (after !== undefined);
-    list = { jobs };
-  } else {
-    list = await api.jobs(project, { state, limit: (opts.limit as number | undefined) ?? DEFAULT_LIST_LIMIT, archived });
-  }
-  const now = Date.now();
-  ctx.out.list(list, list.jobs, [
-    { header: 'id', value: (j: JobView) => shortId(j.id) },
-    { header: 'name', value: (j) => j.name, max: 24 },
-    { header: 'state', value: (j) => ctx.out.state(j.state) },
-    { header: 'command', value: (j) => commandText(j), max: 40 },
-    { header: 'tries', value: (j) => j.attempts.length, align: 'right' },
-    { header: 'exit', value: (j) => j.exitCode, align: 'right' },
-    { header: 'took', value: (j) => duration(j.durationMs), align: 'right' },
-    { header: 'updated', value: (j) => ago(j.updatedAt, now) },
-  ], state ? `no ${state} jobs in '${project}'` : `no jobs in '${project}'`);
-  if (list.next !== undefined) ctx.out.hint('more jobs: use --all, or a larger --limit');
 }
 
 /** Why a queued job is not handed out yet: an earlier attempt of it may still run. */
@@ -184,9 +149,21 @@ function attemptRows(ctx: Context, attempts: AttemptView[], now: number) {
   };
 }
 
+/** Why a job that waits is not running, in a line; nothing from a server that cannot say. */
+async function whyOf(api: ApiClient, id: string): Promise<string | undefined> {
+  try {
+    return (await api.why(id)).summary;
+  } catch (err) {
+    // The job itself was found; a reason that cannot be had leaves out its line, not the job.
+    if (err instanceof ApiError) return undefined;
+    throw err;
+  }
+}
+
 async function showJob(ctx: Context, args: Argument[]): Promise<void> {
   const { api } = await ctx.client();
   const job = await api.job(jobArg(String(args[0])));
+  const whyLine = job.state === 'waiting' || job.state === 'queued' ? await whyOf(api, job.id) : undefined;
   const now = Date.now();
   ctx.out.show(job, () => {
     const env = Object.entries(job.env ?? {}).map(([k, v]) => `${k}=${v}`).join(' ');
@@ -196,6 +173,7 @@ async function showJob(ctx: Context, args: Argument[]): Promise<void> {
       ['name', job.name],
       ['state', `${ctx.out.state(job.state)}${job.reason ? ` (${job.reason})` : ''}${job.archived ? ctx.out.c.dim(' archived') : ''}`],
       ['waits', job.heldBy ? heldLine(job.heldBy) : undefined],
+      ['why', whyLine],
       ['command', `${job.shell !== undefined ? ctx.out.c.dim('sh -c ') : ''}${commandText(job)}`],
       ['env', env],
       ['resources', `${plural(job.resources.cores, 'core')}, ${job.resources.memoryMb} MB`],
@@ -321,84 +299,7 @@ async function lastLines(api: ApiClient, id: string, q: { stream: 'stdout' | 'st
   }
 }
 
-async function cancelOrRetry(ctx: Context, args: Argument[], which: 'cancel' | 'retry'): Promise<void> {
-  const ids = (args[0] as string[]).map(jobArg);
-  const { api } = await ctx.client();
-  const changed = which === 'cancel' ? (await api.cancel(ids)).cancelled : (await api.retry(ids)).retried;
-  const verb = which === 'cancel' ? 'cancelled' : 'retried';
-  ctx.out.show({ [verb]: changed }, () => {
-    for (const id of changed) ctx.out.line(`${verb} ${id}`);
-    for (const id of ids) {
-      // Ids may have been given in part: the server answers with whole ones.
-      const match = idMatcher(id);
-      if (!changed.some((c) => match?.(c))) ctx.out.note(`not ${verb}: ${id} (${which === 'cancel' ? 'already finished' : 'not failed or cancelled'})`);
-    }
-  });
-}
-
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-async function wait(ctx: Context, args: Argument[], opts: Record<string, unknown>): Promise<void> {
-  const { api } = await ctx.client();
-  const name = await ctx.project(args[0] as string | undefined);
-  const timeoutS = opts.timeout as number | undefined;
-  const started = Date.now();
-  const deadline = timeoutS === undefined ? Infinity : started + timeoutS * 1000;
-  const progress = ctx.out.progress();
-  let failingSince: number | undefined;
-  // What was finished when first seen, for the pace the ETA follows.
-  let first: { at: number; finished: number } | undefined;
-  for (;;) {
-    let counts;
-    try {
-      counts = (await api.project(name)).counts;
-      failingSince = undefined;
-    } catch (err) {
-      const now = Date.now();
-      if (!(err instanceof ApiError && TRANSIENT.has(err.code))) {
-        progress.end();
-        throw err;
-      }
-      failingSince ??= now;
-      if (now - failingSince > WAIT_TOLERATE_OUTAGE_MS || now >= deadline) {
-        progress.end();
-        throw err;
-      }
-      await sleep(Math.min(WAIT_POLL_MS * 4, Math.max(0, deadline - now)));
-      continue;
-    }
-    const all = total(counts);
-    const finished = counts.done + counts.failed + counts.cancelled;
-    const pending = all - finished;
-    first ??= { at: Date.now(), finished };
-    const left = eta(finished - first.finished, Date.now() - first.at, pending);
-    progress.update(
-      `${name}: ${finished}/${all} finished` +
-        (pending > 0 ? ` (${counts.running} running, ${counts.queued} queued, ${counts.waiting} waiting)` : '') +
-        (counts.failed + counts.cancelled > 0 ? `, ${counts.failed} failed, ${counts.cancelled} cancelled` : ''),
-      all === 0 ? 1 : finished / all,
-      left ? `, ETA ${left}` : '',
-    );
-    if (pending === 0) {
-      progress.end();
-      const ok = counts.failed === 0 && counts.cancelled === 0;
-      ctx.out.show({ project: name, counts, total: all, ok }, () =>
-        ctx.out.line(`${name}: all ${plural(all, 'job')} finished (${countsLine(ctx.out, counts)})`),
-      );
-      if (!ok) {
-        const bad = [`${counts.failed} failed`, `${counts.cancelled} cancelled`].filter((p) => !p.startsWith('0 '));
-        fail(`${bad.join(' and ')} of ${plural(all, 'job')} in '${name}'`, EXIT_FAILURE, 'JOBS_FAILED');
-      }
-      return;
-    }
-    const now = Date.now();
-    if (now >= deadline) {
-      progress.end();
-      throw new CliError(`gave up after ${timeoutS}s: ${pending} of ${plural(all, 'job')} in '${name}' not finished`, EXIT_FAILURE, 'TIMEOUT');
-    }
-    await sleep(Math.min(WAIT_POLL_MS, deadline - now));
-  }
-}
 
 async function queue(ctx: Context, _args: Argument[], opts: Record<string, unknown>): Promise<void> {
   const { api } = await ctx.client();
@@ -476,13 +377,9 @@ export const jobCommands: CommandSpec[] = [
   },
   {
     name: 'jobs',
-    summary: "list the current project's jobs",
-    options: [
-      { flags: '--state <state>', description: `only jobs in this state (${JOB_STATES.join(', ')})`, parse: oneOf(JOB_STATES) },
-      { flags: '--limit <n>', description: `at most this many (default ${DEFAULT_LIST_LIMIT})`, parse: positive },
-      { flags: '--all', description: 'all of them, page by page' },
-      { flags: '--archived', description: 'include archived jobs' },
-    ],
+    summary: "list the current project's jobs, newest first",
+    help: listHelp,
+    options: listOptions,
     run: listJobs,
   },
   {
@@ -504,14 +401,39 @@ export const jobCommands: CommandSpec[] = [
     ],
     run: logs,
   },
-  { name: 'cancel', args: ['<ids...>'], summary: 'cancel jobs', run: (ctx, args) => cancelOrRetry(ctx, args, 'cancel') },
-  { name: 'retry', args: ['<ids...>'], summary: 'queue failed or cancelled jobs again', run: (ctx, args) => cancelOrRetry(ctx, args, 'retry') },
+  {
+    name: 'cancel',
+    args: ['[ids...]'],
+    summary: 'cancel jobs: by id, - for ids on stdin, or --state/--name/--failed; each gets its outcome',
+    help: bulkHelp,
+    options: bulkOptions,
+    run: (ctx, args, opts) => bulk(ctx, args, opts, 'cancel'),
+  },
+  {
+    name: 'retry',
+    args: ['[ids...]'],
+    summary: 'queue failed or cancelled jobs again: by id, - for ids on stdin, or --failed/--name; each gets its outcome',
+    help: bulkHelp,
+    options: bulkOptions,
+    run: (ctx, args, opts) => bulk(ctx, args, opts, 'retry'),
+  },
   {
     name: 'wait',
-    args: ['[project]'],
-    summary: 'wait until every job of the project has finished; exit 1 if any failed or was cancelled',
+    args: ['[ids...]'],
+    summary: 'wait until the jobs named, or those you submitted since the last wait, have finished; exit 1 if any failed or was cancelled',
+    help:
+      "Without ids: the current project's (or -p's) jobs from the first one cpcc submit sent from here\n" +
+      'since the last wait of that project ended (a wait ends when all it waits for have finished);\n' +
+      'with no such mark, from its oldest unfinished job on. Failures before the mark do not count.\n' +
+      'Failed and cancelled jobs are listed. A server that cannot be reached is asked again until --timeout.',
     options: [{ flags: '--timeout <time>', description: 'give up (exit 1) after this long (90s, 10m, 2h)', parse: durationS(1) }],
     run: wait,
+  },
+  {
+    name: 'why',
+    args: ['<id>'],
+    summary: 'why a job is not running: dependencies, no worker big enough, an old attempt, or room and turns',
+    run: why,
   },
   {
     name: 'queue',

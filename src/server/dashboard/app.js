@@ -506,7 +506,8 @@ function projectView(root, name, query) {
     try {
       const [project, page] = await Promise.all([
         api(`/projects/${encodeURIComponent(name)}`),
-        api(`/projects/${encodeURIComponent(name)}/jobs`, { query: { state, after, limit: PAGE_SIZE } }),
+        // Newest first: a job submitted while the page is open comes in at the top of the first page.
+        api(`/projects/${encodeURIComponent(name)}/jobs`, { query: { state, after, limit: PAGE_SIZE, order: 'desc' } }),
         loadValues(),
       ]);
       counts.replaceChildren(countsView(project.counts), h('span', { class: 'muted' }, ` ${total(project.counts)} jobs`));
@@ -523,7 +524,7 @@ function projectView(root, name, query) {
         h('button', { type: 'button', id: 'first-page', disabled: !after, onclick: () => (location.hash = link({ state })) }, 'First'),
         h('button', { type: 'button', id: 'prev-page', disabled: !prev, onclick: () => prev && (location.hash = prev) }, 'Previous'),
         h('button', { type: 'button', id: 'next-page', disabled: !next, onclick: () => next && (location.hash = next) }, 'Next'),
-        h('span', { class: 'muted' }, `page ${back.length + 1}, ${PAGE_SIZE} per page`),
+        h('span', { class: 'muted' }, `page ${back.length + 1}, ${PAGE_SIZE} per page, newest first`),
       );
     } catch (err) {
       failure(root, err);

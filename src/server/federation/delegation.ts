@@ -86,6 +86,9 @@ export interface DelegationServices extends ResultServices {
   log: Logger;
 }
 
+/** How long a peer worker's offer counts for `why` after it last asked for work. */
+const OFFER_KEPT_MS = 10 * 60_000;
+
 export class Delegation implements RemoteWork {
   links: LinkManager | undefined;
   directory: PeerDirectory | undefined;
@@ -108,6 +111,19 @@ export class Delegation implements RemoteWork {
   private readonly watching = new Set<string>();
   /** Homes that do not know control calls: their heartbeat replies carry what to drop. */
   private readonly noControl = new Set<string>();
+
+  /** The free room peers' workers last asked for work with, by peer and worker, with when (for `why`). */
+  private readonly offered = new Map<string, { free: Resources; at: number }>();
+
+  /** What peers' workers offered in the last OFFER_KEPT_MS: the room each last asked for work with. */
+  offers(now = Date.now()): Resources[] {
+    const out: Resources[] = [];
+    for (const [key, o] of this.offered) {
+      if (now - o.at > OFFER_KEPT_MS) this.offered.delete(key);
+      else out.push(o.free);
+    }
+    return out;
+  }
 
   constructor(private readonly ctx: DelegationServices) {
     // A job borrowed from a home is watched from the moment it is ours.
@@ -496,6 +512,7 @@ export class Delegation implements RemoteWork {
     switch (method) {
       case 'claim': {
         const p = check(claimCall, params, 'params');
+        this.offered.set(`${peerId}/${p.workerId}`, { free: p.free, at: Date.now() });
         const event = planClaim(model, p.workerId, peerId, Date.now(), this.ctx.leaseMs, p.max, { free: p.free, workerName: p.workerName });
         if (!event) return { jobs: [] };
         await this.ctx.store.commit(event);

@@ -4,14 +4,18 @@ import { fail } from '../../core/errors.js';
 import { FINAL_STATES, type Job, type JobSpec } from '../../core/types.js';
 import type { JobList, JobView, LeaseView } from '../../core/wire.js';
 import { archivedStates } from './archived.js';
-import { canSee, visibleLiveJob, visibleProject } from '../http/auth.js';
+import { canSee, visibleJob, visibleLiveJob, visibleProject } from '../http/auth.js';
 import type { Context } from '../start/context.js';
 import { Reply, type Router } from '../http/router.js';
 import { textPart } from '../files/log-part.js';
 import type { KeptPart } from '../files/log-store.js';
 import { fitsInTail } from './results.js';
 import { jobRefParam, limitQuery } from '../http/schemas.js';
-import { idsSchema, logsQuery, runningQuery } from './schemas.js';
+import { bulkSchema, idsSchema, logsQuery, runningQuery, statesSchema } from './schemas.js';
+import { bulkAction } from './bulk.js';
+import { explain } from './why.js';
+import { CpcError } from '../../core/errors.js';
+import type { BulkReply, JobStatesReply, WhyView } from '../../core/job-reports.js';
 
 /** Log reads one user may have waiting for output at once (TOO_MANY_REQUESTS past it). */
 const MAX_LOG_WAITS_PER_USER = 32;
@@ -112,6 +116,36 @@ export function jobRoutes(router: Router, ctx: Context): void {
     await ctx.dispatcher.commitWork(event);
     return { retried: event.ids };
   });
+
+  router.add(
+    'POST',
+    '/jobs/bulk',
+    {
+      auth: 'user',
+      summary:
+        'cancel or retry many jobs, each on its own: every id gets an outcome (done, ended, not-found, skipped, refused), and what can be done is done',
+      body: bulkSchema,
+    },
+    (req): Promise<BulkReply> => bulkAction(ctx, req.who, req.body.action, req.body.ids),
+  );
+
+  router.add('POST', '/jobs/states', { auth: 'user', summary: 'the states of jobs named by id (live or archived), for a wait; ids no job answers to are listed as missing', body: statesSchema }, async (req): Promise<JobStatesReply> => {
+    const reply: JobStatesReply = { jobs: [], missing: [] };
+    for (const given of req.body.ids) {
+      try {
+        const { job } = await visibleJob(ctx, req.who, given);
+        reply.jobs.push({ given, id: job.id, project: job.project, ...(job.spec.name !== undefined ? { name: job.spec.name } : {}), state: job.state, reason: job.reason });
+      } catch (err) {
+        if (err instanceof CpcError && err.code === 'JOB_NOT_FOUND') reply.missing.push(given);
+        else throw err;
+      }
+    }
+    return reply;
+  });
+
+  router.add('GET', '/jobs/:id/why', { auth: 'job', summary: 'why a job is not running: dependencies, no worker big enough, an old attempt still stopping, or waiting for room and its turn', params: jobParams }, (req): WhyView =>
+    explain(model(), req.archived ? req.job : (model().job(req.job.id) ?? req.job), req.archived, ctx.delegation.offers()),
+  );
 
   router.add('GET', '/queue', { auth: 'user', summary: 'queued jobs this user may see, by priority, then age (users take turns between them; see the scheduling rule)', query: limitQuery }, (req): JobList => {
     const m = model();

@@ -9,8 +9,11 @@ import type { Router } from '../http/router.js';
 import { newId } from './ids.js';
 import { NameProbes } from './name-probes.js';
 import { projectParams } from '../http/schemas.js';
-import { createProjectSchema, jobListQuery, submitSchema, toJobSpec } from './schemas.js';
-import { jobView, projectView } from './views.js';
+import { createProjectSchema, jobListQuery, progressQuery, submitSchema, toJobSpec } from './schemas.js';
+import { listJobs } from './job-listing.js';
+import { progressOf } from './job-progress.js';
+import type { ProgressView } from '../../core/job-reports.js';
+import { projectView } from './views.js';
 
 export function projectRoutes(router: Router, ctx: Context): void {
   const model = () => ctx.store.model;
@@ -82,39 +85,18 @@ export function projectRoutes(router: Router, ctx: Context): void {
     'GET',
     '/projects/:project/jobs',
     { auth: 'member', summary: "a page of a project's jobs, live or archived", params: projectParams, query: jobListQuery },
-    async (req): Promise<JobList> => {
-      const m = model();
-      const project = req.project;
-      const q = req.query;
-      if (q.archived === '1' || q.archived === 'true') {
-        const jobs = await ctx.store.archive.list(project.name, { state: q.state, limit: q.limit + 1, afterId: q.after });
-        return page(jobs.map((j) => jobView(j as never, true)), q.limit);
-      }
-      // Pages follow submission order; `after` is the last id of the previous
-      // page. That job may have been archived since, so the cursor is its
-      // submission number, read from the archive when it is no longer live.
-      let afterSeq = 0;
-      if (q.after !== undefined) {
-        const archivedHere = m.archivedProjectOf(q.after) === project.name;
-        const cursor = m.job(q.after) ?? (archivedHere ? ((await ctx.store.archive.get(q.after, project.name)) as { seq?: number } | null) : null);
-        if (cursor?.seq === undefined) throw fail('INVALID_FIELD', `query.after: no job '${q.after}' in project '${project.name}'`);
-        afterSeq = cursor.seq;
-      }
-      const out = [];
-      for (const id of m.jobIdsOf(project.name)) {
-        const job = m.job(id)!;
-        if (job.seq <= afterSeq) continue;
-        if (q.state && job.state !== q.state) continue;
-        out.push(jobView(job));
-        if (out.length > q.limit) break;
-      }
-      return page(out, q.limit);
-    },
+    (req): Promise<JobList> => listJobs(ctx.store, req.project, req.query),
   );
-}
 
-function page<T extends { id: string }>(items: T[], limit: number): { jobs: T[]; next?: string } {
-  if (items.length <= limit) return { jobs: items };
-  const jobs = items.slice(0, limit);
-  return { jobs, next: jobs[jobs.length - 1]!.id };
+  router.add(
+    'GET',
+    '/projects/:project/progress',
+    {
+      auth: 'member',
+      summary: "how far a project's jobs from one on (by id, which grows with submission) have come: counts by state and the failed or cancelled ones; without from, from the oldest unfinished job",
+      params: projectParams,
+      query: progressQuery,
+    },
+    (req): ProgressView => progressOf(model(), req.project.name, req.query.from),
+  );
 }

@@ -1,5 +1,6 @@
 import { isFullId } from '../../core/short-ids.js';
 import { z } from 'zod';
+import { JOB_SORTS } from '../../core/job-query.js';
 import { MAX_KILL_GRACE_S, PRIORITY_MAX, PRIORITY_MIN, type JobSpec } from '../../core/types.js';
 import { ISOLATION_LEVELS, MAX_LOG_CHUNK_BYTES, MAX_LOG_PART, type JobInput } from '../../core/wire.js';
 import { fileRefSchema, filePath } from '../files/schemas.js';
@@ -158,9 +159,30 @@ export const logChunksSchema = z.strictObject({
 export const jobListQuery = z.strictObject({
   state: z.enum(['waiting', 'queued', 'running', 'done', 'failed', 'cancelled']).optional(),
   limit: z.coerce.number().int().min(1).max(10_000).default(100),
+  /** The last job of the previous page (the `next` of its reply), in the same order. */
   after: jobIdParam.optional(),
-  archived: z.enum(['0', '1', 'true', 'false']).optional(),
+  /** 1/true: archived jobs only; include: live and archived; 0/false or absent: live only. */
+  archived: z.enum(['0', '1', 'true', 'false', 'include']).optional(),
+  /** Ordered by this, then by submission; `order=desc` turns the whole order round (newest first). */
+  sort: z.enum(JOB_SORTS).default('submitted'),
+  order: z.enum(['asc', 'desc']).default('asc'),
+  /** A pattern over job names: `*` any run of characters, `?` one character. */
+  name: z.string().min(1).max(256).optional(),
+  /** Only jobs created in the last this many seconds. */
+  since: z.coerce.number().int().min(1).max(100 * 365 * 24 * 3600).optional(),
 });
+
+/** Where a wait for a project's jobs starts: jobs whose id sorts at or after `from` (ids grow with submission). */
+export const progressQuery = z.strictObject({ from: jobIdParam.optional() });
+
+/** Cancel or retry many jobs, each with its own outcome. */
+export const bulkSchema = z.strictObject({
+  action: z.enum(['cancel', 'retry']),
+  ids: idsSchema.shape.ids,
+});
+
+/** Jobs named one by one: their states, for a wait. */
+export const statesSchema = z.strictObject({ ids: idsSchema.shape.ids });
 
 /** The longest a log read waits for more output. */
 export const MAX_LOG_WAIT_S = 60;
