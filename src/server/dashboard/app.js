@@ -692,7 +692,7 @@ function jobView(root, id) {
           ['updated', when(job.updatedAt)],
           ['exit code', job.exitCode ?? ''],
           ['took', duration(job.durationMs)],
-          ['ran on', last ? `${last.workerName}${last.via !== 'local' ? ` via ${last.via}` : ''}` : ''],
+          ['ran on', last ? `${last.workerName}${last.via !== 'local' ? ` via ${last.viaName ?? last.via}` : ''}` : ''],
         ].flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]),
       ),
     );
@@ -712,7 +712,7 @@ function jobView(root, id) {
                   { 'data-attempt': a.n },
                   h('td', {}, a.n),
                   h('td', {}, a.workerName || a.workerId),
-                  h('td', {}, a.via),
+                  h('td', { title: a.via }, a.viaName ?? a.via),
                   h('td', {}, when(a.startedAt)),
                   h('td', {}, when(a.endedAt)),
                   h('td', {}, duration((a.endedAt ?? Date.now()) - a.startedAt)),
