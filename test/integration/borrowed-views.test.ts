@@ -101,4 +101,14 @@ describe('views of a borrowed attempt', () => {
     assert.equal(mine.running, 0);
     assert.equal(mine.borrowed, undefined);
   });
+
+  it('keeps the borrowing server’s name with the attempt through save and load', async () => {
+    const cli = await cpccHomeOf(home);
+    const tar = `${await tempDir('cpc-save-')}/p.tar`;
+    await cpccOk(cpcc(cli, ['save', 'p', tar]));
+    await cpccOk(cpcc(cli, ['load', tar, 'p-copy', '--new-ids']));
+    const { jobs } = await home.admin.jobs('p-copy');
+    assert.equal(jobs.length, 1);
+    assert.equal(jobs[0]!.attempts[0]!.viaName, 'borrower-site');
+  });
 });
