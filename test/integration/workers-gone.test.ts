@@ -8,7 +8,21 @@ import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Agent, request } from 'undici';
 import type { WorkerView } from '../../src/core/wire.js';
-import { cleanup, cpcc, cpccHome, cpccOk, spawnWorker, startTestServer, tempDir, until, type TestServer, type WorkerProcess } from '../helpers/server.js';
+import {
+  adminPasswordOf,
+  cleanup,
+  cpcc,
+  cpccHome,
+  cpccOk,
+  loginAdmin,
+  spawnServer,
+  spawnWorker,
+  startTestServer,
+  tempDir,
+  until,
+  type TestServer,
+  type WorkerProcess,
+} from '../helpers/server.js';
 
 after(cleanup);
 
@@ -126,5 +140,33 @@ describe('workers that are gone', () => {
     const last = await listed(ts, 'node-r');
     assert.deepEqual(last.map((x) => [x.id, x.state]), [[three.id, 'live']]);
     assert.equal(await gauge(ts), 1);
+  });
+
+  it('cpc-server start --local-worker, stopped and started again, lists one local worker, the new one', async () => {
+    const home = await tempDir('cpc-home-');
+    const first = await spawnServer(home, { localWorker: true });
+    const admin = await loginAdmin(first.info.url, first.caPem, adminPasswordOf(home));
+    const live = (list: WorkerView[]) => list.filter((w) => w.name === 'local-worker' && w.state === 'live');
+    const old = await until('the local worker to be live', async () => live((await admin.workers()).workers)[0], WAIT);
+    assert.equal((await first.stop('SIGTERM')).code, 0, first.stderr());
+    await admin.destroy();
+
+    const second = await spawnServer(home, { localWorker: true });
+    const again = await loginAdmin(second.info.url, second.caPem, adminPasswordOf(home));
+    try {
+      // Its token is new (one per start), its name and host are not: the old entry makes way.
+      const only = await until(
+        'one local worker, the new one',
+        async () => {
+          const all = (await again.workers()).workers.filter((w) => w.name === 'local-worker');
+          return all.length === 1 && all[0]!.id !== old.id && all[0]!.state === 'live' ? all : null;
+        },
+        WAIT,
+      );
+      assert.equal(only.length, 1);
+    } finally {
+      await again.destroy();
+      await second.stop('SIGTERM');
+    }
   });
 });
