@@ -17,7 +17,9 @@ import type { Worker } from './types.js';
  * worker to an admin: its new registration replaces the old entry as soon
  * as the old one is gone, rather than after the retention. An old entry
  * that still looks live is kept (two processes may really run under one
- * name) until it goes lost, and is then replaced at once.
+ * name) until it goes lost, and is then replaced at once — if it fell silent
+ * before the new one registered: one heard from after that was not the
+ * process that was started again.
  */
 
 export type WorkerState = 'live' | 'stopped' | 'lost';
@@ -42,6 +44,11 @@ export function sameWorker(a: Pick<Worker, 'name' | 'host' | 'onlyUser'>, b: Pic
   return a.name === b.name && a.host === b.host && a.onlyUser === b.onlyUser;
 }
 
+/** `next` registered once `old` had fallen silent: it can be `old` started again. */
+function follows(next: Pick<Worker, 'registeredAt'>, old: Pick<Worker, 'registeredAt' | 'lastSeen'>): boolean {
+  return next.registeredAt >= old.registeredAt && next.registeredAt >= old.lastSeen;
+}
+
 function identityOf(w: Pick<Worker, 'name' | 'host' | 'onlyUser'>): string {
   return JSON.stringify([w.name, w.host, w.onlyUser ?? null]);
 }
@@ -50,7 +57,7 @@ function identityOf(w: Pick<Worker, 'name' | 'host' | 'onlyUser'>): string {
 export function replacedBy(model: Model, w: Pick<Worker, 'id' | 'name' | 'host' | 'onlyUser' | 'registeredAt'>, now: number, leaseMs: number, watchedSince = 0): Worker[] {
   const out: Worker[] = [];
   for (const old of model.workers.values()) {
-    if (old.id === w.id || old.registeredAt > w.registeredAt || !sameWorker(old, w)) continue;
+    if (old.id === w.id || !follows(w, old) || !sameWorker(old, w)) continue;
     if (workerState(old, now, leaseMs, watchedSince) !== 'live') out.push(old);
   }
   return out;
@@ -71,7 +78,7 @@ export function planWorkerRemovals(model: Model, now: number, leaseMs: number, r
   }
   for (const w of gone) {
     const successor = live.get(identityOf(w));
-    if (successor && successor.registeredAt >= w.registeredAt) {
+    if (successor && follows(successor, w)) {
       out.push({ t: 'worker-removed', at: now, id: w.id, reason: `started again as ${successor.id}` });
     } else if (now - goneSince(w) >= retentionMs) {
       const how = w.stoppedAt !== undefined ? 'stopped' : 'lost';

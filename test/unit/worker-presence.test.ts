@@ -73,4 +73,19 @@ describe('worker presence', () => {
     const removed = planWorkerRemovals(m, now + LEASE + 1, LEASE, HOUR).filter((e) => e.id === 'old');
     assert.deepEqual(removed.map((e) => e.reason), ['started again as new']);
   });
+
+  it('does not take a worker heard from after the new one registered for the one started again', () => {
+    const m = new Model();
+    m.apply(registered('a', T0));
+    m.apply(registered('b', T0 + 1000));
+    // `a` spoke after `b` registered: two processes under one name, not a restart.
+    m.workers.get('a')!.lastSeen = T0 + 2000;
+    const later = T0 + 2000 + LEASE + 1;
+    m.workers.get('b')!.lastSeen = later;
+    assert.equal(workerState(m.workers.get('a')!, later, LEASE), 'lost');
+    assert.deepEqual(planWorkerRemovals(m, later, LEASE, HOUR), []);
+    // The retention still ends its entry.
+    m.workers.get('b')!.lastSeen = T0 + 2000 + HOUR;
+    assert.deepEqual(planWorkerRemovals(m, T0 + 2000 + HOUR, LEASE, HOUR).map((e) => [e.id, e.reason]), [['a', 'lost longer than the retention']]);
+  });
 });
