@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Copies the dashboard's page files (HTML, script, styles) next to the
+// Copies the dashboard's page files (HTML, script, styles, icon) next to the
 // compiled server in dist, where it reads them from; tsc carries only .ts.
 import { copyFileSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -9,7 +9,7 @@ const to = join('dist', 'src', 'server', 'dashboard');
 mkdirSync(to, { recursive: true });
 let n = 0;
 for (const name of readdirSync(from)) {
-  if (!/\.(html|js|css)$/.test(name)) continue;
+  if (!/\.(html|js|css|svg)$/.test(name)) continue;
   copyFileSync(join(from, name), join(to, name));
   n++;
 }

@@ -71,6 +71,13 @@ export interface WorkerRegistered {
   onlyUser?: string;
 }
 
+/** The worker said it stops: it is shown as gone until the retention ends (see worker-presence.ts). */
+export interface WorkerStopped {
+  t: 'worker-stopped';
+  at: number;
+  id: string;
+}
+
 export interface WorkerRemoved {
   t: 'worker-removed';
   at: number;
@@ -85,6 +92,8 @@ export interface JobsClaimed {
   /** Set when the worker is not registered here (it belongs to the peer in `via`). */
   workerName?: string;
   via: string;
+  /** The name of the peer in `via`, as this server knew it. */
+  viaName?: string;
   deadline: number;
   /** Job id and the attempt number it gets. */
   claims: [string, number][];
@@ -110,7 +119,8 @@ export interface ForeignClaimed {
   home: string;
   workerId: string;
   deadline: number;
-  claims: { jobId: string; attempt: number; resources: Resources }[];
+  /** `project`: the job's project at home (absent in older records). */
+  claims: { jobId: string; attempt: number; resources: Resources; project?: string }[];
 }
 
 /** The worker reported; the result waits here until home has it. */
@@ -283,6 +293,7 @@ export type Event =
   | MembersChanged
   | JobsSubmitted
   | WorkerRegistered
+  | WorkerStopped
   | WorkerRemoved
   | JobsClaimed
   | ClaimsReturned

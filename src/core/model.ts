@@ -36,6 +36,8 @@ export interface ForeignAttempt {
   attempt: number;
   workerId: string;
   resources: Resources;
+  /** The job's project at home, for views (absent in older records). */
+  project?: string;
   claimedAt: number;
   /** This server's own lease on its worker: renewed by the worker's heartbeats. */
   deadline: number;
@@ -253,6 +255,11 @@ export class Model {
           lastSeen: e.at,
         });
         return;
+      case 'worker-stopped': {
+        const w = this.workers.get(e.id);
+        if (w && w.stoppedAt === undefined) w.stoppedAt = e.at;
+        return;
+      }
       case 'worker-removed': {
         // Its registration is gone: nothing it runs can be confirmed any more, so nothing waits for it.
         const lost = this.leases.ofWorker(e.id).map((l): [string, number] => [l.jobId, l.attempt]);
@@ -276,12 +283,13 @@ export class Model {
             workerId: e.workerId,
             workerName: worker?.name ?? e.workerName ?? e.workerId,
             via: e.via,
+            ...(e.viaName !== undefined ? { viaName: e.viaName } : {}),
             startedAt: e.at,
           });
           this.leases.add({ jobId, attempt: n, workerId: e.workerId, via: e.via, deadline: e.deadline });
           this.charge(e.workerId, job.spec.resources, +1);
           const where = worker?.name ?? e.workerName ?? e.workerId;
-          this.setState(job, 'running', e.via === 'local' ? `running on ${where}` : `running on ${where} via ${e.via}`, e.at);
+          this.setState(job, 'running', e.via === 'local' ? `running on ${where}` : `running on ${where} via ${e.viaName ?? e.via}`, e.at);
         }
         if (worker) worker.lastSeen = e.at;
         return;
@@ -314,6 +322,7 @@ export class Model {
             attempt: c.attempt,
             workerId: e.workerId,
             resources: { ...c.resources },
+            ...(c.project !== undefined ? { project: c.project } : {}),
             claimedAt: e.at,
             deadline: e.deadline,
           });
@@ -725,7 +734,7 @@ export class Model {
   private waitReason(job: Job, lease: Lease): string {
     const a = job.attempts.find((x) => x.n === lease.attempt);
     const where = this.workers.get(lease.workerId)?.name ?? a?.workerName ?? lease.workerId;
-    return `waiting for attempt ${lease.attempt} to stop on worker ${where}${lease.via === 'local' ? '' : ` via ${lease.via}`}`;
+    return `waiting for attempt ${lease.attempt} to stop on worker ${where}${lease.via === 'local' ? '' : ` via ${a?.viaName ?? lease.via}`}`;
   }
 
   /** Where an attempt's process is, as far as this server knows (see AttemptLive). */

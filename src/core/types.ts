@@ -109,6 +109,8 @@ export interface Attempt {
   workerId: string;
   workerName: string;
   via: string;
+  /** Lent to a peer: that server's name when the attempt began (`via` is its id). */
+  viaName?: string;
   startedAt: number;
   endedAt?: number;
   how?: AttemptEnd;
@@ -186,6 +188,8 @@ export interface Worker {
   onlyUser?: string;
   registeredAt: number;
   lastSeen: number;
+  /** It said it stopped (see worker-presence.ts): gone, kept for the record until the retention ends. */
+  stoppedAt?: number;
 }
 
 export interface Lease {

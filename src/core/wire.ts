@@ -74,6 +74,7 @@
  */
 
 import type { Attempt, AttemptEnd, AttemptLive, FileRef, InputSource, JobState, OutputSpec, ResolvedInput, Resources, StateCounts } from './types.js';
+import type { WorkerState } from './worker-presence.js';
 
 export const API_PREFIX = '/api/v1';
 
@@ -231,12 +232,25 @@ export interface WorkerView {
   resources: Resources;
   used: Resources;
   labels: string[];
+  /** Attempts it runs: this server's jobs and peers' (see `borrowed`). */
   running: number;
   registeredAt: number;
   lastSeen: number;
+  /** live, or gone: stopped (it said so, at `stoppedAt`) or lost (not heard from for a lease's length since `lastSeen`). Gone workers are removed after the retention (workerRetentionS). */
+  state: WorkerState;
+  stoppedAt?: number;
+  /** Peers' jobs among those it runs, by their home server. */
+  borrowed?: BorrowedCount[];
   isolation?: IsolationLevel;
   sharedIdentity?: boolean;
   onlyUser?: string;
+}
+
+export interface BorrowedCount {
+  /** The home server of the jobs: its id and name. */
+  serverId: string;
+  name: string;
+  running: number;
 }
 
 export interface LeaseView {
@@ -245,7 +259,11 @@ export interface LeaseView {
   attempt: number;
   workerId: string;
   workerName: string;
+  /** `local`, or the id of the peer whose worker runs it (lent; the peer's name in `viaName`). */
   via: string;
+  viaName?: string;
+  /** Borrowed: a peer's job that a worker of this server runs; its home server. `project` is the project there; `deadline` this server's own lease on its worker. */
+  home?: { serverId: string; name: string };
   deadline: number;
   /** Where the attempt's process is: starting, running, or stopping (ended by the server, not yet confirmed gone). */
   live?: AttemptLive;
@@ -710,6 +728,8 @@ export interface StreamWorker {
   running?: number;
   registeredAt?: number;
   lastSeen?: number;
+  /** Set when the worker said it stopped (it is gone, listed until the retention ends). */
+  stoppedAt?: number;
   /** Set when the worker was removed: why. */
   removed?: string;
 }

@@ -948,6 +948,8 @@ export class Worker {
     this.heartbeatCtl.abort();
     await this.heartbeatLoopDone;
     await this.controlLoopDone;
+    // Said, the server lists this worker as stopped at once rather than as lost a lease later.
+    if (this.workerId && this.fatalError === undefined) await this.client.workerStopped(this.workerId).catch(() => {});
     this.end();
   }
 

@@ -147,12 +147,15 @@ export async function linkedSites(nameA: string, nameB: string): Promise<[Site, 
   return [a, b];
 }
 
+/** Simulated workers made so far: each gets a name of its own (a gone worker's name on its host is taken for it started again). */
+let simulated = 0;
+
 /** A worker driven by the test, through the real API of its own server. */
 export class SimWorker {
   readonly client: ApiClient;
   id = '';
 
-  constructor(site: Site, readonly name = `${site.name}-sim`) {
+  constructor(site: Site, readonly name = `${site.name}-sim-${++simulated}`) {
     this.client = new ApiClient({ url: site.url, caPem: site.caPem, serverId: site.serverId, token: site.workerToken });
   }
 

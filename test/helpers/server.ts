@@ -143,7 +143,14 @@ export interface SimWorker {
   workerId: string;
 }
 
-/** A worker that is only an API client: the test decides when it claims, heartbeats and reports. */
+/** Simulated workers registered so far, for their default names. */
+let simulated = 0;
+
+/**
+ * A worker that is only an API client: the test decides when it claims, heartbeats and reports.
+ * Each gets a name of its own unless given one: the server takes a gone worker of the same name
+ * on the same host for the same worker started again, and replaces its entry.
+ */
 export async function simulatedWorker(
   url: string,
   caPem: string,
@@ -152,7 +159,7 @@ export async function simulatedWorker(
 ): Promise<SimWorker> {
   const client = makeClient(url, caPem, token);
   const reg = await client.register({
-    name: opts.name ?? 'sim',
+    name: opts.name ?? `sim-${++simulated}`,
     host: 'test-host',
     cores: opts.cores ?? 4,
     memoryMb: opts.memoryMb ?? 4096,

@@ -51,6 +51,7 @@ const RULES: Record<string, AuthRule> = {
   'POST /workers': 'worker',
   'POST /workers/:id/claim': 'worker',
   'POST /workers/:id/release': 'worker',
+  'POST /workers/:id/stopped': 'worker',
   'POST /workers/:id/heartbeat': 'worker',
   'POST /workers/:id/control': 'worker',
   'POST /workers/:id/results': 'worker',

@@ -229,6 +229,68 @@ describe('dashboard in a browser', { skip: missing ? `${CHROMIUM} is not install
     await page.locator('#peers', { hasText: 'No trusted peers.' }).waitFor();
   });
 
+  it('shows a worker that stopped as gone, and one not heard from for a lease as lost', async () => {
+    const stopping = await ts.worker({ name: 'node-stopping', cores: 2, memoryMb: 1024 });
+    const silent = await ts.worker({ name: 'node-silent', cores: 2, memoryMb: 1024 });
+    await page.click('#nav a[data-nav="workers"]');
+    const row = page.locator(`#workers tr[data-worker-id="${stopping.workerId}"]`);
+    await page.locator(`#workers tr[data-worker-id="${stopping.workerId}"][data-worker-state="live"]`).waitFor();
+    assert.equal(await row.locator('.state.gone').count(), 0);
+    // As cpc-worker does on its way out.
+    await stopping.client.workerStopped(stopping.workerId);
+    await row.locator('.state.gone', { hasText: 'gone (stopped)' }).waitFor();
+    assert.equal(await row.getAttribute('data-worker-state'), 'stopped');
+    assert.match((await row.getAttribute('class')) ?? '', /\bgone\b/);
+    // No heartbeat since it registered: lost once a lease (2 s here) has passed, at the view's next refresh.
+    const quiet = page.locator(`#workers tr[data-worker-id="${silent.workerId}"]`);
+    await quiet.locator('.state.gone', { hasText: 'gone (lost)' }).waitFor();
+  });
+
+  it('fits its header in a window 400 px wide, and shows its icon', async () => {
+    const problems: string[] = [];
+    const onConsole = (m: { type(): string; text(): string }) => {
+      if (/Content Security Policy|favicon/i.test(m.text())) problems.push(m.text());
+    };
+    page.on('console', onConsole);
+    try {
+      await page.setViewportSize({ width: 400, height: 800 });
+      await page.goto(`${ts.server.url}/#/workers`);
+      await page.locator('#workers').waitFor();
+      await page.locator('#logout').waitFor();
+      // Nothing in the header reaches past the window or scrolls sideways.
+      const fit = (await page.evaluate(`(() => {
+        const header = document.querySelector('header');
+        const right = Math.max(...[...header.querySelectorAll('*')].filter((e) => e.getClientRects().length > 0).map((e) => e.getBoundingClientRect().right));
+        return { scroll: header.scrollWidth, client: header.clientWidth, right, width: window.innerWidth };
+      })()`)) as { scroll: number; client: number; right: number; width: number };
+      assert.equal(fit.width, 400);
+      assert.ok(fit.scroll <= fit.client, `the header scrolls sideways: ${JSON.stringify(fit)}`);
+      assert.ok(fit.right <= fit.width, `something in the header reaches past the window: ${JSON.stringify(fit)}`);
+      for (const nav of ['projects', 'workers', 'leases', 'peers']) assert.ok(await page.locator(`#nav a[data-nav="${nav}"]`).isVisible(), `${nav} link shown`);
+      mkdirSync(ARTIFACTS, { recursive: true });
+      await page.screenshot({ path: join(ARTIFACTS, 'dashboard-400px.png'), fullPage: false });
+
+      // The page names its icon, the server gives it as SVG, and the page's CSP lets the browser load it.
+      const href = await page.locator('link[rel="icon"]').getAttribute('href');
+      assert.equal(href, '/dashboard/favicon.svg');
+      const icon = await page.request.get(ts.server.url + href);
+      assert.equal(icon.status(), 200);
+      assert.equal(icon.headers()['content-type'], 'image/svg+xml');
+      assert.match(await icon.text(), /^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+      const loaded = (await page.evaluate(`new Promise((resolve) => {
+        const img = new Image();
+        img.onload = () => resolve(img.naturalWidth > 0);
+        img.onerror = () => resolve(false);
+        img.src = ${JSON.stringify(href)};
+      })`)) as boolean;
+      assert.equal(loaded, true, 'the icon loads under the page CSP');
+      assert.deepEqual(problems, []);
+    } finally {
+      page.off('console', onConsole);
+      await page.setViewportSize({ width: 1280, height: 900 });
+    }
+  });
+
   it('shows peers with their priority and link state as they change', async () => {
     await page.click('#nav a[data-nav="peers"]');
     await page.locator('#peers', { hasText: 'No trusted peers.' }).waitFor();

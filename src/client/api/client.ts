@@ -537,6 +537,12 @@ export class ApiClient {
     return this.call('POST', `/workers/${encodeURIComponent(workerId)}/release`, {});
   }
 
+  /** The worker stops: the server lists it as gone from now on. */
+  workerStopped(workerId: string): Promise<{ stopped: true }> {
+    // A stopping worker does not wait long on a server that cannot answer: unheard, it is seen as lost instead.
+    return this.call('POST', `/workers/${encodeURIComponent(workerId)}/stopped`, {}, { timeoutMs: 5000 });
+  }
+
   heartbeat(workerId: string, req: HeartbeatRequest): Promise<HeartbeatReply> {
     return this.call('POST', `/workers/${encodeURIComponent(workerId)}/heartbeat`, req);
   }

@@ -170,12 +170,14 @@ function linesOf(ev: StreamEvent): string[] {
   const time = new Date(ev.at).toISOString().slice(11, 19);
   for (const j of ev.jobs ?? []) out.push(jobLine(ev, j));
   for (const o of ev.omitted ?? []) out.push(`${time}  ${o.project}  … and ${o.jobs} more jobs changed`);
-  if (ev.kind === 'worker-registered' || ev.kind === 'worker-removed') {
+  if (ev.kind === 'worker-registered' || ev.kind === 'worker-stopped' || ev.kind === 'worker-removed') {
     for (const w of ev.workers ?? []) {
       out.push(
         w.removed !== undefined
           ? `${time}  worker ${w.name ?? w.id} removed (${w.removed})`
-          : `${time}  worker ${w.name} registered on ${w.host} (${w.resources?.cores} cores, ${w.resources?.memoryMb} MB)`,
+          : ev.kind === 'worker-stopped'
+            ? `${time}  worker ${w.name} stopped`
+            : `${time}  worker ${w.name} registered on ${w.host} (${w.resources?.cores} cores, ${w.resources?.memoryMb} MB)`,
       );
     }
   }

@@ -16,9 +16,13 @@ async function workers(ctx: Context): Promise<void> {
     { header: 'name', value: (w: WorkerView) => w.name },
     { header: 'id', value: (w) => shortId(w.id) },
     { header: 'host', value: (w) => w.host },
+    // Gone workers stay listed until the server's retention (workerRetentionS) ends.
+    { header: 'state', value: (w) => (w.state === 'live' || w.state === undefined ? 'live' : ctx.out.c.yellow(`gone (${w.state})`)) },
     { header: 'cores', value: (w) => `${w.used.cores}/${w.resources.cores}`, align: 'right' },
     { header: 'MB', value: (w) => `${w.used.memoryMb}/${w.resources.memoryMb}`, align: 'right' },
     { header: 'jobs', value: (w) => w.running, align: 'right' },
+    // Peers' jobs among them, by home server; a column only when some worker runs any.
+    ...(reply.workers.some((w) => w.borrowed) ? [{ header: 'borrowed', value: (w: WorkerView) => (w.borrowed ?? []).map((b) => `${b.running} from ${b.name}`).join(', '), max: 32 }] : []),
     { header: 'labels', value: (w) => w.labels.join(','), max: 24 },
     { header: 'isolation', value: (w) => isolationOf(w, ctx) },
     { header: 'seen', value: (w) => ago(w.lastSeen, now) },
@@ -42,7 +46,8 @@ async function heartbeats(ctx: Context): Promise<void> {
     { header: 'project', value: (l) => l.project },
     { header: 'attempt', value: (l) => l.attempt, align: 'right' },
     { header: 'worker', value: (l) => l.workerName || l.workerId },
-    { header: 'via', value: (l) => l.via },
+    // Lent: the borrowing server; borrowed: the job's home server. Named as the trust records name them.
+    { header: 'via', value: (l) => (l.home ? `from ${l.home.name}` : l.via === 'local' ? 'local' : (l.viaName ?? l.via)) },
     { header: 'process', value: (l) => l.live ?? '' },
     // An overdue lease is about to be taken back; that is worth a colour.
     { header: 'deadline', value: (l) => (l.deadline < now ? ctx.out.c.red(`overdue ${ago(l.deadline, now)}`) : ago(l.deadline, now)) },

@@ -693,7 +693,7 @@ function jobView(root, id) {
           ['updated', when(job.updatedAt)],
           ['exit code', job.exitCode ?? ''],
           ['took', duration(job.durationMs)],
-          ['ran on', last ? `${last.workerName}${last.via !== 'local' ? ` via ${last.via}` : ''}` : ''],
+          ['ran on', last ? `${last.workerName}${last.via !== 'local' ? ` via ${last.viaName ?? last.via}` : ''}` : ''],
         ].flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]),
       ),
     );
@@ -713,7 +713,7 @@ function jobView(root, id) {
                   { 'data-attempt': a.n },
                   h('td', {}, a.n),
                   h('td', {}, a.workerName || a.workerId),
-                  h('td', {}, a.via),
+                  h('td', { title: a.via }, a.viaName ?? a.via),
                   h('td', {}, when(a.startedAt)),
                   h('td', {}, when(a.endedAt)),
                   h('td', {}, duration((a.endedAt ?? Date.now()) - a.startedAt)),
@@ -794,7 +794,7 @@ function workersView(root) {
     h(
       'table',
       { id: 'workers' },
-      thead(['worker', 'host', 'cores', 'memory', 'running jobs', 'last heartbeat', 'registered']),
+      thead(['worker', 'host', 'cores', 'memory', 'running jobs', 'last seen', 'registered']),
       tbody,
     ),
   );
@@ -816,15 +816,27 @@ function workersView(root) {
         ...workers.map((w) =>
           h(
             'tr',
-            { 'data-worker-id': w.id },
-            h('td', {}, w.name, h('div', { class: 'muted mono', title: w.id }, shortId(w.id))),
+            // Gone (stopped, or lost: not heard from for a lease) workers stay listed until the server's retention ends.
+            { 'data-worker-id': w.id, 'data-worker-state': w.state, class: w.state === 'live' ? null : 'gone' },
+            h(
+              'td',
+              {},
+              w.name,
+              w.state === 'live' ? null : [' ', h('span', { class: 'state gone', title: w.state === 'stopped' ? 'it said it stopped' : 'not heard from for a lease' }, `gone (${w.state})`)],
+              h('div', { class: 'muted mono', title: w.id }, shortId(w.id)),
+            ),
             h('td', {}, w.host),
             h('td', {}, meter(w.used.cores, w.resources.cores, '')),
             h('td', {}, meter(w.used.memoryMb, w.resources.memoryMb, ' MB')),
             h(
               'td',
               { class: 'running' },
-              (byWorker.get(w.id) ?? []).map((l) => h('div', {}, h('a', { class: 'mono', href: `#/j/${l.jobId}`, title: l.jobId }, shortId(l.jobId)), ` ${l.project}`)),
+              (byWorker.get(w.id) ?? []).map((l) =>
+                // A peer's job (borrowed) opens on its home server, not here: its id and home are shown.
+                l.home
+                  ? h('div', { 'data-home': l.home.serverId }, h('span', { class: 'mono', title: l.jobId }, shortId(l.jobId)), ` ${l.project} from ${l.home.name}`)
+                  : h('div', {}, h('a', { class: 'mono', href: `#/j/${l.jobId}`, title: l.jobId }, shortId(l.jobId)), ` ${l.project}`),
+              ),
               w.running > (byWorker.get(w.id)?.length ?? 0) ? h('div', { class: 'muted' }, `${w.running - (byWorker.get(w.id)?.length ?? 0)} of other projects`) : null,
             ),
             h('td', { 'data-ts': w.lastSeen, title: when(w.lastSeen) }, ago(w.lastSeen)),
@@ -870,11 +882,12 @@ function leasesView(root) {
           return h(
             'tr',
             { 'data-lease': l.jobId },
-            h('td', {}, h('a', { class: 'mono', href: `#/j/${l.jobId}`, title: l.jobId }, shortId(l.jobId))),
+            // A borrowed job lives on its home server: no page here to open.
+            h('td', {}, l.home ? h('span', { class: 'mono', title: l.jobId }, shortId(l.jobId)) : h('a', { class: 'mono', href: `#/j/${l.jobId}`, title: l.jobId }, shortId(l.jobId))),
             h('td', {}, l.project),
             h('td', {}, l.attempt),
             h('td', {}, l.workerName),
-            h('td', {}, l.via),
+            h('td', {}, l.home ? `from ${l.home.name}` : l.via === 'local' ? 'local' : (l.viaName ?? l.via)),
             td,
           );
         }),

@@ -166,7 +166,7 @@ export class Metrics {
     const jobs = s.jobs();
     gauge('cpc_jobs', 'Jobs by state, archived ones included.', JOB_STATES.map((state) => [{ state }, jobs[state]]));
     gauge('cpc_projects', 'Projects.', [[{}, s.projects()]]);
-    gauge('cpc_workers', 'Registered workers.', [[{}, s.workers()]]);
+    gauge('cpc_workers', 'Registered workers: live ones, and gone ones (stopped, lost) until the retention (workerRetentionS) ends.', [[{}, s.workers()]]);
     gauge('cpc_leases', 'Attempts running under a heartbeat lease held here.', [[{}, s.leases()]]);
     gauge('cpc_claims_waiting', 'Worker claims waiting (long-poll) for a job.', [[{}, s.claimsWaiting()]]);
     const peers = s.peers();

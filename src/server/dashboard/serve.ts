@@ -10,7 +10,7 @@ import { METRICS_CONTENT_TYPE, metricsAllowed, type Metrics } from './metrics.js
 
 /**
  * What the secure port serves outside the API: the dashboard (an HTML page,
- * one ES module and a style sheet from this folder, read once at start-up)
+ * one ES module, a style sheet and an SVG icon from this folder, read once at start-up)
  * and `/metrics`. The build copies the page's files next to this module in
  * dist, so the same lookup works from the sources and from the build.
  */
@@ -20,6 +20,9 @@ const FILES: Record<string, { file: string; type: string }> = {
   '/index.html': { file: 'index.html', type: 'text/html; charset=utf-8' },
   '/dashboard/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
   '/dashboard/app.css': { file: 'app.css', type: 'text/css; charset=utf-8' },
+  // The page names it; browsers that ask without reading the page look at the root.
+  '/favicon.svg': { file: 'favicon.svg', type: 'image/svg+xml' },
+  '/dashboard/favicon.svg': { file: 'favicon.svg', type: 'image/svg+xml' },
 };
 
 // The page loads only its own script and style and talks only to its own

@@ -284,6 +284,7 @@ export class EventHub {
         projects.add(e.project);
         break;
       case 'worker-registered':
+      case 'worker-stopped':
         workers.add(e.id);
         break;
       case 'worker-removed':
@@ -366,6 +367,7 @@ export class EventHub {
         running: model.leases.countOfWorker(id),
         registeredAt: w.registeredAt,
         lastSeen: w.lastSeen,
+        ...(w.stoppedAt !== undefined ? { stoppedAt: w.stoppedAt } : {}),
       });
     }
 
@@ -474,7 +476,7 @@ export class EventHub {
     // Workers are listed for every user (as GET /workers does), but only
     // alongside something the user may see, so that the timing of other
     // people's work does not show.
-    if (!shown && !(event.kind === 'worker-registered' || event.kind === 'worker-removed')) return null;
+    if (!shown && !(event.kind === 'worker-registered' || event.kind === 'worker-stopped' || event.kind === 'worker-removed')) return null;
     if (event.workers) out.workers = event.workers;
     if (!shown && !out.workers) return null;
     return JSON.stringify(out);

@@ -162,7 +162,7 @@ export class Delegation implements RemoteWork {
 
   private grant(home: string, workerId: string, jobs: ClaimedJob[]): Grant {
     const now = Date.now();
-    const claims = jobs.map((j) => ({ jobId: j.id, attempt: j.attempt, resources: j.resources }));
+    const claims = jobs.map((j) => ({ jobId: j.id, attempt: j.attempt, resources: j.resources, ...(typeof j.project === 'string' ? { project: j.project } : {}) }));
     const durable = this.ctx.store.commit({ t: 'foreign-claimed', at: now, home, workerId, deadline: now + this.ctx.leaseMs, claims });
     return {
       jobs,
@@ -515,6 +515,9 @@ export class Delegation implements RemoteWork {
         this.offered.set(`${peerId}/${p.workerId}`, { free: p.free, at: Date.now() });
         const event = planClaim(model, p.workerId, peerId, Date.now(), this.ctx.leaseMs, p.max, { free: p.free, workerName: p.workerName });
         if (!event) return { jobs: [] };
+        // Admins here know the peer by its name: the attempt keeps it.
+        const viaName = this.directory?.peer(peerId)?.name;
+        if (viaName !== undefined) event.viaName = viaName;
         await this.ctx.store.commit(event);
         return { jobs: event.claims.map(([jobId, attempt]) => claimedJob(model.job(jobId)!, attempt)) };
       }

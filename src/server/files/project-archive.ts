@@ -259,6 +259,7 @@ const attemptSchema = z.strictObject({
   workerId: z.string().max(256),
   workerName: z.string().max(256),
   via: z.string().max(256),
+  viaName: z.string().max(256).optional(),
   startedAt: count,
   endedAt: count.optional(),
   how: z.enum(['exited', 'timeout', 'lease-expired', 'cancelled', 'worker-lost', 'start-failed', 'output-failed']).optional(),

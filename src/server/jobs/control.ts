@@ -77,6 +77,7 @@ const HARMLESS = new Set<Event['t']>([
   'project-loaded',
   'jobs-submitted',
   'worker-registered',
+  'worker-stopped',
   'leases-renewed',
   'leases-extended',
   'clock-stepped',

@@ -19,7 +19,7 @@ import type { BulkReply, JobStatesReply, WhyView } from '../../core/job-reports.
 
 /** Log reads one user may have waiting for output at once (TOO_MANY_REQUESTS past it). */
 const MAX_LOG_WAITS_PER_USER = 32;
-import { jobView } from './views.js';
+import { jobView, leaseViews, peerNames } from './views.js';
 
 const jobParams = z.strictObject({ id: jobRefParam });
 
@@ -171,24 +171,9 @@ export function jobRoutes(router: Router, ctx: Context): void {
     return { jobs: running.slice(0, req.query.limit).map((r) => jobView(r.job, false, m)) };
   });
 
-  router.add('GET', '/heartbeats', { auth: 'user', summary: 'running attempts this user may see, with their lease deadlines' }, (req): { leases: LeaseView[] } => {
+  router.add('GET', '/heartbeats', { auth: 'user', summary: "running attempts this user may see, with their lease deadlines; for super users also peers' jobs this server's workers run" }, (req): { leases: LeaseView[] } => {
     const m = model();
-    const leases: LeaseView[] = [];
-    for (const lease of m.leases.all()) {
-      const job = m.job(lease.jobId);
-      if (!job || !canSee(req.who, m.project(job.project))) continue;
-      leases.push({
-        jobId: lease.jobId,
-        attempt: lease.attempt,
-        workerId: lease.workerId,
-        via: lease.via,
-        deadline: lease.deadline,
-        project: job.project,
-        workerName: m.workers.get(lease.workerId)?.name ?? lease.workerId,
-        live: m.attemptLive(lease.jobId, lease.attempt),
-      });
-    }
-    leases.sort((a, b) => a.deadline - b.deadline);
-    return { leases };
+    // Peers' jobs belong to no user here: only super users, who see every worker, see them.
+    return { leases: leaseViews(m, (project) => canSee(req.who, m.project(project)), peerNames(ctx), req.who.superuser === true) };
   });
 }

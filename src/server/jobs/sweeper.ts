@@ -1,4 +1,5 @@
 import { archivable, planClockStep, planExpiry } from '../../core/commands.js';
+import { planWorkerRemovals } from '../../core/worker-presence.js';
 import type { Files } from '../files/files.js';
 import type { Logger } from '../../common/logger.js';
 import type { Dispatcher } from './dispatcher.js';
@@ -8,11 +9,16 @@ import type { Store } from './store.js';
 export interface SweeperServices {
   store: Pick<Store, 'model' | 'commit' | 'archiveJobs'>;
   files: Pick<Files, 'store'>;
-  config: { archiveAfterS: number; fileGraceS: number };
+  /** Read at each tick: a setting changed while the server runs applies at once. */
+  config: { archiveAfterS: number; fileGraceS: number; workerRetentionS: number };
   dispatcher: Pick<Dispatcher, 'kick'>;
   /** Delegated attempts have their own clock-driven work (renewals, silent workers). */
   delegation: { tick(now: number): void };
   leaseMs: number;
+  /** When the server started (see workerState). */
+  startedAt: number;
+  /** Renewals journaled per worker: a removed worker's entry goes too. */
+  journaledDeadline: Map<string, number>;
   log: Logger;
 }
 
@@ -29,6 +35,7 @@ export class Sweeper {
   private archiving = false;
   private lastArchive = 0;
   private collecting = false;
+  private removing = false;
   private lastCollect = Date.now();
 
   constructor(
@@ -71,6 +78,20 @@ export class Sweeper {
     return out;
   }
 
+  /** Gone workers past the retention, or replaced by the same worker started again, leave the list. */
+  removeGoneWorkers(now = Date.now()): void {
+    const { store, config, log } = this.ctx;
+    if (this.removing || store.model.workers.size === 0) return;
+    const removals = planWorkerRemovals(store.model, now, this.ctx.leaseMs, config.workerRetentionS * 1000, this.ctx.startedAt);
+    if (removals.length === 0) return;
+    this.removing = true;
+    for (const e of removals) this.ctx.journaledDeadline.delete(e.id);
+    log.info('gone workers removed', { workers: removals.length });
+    Promise.all(removals.map((e) => store.commit(e)))
+      .catch((err: unknown) => log.error('could not journal removed workers', { err: String(err) }))
+      .finally(() => (this.removing = false));
+  }
+
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
@@ -85,6 +106,7 @@ export class Sweeper {
       dispatcher.kick();
     }
     this.ctx.delegation.tick(now);
+    this.removeGoneWorkers(now);
     const every = Math.max(1000, Math.min(60_000, (this.ctx.config.archiveAfterS * 1000) / 4));
     if (!this.archiving && now - this.lastArchive >= every) {
       this.lastArchive = now;

@@ -1,6 +1,7 @@
 import type { Model } from '../../core/model.js';
-import { DEFAULT_KILL_GRACE_S, type Job, type Project, type StateCounts } from '../../core/types.js';
-import type { ClaimedJob, JobView, ProjectView } from '../../core/wire.js';
+import { DEFAULT_KILL_GRACE_S, type Job, type Project, type StateCounts, type Worker } from '../../core/types.js';
+import type { WorkerState } from '../../core/worker-presence.js';
+import type { BorrowedCount, ClaimedJob, JobView, LeaseView, ProjectView, WorkerView } from '../../core/wire.js';
 
 /** Turns domain records into the shapes of the API (core/wire.ts). */
 
@@ -49,6 +50,78 @@ export function jobView(job: Job, archived = false, model?: Pick<Model, 'attempt
 
 export function projectView(project: Project, counts: StateCounts): ProjectView {
   return { name: project.name, owner: project.owner, members: project.members, createdAt: project.createdAt, counts };
+}
+
+/** A registered worker as the API shows it, with its state (worker-presence.ts) and the peers' jobs it runs. */
+export function workerView(model: Model, w: Worker, state: WorkerState, borrowed: BorrowedCount[] = []): WorkerView {
+  return {
+    id: w.id,
+    name: w.name,
+    host: w.host,
+    resources: w.resources,
+    used: model.usedBy(w.id),
+    labels: w.labels,
+    running: model.leases.countOfWorker(w.id) + borrowed.reduce((n, b) => n + b.running, 0),
+    registeredAt: w.registeredAt,
+    lastSeen: w.lastSeen,
+    state,
+    ...(w.stoppedAt !== undefined ? { stoppedAt: w.stoppedAt } : {}),
+    ...(borrowed.length > 0 ? { borrowed } : {}),
+    ...(w.isolation !== undefined ? { isolation: w.isolation } : {}),
+    ...(w.sharedIdentity ? { sharedIdentity: true } : {}),
+    ...(w.onlyUser !== undefined ? { onlyUser: w.onlyUser } : {}),
+  };
+}
+
+/** Server id to name, for the trusted peers (read once per view). */
+export function peerNames(ctx: { trust: { peers(): { serverId: string; name: string }[] } }): (serverId: string) => string | undefined {
+  let names: Map<string, string> | undefined;
+  return (serverId) => (names ??= new Map(ctx.trust.peers().map((p) => [p.serverId, p.name]))).get(serverId);
+}
+
+/**
+ * Running attempts and their lease deadlines, soonest first: this server's
+ * jobs the caller may see (`maySeee(project)`), named by their worker's name
+ * and, when lent, the borrowing server's name; and, with `borrowed`, the
+ * peers' jobs this server's workers run, with their home server's name
+ * (`peerName` turns a server id into the name its trust record gives).
+ */
+export function leaseViews(model: Model, maySee: (project: string) => boolean, peerName: (serverId: string) => string | undefined, borrowed: boolean): LeaseView[] {
+  const out: LeaseView[] = [];
+  for (const lease of model.leases.all()) {
+    const job = model.job(lease.jobId);
+    if (!job || !maySee(job.project)) continue;
+    const a = job.attempts.find((x) => x.n === lease.attempt);
+    const viaName = lease.via === 'local' ? undefined : (peerName(lease.via) ?? a?.viaName);
+    out.push({
+      jobId: lease.jobId,
+      attempt: lease.attempt,
+      workerId: lease.workerId,
+      via: lease.via,
+      ...(viaName !== undefined ? { viaName } : {}),
+      deadline: lease.deadline,
+      project: job.project,
+      workerName: model.workers.get(lease.workerId)?.name ?? a?.workerName ?? lease.workerId,
+      live: model.attemptLive(lease.jobId, lease.attempt),
+    });
+  }
+  if (borrowed) {
+    for (const f of model.foreign.values()) {
+      if (f.result !== undefined) continue;
+      out.push({
+        jobId: f.jobId,
+        attempt: f.attempt,
+        workerId: f.workerId,
+        via: 'local',
+        home: { serverId: f.home, name: peerName(f.home) ?? f.home },
+        deadline: f.deadline,
+        project: f.project ?? '',
+        workerName: model.workers.get(f.workerId)?.name ?? f.workerId,
+        live: f.stopping !== undefined ? 'stopping' : f.running ? 'running' : 'starting',
+      });
+    }
+  }
+  return out.sort((a, b) => a.deadline - b.deadline);
 }
 
 /** What a worker needs to run one attempt of a job. */

@@ -13,6 +13,7 @@ import type {
   ResultReply,
   ResultRequest,
   WorkerTokenCreated,
+  BorrowedCount,
   WorkerTokenView,
   WorkerView,
 } from '../../core/wire.js';
@@ -21,6 +22,8 @@ import type { WorkerIdentity } from '../http/auth.js';
 import type { Context } from '../start/context.js';
 import type { Router } from '../http/router.js';
 import { newId } from './ids.js';
+import { peerNames, workerView } from './views.js';
+import { replacedBy, workerState } from '../../core/worker-presence.js';
 import { isClaim, isHeartbeat, isPlainResult, isWorkerPath } from './quick-checks.js';
 import { acceptLogChunks, acceptResult } from './results.js';
 import { jobIdParam } from '../http/schemas.js';
@@ -85,8 +88,10 @@ export function workerRoutes(router: Router, ctx: Context): void {
     const { who, body } = req;
     // A token handed to a cluster node must not become a fleet: its workers are capped.
     const most = who.maxWorkers ?? ctx.config.maxWorkersPerToken;
+    const now = Date.now();
+    // Gone workers are only listed: they do not count.
     let registered = 0;
-    for (const w of model.workers.values()) if (w.tokenId === who.tokenId) registered++;
+    for (const w of model.workers.values()) if (w.tokenId === who.tokenId && workerState(w, now, ctx.leaseMs, ctx.startedAt) === 'live') registered++;
     if (registered >= most) {
       throw fail('TOO_MANY_WORKERS', `${registered} worker${registered === 1 ? ' is' : 's are'} registered with this token, the most it allows`);
     }
@@ -100,9 +105,15 @@ export function workerRoutes(router: Router, ctx: Context): void {
       );
     }
     const id = newId();
+    // The same worker started again takes the place of its gone entry (see worker-presence.ts).
+    const replaced = replacedBy(model, { id, name: body.name, host: body.host, registeredAt: now, ...(onlyUser !== undefined ? { onlyUser } : {}) }, now, ctx.leaseMs, ctx.startedAt);
+    for (const old of replaced) {
+      ctx.journaledDeadline.delete(old.id);
+      await ctx.store.commit({ t: 'worker-removed', at: now, id: old.id, reason: `started again as ${id}` });
+    }
     await ctx.store.commit({
       t: 'worker-registered',
-      at: Date.now(),
+      at: now,
       id,
       name: body.name,
       host: body.host,
@@ -113,7 +124,15 @@ export function workerRoutes(router: Router, ctx: Context): void {
       ...(body.sharedIdentity ? { sharedIdentity: true } : {}),
       ...(onlyUser !== undefined ? { onlyUser } : {}),
     });
-    ctx.log.info('worker registered', { worker: id, name: body.name, cores: body.cores, memoryMb: body.memoryMb, isolation: body.isolation, onlyUser });
+    ctx.log.info('worker registered', {
+      worker: id,
+      name: body.name,
+      cores: body.cores,
+      memoryMb: body.memoryMb,
+      isolation: body.isolation,
+      onlyUser,
+      ...(replaced.length > 0 ? { replaces: replaced.map((w) => w.id) } : {}),
+    });
     return { workerId: id, heartbeatIntervalS: ctx.config.heartbeatIntervalS, leaseS: ctx.leaseMs / 1000, ...(onlyUser !== undefined ? { onlyUser } : {}) };
   });
 
@@ -142,6 +161,21 @@ export function workerRoutes(router: Router, ctx: Context): void {
         if (left > 0) claimsOpen.set(who.tokenId, left);
         else claimsOpen.delete(who.tokenId);
       }
+    },
+  );
+
+  router.add(
+    'POST',
+    '/workers/:id/stopped',
+    { auth: 'worker', summary: 'the worker stops: it is listed as gone (stopped) until the retention (workerRetentionS) ends, then removed', params: workerParams },
+    async (req): Promise<{ stopped: true }> => {
+      const worker = ownWorker(req.who, req.params.id);
+      if (worker.stoppedAt === undefined) {
+        ctx.dispatcher.release(worker.id);
+        await ctx.store.commit({ t: 'worker-stopped', at: Date.now(), id: worker.id });
+        ctx.log.info('worker stopped', { worker: worker.id, name: worker.name });
+      }
+      return { stopped: true };
     },
   );
 
@@ -301,23 +335,27 @@ export function workerRoutes(router: Router, ctx: Context): void {
     },
   );
 
-  router.add('GET', '/workers', { auth: 'user', summary: 'the workers registered here' }, (): { workers: WorkerView[] } => {
-    const workers = [...model.workers.values()].map((w) => ({
-      id: w.id,
-      name: w.name,
-      host: w.host,
-      resources: w.resources,
-      used: model.usedBy(w.id),
-      labels: w.labels,
-      running: model.leases.countOfWorker(w.id),
-      registeredAt: w.registeredAt,
-      lastSeen: w.lastSeen,
-      ...(w.isolation !== undefined ? { isolation: w.isolation } : {}),
-      ...(w.sharedIdentity ? { sharedIdentity: true } : {}),
-      ...(w.onlyUser !== undefined ? { onlyUser: w.onlyUser } : {}),
-    }));
-    return { workers };
+  router.add('GET', '/workers', { auth: 'user', summary: 'the workers registered here: live ones, and gone ones until the retention ends' }, (): { workers: WorkerView[] } => {
+    const now = Date.now();
+    const borrowed = borrowedByWorker();
+    return { workers: [...model.workers.values()].map((w) => workerView(model, w, workerState(w, now, ctx.leaseMs, ctx.startedAt), borrowed.get(w.id))) };
   });
+
+  /** Peers' jobs each worker runs, by home server (named as the trust store knows it). */
+  const borrowedByWorker = (): Map<string, BorrowedCount[]> => {
+    const out = new Map<string, BorrowedCount[]>();
+    if (model.foreign.size === 0) return out;
+    const nameOf = peerNames(ctx);
+    for (const f of model.foreign.values()) {
+      if (f.result !== undefined) continue;
+      let list = out.get(f.workerId);
+      if (!list) out.set(f.workerId, (list = []));
+      let entry = list.find((b) => b.serverId === f.home);
+      if (!entry) list.push((entry = { serverId: f.home, name: nameOf(f.home) ?? f.home, running: 0 }));
+      entry.running++;
+    }
+    return out;
+  };
 
   router.add('POST', '/worker-tokens', { auth: 'superuser', summary: 'issue a worker token (shown once)', body: tokenNameSchema }, async (req): Promise<WorkerTokenCreated> => {
     const { name, maxWorkers, user } = req.body;

@@ -34,6 +34,8 @@ export const configSchema = z.strictObject({
   leaseS: z.number().min(0.2).max(7 * DAY).optional(),
   /** Finished jobs leave memory for the archive after this long. */
   archiveAfterS: z.number().min(0).max(365 * DAY),
+  /** Workers that stopped or were lost stay listed (as gone) this long, then their entry is removed. */
+  workerRetentionS: z.number().min(0).max(365 * DAY),
   maxBodyBytes: z.int().min(1024).max(1024 * MiB),
   maxJobsPerSubmit: z.int().min(1).max(1_000_000),
   /** Each of stdout and stderr is kept up to this size per attempt (the end of it). */
@@ -107,6 +109,7 @@ export const DEFAULTS: ServerConfig = {
   unsecurePort: 14807,
   heartbeatIntervalS: 2 * MINUTE,
   archiveAfterS: 1 * HOUR,
+  workerRetentionS: 1 * HOUR,
   maxBodyBytes: 64 * MiB,
   maxJobsPerSubmit: 100_000,
   maxLogBytes: 1 * MiB,

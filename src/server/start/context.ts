@@ -36,6 +36,8 @@ export interface Context {
   transfers: Transfers;
   log: Logger;
   leaseMs: number;
+  /** When this server started: workers not heard from since get a lease's length to come back (worker-presence.ts). */
+  startedAt: number;
   version: string;
   /** The secure port actually bound (differs from config when it was 0). */
   securePort: () => number;

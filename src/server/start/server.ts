@@ -204,6 +204,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     usage: new QueuedUsage(store.model, store, config),
     log,
     leaseMs,
+    startedAt: Date.now(),
     version: packageVersion(),
     securePort: () => (secure?.address() as AddressInfo | null)?.port ?? config.securePort,
     unsecurePort: () => unsecureBound,
