@@ -135,7 +135,7 @@ function attemptRows(ctx: Context, attempts: AttemptView[], now: number) {
     columns: [
       { header: 'n', value: (a: Attempt) => a.n, align: 'right' as const },
       { header: 'worker', value: (a: Attempt) => a.workerName || a.workerId },
-      { header: 'via', value: (a: Attempt) => a.via },
+      { header: 'via', value: (a: Attempt) => a.viaName ?? a.via },
       { header: 'process', value: (a: AttemptView) => liveOf(a) },
       { header: 'start', value: (a: Attempt) => ago(a.startedAt, now) },
       { header: 'duration', value: (a: Attempt) => duration((a.endedAt ?? now) - a.startedAt), align: 'right' as const },
@@ -336,7 +336,7 @@ async function running(ctx: Context, _args: Argument[], opts: Record<string, unk
       header: 'worker',
       value: (j) => {
         const a = current(j);
-        return a ? `${a.workerName || a.workerId}${a.via !== 'local' ? ctx.out.c.dim(` via ${a.via}`) : ''}` : '';
+        return a ? `${a.workerName || a.workerId}${a.via !== 'local' ? ctx.out.c.dim(` via ${a.viaName ?? a.via}`) : ''}` : '';
       },
       max: 40,
     },

@@ -160,6 +160,7 @@ export const SETTINGS: Record<keyof ServerConfig, SettingInfo> = {
   heartbeatIntervalS: { doc: 'how often workers heartbeat', env: 'CPC_HEARTBEAT_INTERVAL', live: false },
   leaseS: { doc: 'how long a lease lasts without a heartbeat (default two heartbeat intervals)', env: 'CPC_LEASE_S', live: false },
   archiveAfterS: { doc: 'finished jobs leave memory for the archive after this long', env: 'CPC_ARCHIVE_AFTER_S', live: true },
+  workerRetentionS: { doc: 'workers that stopped or were lost stay listed (as gone) this long, then are removed', env: 'CPC_WORKER_RETENTION_S', live: true },
   maxBodyBytes: { doc: 'the largest request body', env: 'CPC_MAX_BODY_BYTES', live: false },
   maxJobsPerSubmit: { doc: 'jobs one submit request may hold (cpcc sends bigger files in pieces)', env: 'CPC_MAX_JOBS_PER_SUBMIT', live: false },
   maxLogBytes: { doc: 'each of stdout and stderr is kept up to this size per attempt (its end)', env: 'CPC_MAX_LOG_BYTES', live: false },
