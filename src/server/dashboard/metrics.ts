@@ -91,6 +91,8 @@ export interface MetricsSources {
   peers(): { trusted: number; up: number };
   streamClients(): number;
   journalPosition(): number;
+  /** Why changes are refused now (DISK_FULL, JOURNAL_FAILED), or null while they are taken. */
+  refusing(): string | null;
 }
 
 export class Metrics {
@@ -174,6 +176,11 @@ export class Metrics {
     gauge('cpc_peers_up', 'Trusted peer servers with a live link.', [[{}, peers.up]]);
     gauge('cpc_event_stream_clients', 'Clients connected to the event stream.', [[{}, s.streamClients()]]);
     gauge('cpc_journal_position', 'State changes applied since the state began.', [[{}, s.journalPosition()]]);
+    const refusing = s.refusing();
+    gauge('cpc_changes_refused', 'Whether changes are refused now, by why (1 refused, 0 taken); the log and `cpc-server status` say more.', [
+      [{ reason: 'disk_full' }, refusing === 'DISK_FULL' ? 1 : 0],
+      [{ reason: 'journal_failed' }, refusing === 'JOURNAL_FAILED' ? 1 : 0],
+    ]);
     for (const c of [this.dispatches, this.borrowed, this.submitted, this.expiries, this.lost, this.finished, this.heartbeats, this.events]) c.render(out);
     for (const h of [this.fsyncSeconds, this.perFsync, this.http]) h.render(out);
     const mem = process.memoryUsage();

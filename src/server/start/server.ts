@@ -138,6 +138,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     peers: (): { trusted: number; up: number } => ({ trusted: trust.peers().length, up: links.upCount() }),
     streamClients: () => hub.subscribers,
     journalPosition: () => store.seq,
+    refusing: () => store.refusing?.code ?? null,
   });
   const store = await Store.open({
     home,
