@@ -93,6 +93,8 @@ export interface MetricsSources {
   journalPosition(): number;
   /** Why changes are refused now (DISK_FULL, JOURNAL_FAILED), or null while they are taken. */
   refusing(): string | null;
+  /** JSON frames sent and received over peer links since start. */
+  peerFrames(): { sent: number; received: number };
 }
 
 export class Metrics {
@@ -188,6 +190,9 @@ export class Metrics {
     gauge('process_start_time_seconds', 'Start time of the process since the Unix epoch in seconds.', [[{}, Math.floor(this.started / 1000)]]);
     gauge('process_resident_memory_bytes', 'Resident memory size in bytes.', [[{}, mem.rss]]);
     gauge('nodejs_heap_used_bytes', 'V8 heap in use, in bytes.', [[{}, mem.heapUsed]]);
+    const frames = s.peerFrames();
+    out.push('# HELP cpc_peer_frames_total Messages (JSON frames) over peer links, by direction.', '# TYPE cpc_peer_frames_total counter');
+    out.push(`cpc_peer_frames_total{direction="sent"} ${num(frames.sent)}`, `cpc_peer_frames_total{direction="received"} ${num(frames.received)}`);
     out.push('# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.', '# TYPE process_cpu_seconds_total counter');
     out.push(`process_cpu_seconds_total ${num((cpu.user + cpu.system) / 1e6)}`);
     return out.join('\n') + '\n';

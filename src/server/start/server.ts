@@ -139,6 +139,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     streamClients: () => hub.subscribers,
     journalPosition: () => store.seq,
     refusing: () => store.refusing?.code ?? null,
+    peerFrames: () => links.frames,
   });
   const store = await Store.open({
     home,
