@@ -24,8 +24,8 @@ import { Agent, request } from 'undici';
 import { updateConfig } from '../../src/client/config.js';
 import type { JobView } from '../../src/core/wire.js';
 import { cpcc, until } from '../helpers/server.js';
-import { faultsUnavailable, Network } from './netns.js';
-import { AttemptWatch, jobEnded, reportedAttempts, startSite, startWorker, UNSECURE_PORT, type NsSite, type NsWorker } from './sites.js';
+import { faultsUnavailable, Network } from '../faults/netns.js';
+import { AttemptWatch, jobEnded, reportedAttempts, startSite, startWorker, UNSECURE_PORT, type NsSite, type NsWorker } from '../faults/sites.js';
 
 const skip = faultsUnavailable();
 
