@@ -16,7 +16,7 @@
  */
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -175,6 +175,7 @@ describe('32 servers: hubs, leaves and walled leaves', { skip: skip ?? false, ti
     watch?.stop();
     await Promise.all([...sites.values()].map((s) => s.admin.destroy()));
     await net?.destroy();
+    for (const dir of [work, ...[...sites.values()].map((s) => s.home), ...workers.map((w) => w.workDir)]) rmSync(dir, { recursive: true, force: true });
     if (Object.keys(figures).length > 0) console.log(`FIGURES ${JSON.stringify(figures)}`);
   });
 
