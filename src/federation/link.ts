@@ -49,6 +49,12 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
+/** JSON frames sent and received over links (pings are not frames), for the cost of delegation in /metrics. */
+export interface FrameCounts {
+  sent: number;
+  received: number;
+}
+
 export class PeerLink extends EventEmitter<{ hello: [Hello]; work: [Shape[]]; close: [] }> {
   /** What the peer said about itself; set once its hello arrives. */
   hello: Hello | undefined;
@@ -66,9 +72,11 @@ export class PeerLink extends EventEmitter<{ hello: [Hello]; work: [Shape[]]; cl
     readonly dialer: string,
     private readonly handle: CallHandler,
     pingMs = 10_000,
+    private readonly counts: FrameCounts = { sent: 0, received: 0 },
   ) {
     super();
     ws.on('message', (data, isBinary) => {
+      this.counts.received++;
       if (isBinary) return this.close('binary frame');
       let frame: Frame;
       try {
@@ -95,6 +103,7 @@ export class PeerLink extends EventEmitter<{ hello: [Hello]; work: [Shape[]]; cl
 
   send(frame: Frame): void {
     if (this.closed) return;
+    this.counts.sent++;
     this.ws.send(JSON.stringify(frame));
   }
 

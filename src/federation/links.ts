@@ -6,7 +6,7 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { serverIdentityChecker } from './certificates.js';
 import type { ServerIdentity } from './identity.js';
 import type { Peer, TrustStore } from './trust-store.js';
-import { MAX_FRAME_BYTES, PeerLink, type CallHandler, type Hello, type Shape } from './link.js';
+import { MAX_FRAME_BYTES, PeerLink, type CallHandler, type FrameCounts, type Hello, type Shape } from './link.js';
 
 /**
  * Keeps one link to every trusted peer. Each side dials the peers it has no
@@ -48,6 +48,8 @@ interface Dialing {
 }
 
 export class LinkManager {
+  /** Frames over every link this server has had, since it started. */
+  readonly frames: FrameCounts = { sent: 0, received: 0 };
   private readonly links = new Map<string, PeerLink>();
   private readonly dialing = new Map<string, Dialing>();
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES });
@@ -150,7 +152,7 @@ export class LinkManager {
     ws.once('open', () => {
       d.socket = null;
       d.failures = 0;
-      this.adopt(new PeerLink(ws, peerId, this.selfId, this.opts.handle, this.opts.pingMs));
+      this.adopt(new PeerLink(ws, peerId, this.selfId, this.opts.handle, this.opts.pingMs, this.frames));
     });
     ws.once('error', (err) => retry(err.message));
     ws.once('close', () => retry('closed'));
@@ -169,7 +171,7 @@ export class LinkManager {
       return;
     }
     this.wss.handleUpgrade(req, socket, head, (ws) => {
-      this.adopt(new PeerLink(ws, peer.serverId, peer.serverId, this.opts.handle, this.opts.pingMs));
+      this.adopt(new PeerLink(ws, peer.serverId, peer.serverId, this.opts.handle, this.opts.pingMs, this.frames));
     });
   }
 

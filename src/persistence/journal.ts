@@ -39,7 +39,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { crc32 } from 'node:zlib';
-import { fsyncDir, fsyncDirSync } from './durable-file.js';
+import { fsyncDir } from './durable-file.js';
 
 const HEADER_BYTES = 8;
 const MAX_RECORD_BYTES = 64 * 1024 * 1024;
@@ -116,6 +116,11 @@ interface Segment {
   /** Written and synced: where a write cut short by a full disk is cut back to. */
   durable: number;
   closed: boolean;
+  /**
+   * Settles once the segment's folder entry is durable; nothing is written to
+   * the segment before. Null when it was durable when the segment was opened.
+   */
+  entry: Promise<void> | null;
 }
 
 /** Pauses between tries of a write that found the disk full. */
@@ -217,12 +222,12 @@ export class Journal {
       const file = path.join(dir, segmentFileName(last));
       const fd = fs.openSync(file, APPEND);
       const size = fs.fstatSync(fd).size;
-      segment = { number: last, fd, bytes: size, durable: size, closed: false };
+      segment = { number: last, fd, bytes: size, durable: size, closed: false, entry: null };
     } else {
       if (from > 1) log(`journal ${path.join(dir, segmentFileName(from))} not found; starting it empty`);
       const fd = fs.openSync(path.join(dir, segmentFileName(from)), CREATE, mode);
       await fsyncDir(dir);
-      segment = { number: from, fd, bytes: 0, durable: 0, closed: false };
+      segment = { number: from, fd, bytes: 0, durable: 0, closed: false, entry: null };
     }
     return { journal: new Journal(opts, segment), replayed, truncated };
   }
@@ -258,22 +263,32 @@ export class Journal {
    * appended before the call still go to the old segment, ahead of anything
    * in the new one. Synchronous, so that state serialised in the same tick
    * covers exactly the segments before the returned number.
+   *
+   * The new file's folder entry is synced in the background, not here: on a
+   * slow disk that sync takes as long as any other, and here it would hold
+   * the event loop (every reader and heartbeat) for all of it. No record is
+   * written to the segment before the entry is durable, so none can be
+   * acknowledged in a file that a crash could take away; a failed sync fails
+   * the journal like a failed write.
    */
   rotate(): number {
     this.checkWritable();
     const number = this.current.number + 1;
     const fd = fs.openSync(path.join(this.opts.dir, segmentFileName(number)), CREATE, this.opts.mode ?? 0o600);
-    try {
-      fsyncDirSync(this.opts.dir);
-    } catch (err) {
-      fs.closeSync(fd);
-      throw err;
-    }
+    const entry = fsyncDir(this.opts.dir);
+    // Observed here so that a failure is never unhandled; the flush loop reads it again.
+    entry.catch(() => undefined);
     const old = this.current;
-    this.current = { number, fd, bytes: 0, durable: 0, closed: false };
+    this.current = { number, fd, bytes: 0, durable: 0, closed: false, entry };
     this.segments.add(this.current);
     this.closeIfRetired(old);
     return number;
+  }
+
+  /** Resolves once every record appended to segments before `segment` is durable; rejects if the journal failed instead. */
+  async durableBefore(segment: number): Promise<void> {
+    await this.waitWhile(() => this.hasPendingBefore(segment));
+    if (this.failure) throw this.failure;
   }
 
   /** Deletes segments numbered below `segment`, once their pending records have been written. */
@@ -342,6 +357,11 @@ export class Journal {
     }
   }
 
+  /** Why the journal takes no more records after a write failed; null while it takes them. */
+  get failedWith(): JournalError | null {
+    return this.failure;
+  }
+
   /** True while a write waits for room on the disk. */
   get stalled(): boolean {
     return this.stalledSince !== null;
@@ -355,6 +375,17 @@ export class Journal {
       let ms: number;
       try {
         const buf = group.frames.length === 1 ? group.frames[0]! : Buffer.concat(group.frames, group.bytes);
+        if (group.segment.entry) {
+          try {
+            await group.segment.entry;
+          } catch (err) {
+            // Not a full disk to wait out: the file may be gone after a crash, so nothing may be written to it.
+            this.inflight = null;
+            this.fail(err, group);
+            break;
+          }
+          group.segment.entry = null;
+        }
         const start = performance.now();
         await writeAll(group.segment.fd, buf);
         if (!DSYNC) await fdatasync(group.segment.fd);

@@ -20,6 +20,13 @@ export interface SnapshotOptions {
   log?: (msg: string) => void;
   /** Permission bits of the snapshot file. */
   mode?: number;
+  /**
+   * Awaited after `data` is serialised and before anything is written; a
+   * rejection abandons the snapshot. The store waits here for the journal to
+   * make durable every change the snapshot holds: a change whose write failed
+   * was refused to its client and must not come back from a snapshot.
+   */
+  beforeWrite?: () => Promise<void>;
 }
 
 export interface Snapshot {
@@ -67,6 +74,7 @@ export async function writeSnapshot(
     bytes: body.length,
     sha256: createHash('sha256').update(body).digest('hex'),
   };
+  await opts.beforeWrite?.();
   await fsp.mkdir(dir, { recursive: true });
   await writeFileDurable(path.join(dir, snapshotFileName(coversBeforeSegment)), [JSON.stringify(header) + '\n', body], {
     mode: opts.mode ?? 0o600,

@@ -10,6 +10,7 @@ import type { Argument, CommandSpec, Context } from './context.js';
 import { port, serverIdArg } from './parsers.js';
 import { confirm } from './prompt.js';
 import { DEFAULT_UNSECURE_PORT, normalizeFingerprint } from './servers.js';
+import { connectMembers, trustMembers } from './federation-file.js';
 
 function portArgument(value: string): number {
   try {
@@ -56,7 +57,12 @@ export function nodeColumns(ctx: Context, withFingerprint: boolean): Column<Peer
  * answers travel over plain HTTP, so the fingerprint the admin confirms is what
  * stops someone on the path from answering in the peer's name.
  */
-async function connectServer(ctx: Context, args: Argument[], opts: Record<string, unknown>): Promise<void> {
+async function connectServer(ctx: Context, args: Argument[], opts: Record<string, unknown>): Promise<number | void> {
+  if (opts.file !== undefined) {
+    if (args[0] !== undefined || opts.fingerprint !== undefined) usage('--file goes alone: the file gives each host, port and fingerprint');
+    return connectMembers(ctx, String(opts.file));
+  }
+  if (args[0] === undefined) usage('give HOST, or --file with the federation\'s membership file');
   const host = String(args[0]);
   const peerPort = args[1] === undefined ? DEFAULT_UNSECURE_PORT : portArgument(String(args[1]));
   const expected = opts.fingerprint as string | undefined;
@@ -190,12 +196,16 @@ function showTrusted(ctx: Context, reply: TrustReply, disputed: string[] = []): 
   });
 }
 
-async function trust(ctx: Context, args: Argument[], opts: Record<string, unknown>): Promise<void> {
+async function trust(ctx: Context, args: Argument[], opts: Record<string, unknown>): Promise<number | void> {
   const id = args[0] === undefined ? undefined : serverIdArg(String(args[0]));
   const all = opts.all === true;
   const expected = opts.fingerprint as string | undefined;
   if (all === (id !== undefined)) usage('give either SERVER_ID or --all');
   if (all && expected !== undefined) usage('--fingerprint goes with one SERVER_ID, not with --all');
+  if (opts.from !== undefined) {
+    if (!all) usage('--from goes with --all');
+    return trustMembers(ctx, String(opts.from));
+  }
   const { api } = await ctx.client();
   const { received } = await api.peers();
 
@@ -270,14 +280,17 @@ async function disconnect(ctx: Context, args: Argument[]): Promise<void> {
 export const federationCommands: CommandSpec[] = [
   {
     name: 'connect-server',
-    args: ['<host>', '[port]'],
+    args: ['[host]', '[port]'],
     summary: `send a connection request to another server (PORT: its unsecure port, default ${DEFAULT_UNSECURE_PORT})`,
     help:
       "Shows the other server's CA fingerprint and, on a terminal, asks to confirm it; only an answer with that CA is trusted. " +
-      'The other server lists the request; its admin accepts it with cpcc trust SERVER_ID.',
+      'The other server lists the request; its admin accepts it with cpcc trust SERVER_ID. ' +
+      'With --file, sends a request to every server in a federation membership file (lines: HOST [PORT] FINGERPRINT [NAME]) ' +
+      'not connected yet, pinning the CA listed for it.',
     options: [
       { flags: '--fingerprint <fp>', description: "pin this SHA-256 fingerprint of the other server's CA (as its admin gave it)" },
       { flags: '-y, --yes', description: 'pin the CA the server shows now, without asking' },
+      { flags: '--file <members>', description: 'connect to every server listed in this membership file' },
     ],
     run: connectServer,
   },
@@ -296,6 +309,7 @@ export const federationCommands: CommandSpec[] = [
       { flags: '--all', description: 'trust every waiting connection request not in conflict (lists them and asks)' },
       { flags: '-y, --yes', description: 'do not ask' },
       { flags: '--fingerprint <fp>', description: "trust only if the server's CA has this SHA-256 fingerprint" },
+      { flags: '--from <members>', description: 'with --all: trust only requests whose CA, host and port a membership file lists (no question asked)' },
     ],
     run: trust,
   },

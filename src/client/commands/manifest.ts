@@ -59,7 +59,7 @@ export const COMMAND_MANIFEST: readonly ManifestEntry[] = [
   {"group":"workers","name":"heartbeats","aliases":["h"],"term":"heartbeats|h","summary":"running attempts and their lease deadlines"},
   {"group":"workers","name":"worker-token","aliases":[],"term":"worker-token","summary":"tokens that workers register with (super user)"},
   {"group":"pilots","name":"pilots","aliases":[],"term":"pilots [options]","summary":"pilots started through batch systems: state, batch id, worker, age, last error (super user)"},
-  {"group":"federation","name":"connect-server","aliases":[],"term":"connect-server [options] <host> [port]","summary":"send a connection request to another server (PORT: its unsecure port, default 14807)"},
+  {"group":"federation","name":"connect-server","aliases":[],"term":"connect-server [options] [host] [port]","summary":"send a connection request to another server (PORT: its unsecure port, default 14807)"},
   {"group":"federation","name":"connected-servers","aliases":["cs"],"term":"connected-servers|cs","summary":"sent and received connection requests, and the connected nodes"},
   {"group":"federation","name":"trust","aliases":[],"term":"trust [options] [server_id]","summary":"trust a server that sent a connection request (see connected-servers)"},
   {"group":"federation","name":"list-nodes","aliases":[],"term":"list-nodes","summary":"the connected nodes in priority order (lower is asked for work first)"},

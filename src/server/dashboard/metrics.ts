@@ -91,6 +91,10 @@ export interface MetricsSources {
   peers(): { trusted: number; up: number };
   streamClients(): number;
   journalPosition(): number;
+  /** Why changes are refused now (DISK_FULL, JOURNAL_FAILED), or null while they are taken. */
+  refusing(): string | null;
+  /** JSON frames sent and received over peer links since start. */
+  peerFrames(): { sent: number; received: number };
 }
 
 export class Metrics {
@@ -174,6 +178,11 @@ export class Metrics {
     gauge('cpc_peers_up', 'Trusted peer servers with a live link.', [[{}, peers.up]]);
     gauge('cpc_event_stream_clients', 'Clients connected to the event stream.', [[{}, s.streamClients()]]);
     gauge('cpc_journal_position', 'State changes applied since the state began.', [[{}, s.journalPosition()]]);
+    const refusing = s.refusing();
+    gauge('cpc_changes_refused', 'Whether changes are refused now, by why (1 refused, 0 taken); the log and `cpc-server status` say more.', [
+      [{ reason: 'disk_full' }, refusing === 'DISK_FULL' ? 1 : 0],
+      [{ reason: 'journal_failed' }, refusing === 'JOURNAL_FAILED' ? 1 : 0],
+    ]);
     for (const c of [this.dispatches, this.borrowed, this.submitted, this.expiries, this.lost, this.finished, this.heartbeats, this.events]) c.render(out);
     for (const h of [this.fsyncSeconds, this.perFsync, this.http]) h.render(out);
     const mem = process.memoryUsage();
@@ -181,6 +190,9 @@ export class Metrics {
     gauge('process_start_time_seconds', 'Start time of the process since the Unix epoch in seconds.', [[{}, Math.floor(this.started / 1000)]]);
     gauge('process_resident_memory_bytes', 'Resident memory size in bytes.', [[{}, mem.rss]]);
     gauge('nodejs_heap_used_bytes', 'V8 heap in use, in bytes.', [[{}, mem.heapUsed]]);
+    const frames = s.peerFrames();
+    out.push('# HELP cpc_peer_frames_total Messages (JSON frames) over peer links, by direction.', '# TYPE cpc_peer_frames_total counter');
+    out.push(`cpc_peer_frames_total{direction="sent"} ${num(frames.sent)}`, `cpc_peer_frames_total{direction="received"} ${num(frames.received)}`);
     out.push('# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.', '# TYPE process_cpu_seconds_total counter');
     out.push(`process_cpu_seconds_total ${num((cpu.user + cpu.system) / 1e6)}`);
     return out.join('\n') + '\n';

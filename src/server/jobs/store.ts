@@ -173,13 +173,13 @@ export class Store {
 
   /** Why changes are refused for now, or null while they are taken. */
   get refusing(): { code: 'JOURNAL_FAILED' | 'DISK_FULL'; message: string } | null {
-    if (this.failed) return { code: 'JOURNAL_FAILED', message: 'the journal failed; the server must be restarted' };
+    if (this.journalFailed()) return { code: 'JOURNAL_FAILED', message: this.failedMessage() };
     return this.noRoom ? { code: 'DISK_FULL', message: this.noRoom } : null;
   }
 
   /** Applies an event and resolves when it is durable. */
   commit(event: Event): Promise<void> {
-    if (this.failed) return Promise.reject(fail('JOURNAL_FAILED', 'the journal failed; the server must be restarted'));
+    if (this.journalFailed()) return Promise.reject(fail('JOURNAL_FAILED', this.failedMessage()));
     // Refused before it is applied: nothing changes that could not be written.
     if (this.noRoom) return Promise.reject(fail('DISK_FULL', this.noRoom, { retryAfterS: ROOM_CHECK_MS / 1000 }));
     this.applyEvent(event);
@@ -190,9 +190,28 @@ export class Store {
 
   /** Applies an event whose loss in a crash costs nothing but precision (lease renewals). */
   commitLater(event: Event): void {
-    if (this.failed) return;
+    if (this.journalFailed()) return;
     this.applyEvent(event);
     this.journal.appendNoWait(event);
+  }
+
+  /**
+   * True once a journal write failed, whichever change's write it was (one
+   * nobody waits for fails the journal too). The state on disk after a failed
+   * write is unknown, so no later change may be acknowledged until a restart
+   * replays what is there.
+   */
+  private journalFailed(): boolean {
+    if (!this.failed && this.journal.failedWith) {
+      this.failed = this.journal.failedWith;
+      this.opts.log.error('journal write failed; refusing further changes', { err: String((this.failed.cause as Error | undefined) ?? this.failed) });
+    }
+    return this.failed !== null;
+  }
+
+  private failedMessage(): string {
+    const cause = (this.failed?.cause as Error | undefined)?.message ?? this.failed?.message ?? 'unknown error';
+    return `the journal failed (${cause}); changes are refused until the server is restarted`;
   }
 
   journalStats() {
@@ -213,8 +232,17 @@ export class Store {
     // The journal is rotated and the state serialised in one synchronous step
     // (writeSnapshot serialises before its first await), so the snapshot
     // covers exactly the segments before the new one.
-    const segment = this.journal.rotate();
-    const written = writeSnapshot(join(this.opts.home, 'state'), { ...this.model.toSnapshot(), eventSeq: this.applied }, segment);
+    let segment: number;
+    try {
+      segment = this.journal.rotate();
+    } catch (err) {
+      // A failed journal is reported by the change that finds it; the state stays in the journal it has.
+      this.opts.log.error('snapshot not started', { err: String(err) });
+      return Promise.resolve();
+    }
+    const written = writeSnapshot(join(this.opts.home, 'state'), { ...this.model.toSnapshot(), eventSeq: this.applied }, segment, {
+      beforeWrite: () => this.journal.durableBefore(segment),
+    });
     this.snapshotting = (async () => {
       try {
         await written;
@@ -272,9 +300,11 @@ export class Store {
   }
 
   private fatal(err: unknown): never {
-    this.failed = err instanceof Error ? err : new Error(String(err));
-    this.opts.log.error('journal write failed; refusing further changes', { err: String(err) });
-    throw fail('JOURNAL_FAILED', 'the journal failed; the server must be restarted');
+    if (!this.failed) {
+      this.failed = err instanceof Error ? err : new Error(String(err));
+      this.opts.log.error('journal write failed; refusing further changes', { err: String((this.failed.cause as Error | undefined) ?? err) });
+    }
+    throw fail('JOURNAL_FAILED', this.failedMessage());
   }
 }
 

@@ -93,11 +93,18 @@ export async function main(argv: string[]): Promise<number> {
     .command('status')
     .description('is a server running on this home folder?')
     .option('--json', 'print JSON')
-    .action((o: { json?: boolean }) => {
+    .action(async (o: { json?: boolean }) => {
       const info = runtime(home());
       const running = info !== null && alive(info.pid);
-      if (o.json) process.stdout.write(JSON.stringify({ running, ...(running ? info : {}) }) + '\n');
-      else process.stdout.write(running ? `running (pid ${info!.pid}) at ${info!.url}, id ${info!.serverId}\n` : 'not running\n');
+      // Running is not the same as taking changes: a full disk or a failed journal refuses them.
+      const refusing = running ? await askRefusing(home()) : undefined;
+      if (o.json) process.stdout.write(JSON.stringify({ running, ...(running ? { ...info, refusing } : {}) }) + '\n');
+      else if (!running) process.stdout.write('not running\n');
+      else {
+        process.stdout.write(`running (pid ${info!.pid}) at ${info!.url}, id ${info!.serverId}\n`);
+        if (refusing) process.stdout.write(`changes refused: ${refusing.code}: ${refusing.message}\n`);
+        else if (refusing === undefined) process.stdout.write('whether it takes changes is unknown: it did not answer on its control socket\n');
+      }
       code = running ? 0 : 1;
     });
 
@@ -320,6 +327,8 @@ interface ControlReply {
   settings?: { config: ServerConfig; sources: Record<string, SettingSource> };
   /** config-set: what the server did with the value. */
   set?: SetOutcome;
+  /** For `health`: why changes are refused, or null while they are taken. */
+  refusing?: { code: string; message: string } | null;
   error?: { code: string; message: string };
 }
 
@@ -353,8 +362,9 @@ async function openControl(home: string, server: RunningServer): Promise<NetServ
           (err: unknown) => answer({ error: { code: 'INTERNAL', message: (err as Error).message } }),
         ).catch((err: unknown) => answer({ error: { code: err instanceof CpcError ? err.code : 'INTERNAL', message: (err as Error).message } }));
       }
+      if (req.op === 'health') return answer({ refusing: server.ctx.store.refusing });
       if (req.op !== 'worker-token' || typeof req.name !== 'string' || !TOKEN_NAME.test(req.name)) {
-        return answer({ error: { code: 'BAD_REQUEST', message: 'expected {"op":"worker-token","name":NAME}' } });
+        return answer({ error: { code: 'BAD_REQUEST', message: 'expected {"op":"worker-token","name":NAME} or {"op":"health"}' } });
       }
       server.ctx.accounts.issue('worker', req.name, null).then(
         ({ token, record }) => {
@@ -395,6 +405,16 @@ function askControl(home: string, request: object): Promise<ControlReply> {
     });
     socket.write(JSON.stringify(request) + '\n');
   });
+}
+
+/** Why the server running on `home` refuses changes (null: it takes them); undefined when it does not say. */
+async function askRefusing(home: string): Promise<{ code: string; message: string } | null | undefined> {
+  try {
+    const reply = await askControl(home, { op: 'health' });
+    return reply.refusing;
+  } catch {
+    return undefined;
+  }
 }
 
 interface BundleOptions {

@@ -141,6 +141,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     peers: (): { trusted: number; up: number } => ({ trusted: trust.peers().length, up: links.upCount() }),
     streamClients: () => hub.subscribers,
     journalPosition: () => store.seq,
+    refusing: () => store.refusing?.code ?? null,
+    peerFrames: () => links.frames,
   });
   const store = await Store.open({
     home,
