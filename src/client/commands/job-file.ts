@@ -11,6 +11,7 @@
 import { MAX_KILL_GRACE_S, PRIORITY_MAX, PRIORITY_MIN } from '../../core/types.js';
 import type { JobInput } from '../../core/wire.js';
 import { CliError, EXIT_FAILURE } from '../output.js';
+import { checkLimits, withoutAlias } from './limits.js';
 
 export const SUBMIT_CHUNK = 10_000;
 
@@ -67,12 +68,14 @@ function checkJobs(items: unknown[], where: string, label: (i: number) => string
     if (g !== undefined && !(typeof g === 'number' && Number.isFinite(g) && g >= 0 && g <= MAX_KILL_GRACE_S)) {
       throw new CliError(`${where}: ${label(i)}: killGraceS must be a number of seconds from 0 to ${MAX_KILL_GRACE_S}`, EXIT_FAILURE, 'INVALID_FIELD');
     }
+    const wrong = checkLimits(item);
+    if (wrong !== undefined) throw new CliError(`${where}: ${label(i)}: ${wrong}`, EXIT_FAILURE, 'INVALID_FIELD');
     const p = item.priority;
     if (p !== undefined && !(typeof p === 'number' && Number.isInteger(p) && p >= PRIORITY_MIN && p <= PRIORITY_MAX)) {
       throw new CliError(`${where}: ${label(i)}: priority must be a whole number from ${PRIORITY_MIN} to ${PRIORITY_MAX}`, EXIT_FAILURE, Number.isInteger(p) ? 'PRIORITY_OUT_OF_RANGE' : 'INVALID_FIELD');
     }
   });
-  return items as JobInput[];
+  return (items as JobInput[]).map(withoutAlias);
 }
 
 /** Flags given with --file are defaults for jobs that do not say otherwise. */

@@ -23,6 +23,7 @@ import type { Router } from '../http/router.js';
 import { newId } from './ids.js';
 import { isClaim, isHeartbeat, isPlainResult, isWorkerPath } from './quick-checks.js';
 import { acceptLogChunks, acceptResult } from './results.js';
+import { noteUsage } from './live-usage.js';
 import { jobIdParam } from '../http/schemas.js';
 import { claimSchema, controlSchema, heartbeatSchema, logChunksSchema, registerSchema, resultSchema, tokenNameSchema } from './schemas.js';
 import type { HeldAttempt, StopOrder } from './control.js';
@@ -159,6 +160,7 @@ export function workerRoutes(router: Router, ctx: Context): void {
       const now = Date.now();
       const deadline = now + ctx.leaseMs;
       const interval = ctx.config.heartbeatIntervalS;
+      if (req.body.usage) noteUsage(model.leases, worker.id, req.body.usage);
       if ('same' in req.body) {
         // The attempts the last heartbeat named, if the worker's leases have not changed since.
         const memo = memos.get(worker);
