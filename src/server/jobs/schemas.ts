@@ -204,3 +204,6 @@ export function toJobSpec(input: JobInput): JobSpec {
   if (input.retry !== undefined) spec.retry = input.retry;
   return spec;
 }
+
+/** `GET /projects/:project/stats`: grouped by name prefix with `by=name`. */
+export const statsQuery = z.strictObject({ by: z.enum(['name']).optional() });
