@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { promises as fsp, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { accessSync, constants as fsConstants, promises as fsp, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Resources, Usage } from '../core/types.js';
 import type { ResultRequest } from '../core/wire.js';
@@ -424,7 +424,15 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
       args = [...sandboxArgs(dir, dir), '--', file, ...args];
       file = opts.confine!.isolation.bwrap!;
     }
-    if (meter) [file, args] = meter.wrap(file, args);
+    if (meter) {
+      // The wrapper execs the job: a command that is not there must still fail to start, not exit 127.
+      const missing = level === 'sandbox' ? undefined : notExecutable(file, env.PATH ?? '', dir);
+      if (missing !== undefined) {
+        await meter.finish();
+        return startFailed(missing, startedAt);
+      }
+      [file, args] = meter.wrap(file, args);
+    }
     child = spawn(file, args, {
       cwd: dir,
       env,
@@ -502,6 +510,22 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
   }, sweep);
   running.meter = meter;
   return withOutput(running);
+}
+
+/** Why `file` could not be spawned as spawn() would say it, or undefined when it can be: found on PATH (or as a path) and executable. */
+function notExecutable(file: string, path: string, cwd: string): string | undefined {
+  const candidates = file.includes('/') ? [resolve(cwd, file)] : path.split(':').filter((d) => d !== '').map((d) => join(d, file));
+  let denied = false;
+  for (const c of candidates) {
+    try {
+      if (!statSync(c).isFile()) continue;
+      accessSync(c, fsConstants.X_OK);
+      return undefined;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EACCES') denied = true;
+    }
+  }
+  return denied ? `spawn ${file} EACCES` : `${file}: command not found (ENOENT)`;
 }
 
 function definedOnly(env: Record<string, string | undefined>): Record<string, string> {

@@ -324,6 +324,25 @@ class ProcMeter implements AttemptMeter {
   }
 }
 
+/** Empty cgroups a worker that died left (its pid gone); one still holding processes cannot be removed, and stays. */
+function removeLeftCgroups(base: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(base);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const m = /^cpc-(\d+)-\d+$/.exec(name);
+    if (!m || Number(m[1]) === process.pid || existsSync(`/proc/${m[1]}`)) continue;
+    try {
+      rmdirSync(join(base, name));
+    } catch {
+      // processes still in it: the reaper or the next start deals with them
+    }
+  }
+}
+
 /**
  * How this worker measures: cgroups when it may create them in its own
  * memory and cpuacct hierarchies (a probe creates and removes one), else /proc.
@@ -347,6 +366,7 @@ export function detectUsageMethod(want?: UsageMethodName, root = '/sys/fs/cgroup
     }
     if (!failed) {
       const bases = { memory: memory!, cpuacct: cpuacct!, ...(blkio ? { blkio } : {}) };
+      for (const base of Object.values(bases)) removeLeftCgroups(base);
       return {
         name: 'cgroup-v1',
         why: `a cgroup per attempt under ${memory} and ${cpuacct}${blkio ? ` (and ${blkio})` : ''}`,

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import type { Usage } from '../../src/core/types.js';
 import type { JobView } from '../../src/core/wire.js';
+import { linkedSites, stopSite } from '../helpers/federation.js';
 import { cleanup, cpcc, cpccHome, cpccOk, spawnWorker, startTestServer, tempDir, until, type TestServer, type WorkerProcess } from '../helpers/server.js';
 
 after(cleanup);
@@ -157,5 +158,38 @@ describe('usage measured by real workers', () => {
     const cpccB = await cpccHome(other, 'copy');
     await cpccOk(cpcc(cpccB, ['load', join(data, 'keep.tar'), 'copy']));
     assert.deepEqual((await other.admin.job(ids[0]!)).attempts[0]!.usage, usage, 'after save and load');
+  });
+
+  it("brings a delegated attempt's usage home with its result", async () => {
+    const [home, borrower] = await linkedSites('usage-home', 'usage-borrower');
+    try {
+      await home.admin.createProject('p');
+      const w = spawnWorker({
+        url: borrower.url,
+        caFile: join(borrower.home, 'identity', 'ca.pem'),
+        serverId: borrower.serverId,
+        token: borrower.workerToken,
+        name: 'borrowing',
+        cores: 2,
+        memoryMb: 2048,
+        workDir: await tempDir('cpc-work-borrowing-'),
+      });
+      const { ids } = await home.admin.submit('p', [{ name: 'away', argv: [process.execPath, '-e', WORKLOAD], memoryMb: 1024 }]);
+      const job = await until(
+        'the delegated job to finish at home',
+        async () => {
+          const j = await home.admin.job(ids[0]!);
+          return ['done', 'failed'].includes(j.state) ? j : null;
+        },
+        { timeoutMs: 60_000, intervalMs: 200 },
+      );
+      await w.stop('SIGTERM');
+      assert.equal(job.state, 'done', job.reason);
+      assert.equal(job.attempts[0]!.via, borrower.serverId);
+      const truth = JSON.parse(job.stdoutTail!.trim()) as { cpuS: number; maxRssMb: number };
+      assertNear(job.attempts[0]!.usage!.maxRssMb, truth.maxRssMb, 'peak memory at home (MB)');
+    } finally {
+      await Promise.all([stopSite(home), stopSite(borrower)]);
+    }
   });
 });
