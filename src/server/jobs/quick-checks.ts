@@ -60,11 +60,13 @@ const RESULT_KEYS = ['jobId', 'attempt', 'how', 'exitCode', 'signal', 'durationM
 
 const isSize = (v: unknown, max: number): boolean => typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= max;
 
-/** Usage as a measuring worker sends it: the four figures (bytes, when present, go to the schema). */
+/** Usage as a measuring worker sends it: the four figures, and bytes where the host counts them. */
 function isPlainUsage(v: unknown): boolean {
   return (
     isRecord(v) &&
-    hasKeys(v, ['wallS', 'userS', 'systemS', 'maxRssMb']) &&
+    hasKeys(v, ['wallS', 'userS', 'systemS', 'maxRssMb'], ['readBytes', 'writeBytes']) &&
+    (v.readBytes === undefined || isInt(v.readBytes, 0)) &&
+    (v.writeBytes === undefined || isInt(v.writeBytes, 0)) &&
     isSize(v.wallS, 365 * 24 * 3600 * 2) &&
     isSize(v.userS, 1e10) &&
     isSize(v.systemS, 1e10) &&
