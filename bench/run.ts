@@ -73,7 +73,7 @@ const size = quick
       wanSamples: 50,
       wanJobs: 2000,
       cancelSamples: 30,
-      usageJobs: 2000,
+      usageJobs: 500,
       bulkJobs: 100_000,
       priorityJobs: 40_000,
       hbWorkers: [100, 1000],
@@ -328,7 +328,7 @@ await figure('usage', async () => {
   rows.push({ figure: `trivial jobs, real worker (${size.usageJobs}, 2 cores), usage not measured`, unit: 'jobs/s', s: off });
   for (const m of methods.filter((x) => x !== 'off')) {
     rows.push({ figure: `  measured by ${m}`, unit: 'jobs/s', s: of(runs, (r) => r[m]!) });
-    rows.push({ figure: `  measured by ${m}, over not measured`, unit: '×', s: of(runs, (r) => r[m]! / r.off!), target: { op: '≥', value: 0.95, text: '≥ 0.95 ×' } });
+    rows.push({ figure: `  measured by ${m}, over not measured`, unit: '×', s: of(runs, (r) => round(r[m]! / r.off!)), target: { op: '≥', value: 0.95, text: '≥ 0.95 ×' } });
   }
 });
 
