@@ -775,6 +775,8 @@ export class Model {
   private revive(job: Job, at: number): void {
     job.failures = 0;
     job.lost = 0;
+    // It may ask for more again, from what it asks for now.
+    if (job.grown !== undefined) delete job.grown;
     this.settle(job, at);
     for (const id of this.jobIdsOf(job.project)) {
       const other = this.jobs.get(id)!;
