@@ -15,6 +15,8 @@ import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { bulk, type BulkRun } from './bulk.js';
 import { cancelLatency } from './cancel.js';
+import { usageCost } from './usage.js';
+import { detectUsageMethod } from '../src/worker/usage.js';
 import { ceiling, type CeilingRun } from './ceiling.js';
 import { coldStart, OFFLINE, ONLINE, type ColdStartRun } from './cold-start.js';
 import { dispatch, type DispatchRun } from './dispatch.js';
@@ -37,7 +39,7 @@ const repeats = quick ? 1 : 3;
 const resultsDir = join(BENCH_DIR, 'results');
 if (profile) process.env[PROFILE_ENV] = join(resultsDir, 'profiles');
 
-const FIGURES = ['cold-start', 'ceiling', 'dispatch', 'dispatch-shapes', 'dispatch-growth', 'delegated-dispatch', 'chatty-dispatch', 'wakeup', 'delegated-wakeup', 'wan', 'cancel', 'delegated-cancel', 'bulk', 'priorities', 'heartbeats', 'restart', 'memory', 'transfer'];
+const FIGURES = ['cold-start', 'ceiling', 'dispatch', 'dispatch-shapes', 'dispatch-growth', 'delegated-dispatch', 'chatty-dispatch', 'wakeup', 'delegated-wakeup', 'wan', 'cancel', 'delegated-cancel', 'usage', 'bulk', 'priorities', 'heartbeats', 'restart', 'memory', 'transfer'];
 for (const name of only ?? []) if (!FIGURES.includes(name)) throw new Error(`--only: no figure '${name}' (figures: ${FIGURES.join(', ')})`);
 
 const size = quick
@@ -50,6 +52,7 @@ const size = quick
       wanSamples: 10,
       wanJobs: 500,
       cancelSamples: 10,
+      usageJobs: 300,
       bulkJobs: 10_000,
       priorityJobs: 5000,
       hbWorkers: [10, 100],
@@ -70,6 +73,7 @@ const size = quick
       wanSamples: 50,
       wanJobs: 2000,
       cancelSamples: 30,
+      usageJobs: 500,
       bulkJobs: 100_000,
       priorityJobs: 40_000,
       hbWorkers: [100, 1000],
@@ -313,6 +317,20 @@ for (const delegated of [false, true]) {
     rows.push({ figure: `${label} p99`, unit: 'ms', s: p99Ms, target: { op: '≤', value: 1000, text: '≤ 1 000 ms' } });
   });
 }
+
+// ---- the cost of measuring usage ----------------------------------------------
+
+await figure('usage', async () => {
+  const methods = ['off', 'proc', ...(typeof detectUsageMethod('cgroup-v1') === 'string' ? [] : ['cgroup-v1'])];
+  const runs = await repeat(repeats, () => usageCost(size.usageJobs, 2, methods));
+  const off = of(runs, (r) => r.off!);
+  results.usage = { jobs: size.usageJobs, cores: 2, jobsPerS: Object.fromEntries(methods.map((m) => [m, of(runs, (r) => r[m]!).median])) };
+  rows.push({ figure: `trivial jobs, real worker (${size.usageJobs}, 2 cores), usage not measured`, unit: 'jobs/s', s: off });
+  for (const m of methods.filter((x) => x !== 'off')) {
+    rows.push({ figure: `  measured by ${m}`, unit: 'jobs/s', s: of(runs, (r) => r[m]!) });
+    rows.push({ figure: `  measured by ${m}, over not measured`, unit: '×', s: of(runs, (r) => round(r[m]! / r.off!)), target: { op: '≥', value: 0.95, text: '≥ 0.95 ×' } });
+  }
+});
 
 // ---- bulk submit -------------------------------------------------------------
 

@@ -5,6 +5,7 @@ import { availableParallelism, hostname, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { packageVersion } from '../src/common/version.js';
 import { parseDurationS, parseSizeMb } from '../src/core/units.js';
+import { detectUsageMethod, type UsageMethodName } from '../src/worker/usage.js';
 import { detectIsolation, ISOLATION_LEVELS, parseUidRange, type IsolationLevel, type UidRange } from '../src/worker/isolation.js';
 import type { LogLevel } from '../src/worker/worker.js';
 
@@ -15,6 +16,7 @@ interface Flags {
   tokenFile?: string;
   tokenFd?: number;
   isolation?: IsolationLevel;
+  usage?: UsageMethodName | 'off';
   jobUids?: UidRange;
   sharedIdentity: boolean;
   ca?: string;
@@ -70,6 +72,11 @@ function megabytes(value: string): number {
 function termMode(value: string): 'drain' | 'abandon' {
   if (value !== 'drain' && value !== 'abandon') throw new InvalidArgumentError("expected 'drain' or 'abandon'.");
   return value;
+}
+
+function usageMethod(value: string): UsageMethodName | 'off' {
+  if (value === 'cgroup-v1' || value === 'proc' || value === 'off') return value;
+  throw new InvalidArgumentError("one of 'cgroup-v1', 'proc', 'off'");
 }
 
 function isolationLevel(value: string): IsolationLevel {
@@ -165,6 +172,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--token-fd <n>', 'read the worker token from this open descriptor (a pipe), once at start', wholeNumber(3))
     .option('--token <token>', 'refused: a token on the command line shows in ps and /proc; use --token-file')
     .option('--isolation <level>', 'how jobs are kept apart: user (root: a uid per job), sandbox (bubblewrap), none; default: the strongest that works', isolationLevel)
+    .option('--usage <method>', "how jobs' usage is measured and their memory limited: cgroup-v1, proc (sampling /proc), off; default: cgroup-v1 where the worker may create cgroups, else proc", usageMethod)
     .option('--job-uids <first-last>', 'isolation user: the uids jobs run as, one per running job, used by no account', uidRange)
     .option('--shared-identity', "isolation none: run any user's jobs although they can read this worker and each other", false)
     .option('--ca <file>', "the server's CA certificate (PEM)")
@@ -211,6 +219,9 @@ async function main(argv: string[]): Promise<number> {
 
   const isolation = detectIsolation({ want: flags.isolation, uids: flags.jobUids });
   if (typeof isolation === 'string') return usageError(`--isolation: ${isolation}`);
+
+  const usage = flags.usage === 'off' ? null : detectUsageMethod(flags.usage);
+  if (typeof usage === 'string') return usageError(`--usage: ${usage}`);
 
   let bundle: Bundle | undefined;
   if (flags.bundle !== undefined) {
@@ -281,6 +292,7 @@ async function main(argv: string[]): Promise<number> {
     workDir,
     labels: flags.label,
     isolation,
+    usage,
     sharedIdentity: flags.sharedIdentity,
     claimWaitS: flags.claimWait,
     keepWorkDirs: flags.keepWorkDirs,
@@ -306,6 +318,7 @@ async function main(argv: string[]): Promise<number> {
   process.on('SIGINT', onSignal);
 
   log('info', 'starting', { server: flags.server, name: flags.name, workDir, isolation: isolation.level, why: isolation.why });
+  log('info', usage ? `measuring usage by ${usage.name}: ${usage.why}` : 'not measuring usage (--usage off): memory limits are not enforced', { usage: usage?.name ?? 'off' });
   if (isolation.level === 'none') {
     log(
       'warn',

@@ -366,7 +366,7 @@ export function usedOnlyBy(model: Model, project: string, user: string): boolean
 }
 
 export interface AttemptReport extends ProcessOutcome {
-  how: Extract<AttemptEnd, 'exited' | 'timeout' | 'start-failed' | 'output-failed'>;
+  how: Extract<AttemptEnd, 'exited' | 'timeout' | 'oom' | 'start-failed' | 'output-failed'>;
   reason?: string;
   outputs?: FileRef[];
 }

@@ -3,6 +3,7 @@ import { fail } from './errors.js';
 import { FileRegistry, matchesGlob, type FileRegistrySnapshot } from './files.js';
 import { LeaseTable } from './lease-table.js';
 import { ReadyQueue, type Turns } from './ready-queue.js';
+import { DEFAULT_GROW_ATTEMPTS, growAfter } from './retry-more.js';
 import {
   FINAL_STATES,
   emptyCounts,
@@ -623,6 +624,8 @@ export class Model {
     const attempt = this.endAttempt(job, e.attempt, e.how, e.at, e.exitCode, e.signal);
     const { stdoutTail, stderrTail, stdoutBytes, stderrBytes } = e;
     Object.assign(attempt, { stdoutTail, stderrTail, stdoutBytes, stderrBytes });
+    attempt.limits = { memoryMb: job.spec.resources.memoryMb, timeoutS: job.spec.timeoutS };
+    if (e.usage) attempt.usage = e.usage;
     if (e.outputs && e.outputs.length > 0) {
       attempt.outputs = e.outputs;
       for (const f of e.outputs) this.files.hold(job.project, f);
@@ -645,10 +648,11 @@ export class Model {
       this.release(job, e.at);
       return;
     }
-    job.failures++;
     const why =
       e.how === 'timeout'
         ? `timed out after ${job.spec.timeoutS}s`
+        : e.how === 'oom'
+          ? `out of memory (limit ${job.spec.resources.memoryMb} MB${e.usage ? `, peak ${Math.round(e.usage.maxRssMb)} MB` : ''})`
         : e.how === 'start-failed'
           ? e.reason !== undefined ? `could not start: ${e.reason}` : 'could not start'
           : e.how === 'output-failed'
@@ -657,6 +661,21 @@ export class Model {
             ? `killed by ${e.signal}`
             : `exit code ${e.exitCode}`;
     attempt.reason = why;
+    const grow = growAfter(job.spec, job.grown ?? 0, e.how, e.usage, e.durationMs);
+    if (grow !== undefined) {
+      if ('cannot' in grow) {
+        this.setState(job, 'failed', grow.cannot, e.at);
+        this.cascade(job, e.at);
+        return;
+      }
+      // The lease (charged with the old figures) has ended: the job is queued again asking for more.
+      job.grown = (job.grown ?? 0) + 1;
+      const more = 'memoryMb' in grow ? `${grow.memoryMb} MB` : `${grow.timeoutS}s`;
+      job.spec = 'memoryMb' in grow ? { ...job.spec, resources: { ...job.spec.resources, memoryMb: grow.memoryMb } } : { ...job.spec, timeoutS: grow.timeoutS };
+      this.requeue(job, `${why}; retry with ${more} (${job.grown} of ${job.spec.retry?.attempts ?? DEFAULT_GROW_ATTEMPTS})`, e.at);
+      return;
+    }
+    job.failures++;
     if (job.failures <= job.spec.maxRetries) {
       this.requeue(job, `${why}; retry ${job.failures} of ${job.spec.maxRetries}`, e.at);
     } else {
@@ -765,6 +784,8 @@ export class Model {
   private revive(job: Job, at: number): void {
     job.failures = 0;
     job.lost = 0;
+    // It may ask for more again, from what it asks for now.
+    if (job.grown !== undefined) delete job.grown;
     this.settle(job, at);
     for (const id of this.jobIdsOf(job.project)) {
       const other = this.jobs.get(id)!;

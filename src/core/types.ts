@@ -43,7 +43,29 @@ export const MAX_WEIGHT = 1000;
 export const DEFAULT_KILL_GRACE_S = 10;
 export const MAX_KILL_GRACE_S = 3600;
 
-/** What a researcher asks for; immutable once submitted. */
+/**
+ * What an attempt used, as its worker measured it (src/worker/usage.ts): wall
+ * time, CPU seconds in user and system mode, the peak resident memory of its
+ * whole process tree, and bytes read and written where the host counts them.
+ */
+export interface Usage {
+  wallS: number;
+  userS: number;
+  systemS: number;
+  maxRssMb: number;
+  readBytes?: number;
+  writeBytes?: number;
+}
+
+/** Asking again with more after an attempt ran out of memory or time (see README, "Limits and retries"). */
+export interface RetrySpec {
+  oom?: { factor: number; maxMemoryMb: number };
+  timeout?: { factor: number; maxWallTimeS: number };
+  /** How many times the job may ask for more (default 3). */
+  attempts?: number;
+}
+
+/** What a researcher asks for; fixed once submitted, but for the memory and time a retry with more raises. */
 export interface JobSpec {
   name?: string;
   argv?: string[];
@@ -64,6 +86,8 @@ export interface JobSpec {
   inputs?: InputSource[];
   /** Files kept after the job, by pattern; `to` also stores the match as a project value. */
   outputs?: OutputSpec[];
+  /** Ask for more memory or time after an `oom` or a `timeout`. */
+  retry?: RetrySpec;
 }
 
 /** A file's content by checksum, under the name a job or value gives it. */
@@ -98,6 +122,7 @@ export type ProjectValue = { text: string; at: number } | { sha256: string; size
 export type AttemptEnd =
   | 'exited' // the process exited; see exitCode/signal
   | 'timeout' // the worker killed it at timeoutS
+  | 'oom' // its process tree went past its memoryMb
   | 'lease-expired' // no heartbeat in time; re-queued
   | 'cancelled' // the job was cancelled while running
   | 'worker-lost' // the worker was marked lost
@@ -124,6 +149,10 @@ export interface Attempt {
   stderrBytes?: number;
   /** The files the attempt left that its job asked to keep. */
   outputs?: FileRef[];
+  /** What it used, as its worker measured it. */
+  usage?: Usage;
+  /** The memory and wall time it ran with (a retry with more raises them). */
+  limits?: { memoryMb: number; timeoutS: number | null };
 }
 
 /** How an attempt's process ended and what it printed, as its worker reported it. */
@@ -135,6 +164,7 @@ export interface ProcessOutcome {
   stderrTail: string;
   stdoutBytes: number;
   stderrBytes: number;
+  usage?: Usage;
 }
 
 export interface JobResult extends ProcessOutcome {
@@ -157,6 +187,8 @@ export interface Job {
   failures: number;
   /** Attempts taken back because their worker went silent. */
   lost: number;
+  /** Times a retry with more raised its memory or time. */
+  grown?: number;
   result?: JobResult;
   /** The inputs as resolved when the job was last queued. */
   inputs?: ResolvedInput[];

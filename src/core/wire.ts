@@ -73,7 +73,7 @@
  *               PUT  /peer/files/:sha256 ?job&attempt  bytes  → StoredFile
  */
 
-import type { Attempt, AttemptEnd, AttemptLive, FileRef, InputSource, JobState, OutputSpec, ResolvedInput, Resources, StateCounts } from './types.js';
+import type { Attempt, AttemptEnd, AttemptLive, FileRef, InputSource, JobState, OutputSpec, ResolvedInput, Resources, RetrySpec, StateCounts, Usage } from './types.js';
 import type { WorkerState } from './worker-presence.js';
 
 export const API_PREFIX = '/api/v1';
@@ -160,6 +160,8 @@ export interface JobInput {
   priority?: number;
   maxRetries?: number;
   timeoutS?: number | null;
+  /** After an `oom` or a `timeout`, ask again with more (README, "Limits and retries"). */
+  retry?: RetrySpec;
   /** Seconds between SIGTERM and SIGKILL when an attempt is stopped (0 to 3600, default 10). */
   killGraceS?: number;
   /** Ids of jobs in the project, or keys of other jobs in this request. */
@@ -196,6 +198,7 @@ export interface JobView {
   priority: number;
   maxRetries: number;
   timeoutS: number | null;
+  retry?: RetrySpec;
   /** Seconds between SIGTERM and SIGKILL when an attempt is stopped. */
   killGraceS: number;
   after: string[];
@@ -357,7 +360,10 @@ export interface ClaimReply {
  * abandon too, until its process group is gone (see renewLeases). `started`
  * once the attempt's process has started.
  */
-export type HeartbeatRequest = { attempts: { jobId: string; attempt: number; started?: true }[] } | { same: number };
+export type HeartbeatRequest = ({ attempts: { jobId: string; attempt: number; started?: true }[] } | { same: number }) & {
+  /** The latest usage of running attempts (kept in memory by the server, shown by `cpcc job`). */
+  usage?: { jobId: string; attempt: number; usage: Usage }[];
+};
 
 export interface HeartbeatReply {
   abandon: { jobId: string; attempt: number; reason: string }[];
@@ -382,7 +388,9 @@ export interface ControlReply {
 export interface ResultRequest {
   jobId: string;
   attempt: number;
-  how: Extract<AttemptEnd, 'exited' | 'timeout' | 'start-failed' | 'output-failed'>;
+  how: Extract<AttemptEnd, 'exited' | 'timeout' | 'oom' | 'start-failed' | 'output-failed'>;
+  /** What the attempt used (absent from workers that do not measure). */
+  usage?: Usage;
   /** Why it could not start or keep its outputs, in the worker's words. */
   reason?: string;
   /** The files kept, already uploaded. */

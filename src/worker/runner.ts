@@ -1,11 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { promises as fsp, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { accessSync, constants as fsConstants, promises as fsp, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import type { Resources } from '../core/types.js';
+import type { Resources, Usage } from '../core/types.js';
 import type { ResultRequest } from '../core/wire.js';
 import { allProcesses, chownTree, killAllOf, procInfo, removeLeftovers, sandboxArgs, type Isolation, type ProcInfo, type UidPool } from './isolation.js';
 import type { Reaper } from './reaper.js';
+import type { AttemptMeter, UsageMethod } from './usage.js';
 
 /**
  * Runs one attempt of a job as a real subprocess in a folder of its own.
@@ -54,6 +55,8 @@ export interface RunnerOptions {
   confine?: Confinement;
   /** Kills the attempt's processes if this process dies before it could (reaper.ts). */
   reaper?: Reaper;
+  /** Measures what each attempt uses and holds it to its memory (usage.ts); without it nothing is measured. */
+  usage?: UsageMethod;
   /**
    * Leave the log files open once the outcome is known, for the caller to
    * read the rest of the output through `RunningAttempt.output` (live logs);
@@ -110,6 +113,8 @@ export class RunningAttempt {
   private graceTimer?: NodeJS.Timeout;
   /** The log files, read through these handles only (set by startAttempt). */
   output?: AttemptOutput;
+  /** What the attempt uses, while it runs (set by startAttempt when the worker measures). */
+  meter?: AttemptMeter;
 
   constructor(
     readonly dir: string,
@@ -147,12 +152,13 @@ export class RunningAttempt {
     await fsp.rm(this.dir, { recursive: true, force: true });
   }
 
-  /** @internal SIGTERM to the group now, SIGKILL after the grace. */
-  terminate(): void {
+  /** @internal SIGTERM to the group now (SIGKILL when `now`), SIGKILL after the grace. */
+  terminate(now = false): void {
     const pid = this.child?.pid;
     if (this.stopping || !pid) return;
     this.stopping = true;
-    signalGroup(pid, 'SIGTERM');
+    if (now) this.killSent = true;
+    signalGroup(pid, now ? 'SIGKILL' : 'SIGTERM');
     this.graceTimer = setTimeout(() => {
       this.killSent = true;
       signalGroup(pid, 'SIGKILL');
@@ -353,7 +359,7 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
     CPC_MEMORY_MB: String(spec.resources.memoryMb),
   };
 
-  const outcomeOf = async (how: AttemptHow, exitCode: number | null, signal: string | null, durationMs: number, reason?: string) => {
+  const outcomeOf = async (how: AttemptHow, exitCode: number | null, signal: string | null, durationMs: number, reason?: string, usage?: Usage) => {
     const [outTail, errTail] = await Promise.all([readTailOf(out, maxLogBytes), readTailOf(err, maxLogBytes)]);
     if (!opts.keepLogsOpen) await closeLogs();
     await release();
@@ -367,6 +373,7 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
       stdoutBytes: outTail.bytes,
       stderrBytes: errTail.bytes,
       ...(reason !== undefined ? { reason } : {}),
+      ...(usage ? { usage } : {}),
     } satisfies AttemptOutcome;
   };
 
@@ -403,12 +410,28 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
       return startFailed(`cannot give the attempt folder to uid ${uid}: ${(e as Error).message}`, performance.now());
     }
   }
+  let meter: AttemptMeter | undefined;
+  try {
+    meter = opts.usage?.meter({ limitMb: spec.resources.memoryMb, ...(uid !== undefined ? { uid } : {}) });
+  } catch (e) {
+    await release();
+    return startFailed(`cannot measure the attempt: ${(e as Error).message}`, performance.now());
+  }
   const startedAt = performance.now();
   let child: ChildProcess;
   try {
     if (level === 'sandbox') {
       args = [...sandboxArgs(dir, dir), '--', file, ...args];
       file = opts.confine!.isolation.bwrap!;
+    }
+    if (meter) {
+      // The wrapper execs the job: a command that is not there must still fail to start, not exit 127.
+      const missing = level === 'sandbox' ? undefined : notExecutable(file, env.PATH ?? '', dir);
+      if (missing !== undefined) {
+        await meter.finish();
+        return startFailed(missing, startedAt);
+      }
+      [file, args] = meter.wrap(file, args);
     }
     child = spawn(file, args, {
       cwd: dir,
@@ -419,6 +442,7 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
     });
   } catch (e) {
     // Invalid arguments (a NUL byte in argv, say) throw here instead of emitting 'error'.
+    await meter?.finish();
     return startFailed((e as Error).message, startedAt);
   }
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
@@ -433,8 +457,10 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
   if (started) {
     const e = started as NodeJS.ErrnoException;
     const what = e.code === 'ENOENT' ? `${file}: command not found (ENOENT)` : e.message;
+    await meter?.finish();
     return startFailed(what, startedAt);
   }
+  meter?.started(child.pid!);
 
   // A sandbox's processes die with its pid namespace; a uid's are all killed by release().
   const tree = level === 'none' ? new ProcessTree(child.pid!, [`CPC_JOB_ID=${spec.jobId}`, `CPC_ATTEMPT=${spec.attempt}`]) : undefined;
@@ -454,8 +480,15 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
     await release();
     await opts.reaper?.ended(record);
   };
-  return withOutput(new RunningAttempt(dir, child, graceMs, async (self) => {
+  const running = new RunningAttempt(dir, child, graceMs, async (self) => {
     let timedOut = false;
+    let outOfMemory = false;
+    // Past its memory the job is killed at once, as the kernel would.
+    meter?.onExceeded(() => {
+      if (self.isStopping) return;
+      outOfMemory = true;
+      self.terminate(true);
+    });
     const limitMs = spec.timeoutS && spec.timeoutS > 0 ? spec.timeoutS * 1000 : 0;
     const timer =
       limitMs > 0
@@ -469,8 +502,30 @@ export async function startAttempt(spec: AttemptSpec, opts: RunnerOptions): Prom
     const durationMs = Math.round(performance.now() - startedAt);
     clearTimeout(timer);
     await self.leaderExited();
-    return outcomeOf(timedOut ? 'timeout' : 'exited', code, signal, durationMs);
-  }, sweep));
+    const measured = await meter?.finish();
+    if (measured) measured.usage.wallS = Math.round(durationMs) / 1000;
+    // The kernel's OOM killer may have ended the leader itself before the worker heard of it.
+    const oom = outOfMemory || (measured?.oom === true && !timedOut && !(code === 0 && signal === null));
+    return outcomeOf(oom ? 'oom' : timedOut ? 'timeout' : 'exited', code, signal, durationMs, undefined, measured?.usage);
+  }, sweep);
+  running.meter = meter;
+  return withOutput(running);
+}
+
+/** Why `file` could not be spawned as spawn() would say it, or undefined when it can be: found on PATH (or as a path) and executable. */
+function notExecutable(file: string, path: string, cwd: string): string | undefined {
+  const candidates = file.includes('/') ? [resolve(cwd, file)] : path.split(':').filter((d) => d !== '').map((d) => join(d, file));
+  let denied = false;
+  for (const c of candidates) {
+    try {
+      if (!statSync(c).isFile()) continue;
+      accessSync(c, fsConstants.X_OK);
+      return undefined;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EACCES') denied = true;
+    }
+  }
+  return denied ? `spawn ${file} EACCES` : `${file}: command not found (ENOENT)`;
 }
 
 function definedOnly(env: Record<string, string | undefined>): Record<string, string> {

@@ -7,6 +7,7 @@ import { fetchInputs, keepOutputs } from './files.js';
 import { closedAncestor, detectIsolation, UidPool, type Isolation } from './isolation.js';
 import { LogStreamer } from './log-streamer.js';
 import { cleanLeftovers, Reaper } from './reaper.js';
+import { detectUsageMethod, type UsageMethod } from './usage.js';
 import { DEFAULT_MAX_LOG_BYTES, startAttempt, type AttemptOutcome, type Confinement, type RunningAttempt } from './runner.js';
 
 /**
@@ -83,6 +84,8 @@ export interface WorkerOptions {
   isolation?: Isolation;
   /** Isolation `none`: run jobs of any user although they share the worker's identity. */
   sharedIdentity?: boolean;
+  /** How attempts' usage is measured and their memory held to (usage.ts); detected when absent, null: not at all. */
+  usage?: UsageMethod | null;
   /** Send running attempts' output to the server as it is written (default); false: with results only. */
   liveLogs?: boolean;
   /** The least time between two batches of live output. */
@@ -232,6 +235,7 @@ export class Worker {
   /** Counts the server's answers: a request that failed while another got an answer is tried again at once. */
   private answers = 0;
   private reaper?: Reaper;
+  private readonly usage?: UsageMethod;
   /** Running attempts' output on its way to the server (log-streamer.ts). */
   private readonly streamer?: LogStreamer;
   private claimLoopDone: Promise<void> = Promise.resolve();
@@ -252,6 +256,9 @@ export class Worker {
     const isolation = opts.isolation ?? detectIsolation();
     if (typeof isolation === 'string') throw new Error(isolation);
     this.isolation = isolation;
+    const usage = opts.usage === undefined ? detectUsageMethod() : opts.usage;
+    if (typeof usage === 'string') throw new Error(usage);
+    this.usage = usage ?? undefined;
     this.client = opts.client;
     this.log = opts.log ?? (() => {});
     this.claimWaitS = opts.claimWaitS ?? 30;
@@ -622,6 +629,7 @@ export class Worker {
           killGraceMs: this.opts.killGraceMs ?? (job.killGraceS ?? DEFAULT_KILL_GRACE_S) * 1000,
           confine: this.confine,
           reaper: this.reaper,
+          usage: this.usage,
             keepLogsOpen: this.streamer !== undefined,
         },
       );
@@ -803,7 +811,10 @@ export class Worker {
     const named = attempts.map((a) => `${a.jobId}#${a.attempt}${'started' in a ? '+' : ''}`).join(' ');
     const same = attempts.length > 0 && named === this.keptHeartbeat;
     try {
-      const reply = await this.client.heartbeat(workerId, same ? { same: attempts.length } : { attempts });
+      // The latest figures of each running attempt, for `cpcc job` while it runs.
+      const usage = slots.flatMap((s) => (s.run?.meter && !s.abandoned ? [{ jobId: s.job.id, attempt: s.job.attempt, usage: s.run.meter.sample() }] : []));
+      const body = same ? { same: attempts.length } : { attempts };
+      const reply = await this.client.heartbeat(workerId, usage.length > 0 ? { ...body, usage } : body);
       this.serverAnswered();
       if (reply.resend) {
         this.keptHeartbeat = undefined;

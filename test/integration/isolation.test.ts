@@ -209,9 +209,9 @@ describe('isolation user: the local worker of a server run by root', { skip: !as
     const bob = await userClient(srv.info.url, srv.caPem, admin, 'bob');
     await alice.createProject('a');
     await bob.createProject('b');
-    const [victim] = (await bob.submit('b', [{ ...VICTIM, cores: 1, memoryMb: 1 }])).ids;
+    const [victim] = (await bob.submit('b', [{ ...VICTIM, cores: 1, memoryMb: 256 }])).ids;
     await stateOf(bob, victim!, 'running');
-    const [attacker] = (await alice.submit('a', [{ ...attackJob(home, victim!), cores: 1, memoryMb: 1 }])).ids;
+    const [attacker] = (await alice.submit('a', [{ ...attackJob(home, victim!), cores: 1, memoryMb: 256 }])).ids;
     const v = await finalView(alice, attacker!);
     assert.equal(v.state, 'done', v.stderrTail);
     const out = v.stdoutTail ?? '';
@@ -273,9 +273,9 @@ describe('isolation user: a worker reading its token from a file', { skip: !asRo
     await until('the worker to register', () => /registered as/.test(stderr), { timeoutMs: 30_000 });
     assert.match(stderr, /"isolation":"user"/);
     await ts.admin.createProject('tf');
-    const [victim] = (await ts.admin.submit('tf', [{ ...VICTIM, cores: 1, memoryMb: 1 }])).ids;
+    const [victim] = (await ts.admin.submit('tf', [{ ...VICTIM, cores: 1, memoryMb: 256 }])).ids;
     await stateOf(ts.admin, victim!, 'running');
-    const [attacker] = (await ts.admin.submit('tf', [{ ...attackJob(ts.home, victim!, tokenFile), cores: 1, memoryMb: 1 }])).ids;
+    const [attacker] = (await ts.admin.submit('tf', [{ ...attackJob(ts.home, victim!, tokenFile), cores: 1, memoryMb: 256 }])).ids;
     const v = await finalView(ts.admin, attacker!);
     const out = v.stdoutTail ?? '';
     assertDenied(out, [...PROBES, 'token-file'], [token, 'victim-private-bytes', 'victim-secret-env']);
@@ -345,13 +345,13 @@ describe('isolation none: a worker that is not root', { skip: !asRoot && 'needs 
   });
 
   it("runs only the jobs of the user its token is bound to, never a second user's", async () => {
-    const [bobs] = (await bob.submit('bobs', [{ shell: 'id -u', cores: 1, memoryMb: 1 }])).ids;
+    const [bobs] = (await bob.submit('bobs', [{ shell: 'id -u', cores: 1, memoryMb: 256 }])).ids;
     const created = await ts.admin.createWorkerToken('alices-worker', undefined, 'alice');
     const w = await startAsNobody('alices-worker', created.token);
     await until('the worker to register', () => /registered as/.test(w.stderr()) || w.child.exitCode !== null, { timeoutMs: 30_000 });
     assert.match(w.stderr(), /"isolation":"none"/);
     assert.match(w.stderr(), /"onlyUser":"alice"/);
-    const [alices] = (await alice.submit('alices', [{ shell: 'id -u', cores: 1, memoryMb: 1 }])).ids;
+    const [alices] = (await alice.submit('alices', [{ shell: 'id -u', cores: 1, memoryMb: 256 }])).ids;
     const done = await finalView(alice, alices!);
     assert.equal(done.state, 'done', done.stderrTail);
     assert.equal(done.stdoutTail?.trim(), String(nobody));
@@ -420,13 +420,13 @@ describe('isolation sandbox: a worker that is not root, with bubblewrap', { skip
     assert.equal((await ts.admin.workers()).workers.find((w) => w.name === 'boxed')?.isolation, 'sandbox');
 
     await ts.admin.createProject('box');
-    const [victim] = (await ts.admin.submit('box', [{ ...VICTIM, cores: 1, memoryMb: 1 }])).ids;
+    const [victim] = (await ts.admin.submit('box', [{ ...VICTIM, cores: 1, memoryMb: 256 }])).ids;
     await stateOf(ts.admin, victim!, 'running');
     // The victim's process is in a pid namespace of its own: the attacker cannot wait for it to show.
     await until('the victim to start', () => processesWith('sleep 4242').length > 0, { timeoutMs: 30_000 });
     const attack = attackJob(ts.home, victim!, join(dir, 'none-such'));
     attack.argv[2] = attack.argv[2]!.replace('for i in $(seq 1 300)', 'for i in $(seq 1 3)');
-    const [attacker] = (await ts.admin.submit('box', [{ ...attack, cores: 1, memoryMb: 1 }])).ids;
+    const [attacker] = (await ts.admin.submit('box', [{ ...attack, cores: 1, memoryMb: 256 }])).ids;
     const v = await finalView(ts.admin, attacker!);
     assert.equal(v.state, 'done', v.stderrTail);
     const out = v.stdoutTail ?? '';

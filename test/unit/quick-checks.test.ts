@@ -51,10 +51,23 @@ const attemptNearby = fc.oneof(
   attempt,
   fc.tuple(attempt, fc.oneof(fc.jsonValue(), fc.boolean(), fc.integer())).map(([a, started]) => JSON.parse(JSON.stringify({ ...a, started })) as Record<string, unknown>),
 );
+/** An attempt's usage as a worker measures it; bytes only where the host counts them. */
+const usage = fc.record(
+  {
+    wallS: fc.double({ min: 0, max: 1e6, noNaN: true }),
+    userS: fc.double({ min: 0, max: 1e6, noNaN: true }),
+    systemS: fc.double({ min: 0, max: 1e6, noNaN: true }),
+    maxRssMb: fc.double({ min: 0, max: 1e6, noNaN: true }),
+    readBytes: fc.nat(),
+    writeBytes: fc.nat(),
+  },
+  { requiredKeys: ['wallS', 'userS', 'systemS', 'maxRssMb'] },
+);
 const result = fc.record({
   jobId: uuid,
   attempt: fc.integer({ min: 1, max: 100 }),
-  how: fc.constantFrom('exited', 'timeout', 'start-failed'),
+  how: fc.constantFrom('exited', 'timeout', 'oom', 'start-failed'),
+  usage,
   exitCode: fc.option(fc.integer({ min: -255, max: 255 }), { nil: null }),
   signal: fc.option(fc.constantFrom('SIGTERM', 'SIGKILL'), { nil: null }),
   durationMs: fc.integer({ min: 0, max: 1e9 }),
@@ -62,7 +75,7 @@ const result = fc.record({
   stderr: fc.string({ maxLength: 64 }),
   stdoutBytes: fc.nat(),
   stderrBytes: fc.nat(),
-});
+}, { requiredKeys: ['jobId', 'attempt', 'how', 'exitCode', 'signal', 'durationMs', 'stdout', 'stderr', 'stdoutBytes', 'stderrBytes'] });
 
 describe('quick checks of the worker routes', () => {
   holds('worker path', isWorkerPath, workerPathSchema, fc.record({ id: uuid }));

@@ -34,6 +34,7 @@ import type { LostReply, NetworkView, StopReply, WeightView, WeightsView } from 
 import type { StoredFile, ValueView } from '../../core/wire.js';
 import type { ControlReply, ControlRequest } from '../../core/wire.js';
 import type { FileRef } from '../../core/types.js';
+import type { ProjectStats } from '../../core/stats.js';
 import { API_PREFIX } from '../../core/wire.js';
 import { NodeTransport } from './node-transport.js';
 
@@ -286,6 +287,11 @@ export class ApiClient {
 
   project(name: string): Promise<ProjectView> {
     return this.call('GET', `/projects/${encodeURIComponent(name)}`);
+  }
+
+  /** A project's jobs by state and end, and their usage (core/stats.ts). */
+  stats(project: string, q: { by?: 'name' } = {}): Promise<ProjectStats> {
+    return this.call('GET', `/projects/${encodeURIComponent(project)}/stats`, undefined, { query: q, timeoutMs: 120_000 });
   }
 
   removeProject(name: string): Promise<{ removed: string }> {

@@ -12,6 +12,7 @@ export const COMMAND_MODULES = {
   users: async () => (await import('./users.js')).userCommands,
   projects: async () => (await import('./projects.js')).projectCommands,
   jobs: async () => (await import('./jobs.js')).jobCommands,
+  stats: async () => (await import('./stats.js')).statsCommands,
   watch: async () => (await import('./watch.js')).watchCommands,
   files: async () => (await import('./files.js')).fileCommands,
   'save-load': async () => (await import('./save-load.js')).saveLoadCommands,

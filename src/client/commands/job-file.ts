@@ -14,6 +14,7 @@ import { MAX_KILL_GRACE_S, PRIORITY_MAX, PRIORITY_MIN } from '../../core/types.j
 import { parseDurationS, parseSizeMb } from '../../core/units.js';
 import type { JobInput } from '../../core/wire.js';
 import { CliError, EXIT_FAILURE } from '../output.js';
+import { checkLimits, withoutAlias } from './limits.js';
 
 export const SUBMIT_CHUNK = 10_000;
 
@@ -56,12 +57,15 @@ export function parseJobFile(text: string, where: string): JobInput[] {
   return checkJobs(items, where, (i) => `line ${lineOf[i]}`);
 }
 
+/** Fields a job file may use by another name (limits.ts turns them into the wire's). */
+const FILE_ALIASES = ['wallTimeS'];
+
 function checkJobs(items: unknown[], where: string, label: (i: number) => string): JobInput[] {
   if (items.length === 0) throw new CliError(`${where} holds no jobs`, EXIT_FAILURE);
   items.forEach((item, i) => {
     if (!isObject(item)) throw new CliError(`${where} ${label(i)}: not an object`, EXIT_FAILURE);
     for (const field of Object.keys(item)) {
-      if ((JOB_FIELD_NAMES as string[]).includes(field)) continue;
+      if ((JOB_FIELD_NAMES as string[]).includes(field) || FILE_ALIASES.includes(field)) continue;
       const guess = closest(field, JOB_FIELD_NAMES);
       throw new CliError(`${where} ${label(i)}: unknown field ${JSON.stringify(field)}${guess ? ` (did you mean ${JSON.stringify(guess)}?)` : ''}`, EXIT_FAILURE, 'INVALID_FIELD');
     }
@@ -76,12 +80,14 @@ function checkJobs(items: unknown[], where: string, label: (i: number) => string
     if (g !== undefined && !(typeof g === 'number' && Number.isFinite(g) && g >= 0 && g <= MAX_KILL_GRACE_S)) {
       throw new CliError(`${where} ${label(i)}: killGraceS must be a number of seconds from 0 to ${MAX_KILL_GRACE_S}`, EXIT_FAILURE, 'INVALID_FIELD');
     }
+    const wrong = checkLimits(item);
+    if (wrong !== undefined) throw new CliError(`${where}: ${label(i)}: ${wrong}`, EXIT_FAILURE, 'INVALID_FIELD');
     const p = item.priority;
     if (p !== undefined && !(typeof p === 'number' && Number.isInteger(p) && p >= PRIORITY_MIN && p <= PRIORITY_MAX)) {
       throw new CliError(`${where} ${label(i)}: priority must be a whole number from ${PRIORITY_MIN} to ${PRIORITY_MAX}`, EXIT_FAILURE, Number.isInteger(p) ? 'PRIORITY_OUT_OF_RANGE' : 'INVALID_FIELD');
     }
   });
-  return items as JobInput[];
+  return (items as JobInput[]).map(withoutAlias);
 }
 
 /** `"memoryMb": "4G"`, `"timeoutS": "2h"`: strings with units become the numbers the server takes. */
@@ -95,6 +101,7 @@ function withUnits(item: Record<string, unknown>, where: string, label: string):
   };
   convert('memoryMb', parseSizeMb, '"512M", "4G" or a number of MB');
   convert('timeoutS', parseDurationS, '"90m", "2h" or a number of seconds');
+  convert('wallTimeS', parseDurationS, '"90m", "2h" or a number of seconds');
   convert('killGraceS', parseDurationS, '"30s", "2m" or a number of seconds');
 }
 

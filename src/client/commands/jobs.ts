@@ -4,7 +4,8 @@
  * listing, bulk control, waits and why are in job-*.ts).
  */
 import { promises as fsp } from 'node:fs';
-import { MAX_KILL_GRACE_S, PRIORITY_MAX, PRIORITY_MIN, type Attempt } from '../../core/types.js';
+import { JOB_STATES, MAX_KILL_GRACE_S, PRIORITY_MAX, PRIORITY_MIN, type Attempt, type RetrySpec } from '../../core/types.js';
+import { retryFromFlags, retryOom, retryTimeout, usageText } from './limits.js';
 import { MAX_LOG_PART, type AttemptView, type JobInput, type JobView } from '../../core/wire.js';
 import { ApiError, type ApiClient } from '../api/client.js';
 import { ago, describeError, duration, fail, plural, usage } from '../output.js';
@@ -31,11 +32,22 @@ function jobDefaults(opts: Record<string, unknown>): JobInput {
   if (opts.memory !== undefined) d.memoryMb = opts.memory as number;
   if (opts.priority !== undefined) d.priority = opts.priority as number;
   if (opts.retries !== undefined) d.maxRetries = opts.retries as number;
-  if (opts.timeout !== undefined) d.timeoutS = opts.timeout as number;
+  if (opts.timeout !== undefined && opts.time !== undefined && opts.timeout !== opts.time) usage('--time and --timeout name the same limit: give one');
+  if ((opts.time ?? opts.timeout) !== undefined) d.timeoutS = (opts.time ?? opts.timeout) as number;
+  const retry = retryOrUsage(opts);
+  if (retry) d.retry = retry;
   if (opts.killGrace !== undefined) d.killGraceS = opts.killGrace as number;
   if (opts.after !== undefined) d.after = opts.after as string[];
   if (opts.env !== undefined) d.env = opts.env as Record<string, string>;
   return d;
+}
+
+function retryOrUsage(opts: Record<string, unknown>): RetrySpec | undefined {
+  try {
+    return retryFromFlags(opts);
+  } catch (err) {
+    return usage((err as Error).message);
+  }
 }
 
 /**
@@ -119,6 +131,13 @@ async function submit(ctx: Context, args: Argument[], opts: Record<string, unkno
   });
 }
 
+function retryLine(r: RetrySpec): string {
+  const parts: string[] = [];
+  if (r.oom) parts.push(`memory ×${r.oom.factor} up to ${r.oom.maxMemoryMb} MB`);
+  if (r.timeout) parts.push(`time ×${r.timeout.factor} up to ${r.timeout.maxWallTimeS}s`);
+  return `${parts.join(', ')}; at most ${r.attempts ?? 3} times`;
+}
+
 /** Why a queued job is not handed out yet: an earlier attempt of it may still run. */
 function heldLine({ attempt, worker, via }: NonNullable<JobView['heldBy']>): string {
   return `attempt ${attempt} is still stopping on worker ${worker}${via === 'local' ? '' : ` via ${via}`}; the job runs again once that process is gone or its lease runs out`;
@@ -145,6 +164,8 @@ function attemptRows(ctx: Context, attempts: AttemptView[], now: number) {
         value: (a: Attempt) => (a.signal ? a.signal : a.exitCode ?? ''),
         align: 'right' as const,
       },
+      { header: 'usage', value: (a: Attempt) => usageText(a.usage) },
+      { header: 'asked', value: (a: Attempt) => (a.limits ? `${a.limits.memoryMb} MB${a.limits.timeoutS === null ? '' : `, ${a.limits.timeoutS}s`}` : '') },
     ],
   };
 }
@@ -179,7 +200,8 @@ async function showJob(ctx: Context, args: Argument[]): Promise<void> {
       ['resources', `${plural(job.resources.cores, 'core')}, ${job.resources.memoryMb} MB`],
       ['priority', job.priority],
       ['retries', job.maxRetries],
-      ['timeout', job.timeoutS === null ? 'none' : `${job.timeoutS}s`],
+      ['time limit', job.timeoutS === null ? 'none' : `${job.timeoutS}s`],
+      ['retry more', job.retry ? retryLine(job.retry) : undefined],
       ['kill grace', job.killGraceS === undefined ? undefined : `${job.killGraceS}s`],
       ['after', job.after.join(' ')],
       ['created', ago(job.createdAt, now)],
@@ -360,7 +382,11 @@ export const jobCommands: CommandSpec[] = [
       { flags: '--memory <size>', description: 'memory the job needs (512M, 4G; a bare number is MB)', parse: sizeMb(1) },
       { flags: '--priority <n>', description: `higher runs first among your own jobs (${PRIORITY_MIN} to ${PRIORITY_MAX})`, parse: integer(PRIORITY_MIN, PRIORITY_MAX) },
       { flags: '--retries <n>', description: 'how often to retry a non-zero exit', parse: nonNegative },
-      { flags: '--timeout <time>', description: 'wall-clock limit per attempt (90s, 30m, 2h; a bare number is seconds)', parse: durationS(1, 365 * 24 * 3600) },
+      { flags: '--time <time>', description: 'wall-time limit per attempt (90s, 30m, 2h; a bare number is seconds); the attempt ends timeout', parse: durationS(1, 365 * 24 * 3600) },
+      { flags: '--timeout <time>', description: 'the same as --time', parse: durationS(1, 365 * 24 * 3600) },
+      { flags: '--retry-oom <factor:max>', description: 'after running out of memory, ask for FACTOR × more, up to MAX (1.5:16G)', parse: retryOom },
+      { flags: '--retry-timeout <factor:max>', description: 'after running out of time, ask for FACTOR × more, up to MAX (2:8h)', parse: retryTimeout },
+      { flags: '--retry-more <n>', description: 'how many times to ask for more (default 3)', parse: integer(1, 100) },
       {
         flags: '--kill-grace <time>',
         description: `time between SIGTERM and SIGKILL when an attempt is stopped (0 to ${MAX_KILL_GRACE_S}s, default 10s)`,

@@ -45,6 +45,7 @@ export const COMMAND_MANIFEST: readonly ManifestEntry[] = [
   {"group":"jobs","name":"why","aliases":[],"term":"why <id>","summary":"why a job is not running: dependencies, no worker big enough, an old attempt, or room and turns"},
   {"group":"jobs","name":"queue","aliases":["q"],"term":"queue|q [options]","summary":"the queued jobs, by priority then age (users take turns between them)"},
   {"group":"jobs","name":"running","aliases":["r"],"term":"running|r [options]","summary":"the current project's running jobs, with their worker and how long they have run"},
+  {"group":"stats","name":"stats","aliases":[],"term":"stats [options] [project]","summary":"a project's jobs by state and end, and their usage: wall, CPU, memory, efficiency (min, median, p90, max)"},
   {"group":"watch","name":"watch","aliases":[],"term":"watch [options] [project]","summary":"follow a project live: counts by state, running jobs, recent failures"},
   {"group":"files","name":"outputs","aliases":[],"term":"outputs <job-id>","summary":"the files a job kept"},
   {"group":"files","name":"getf","aliases":[],"term":"getf [options] <job-id-or-@value> [name]","summary":"download a file a job kept (JOB_ID NAME), or a project value's file (@NAME)"},

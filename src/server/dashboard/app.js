@@ -687,7 +687,7 @@ function jobView(root, id) {
           ['resources', `${job.resources.cores} core${job.resources.cores === 1 ? '' : 's'}, ${job.resources.memoryMb} MB`],
           ['priority', job.priority],
           ['retries', job.maxRetries],
-          ['timeout', job.timeoutS === null ? 'none' : `${job.timeoutS} s`],
+          ['time limit', job.timeoutS === null ? 'none' : `${job.timeoutS} s`],
           ['after', job.after.join(' ')],
           ['created', when(job.createdAt)],
           ['updated', when(job.updatedAt)],
@@ -703,7 +703,7 @@ function jobView(root, id) {
         : h(
             'table',
             { id: 'attempts' },
-            thead(['n', 'worker', 'via', 'started', 'ended', 'took', 'how', 'exit', 'reason']),
+            thead(['n', 'worker', 'via', 'started', 'ended', 'took', 'how', 'exit', 'reason', 'CPU', 'peak memory', 'asked']),
             h(
               'tbody',
               {},
@@ -720,6 +720,10 @@ function jobView(root, id) {
                   h('td', {}, a.how ? a.how : stateBadge('running')),
                   h('td', {}, a.signal ?? a.exitCode ?? ''),
                   h('td', {}, a.reason ?? ''),
+                  // What the attempt used (the latest figures while it runs) and what it asked for.
+                  h('td', { class: 'num', 'data-usage': 'cpu' }, a.usage ? `${(a.usage.userS + a.usage.systemS).toFixed(2)} s` : ''),
+                  h('td', { class: 'num', 'data-usage': 'memory' }, a.usage ? `${Math.round(a.usage.maxRssMb)} MB` : ''),
+                  h('td', { class: 'num' }, a.limits ? `${a.limits.memoryMb} MB${a.limits.timeoutS === null ? '' : `, ${a.limits.timeoutS} s`}` : ''),
                 ),
               ),
             ),

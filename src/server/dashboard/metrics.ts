@@ -110,7 +110,13 @@ export class Metrics {
     .touch({ how: 'worker-lost' });
   private readonly finished = new Counter('cpc_attempts_finished_total', 'Attempts that ended with a result, by how and whether they succeeded.')
     .touch({ how: 'exited', success: 'true' })
-    .touch({ how: 'exited', success: 'false' });
+    .touch({ how: 'exited', success: 'false' })
+    .touch({ how: 'oom', success: 'false' })
+    .touch({ how: 'timeout', success: 'false' });
+  private readonly jobCpu = new Counter('cpc_attempt_cpu_seconds_total', "CPU seconds jobs' attempts used, as their workers measured them, by mode.")
+    .touch({ mode: 'user' })
+    .touch({ mode: 'system' });
+  private readonly jobWall = new Counter('cpc_attempt_wall_seconds_total', "Wall time of jobs' measured attempts.").touch();
   private readonly heartbeats = new Counter('cpc_heartbeats_total', 'Worker heartbeats answered.').touch();
   private readonly events = new Counter('cpc_journal_events_total', 'State changes journaled, by event type.');
   private readonly fsyncSeconds = new Histogram('cpc_journal_fsync_duration_seconds', 'Time one durable journal write took (an O_DSYNC write, or a write and its fdatasync).', FSYNC_BUCKETS).touch();
@@ -143,6 +149,11 @@ export class Metrics {
         return;
       case 'attempt-finished':
         this.finished.inc({ how: e.how, success: String(e.how === 'exited' && e.exitCode === 0) });
+        if (e.usage) {
+          this.jobCpu.inc({ mode: 'user' }, e.usage.userS);
+          this.jobCpu.inc({ mode: 'system' }, e.usage.systemS);
+          this.jobWall.inc({}, e.usage.wallS);
+        }
         return;
       default:
         return;
@@ -183,7 +194,7 @@ export class Metrics {
       [{ reason: 'disk_full' }, refusing === 'DISK_FULL' ? 1 : 0],
       [{ reason: 'journal_failed' }, refusing === 'JOURNAL_FAILED' ? 1 : 0],
     ]);
-    for (const c of [this.dispatches, this.borrowed, this.submitted, this.expiries, this.lost, this.finished, this.heartbeats, this.events]) c.render(out);
+    for (const c of [this.dispatches, this.borrowed, this.submitted, this.expiries, this.lost, this.finished, this.jobCpu, this.jobWall, this.heartbeats, this.events]) c.render(out);
     for (const h of [this.fsyncSeconds, this.perFsync, this.http]) h.render(out);
     const mem = process.memoryUsage();
     const cpu = process.cpuUsage();

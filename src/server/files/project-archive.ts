@@ -30,7 +30,7 @@ import { uuidV7Millis, type ArchivedJob } from '../../persistence/archive-store.
 import type { Context } from '../start/context.js';
 import { newId } from '../jobs/ids.js';
 import { fileRefSchema, sha256Schema } from './schemas.js';
-import { check, shownName } from '../http/schemas.js';
+import { check, MAX_MEMORY_MB, MAX_WALL_TIME_S, retrySchema, shownName, usageSchema } from '../http/schemas.js';
 import { prioritySchema } from '../jobs/schemas.js';
 import { projectView } from '../jobs/views.js';
 
@@ -252,6 +252,7 @@ const specSchema = z.strictObject({
     .max(1000)
     .optional(),
   outputs: z.array(z.strictObject({ glob: path, to: valueName.optional() })).max(100).optional(),
+  retry: retrySchema.optional(),
 });
 
 const attemptSchema = z.strictObject({
@@ -262,7 +263,7 @@ const attemptSchema = z.strictObject({
   viaName: z.string().max(256).optional(),
   startedAt: count,
   endedAt: count.optional(),
-  how: z.enum(['exited', 'timeout', 'lease-expired', 'cancelled', 'worker-lost', 'start-failed', 'output-failed']).optional(),
+  how: z.enum(['exited', 'timeout', 'oom', 'lease-expired', 'cancelled', 'worker-lost', 'start-failed', 'output-failed']).optional(),
   exitCode: z.int().min(-255).max(255).nullable().optional(),
   signal: z.string().max(32).nullable().optional(),
   reason: reason.optional(),
@@ -271,6 +272,8 @@ const attemptSchema = z.strictObject({
   stdoutBytes: count.optional(),
   stderrBytes: count.optional(),
   outputs: z.array(fileRefSchema).max(1000).optional(),
+  usage: usageSchema.optional(),
+  limits: z.strictObject({ memoryMb: z.int().min(0).max(MAX_MEMORY_MB), timeoutS: z.int().min(1).max(MAX_WALL_TIME_S).nullable() }).optional(),
 });
 
 const jobSchema = z.strictObject({
@@ -286,6 +289,7 @@ const jobSchema = z.strictObject({
   attempts: z.array(attemptSchema).max(100_000),
   failures: count,
   lost: count,
+  grown: count.optional(),
   result: z
     .strictObject({
       attempt: z.int().min(1),

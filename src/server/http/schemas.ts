@@ -101,3 +101,29 @@ export function check<S extends z.ZodType>(schema: S, value: unknown, what = 'bo
   throw fail(code, `${where}: ${value === undefined && !limit ? 'missing' : issue.message}`);
 }
 
+/** The most memory and wall time a job may ask for. */
+export const MAX_MEMORY_MB = 64 * 1024 * 1024;
+export const MAX_WALL_TIME_S = 365 * 24 * 3600;
+
+/** Asking again with more memory or time (`retry` in a job). */
+export const retrySchema = z
+  .strictObject({
+    oom: z.strictObject({ factor: z.number().gt(1).max(100), maxMemoryMb: z.int().min(1).max(MAX_MEMORY_MB) }).optional(),
+    timeout: z.strictObject({ factor: z.number().gt(1).max(100), maxWallTimeS: z.int().min(1).max(MAX_WALL_TIME_S) }).optional(),
+    attempts: z.int().min(1).max(100).optional(),
+  })
+  .refine((r) => r.oom !== undefined || r.timeout !== undefined, { message: 'give oom, timeout or both' });
+
+/**
+ * An attempt's usage as a worker measured it. Bounds that no real attempt
+ * reaches (a year of wall time, 64 TB) refuse the report; CPU far past what
+ * the attempt's time allows is refused where the worker's cores are known (jobs/results.ts).
+ */
+export const usageSchema = z.strictObject({
+  wallS: z.number().min(0).max(MAX_WALL_TIME_S * 2),
+  userS: z.number().min(0).max(1e10),
+  systemS: z.number().min(0).max(1e10),
+  maxRssMb: z.number().min(0).max(MAX_MEMORY_MB),
+  readBytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+  writeBytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+});

@@ -58,15 +58,32 @@ export const isHeartbeat: QuickCheck = (v) => {
 
 const RESULT_KEYS = ['jobId', 'attempt', 'how', 'exitCode', 'signal', 'durationMs', 'stdout', 'stderr', 'stdoutBytes', 'stderrBytes'] as const;
 
+const isSize = (v: unknown, max: number): boolean => typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= max;
+
+/** Usage as a measuring worker sends it: the four figures, and bytes where the host counts them. */
+function isPlainUsage(v: unknown): boolean {
+  return (
+    isRecord(v) &&
+    hasKeys(v, ['wallS', 'userS', 'systemS', 'maxRssMb'], ['readBytes', 'writeBytes']) &&
+    (v.readBytes === undefined || isInt(v.readBytes, 0)) &&
+    (v.writeBytes === undefined || isInt(v.writeBytes, 0)) &&
+    isSize(v.wallS, 365 * 24 * 3600 * 2) &&
+    isSize(v.userS, 1e10) &&
+    isSize(v.systemS, 1e10) &&
+    isSize(v.maxRssMb, 64 * 1024 * 1024)
+  );
+}
+
 /** A result without files or a reason: what nearly every finished job reports. */
 export function isPlainResult(limits: Limits): QuickCheck {
   return (v) =>
     isRecord(v) &&
-    hasKeys(v, RESULT_KEYS) &&
+    hasKeys(v, RESULT_KEYS, ['usage']) &&
+    (v.usage === undefined || isPlainUsage(v.usage)) &&
     typeof v.jobId === 'string' &&
     UUID.test(v.jobId) &&
     isInt(v.attempt, 1) &&
-    (v.how === 'exited' || v.how === 'timeout' || v.how === 'start-failed') &&
+    (v.how === 'exited' || v.how === 'timeout' || v.how === 'oom' || v.how === 'start-failed') &&
     (v.exitCode === null || isInt(v.exitCode, -255, 255)) &&
     (v.signal === null || (typeof v.signal === 'string' && v.signal.length <= 32)) &&
     typeof v.durationMs === 'number' &&

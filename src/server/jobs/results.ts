@@ -1,5 +1,6 @@
 import { planFinish, type AttemptReport } from '../../core/commands.js';
 import { CpcError, fail } from '../../core/errors.js';
+import type { Usage } from '../../core/types.js';
 import type { LogChunk, LogChunkOutcome, ResultReply, ResultRequest } from '../../core/wire.js';
 import type { Files } from '../files/files.js';
 import type { LogStore } from '../files/log-store.js';
@@ -20,6 +21,20 @@ export interface ResultServices {
   files: Pick<Files, 'requireHeld'>;
   logs: Pick<LogStore, 'complete' | 'sync' | 'forget' | 'holds'>;
   dispatcher: Pick<Dispatcher, 'kick'>;
+  /** Where refused usage figures are told. */
+  log?: { warn: (msg: string, fields?: Record<string, unknown>) => void };
+}
+
+/**
+ * Why a worker's usage figures cannot be true, or undefined. CPU may exceed
+ * wall time × cores a little (clock ticks, threads the job did not ask
+ * for), so only far more than the machine the worker offers could give is refused.
+ */
+export function implausibleUsage(usage: Usage, cores: number): string | undefined {
+  const cpu = usage.userS + usage.systemS;
+  const most = Math.max(1, cores) * usage.wallS * 4 + 2;
+  if (cpu > most) return `${cpu.toFixed(1)} CPU seconds in ${usage.wallS.toFixed(1)} s of wall time on ${cores} core(s)`;
+  return undefined;
 }
 
 /**
@@ -46,6 +61,13 @@ export async function acceptResult(ctx: ResultServices, workerId: string, body: 
   };
   if (body.reason !== undefined) report.reason = body.reason;
   if (body.outputs && body.outputs.length > 0) report.outputs = body.outputs;
+  if (body.usage) {
+    const cores = Math.max(model.workers.get(workerId)?.resources.cores ?? 0, job?.spec.resources.cores ?? 1);
+    const wrong = implausibleUsage(body.usage, cores);
+    // The result stands (the job did end); figures that cannot be true are not kept.
+    if (wrong === undefined) report.usage = body.usage;
+    else ctx.log?.warn('usage refused: implausible figures', { job: body.jobId, attempt: body.attempt, workerId, via, why: wrong });
+  }
   let event = planFinish(model, workerId, body.jobId, body.attempt, report, Date.now(), via);
   if (event === 'duplicate') return { accepted: true, duplicate: true, state: model.job(body.jobId)!.state };
   // Logs are durable before the result is, so a finished job always has

@@ -4,7 +4,7 @@ import { JOB_SORTS } from '../../core/job-query.js';
 import { MAX_KILL_GRACE_S, PRIORITY_MAX, PRIORITY_MIN, type JobSpec } from '../../core/types.js';
 import { ISOLATION_LEVELS, MAX_LOG_CHUNK_BYTES, MAX_LOG_PART, type JobInput } from '../../core/wire.js';
 import { fileRefSchema, filePath } from '../files/schemas.js';
-import { arrayLength, boundedName, jobIdParam, jobRefParam, limited, limitQuery, perLimits, shownName, stringLength } from '../http/schemas.js';
+import { arrayLength, boundedName, jobIdParam, jobRefParam, limited, limitQuery, MAX_MEMORY_MB, MAX_WALL_TIME_S, perLimits, retrySchema, shownName, stringLength, usageSchema } from '../http/schemas.js';
 
 /** The request shapes of jobs, projects and workers: submit, claim, heartbeat, result and the job queries. */
 
@@ -49,6 +49,8 @@ const inputSourceSchema = z.union([
 ]);
 const outputSpecSchema = z.strictObject({ glob: filePath, to: z.string().min(1).max(256).optional() });
 
+const liveUsageSchema = z.array(z.strictObject({ jobId: jobIdParam, attempt: z.int().min(1), usage: usageSchema })).max(100_000).optional();
+
 export const jobInputSchema = z
   .strictObject({
     key: boundedName(128).optional(),
@@ -57,10 +59,11 @@ export const jobInputSchema = z
     shell: z.string().min(1).max(65_536).optional(),
     env: z.record(envName, z.string().max(65_536)).optional(),
     cores: z.int().min(1).max(4096).optional(),
-    memoryMb: z.int().min(0).max(64 * 1024 * 1024).optional(),
+    memoryMb: z.int().min(0).max(MAX_MEMORY_MB).optional(),
     priority: prioritySchema.optional(),
     maxRetries: z.int().min(0).max(1000).optional(),
-    timeoutS: z.int().min(1).max(365 * 24 * 3600).nullable().optional(),
+    timeoutS: z.int().min(1).max(MAX_WALL_TIME_S).nullable().optional(),
+    retry: retrySchema.optional(),
     killGraceS: z.number().min(0).max(MAX_KILL_GRACE_S).optional(),
     after: z.array(boundedName(128)).max(10_000).optional(),
     inputs: z.array(inputSourceSchema).max(1000).optional(),
@@ -94,8 +97,8 @@ export const registerSchema = z.strictObject({
 
 export const heartbeatSchema = z.union([
   // `started`: the attempt's process has started (its live state becomes running).
-  z.strictObject({ attempts: z.array(z.strictObject({ jobId: jobIdParam, attempt: z.int().min(1), started: z.literal(true).optional() })).max(100_000) }),
-  z.strictObject({ same: z.int().min(1).max(100_000) }),
+  z.strictObject({ attempts: z.array(z.strictObject({ jobId: jobIdParam, attempt: z.int().min(1), started: z.literal(true).optional() })).max(100_000), usage: liveUsageSchema }),
+  z.strictObject({ same: z.int().min(1).max(100_000), usage: liveUsageSchema }),
 ]);
 
 /** The attempts a worker runs and how long the server may hold its control poll. */
@@ -108,7 +111,8 @@ export const resultSchema = perLimits((limits) =>
   z.strictObject({
     jobId: jobIdParam,
     attempt: z.int().min(1),
-    how: z.enum(['exited', 'timeout', 'start-failed', 'output-failed']),
+    how: z.enum(['exited', 'timeout', 'oom', 'start-failed', 'output-failed']),
+    usage: usageSchema.optional(),
     reason: z.string().max(4096).optional(),
     outputs: z.array(fileRefSchema).max(1000).optional(),
     exitCode: z.int().min(-255).max(255).nullable(),
@@ -219,5 +223,9 @@ export function toJobSpec(input: JobInput): JobSpec {
   if (input.shell !== undefined) spec.shell = input.shell;
   if (input.inputs !== undefined) spec.inputs = input.inputs;
   if (input.outputs !== undefined) spec.outputs = input.outputs;
+  if (input.retry !== undefined) spec.retry = input.retry;
   return spec;
 }
+
+/** `GET /projects/:project/stats`: grouped by name prefix with `by=name`. */
+export const statsQuery = z.strictObject({ by: z.enum(['name']).optional() });

@@ -1,7 +1,8 @@
 import type { Model } from '../../core/model.js';
-import { DEFAULT_KILL_GRACE_S, type Job, type Project, type StateCounts, type Worker } from '../../core/types.js';
+import { DEFAULT_KILL_GRACE_S, type Attempt, type Job, type Project, type StateCounts, type Worker } from '../../core/types.js';
 import type { WorkerState } from '../../core/worker-presence.js';
-import type { BorrowedCount, ClaimedJob, JobView, LeaseView, ProjectView, WorkerView } from '../../core/wire.js';
+import type { AttemptView, BorrowedCount, ClaimedJob, JobView, LeaseView, ProjectView, WorkerView } from '../../core/wire.js';
+import { liveUsage } from './live-usage.js';
 
 /** Turns domain records into the shapes of the API (core/wire.ts). */
 
@@ -9,7 +10,7 @@ import type { BorrowedCount, ClaimedJob, JobView, LeaseView, ProjectView, Worker
  * A job as the API shows it. With the model (a live job), each attempt says
  * where its process is, and a queued job says which attempt holds it back.
  */
-export function jobView(job: Job, archived = false, model?: Pick<Model, 'attemptLive' | 'heldBy' | 'workers'>): JobView {
+export function jobView(job: Job, archived = false, model?: Pick<Model, 'attemptLive' | 'heldBy' | 'workers' | 'leases'>): JobView {
   const { spec } = job;
   const view: JobView = {
     id: job.id,
@@ -21,11 +22,12 @@ export function jobView(job: Job, archived = false, model?: Pick<Model, 'attempt
     priority: spec.priority,
     maxRetries: spec.maxRetries,
     timeoutS: spec.timeoutS,
+    ...(spec.retry ? { retry: spec.retry } : {}),
     killGraceS: spec.killGraceS ?? DEFAULT_KILL_GRACE_S,
     after: spec.after,
     createdAt: job.createdAt,
     updatedAt: job.updatedAt,
-    attempts: model && !archived ? job.attempts.map((a) => ({ ...a, live: model.attemptLive(job.id, a.n) })) : job.attempts,
+    attempts: model && !archived ? job.attempts.map((a) => attemptView(model, job, a)) : job.attempts,
   };
   const held = model && !archived ? model.heldBy(job) : undefined;
   if (held) {
@@ -46,6 +48,13 @@ export function jobView(job: Job, archived = false, model?: Pick<Model, 'attempt
   }
   if (archived) view.archived = true;
   return view;
+}
+
+/** An attempt of a live job: where its process is, and while it runs, its latest usage. */
+function attemptView(model: Pick<Model, 'attemptLive' | 'leases'>, job: Job, a: Attempt): AttemptView {
+  const live = model.attemptLive(job.id, a.n);
+  const usage = live === 'running' && a.usage === undefined ? liveUsage(model.leases, job.id, a.n) : undefined;
+  return usage ? { ...a, live, usage } : { ...a, live };
 }
 
 export function projectView(project: Project, counts: StateCounts): ProjectView {

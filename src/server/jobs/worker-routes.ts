@@ -26,6 +26,7 @@ import { peerNames, workerView } from './views.js';
 import { replacedBy, workerState } from '../../core/worker-presence.js';
 import { isClaim, isHeartbeat, isPlainResult, isWorkerPath } from './quick-checks.js';
 import { acceptLogChunks, acceptResult } from './results.js';
+import { noteUsage } from './live-usage.js';
 import { jobIdParam } from '../http/schemas.js';
 import { claimSchema, controlSchema, heartbeatSchema, logChunksSchema, registerSchema, resultSchema, tokenNameSchema } from './schemas.js';
 import type { HeldAttempt, StopOrder } from './control.js';
@@ -193,6 +194,7 @@ export function workerRoutes(router: Router, ctx: Context): void {
       const now = Date.now();
       const deadline = now + ctx.leaseMs;
       const interval = ctx.config.heartbeatIntervalS;
+      if (req.body.usage) noteUsage(model.leases, worker.id, req.body.usage);
       if ('same' in req.body) {
         // The attempts the last heartbeat named, if the worker's leases have not changed since.
         const memo = memos.get(worker);

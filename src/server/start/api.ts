@@ -6,6 +6,7 @@ import { jobRoutes } from '../jobs/job-routes.js';
 import { peerRoutes } from '../federation/peer-routes.js';
 import { pilotRoutes } from '../pilots/pilot-routes.js';
 import { projectRoutes } from '../jobs/project-routes.js';
+import { statsRoutes } from '../jobs/stats-routes.js';
 import { saveLoadRoutes } from '../files/save-load-routes.js';
 import { sessionRoutes } from '../accounts/session-routes.js';
 import { userRoutes } from '../accounts/user-routes.js';
@@ -17,6 +18,7 @@ export function apiRouter(ctx: Context): Router {
   const router = new Router();
   sessionRoutes(router, ctx);
   projectRoutes(router, ctx);
+  statsRoutes(router, ctx);
   userRoutes(router, ctx);
   jobRoutes(router, ctx);
   workerRoutes(router, ctx);
