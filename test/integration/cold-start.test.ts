@@ -141,7 +141,7 @@ describe('cold start: what each start loads', () => {
     assert.equal(s.code, 0, s.stderr);
     assert.match(s.stdout, /^Usage: cpcc submit \[options\] \[command\.\.\.\]/);
     assert.match(s.stdout, /--cores <n>/);
-    assert.deepEqual(commandFiles(s).filter((f) => f !== 'index' && f !== 'manifest' && f !== 'context' && f !== 'examples'), ['files', 'job-file', 'jobs', 'parsers', 'projects', 'prompt']);
+    assert.deepEqual(commandFiles(s).filter((f) => f !== 'index' && f !== 'manifest' && f !== 'context' && f !== 'examples'), ['files', 'job-bulk', 'job-file', 'job-list', 'job-wait', 'job-why', 'jobs', 'limits', 'parsers', 'projects', 'prompt']);
     assert.match(s.stdout, /Examples:\n {2}\$ cpcc submit /);
     noHeavy(s);
   });
