@@ -7,14 +7,24 @@
  * line when `expected` results are in.
  * Each worker has `cores` slots and, as cpc-worker does, claims as many jobs
  * as it has free slots and sends all the results it holds with that claim.
- * argv: url caFile serverId token workers expected [cores]
+ * With `spawn`, each job runs `true` as a child process before its result
+ * is sent (the jobs of one claim side by side), as cpc-worker runs a job's
+ * command; the peer figures compare it with the queues' workers doing the same.
+ * argv: url caFile serverId token workers expected [cores] [spawn]
  */
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { ApiClient } from '../src/client/api/client.js';
 import type { ResultRequest } from '../src/core/wire.js';
 import { cpuUs, profiled, reply } from './lib.js';
 
-const [url, caFile, serverId, token, workersArg, expectedArg, coresArg] = process.argv.slice(2);
+const [url, caFile, serverId, token, workersArg, expectedArg, coresArg, spawnArg] = process.argv.slice(2);
+const spawnTrue = (): Promise<void> =>
+  new Promise((resolve, reject) => {
+    const child = spawn('true', [], { stdio: 'ignore' });
+    child.once('error', reject);
+    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`true exited with ${code}`))));
+  });
 const workers = Number(workersArg);
 const cores = Number(coresArg ?? 1);
 const expected = Number(expectedArg);
@@ -40,6 +50,7 @@ async function run(i: number): Promise<void> {
     // not part of the figure.
     if (before < expected && done >= expected) reply({ done, ms: performance.now() - started, clientCpuUs: (cpuUs() - cpu0) / done });
     finished = [];
+    if (spawnArg === 'spawn') await Promise.all(answer.jobs.map(() => spawnTrue()));
     for (const job of answer.jobs) {
       if (started === 0) {
         started = performance.now();
