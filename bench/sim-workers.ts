@@ -7,9 +7,11 @@
  * line when `expected` results are in.
  * Each worker has `cores` slots and, as cpc-worker does, claims as many jobs
  * as it has free slots and sends all the results it holds with that claim.
- * With `spawn`, each job runs `true` as a child process before its result
- * is sent (the jobs of one claim side by side), as cpc-worker runs a job's
- * command; the peer figures compare it with the queues' workers doing the same.
+ * With `spawn`, each job runs `true` as a child process, as cpc-worker runs a
+ * job's command: jobs run side by side in the worker's slots, and as soon as
+ * one ends the worker claims for its free slots, sending the results it holds
+ * (runSpawning). The peer figures compare it with the queues' workers doing
+ * the same.
  * argv: url caFile serverId token workers expected [cores] [spawn]
  */
 import { spawn } from 'node:child_process';
@@ -50,7 +52,6 @@ async function run(i: number): Promise<void> {
     // not part of the figure.
     if (before < expected && done >= expected) reply({ done, ms: performance.now() - started, clientCpuUs: (cpuUs() - cpu0) / done });
     finished = [];
-    if (spawnArg === 'spawn') await Promise.all(answer.jobs.map(() => spawnTrue()));
     for (const job of answer.jobs) {
       if (started === 0) {
         started = performance.now();
@@ -73,4 +74,49 @@ async function run(i: number): Promise<void> {
   }
 }
 
-await profiled('dispatch-workers', () => Promise.all(Array.from({ length: workers }, (_, i) => run(i))));
+const outcome = (jobId: string, attempt: number): ResultRequest => ({
+  jobId,
+  attempt,
+  how: 'exited',
+  exitCode: 0,
+  signal: null,
+  durationMs: 0,
+  stdout: '',
+  stderr: '',
+  stdoutBytes: 0,
+  stderrBytes: 0,
+});
+
+async function runSpawning(i: number): Promise<void> {
+  const { workerId } = await client.register({ name: `sim-${i}`, host: 'bench', cores, memoryMb: 1024 });
+  let finished: ResultRequest[] = [];
+  let running = 0;
+  let ended: (() => void) | null = null;
+  while (done < expected) {
+    const sending = finished;
+    finished = [];
+    const answer = await client.claim(workerId, sending.length > 0 ? { waitS: 0, max: cores - running, results: sending } : { waitS: 2, max: cores - running });
+    if ((answer.results?.length ?? 0) !== sending.length || answer.results?.some((o) => 'error' in o)) throw new Error('a result was refused or went unanswered');
+    const before = done;
+    done += sending.length;
+    if (before < expected && done >= expected) reply({ done, ms: performance.now() - started, clientCpuUs: (cpuUs() - cpu0) / done });
+    for (const job of answer.jobs) {
+      if (started === 0) {
+        started = performance.now();
+        cpu0 = cpuUs();
+        process.stdout.write('{"started":true}\n');
+      }
+      running++;
+      void spawnTrue().then(() => {
+        running--;
+        finished.push(outcome(job.id, job.attempt));
+        ended?.();
+      });
+    }
+    // Claim again once a slot is free and a result is in hand (or, idle, at once: a long poll).
+    if (running > 0) await new Promise<void>((r) => (ended = r));
+    ended = null;
+  }
+}
+
+await profiled('dispatch-workers', () => Promise.all(Array.from({ length: workers }, (_, i) => (spawnArg === 'spawn' ? runSpawning(i) : run(i)))));

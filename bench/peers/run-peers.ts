@@ -29,7 +29,7 @@ import { graphileSettings } from './graphile.js';
 import { pgbossSettings } from './pgboss.js';
 import type { Settings } from './queue-driver.js';
 import { rssBytes, serverCpuUs, startPostgres, startRedis, type PeerServer, type PostgresServer } from './servers.js';
-import { slurmBulk, slurmDispatch, slurmSettings, slurmWakeup, startSlurmPeer } from './slurm.js';
+import { slurmBulk, slurmDispatch, slurmSettings, slurmSingles, slurmWakeup, startSlurmPeer } from './slurm.js';
 
 export const SLOTS = 64;
 
@@ -43,11 +43,13 @@ export interface PeerSizes {
   /** Slurm runs far fewer jobs a second; its dispatch figure is on fewer jobs. */
   slurmJobs: number;
   slurmWakeSamples: number;
+  /** Held jobs submitted one sbatch each, for Slurm's memory per queued job. */
+  slurmSingles: number;
   runs: number;
 }
 
-export const FULL: PeerSizes = { jobs: 20_000, spawnJobs: 5000, wakeSamples: 100, bulkJobs: 100_000, slurmJobs: 2000, slurmWakeSamples: 20, runs: 2 };
-export const SMOKE: PeerSizes = { jobs: 1000, spawnJobs: 300, wakeSamples: 10, bulkJobs: 5000, slurmJobs: 100, slurmWakeSamples: 3, runs: 1 };
+export const FULL: PeerSizes = { jobs: 20_000, spawnJobs: 2000, wakeSamples: 100, bulkJobs: 100_000, slurmJobs: 1000, slurmWakeSamples: 20, slurmSingles: 500, runs: 2 };
+export const SMOKE: PeerSizes = { jobs: 1000, spawnJobs: 300, wakeSamples: 10, bulkJobs: 10_000, slurmJobs: 100, slurmWakeSamples: 3, slurmSingles: 50, runs: 1 };
 
 /** One system's figures in one run. `null`: not measurable for that system. */
 interface SystemRun {
@@ -192,6 +194,7 @@ async function systemRun(system: System, s: PeerSizes): Promise<Outcome> {
     const d = await slurmDispatch(started.peer, s.slurmJobs);
     const w = await slurmWakeup(started.peer, s.slurmWakeSamples);
     const b = await slurmBulk(started.peer, s.bulkJobs);
+    const one = await slurmSingles(started.peer, s.slurmSingles);
     return {
       run: {
         jobsPerS: d.jobsPerS,
@@ -200,10 +203,10 @@ async function systemRun(system: System, s: PeerSizes): Promise<Outcome> {
         wakeP50Ms: w.p50,
         wakeP99Ms: w.p99,
         bulkMs: b.ms,
-        rssPerQueuedBytes: b.rssPerQueued,
+        rssPerQueuedBytes: one.rssPerQueued,
         diskPerQueuedBytes: null,
       },
-      settings: slurmSettings(SLOTS),
+      settings: { ...slurmSettings(SLOTS), 'single sbatch rate (8 at a time), jobs/s': one.jobsPerS, [`array of ${s.bulkJobs}: slurmctld RSS per job, B`]: b.rssPerQueued },
     };
   } finally {
     await started.peer.stop();
