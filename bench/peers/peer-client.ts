@@ -9,6 +9,7 @@
  *                                            SLOTS slots; prints {"started":true}
  *                                            at the first job, and the time from
  *                                            it until the server counts none left
+ *                                            (and this process's CPU time per job)
  *   peer-client.ts PEER TARGET wakeup SAMPLES
  *                                            an idle worker and a producer: time
  *                                            from an add until the job starts
@@ -18,7 +19,7 @@
  * workers run a job's command.
  */
 import { spawn } from 'node:child_process';
-import { percentiles, reply } from '../lib.js';
+import { cpuUs, percentiles, reply } from '../lib.js';
 import { bullmqDriver } from './bullmq.js';
 import { graphileDriver } from './graphile.js';
 import { pgbossDriver } from './pgboss.js';
@@ -60,10 +61,12 @@ if (role === 'setup') {
   const slots = Number(rest[1]);
   const job = rest[2] === 'spawn' ? spawnTrue : async () => {};
   let started = 0;
+  let cpu0 = 0;
   let ran = 0;
   await driver.work(slots, async () => {
     if (started === 0) {
       started = performance.now();
+      cpu0 = cpuUs();
       process.stdout.write('{"started":true}\n');
     }
     ran++;
@@ -72,8 +75,9 @@ if (role === 'setup') {
   // Done when the server counts no job left: every job run and its completion durable.
   while (started === 0 || ran < n || (await driver.remaining()) > 0) await sleep(started === 0 || ran < n ? 5 : 2);
   const ms = performance.now() - started;
+  const clientCpuUs = (cpuUs() - cpu0) / n;
   await driver.close();
-  reply({ ms, ran });
+  reply({ ms, ran, clientCpuUs });
 } else if (role === 'wakeup') {
   const samples = Number(rest[0]);
   await driver.setup();

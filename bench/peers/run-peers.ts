@@ -48,7 +48,7 @@ export interface PeerSizes {
   runs: number;
 }
 
-export const FULL: PeerSizes = { jobs: 20_000, spawnJobs: 2000, wakeSamples: 100, bulkJobs: 100_000, slurmJobs: 1000, slurmWakeSamples: 20, slurmSingles: 500, runs: 2 };
+export const FULL: PeerSizes = { jobs: 20_000, spawnJobs: 2000, wakeSamples: 100, bulkJobs: 100_000, slurmJobs: 1000, slurmWakeSamples: 20, slurmSingles: 500, runs: 3 };
 export const SMOKE: PeerSizes = { jobs: 1000, spawnJobs: 300, wakeSamples: 10, bulkJobs: 10_000, slurmJobs: 100, slurmWakeSamples: 3, slurmSingles: 50, runs: 1 };
 
 /** One system's figures in one run. `null`: not measurable for that system. */
@@ -57,6 +57,8 @@ interface SystemRun {
   spawnJobsPerS: number;
   /** Server CPU time per job over the trivial dispatch. */
   serverCpuUs: number | null;
+  /** CPU time of the workers' process per job over the same dispatch (the queues' workers do more than cpc's). */
+  clientCpuUs: number | null;
   wakeP50Ms: number;
   wakeP99Ms: number;
   bulkMs: number;
@@ -93,6 +95,7 @@ async function cpcRun(s: PeerSizes): Promise<SystemRun> {
     jobsPerS: d.jobsPerS,
     spawnJobsPerS: sp.jobsPerS,
     serverCpuUs: d.serverCpuUs,
+    clientCpuUs: d.clientCpuUs,
     wakeP50Ms: w.p50,
     wakeP99Ms: w.p99,
     bulkMs: b.ms,
@@ -121,12 +124,12 @@ async function queueRun(
   const drain = async (jobs: number, spawn: boolean) => {
     await client(['add', String(jobs)]);
     let cpu0 = 0;
-    const r = await client<{ ms: number; ran: number }>(['drain', String(jobs), String(SLOTS), ...(spawn ? ['spawn'] : [])], (line) => {
+    const r = await client<{ ms: number; ran: number; clientCpuUs: number }>(['drain', String(jobs), String(SLOTS), ...(spawn ? ['spawn'] : [])], (line) => {
       if (line.includes('"started"')) cpu0 = serverCpuUs(server.pid, opts.withChildren);
     });
     const cpu = serverCpuUs(server.pid, opts.withChildren) - cpu0;
     if (r.ran < jobs) throw new Error(`${peer}: ${r.ran} of ${jobs} jobs ran`);
-    return { jobsPerS: round((jobs / r.ms) * 1000, 0), serverCpuUs: round(cpu / jobs, 1) };
+    return { jobsPerS: round((jobs / r.ms) * 1000, 0), serverCpuUs: round(cpu / jobs, 1), clientCpuUs: round(r.clientCpuUs, 1) };
   };
   const trivial = await drain(s.jobs, false);
   const spawned = await drain(s.spawnJobs, true);
@@ -140,6 +143,7 @@ async function queueRun(
     jobsPerS: trivial.jobsPerS,
     spawnJobsPerS: spawned.jobsPerS,
     serverCpuUs: trivial.serverCpuUs,
+    clientCpuUs: trivial.clientCpuUs,
     wakeP50Ms: wake.p50,
     wakeP99Ms: wake.p99,
     bulkMs: round(b.ms, 0),
@@ -200,6 +204,7 @@ async function systemRun(system: System, s: PeerSizes): Promise<Outcome> {
         jobsPerS: d.jobsPerS,
         spawnJobsPerS: d.jobsPerS,
         serverCpuUs: d.serverCpuUs,
+        clientCpuUs: null,
         wakeP50Ms: w.p50,
         wakeP99Ms: w.p99,
         bulkMs: b.ms,
@@ -219,6 +224,7 @@ const FIELDS: [keyof SystemRun, string, string][] = [
   ['jobsPerS', 'dispatch, trivial jobs', 'jobs/s'],
   ['spawnJobsPerS', 'dispatch, each job spawns true', 'jobs/s'],
   ['serverCpuUs', 'server CPU per job', 'µs'],
+  ['clientCpuUs', 'workers\' process CPU per job', 'µs'],
   ['wakeP50Ms', 'submit → start p50, idle worker', 'ms'],
   ['wakeP99Ms', 'submit → start p99', 'ms'],
   ['bulkMs', 'bulk submit', 'ms'],
