@@ -42,6 +42,11 @@ const spawnTrue = (): Promise<void> =>
   });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// An interrupted bench stops the peer's server; its clients must not outlive
+// it (its client libraries would retry the connection for ever).
+const parent = process.ppid;
+setInterval(() => process.ppid !== parent && process.exit(1), 500).unref();
 const driver = driverOf();
 
 if (role === 'setup') {

@@ -155,6 +155,28 @@ async function queueRun(
 
 type Outcome = { run: SystemRun; settings: Settings; skip?: undefined } | { run?: undefined; settings?: undefined; skip: string };
 
+/**
+ * The stop of the server now running, so that an interrupted bench (Ctrl-C,
+ * SIGTERM) stops it and removes its folder as a failed one does.
+ */
+let stopping: (() => Promise<void>) | null = null;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    console.log(`peers: ${signal}, stopping the peer's server`);
+    void (stopping ?? (async () => {}))().finally(() => process.exit(130));
+  });
+}
+
+async function withServer<S extends { stop(): Promise<void> }, T>(server: S, run: (s: S) => Promise<T>): Promise<T> {
+  stopping = () => server.stop();
+  try {
+    return await run(server);
+  } finally {
+    stopping = null;
+    await server.stop();
+  }
+}
+
 async function systemRun(system: System, s: PeerSizes): Promise<Outcome> {
   if (system === 'cpc') {
     return {
@@ -172,33 +194,28 @@ async function systemRun(system: System, s: PeerSizes): Promise<Outcome> {
     const fsync = system === 'bullmq-always' ? 'always' : 'everysec';
     const started = await startRedis(fsync);
     if (!started.server) return { skip: started.skip };
-    try {
-      const run = await queueRun('bullmq', started.server, String(started.server.port), s, { withChildren: false });
-      return { run, settings: { ...bullmqSettings(SLOTS), redis: Object.entries(started.server.settings).map(([k, v]) => `${k} ${v}`).join(', ') } };
-    } finally {
-      await started.server.stop();
-    }
+    return withServer(started.server, async (redis) => {
+      const run = await queueRun('bullmq', redis, String(redis.port), s, { withChildren: false });
+      return { run, settings: { ...bullmqSettings(SLOTS), redis: Object.entries(redis.settings).map(([k, v]) => `${k} ${v}`).join(', ') } };
+    });
   }
   if (system === 'graphile-worker' || system === 'pg-boss') {
     const started = await startPostgres();
     if (!started.server) return { skip: started.skip };
-    const pg: PostgresServer = started.server;
-    try {
+    return withServer(started.server, async (pg: PostgresServer) => {
       const diskBytes = async () => Number(await pg.query('select pg_database_size(current_database())'));
       const run = await queueRun(system === 'pg-boss' ? 'pgboss' : 'graphile', pg, pg.url, s, { withChildren: true, diskBytes });
       const base = system === 'pg-boss' ? pgbossSettings(SLOTS) : graphileSettings(SLOTS);
       return { run, settings: { ...base, postgresql: `${pg.version}, ` + Object.entries(pg.settings).map(([k, v]) => `${k}=${v}`).join(', ') } };
-    } finally {
-      await pg.stop();
-    }
+    });
   }
   const started = await startSlurmPeer(SLOTS);
   if (!started.peer) return { skip: started.skip };
-  try {
-    const d = await slurmDispatch(started.peer, s.slurmJobs);
-    const w = await slurmWakeup(started.peer, s.slurmWakeSamples);
-    const b = await slurmBulk(started.peer, s.bulkJobs);
-    const one = await slurmSingles(started.peer, s.slurmSingles);
+  return withServer(started.peer, async (peer) => {
+    const d = await slurmDispatch(peer, s.slurmJobs);
+    const w = await slurmWakeup(peer, s.slurmWakeSamples);
+    const b = await slurmBulk(peer, s.bulkJobs);
+    const one = await slurmSingles(peer, s.slurmSingles);
     return {
       run: {
         jobsPerS: d.jobsPerS,
@@ -213,9 +230,7 @@ async function systemRun(system: System, s: PeerSizes): Promise<Outcome> {
       },
       settings: { ...slurmSettings(SLOTS), 'single sbatch rate (8 at a time), jobs/s': one.jobsPerS, [`array of ${s.bulkJobs}: slurmctld RSS per job, B`]: b.rssPerQueued },
     };
-  } finally {
-    await started.peer.stop();
-  }
+  });
 }
 
 // ---- the comparison -------------------------------------------------------------------
