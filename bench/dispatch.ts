@@ -35,6 +35,8 @@ export async function dispatch(
     wan?: Wan;
     queuedBeyond?: number;
     cores?: number;
+    /** Each job runs `true` as a child process in the simulated workers (sim-workers.ts). */
+    spawn?: boolean;
     /** Started on the home server before the jobs are queued, stopped once they are done (chatty.ts). */
     beside?: (home: Bench) => Promise<() => Promise<void>>;
   } = {},
@@ -63,6 +65,7 @@ export async function dispatch(
           String(workers),
           String(jobs),
           String(opts.cores ?? 1),
+          ...(opts.spawn ? ['spawn'] : []),
         ],
         {
           onLine: (line) => {

@@ -5,6 +5,11 @@
  *   --quick          small sizes: a smoke run; targets are not judged
  *   --only a,b       only these figures (names as in the summary); results go
  *                    to bench/results/partial.json
+ *   --peers          only the comparison with other job systems (bench/peers/):
+ *                    cpc beside BullMQ, graphile-worker, pg-boss and Slurm, each
+ *                    installed when missing and started here; results go under
+ *                    `peers` in bench/results/latest.json. With --quick, small
+ *                    sizes; with --only, only the systems named (cpc always)
  *   --profile        CPU profiles of every measured phase, of this process and
  *                    of the child processes, into bench/results/profiles/
  *                    (read them with bench/profile-top.ts); results go to
@@ -38,6 +43,13 @@ const only = onlyArg ? new Set(onlyArg.split(',')) : null;
 const repeats = quick ? 1 : 3;
 const resultsDir = join(BENCH_DIR, 'results');
 if (profile) process.env[PROFILE_ENV] = join(resultsDir, 'profiles');
+
+if (argv.includes('--peers')) {
+  // Loaded only here: the peers' client libraries are no part of the other figures.
+  const { FULL, runPeers, SMOKE } = await import('./peers/run-peers.js');
+  await runPeers(quick ? SMOKE : FULL, only ?? undefined);
+  process.exit(0);
+}
 
 const FIGURES = ['cold-start', 'ceiling', 'dispatch', 'dispatch-shapes', 'dispatch-growth', 'delegated-dispatch', 'chatty-dispatch', 'wakeup', 'delegated-wakeup', 'wan', 'cancel', 'delegated-cancel', 'usage', 'bulk', 'priorities', 'heartbeats', 'restart', 'memory', 'transfer'];
 for (const name of only ?? []) if (!FIGURES.includes(name)) throw new Error(`--only: no figure '${name}' (figures: ${FIGURES.join(', ')})`);

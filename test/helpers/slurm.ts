@@ -68,8 +68,16 @@ async function install(): Promise<string | null> {
   return missing.length > 0 ? `after installing slurm-wlm and munge, still missing: ${missing.join(', ')}` : null;
 }
 
-function slurmConf(dir: string, host: string, ctlPort: number, dPort: number): string {
-  const cpuCount = cpus().length;
+/** What a cluster may differ in from the pilot tests' default. */
+export interface SlurmOptions {
+  /** CPUs the node declares (more than the machine has is allowed: slurmd takes the configured figure). */
+  cpus?: number;
+  /** Lines added to slurm.conf before the node and partition lines. */
+  extraConf?: string;
+}
+
+function slurmConf(dir: string, host: string, ctlPort: number, dPort: number, opts: SlurmOptions): string {
+  const cpuCount = opts.cpus ?? cpus().length;
   const memoryMb = Math.floor(totalmem() / (1024 * 1024));
   return `# A one-node cluster for cpc's pilot tests; everything lives in ${dir}.
 ClusterName=cpctest
@@ -98,13 +106,13 @@ AccountingStorageType=accounting_storage/none
 ReturnToService=2
 MinJobAge=300
 KillWait=5
-NodeName=${host} CPUs=${cpuCount} RealMemory=${memoryMb} State=UNKNOWN
+${opts.cpus ? 'SlurmdParameters=config_overrides\n' : ''}${opts.extraConf ? opts.extraConf.trimEnd() + '\n' : ''}NodeName=${host} CPUs=${cpuCount} RealMemory=${memoryMb} State=UNKNOWN
 PartitionName=${PARTITION} Nodes=${host} Default=YES MaxTime=INFINITE State=UP
 `;
 }
 
 /** Starts a private one-node cluster, or says why it cannot. */
-export async function startSlurm(): Promise<SlurmStart> {
+export async function startSlurm(opts: SlurmOptions = {}): Promise<SlurmStart> {
   if (process.platform !== 'linux') return { skip: `Slurm tests need Linux, not ${process.platform}` };
   if (process.getuid?.() !== 0) return { skip: `Slurm's daemons need root to start; these tests run as uid ${process.getuid?.()}` };
   if (COMMANDS.some((c) => !which(c))) {
@@ -187,7 +195,7 @@ export async function startSlurm(): Promise<SlurmStart> {
     );
     await until('munged to open its socket', () => existsSync(join(dir, 'munge.socket')), { timeoutMs: 15_000 });
     const [ctlPort, dPort] = [await freePort(), await freePort()];
-    await fsp.writeFile(conf, slurmConf(dir, hostname(), ctlPort, dPort));
+    await fsp.writeFile(conf, slurmConf(dir, hostname(), ctlPort, dPort, opts));
     await daemon('slurmctld', ['-D', '-f', conf], 'slurmctld');
     await daemon('slurmd', ['-D', '-f', conf], 'slurmd');
     await until(
