@@ -146,6 +146,8 @@ export async function transfer(mb: number): Promise<TransferRun> {
 
     // Delegated: B holds the job, A's worker borrows it.
     await b.admin.createProject('far');
+    // Files belong to a project: the job of 'far' names a copy sent to 'far' (not timed).
+    await clientRun('upload', user(b), `/projects/far/files/${sum.sha256}`, {}, input, sum);
     await b.admin.submit('far', [{ argv: ['true'], inputs: [{ name: 'in.bin', ...sum }] }]);
     const far = await claimOne(a, 'borrower');
     dropCaches();
