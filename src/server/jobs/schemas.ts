@@ -228,4 +228,4 @@ export function toJobSpec(input: JobInput): JobSpec {
 }
 
 /** `GET /projects/:project/stats`: grouped by name prefix with `by=name`. */
-export const statsQuery = z.strictObject({ by: z.enum(['name']).optional() });
+export const statsQuery = z.strictObject({ by: z.enum(['name']).optional(), charts: z.enum(['true', 'false']).optional() });
