@@ -233,6 +233,12 @@ export class Model {
       case 'members-changed':
         this.project(e.project).members = [...e.members];
         return;
+      case 'project-retry-set': {
+        const p = this.project(e.project);
+        if (e.retry === null) delete p.retry;
+        else p.retry = e.retry;
+        return;
+      }
       case 'jobs-submitted':
         return this.submit(e.project, e.jobs, e.at);
       case 'weight-set': {

@@ -146,6 +146,8 @@ export interface ProjectView {
   members: string[];
   createdAt: number;
   counts: StateCounts;
+  /** The retry with more of jobs submitted without their own. */
+  retry?: RetrySpec;
 }
 
 /** One job as submitted; everything but the command has a default. */
