@@ -36,8 +36,8 @@ describe('project defaults for retry with more', () => {
     assert.deepEqual((await ts.admin.job(ids[0]!)).retry, defaults);
     assert.deepEqual((await ts.admin.job(ids[1]!)).retry, own, "a job's own retry wins");
     assert.equal((await ts.admin.job(before)).retry, undefined, 'a job already submitted keeps what it had');
-    const shown = await cpcc(cli, ['status']);
-    assert.match(shown.stdout, /jobs without their own retry with more: memory ×1\.5 up to 16384 MB/);
+    const shown = await cpcc(cli, ['status', '--json']);
+    assert.deepEqual(JSON.parse(shown.stdout).retry, defaults);
 
     await ts.server.close();
     ts = await startTestServer({ home });

@@ -1,7 +1,6 @@
 /**
  * Projects: create one and make it current (start), list them, switch (use),
- * remove (rm), count their jobs by state (status), and set what jobs
- * submitted without their own retry with more get (project-set).
+ * remove (rm), and count their jobs by state (status).
  */
 import type { ProjectView } from '../../core/wire.js';
 import { JOB_STATES, type StateCounts } from '../../core/types.js';
@@ -9,8 +8,6 @@ import { patchServer } from '../config.js';
 import { ago, fail, usage, type Output } from '../output.js';
 import type { Argument, CommandSpec, Context } from './context.js';
 import { confirm } from './prompt.js';
-import { integer } from './parsers.js';
-import { retryFromFlags, retryLine, retryOom, retryTimeout } from './limits.js';
 
 export function total(counts: StateCounts): number {
   return JOB_STATES.reduce((sum, s) => sum + (counts[s] ?? 0), 0);
@@ -94,7 +91,6 @@ async function status(ctx: Context, args: Argument[]): Promise<void> {
   const n = total(project.counts);
   ctx.out.show({ ...project, total: n }, () => {
     ctx.out.line(`project ${ctx.out.c.bold(project.name)} (owner ${project.owner}): ${n} jobs`);
-    if (project.retry) ctx.out.line(`jobs without their own retry with more: ${retryLine(project.retry)}`);
     ctx.out.table(
       JOB_STATES.map((s) => ({ state: s, count: project.counts[s] ?? 0 })),
       [
@@ -103,27 +99,6 @@ async function status(ctx: Context, args: Argument[]): Promise<void> {
       ],
     );
   });
-}
-
-async function projectSet(ctx: Context, args: Argument[], opts: Record<string, unknown>): Promise<void> {
-  const name = await ctx.project(args[0] as string | undefined);
-  let retry;
-  try {
-    retry = retryFromFlags(opts);
-  } catch (err) {
-    return usage((err as Error).message);
-  }
-  if (opts.clearRetry === true && retry) usage('--clear-retry goes without --retry-oom, --retry-timeout and --retry-more');
-  if (opts.clearRetry !== true && !retry) usage('give --retry-oom, --retry-timeout (and --retry-more), or --clear-retry');
-  const { api } = await ctx.client();
-  const project = await api.setProjectRetry(name, retry ?? null);
-  ctx.out.show(project, () =>
-    ctx.out.line(
-      project.retry
-        ? `project '${project.name}': jobs submitted without their own retry with more get ${retryLine(project.retry)}`
-        : `project '${project.name}': jobs submitted without their own retry with more get none`,
-    ),
-  );
 }
 
 export const projectCommands: CommandSpec[] = [
@@ -144,20 +119,5 @@ export const projectCommands: CommandSpec[] = [
     args: ['[project]'],
     summary: 'count the jobs of a project (default: the current one) by state',
     run: status,
-  },
-  {
-    name: 'project-set',
-    args: ['[project]'],
-    summary: "set a project's defaults (default: the current one): the retry with more of jobs submitted without their own",
-    help:
-      'A job that gives its own retry (cpcc submit --retry-oom, a job file\'s "retry") keeps it; jobs\n' +
-      'already submitted keep what they had. Owner or super user.',
-    options: [
-      { flags: '--retry-oom <factor:max>', description: 'after running out of memory, ask for FACTOR × more, up to MAX (1.5:16G)', parse: retryOom },
-      { flags: '--retry-timeout <factor:max>', description: 'after running out of time, ask for FACTOR × more, up to MAX (2:8h)', parse: retryTimeout },
-      { flags: '--retry-more <n>', description: 'how many times to ask for more (default 3)', parse: integer(1, 100) },
-      { flags: '--clear-retry', description: 'jobs without their own retry get none' },
-    ],
-    run: projectSet,
   },
 ];
