@@ -60,6 +60,7 @@ export interface ProjectToLoad {
   owner: string;
   createdAt: number;
   values: Record<string, ProjectValue>;
+  retry?: RetrySpec;
   jobs: LoadedJob[];
 }
 
@@ -118,7 +119,7 @@ export function planLoadProject(model: Model, p: ProjectToLoad, at: number): Pro
     );
     return job.state === 'running' ? { ...job, attempts, state: 'queued', reason: LEFT_BEHIND, updatedAt: at } : { ...job, attempts };
   });
-  return { t: 'project-loaded', at, name: p.name, owner: p.owner, createdAt: p.createdAt, values: p.values, jobs };
+  return { t: 'project-loaded', at, name: p.name, owner: p.owner, createdAt: p.createdAt, values: p.values, ...(p.retry ? { retry: p.retry } : {}), jobs };
 }
 
 /**

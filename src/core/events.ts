@@ -55,6 +55,8 @@ export interface ProjectLoaded {
   owner: string;
   createdAt: number;
   values: Record<string, ProjectValue>;
+  /** The project's default retry with more, when it has one. */
+  retry?: RetrySpec;
   jobs: LoadedJob[];
 }
 

@@ -452,7 +452,7 @@ export class Model {
    */
   private load(e: ProjectLoaded): void {
     const name = e.name;
-    this.projects.set(name, { name, owner: e.owner, members: [], createdAt: e.createdAt });
+    this.projects.set(name, { name, owner: e.owner, members: [], createdAt: e.createdAt, ...(e.retry ? { retry: e.retry } : {}) });
     const ids = new Set<string>();
     this.projectJobs.set(name, ids);
     const counts = emptyCounts();
