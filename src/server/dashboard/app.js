@@ -578,7 +578,7 @@ function projectView(root, name, query) {
 /** Seconds between fetches of a busy project's charts. */
 const CHARTS_REFRESH_S = 5;
 /** Events that start or end attempts, and so change the charts. */
-const CHART_KINDS = new Set(['jobs-claimed', 'attempt-finished', 'attempts-lost', 'attempts-stopped', 'foreign-finished', 'jobs-archived']);
+const CHART_KINDS = new Set(['jobs-claimed', 'attempt-finished', 'attempts-lost', 'attempts-stopped', 'foreign-finished']);
 
 /**
  * A project's usage drawn with uPlot: histograms of measured attempts' wall
