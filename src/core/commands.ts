@@ -11,6 +11,7 @@ import type {
   LoadedJob,
   ProjectCreated,
   ProjectLoaded,
+  ProjectRetrySet,
   ValueSet,
   WeightSet,
 } from './events.js';
@@ -32,6 +33,7 @@ import {
   type ProcessOutcome,
   type ProjectValue,
   type Resources,
+  type RetrySpec,
 } from './types.js';
 
 /**
@@ -58,6 +60,7 @@ export interface ProjectToLoad {
   owner: string;
   createdAt: number;
   values: Record<string, ProjectValue>;
+  retry?: RetrySpec;
   jobs: LoadedJob[];
 }
 
@@ -116,7 +119,7 @@ export function planLoadProject(model: Model, p: ProjectToLoad, at: number): Pro
     );
     return job.state === 'running' ? { ...job, attempts, state: 'queued', reason: LEFT_BEHIND, updatedAt: at } : { ...job, attempts };
   });
-  return { t: 'project-loaded', at, name: p.name, owner: p.owner, createdAt: p.createdAt, values: p.values, jobs };
+  return { t: 'project-loaded', at, name: p.name, owner: p.owner, createdAt: p.createdAt, values: p.values, ...(p.retry ? { retry: p.retry } : {}), jobs };
 }
 
 /**
@@ -219,7 +222,8 @@ export function planSubmit(
   at: number,
   archived: ReadonlyMap<string, JobState> = new Map(),
 ): JobsSubmitted {
-  model.project(project);
+  // A job's own retry wins; one without gets the project's.
+  const defaultRetry = model.project(project).retry;
   const byKey = new Map<string, number>();
   items.forEach((item, i) => {
     if (item.key === undefined) return;
@@ -259,6 +263,7 @@ export function planSubmit(
     checkPriority(item.spec.priority, `jobs[${i}]`);
     for (const ref of item.spec.after) dependOn(ref);
     const spec: JobSpec = { ...item.spec };
+    if (spec.retry === undefined && defaultRetry !== undefined) spec.retry = defaultRetry;
     if (item.spec.inputs) spec.inputs = checkInputs(item.spec.inputs, i, dependOn);
     if (item.spec.outputs) checkOutputs(item.spec.outputs, i);
     spec.after = [...new Set(after)];
@@ -267,6 +272,12 @@ export function planSubmit(
 
   const order = dependencyOrder(inBatch);
   return { t: 'jobs-submitted', at, project, jobs: order.map((i) => ({ id: newIds[i]!, spec: specs[i]! })) };
+}
+
+/** The owner sets or clears the retry with more of the project's jobs submitted without their own (jobs already submitted keep theirs). */
+export function planSetProjectRetry(model: Model, project: string, retry: RetrySpec | null, at: number): ProjectRetrySet {
+  model.project(project);
+  return { t: 'project-retry-set', at, project, retry };
 }
 
 /**

@@ -1,4 +1,4 @@
-import type { AttemptEnd, FileRef, Job, JobSpec, ProcessOutcome, ProjectValue, Resources } from './types.js';
+import type { AttemptEnd, FileRef, Job, JobSpec, ProcessOutcome, ProjectValue, Resources, RetrySpec } from './types.js';
 
 /**
  * Events are the durable facts of the server. The journal stores them, and
@@ -21,6 +21,14 @@ export interface ProjectRemoved {
   t: 'project-removed';
   at: number;
   name: string;
+}
+
+/** The owner sets (or, with null, clears) the retry with more of jobs submitted without one. */
+export interface ProjectRetrySet {
+  t: 'project-retry-set';
+  at: number;
+  project: string;
+  retry: RetrySpec | null;
 }
 
 export interface MembersChanged {
@@ -47,6 +55,8 @@ export interface ProjectLoaded {
   owner: string;
   createdAt: number;
   values: Record<string, ProjectValue>;
+  /** The project's default retry with more, when it has one. */
+  retry?: RetrySpec;
   jobs: LoadedJob[];
 }
 
@@ -291,6 +301,7 @@ export type Event =
   | ProjectRemoved
   | ProjectLoaded
   | MembersChanged
+  | ProjectRetrySet
   | JobsSubmitted
   | WorkerRegistered
   | WorkerStopped

@@ -233,6 +233,12 @@ export class Model {
       case 'members-changed':
         this.project(e.project).members = [...e.members];
         return;
+      case 'project-retry-set': {
+        const p = this.project(e.project);
+        if (e.retry === null) delete p.retry;
+        else p.retry = e.retry;
+        return;
+      }
       case 'jobs-submitted':
         return this.submit(e.project, e.jobs, e.at);
       case 'weight-set': {
@@ -446,7 +452,7 @@ export class Model {
    */
   private load(e: ProjectLoaded): void {
     const name = e.name;
-    this.projects.set(name, { name, owner: e.owner, members: [], createdAt: e.createdAt });
+    this.projects.set(name, { name, owner: e.owner, members: [], createdAt: e.createdAt, ...(e.retry ? { retry: e.retry } : {}) });
     const ids = new Set<string>();
     this.projectJobs.set(name, ids);
     const counts = emptyCounts();

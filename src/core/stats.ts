@@ -43,7 +43,39 @@ export interface ProjectStats extends StatsFigures {
   project: string;
   /** Per name prefix, when asked (`by=name`), largest group first. */
   groups?: ({ name: string } & StatsFigures)[];
+  /** What the dashboard draws, when asked (`charts=true`). */
+  charts?: StatsCharts;
 }
+
+/**
+ * Equal-width bins from the least value to the greatest: bin i holds the
+ * values in [edges[i], edges[i+1]), the last bin its upper edge too.
+ */
+export interface Histogram {
+  edges: number[];
+  counts: number[];
+}
+
+/**
+ * How many attempts ran over time, as steps: `running[i]` attempts ran from
+ * `t[i]` (ms since the epoch) until `t[i + 1]`; the last step lasts until now.
+ */
+export interface RunningSeries {
+  t: number[];
+  running: number[];
+}
+
+export interface StatsCharts {
+  /** Measured attempts' wall seconds. */
+  wallS: Histogram | null;
+  /** Measured attempts' peak memory in MB. */
+  maxRssMb: Histogram | null;
+  running: RunningSeries;
+}
+
+/** Bins a histogram has at most, and steps a running series (more are merged, keeping each span's highest count). */
+export const HISTOGRAM_BINS = 20;
+export const RUNNING_POINTS = 400;
 
 /** The nearest-rank percentile of sorted values. */
 function rank(sorted: number[], p: number): number {
@@ -113,8 +145,9 @@ export function figuresOf(jobs: readonly StatsJob[]): StatsFigures {
   };
 }
 
-export function projectStats(project: string, jobs: readonly StatsJob[], byName = false): ProjectStats {
+export function projectStats(project: string, jobs: readonly StatsJob[], byName = false, chartsAt?: number): ProjectStats {
   const out: ProjectStats = { project, ...figuresOf(jobs) };
+  if (chartsAt !== undefined) out.charts = chartsOf(jobs, chartsAt);
   if (byName) {
     const groups = new Map<string, StatsJob[]>();
     for (const j of jobs) {
@@ -128,4 +161,87 @@ export function projectStats(project: string, jobs: readonly StatsJob[], byName 
       .sort((a, b) => b.jobs - a.jobs || (a.name < b.name ? -1 : 1));
   }
   return out;
+}
+
+/** About √n bins (at most `maxBins`), so a few values give a few wide bars and many give detail. */
+export function histogram(values: readonly number[], maxBins = HISTOGRAM_BINS): Histogram | null {
+  if (values.length === 0) return null;
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of values) {
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  const bins = hi === lo ? 1 : Math.max(1, Math.min(maxBins, Math.ceil(Math.sqrt(values.length))));
+  const width = (hi - lo) / bins;
+  const counts = new Array<number>(bins).fill(0);
+  for (const v of values) counts[width === 0 ? 0 : Math.min(bins - 1, Math.floor((v - lo) / width))]!++;
+  const edges = Array.from({ length: bins + 1 }, (_, i) => round(i === bins ? hi : lo + i * width));
+  return { edges, counts };
+}
+
+/**
+ * Attempts running over time from their start and end times; attempts still
+ * running count until `now`. Above `maxPoints` steps, time is cut into
+ * `maxPoints` equal spans, each showing the most attempts that ran in it.
+ */
+export function runningOverTime(attempts: readonly { startedAt: number; endedAt?: number }[], now: number, maxPoints = RUNNING_POINTS): RunningSeries {
+  const changes = new Map<number, number>();
+  let open = 0;
+  for (const a of attempts) {
+    changes.set(a.startedAt, (changes.get(a.startedAt) ?? 0) + 1);
+    if (a.endedAt === undefined) open++;
+    else {
+      const end = Math.max(a.endedAt, a.startedAt);
+      changes.set(end, (changes.get(end) ?? 0) - 1);
+    }
+  }
+  const times = [...changes.keys()].sort((a, b) => a - b);
+  const t: number[] = [];
+  const running: number[] = [];
+  let n = 0;
+  for (const at of times) {
+    n += changes.get(at)!;
+    t.push(at);
+    running.push(n);
+  }
+  // Still running: the last step reaches now.
+  if (open > 0 && t.length > 0 && now > t[t.length - 1]!) {
+    t.push(now);
+    running.push(n);
+  }
+  if (t.length <= maxPoints) return { t, running };
+  const t0 = t[0]!;
+  const span = (t[t.length - 1]! - t0) / maxPoints;
+  const out: RunningSeries = { t: [], running: [] };
+  let carried = 0;
+  let i = 0;
+  for (let b = 0; b < maxPoints; b++) {
+    const end = b === maxPoints - 1 ? Infinity : t0 + (b + 1) * span;
+    let most = carried;
+    while (i < t.length && t[i]! < end) {
+      most = Math.max(most, running[i]!);
+      carried = running[i]!;
+      i++;
+    }
+    out.t.push(Math.round(t0 + b * span));
+    out.running.push(most);
+  }
+  return out;
+}
+
+/** The dashboard's charts over a project's jobs. */
+export function chartsOf(jobs: readonly StatsJob[], now: number): StatsCharts {
+  const wall: number[] = [];
+  const rss: number[] = [];
+  const spans: { startedAt: number; endedAt?: number }[] = [];
+  for (const job of jobs) {
+    for (const a of job.attempts) {
+      spans.push(a.endedAt === undefined ? { startedAt: a.startedAt } : { startedAt: a.startedAt, endedAt: a.endedAt });
+      if (!a.usage) continue;
+      wall.push(a.usage.wallS);
+      rss.push(a.usage.maxRssMb);
+    }
+  }
+  return { wallS: histogram(wall), maxRssMb: histogram(rss), running: runningOverTime(spans, now) };
 }

@@ -203,6 +203,8 @@ export interface Project {
   createdAt: number;
   /** Named values and files, Copernicus' `set`/`get`. */
   values?: Record<string, ProjectValue>;
+  /** The retry with more that jobs submitted without their own get. */
+  retry?: RetrySpec;
 }
 
 export interface Worker {

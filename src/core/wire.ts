@@ -146,6 +146,8 @@ export interface ProjectView {
   members: string[];
   createdAt: number;
   counts: StateCounts;
+  /** The retry with more of jobs submitted without their own. */
+  retry?: RetrySpec;
 }
 
 /** One job as submitted; everything but the command has a default. */
@@ -489,6 +491,8 @@ export interface ProjectManifest {
   members: string[];
   createdAt: number;
   values: Record<string, { text: string; at: number } | { sha256: string; size: number; at: number; job?: string }>;
+  /** The project's retry with more for jobs submitted without their own. */
+  retry?: RetrySpec;
   /** The server it was saved on, and when. */
   serverId: string;
   savedAt: number;

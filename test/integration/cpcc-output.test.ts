@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CPCC, cleanup, cpcc, cpccHome, cpccOk, spawnWorker, startTestServer, tempDir, type TestServer } from '../helpers/server.js';
+import { CPCC, cleanup, cpcc, cpccHome, cpccOk, resultOf, spawnWorker, startTestServer, tempDir, type TestServer } from '../helpers/server.js';
 
 after(cleanup);
 
@@ -219,5 +219,55 @@ describe('cpcc output', () => {
     // One job at a time: after the first of four finishes there is a pace, and the time left is shown, cut text or not.
     assert.ok(lines.some((l) => /^a-project\S*: [123]\/4 .*, ETA \d+(\.\d)?(ms|s|m\d\ds)$/.test(l)), r.stderr);
     assert.ok(lines.some((l) => l.includes('…')), r.stderr);
+  });
+});
+
+describe('cpcc jobs --columns', () => {
+  let ts: TestServer;
+  let home: string;
+
+  before(async () => {
+    ts = await startTestServer();
+    await ts.admin.createProject('acct');
+    home = await cpccHome(ts, 'acct');
+  });
+
+  it('lists wall, CPU, peak memory and efficiency of each job’s latest measured attempt, uncut at COLUMNS=80', async () => {
+    const a = await ok(cpcc(home, ['submit', '--name', 'calibration-of-the-array', '--', 'true']));
+    const b = await ok(cpcc(home, ['submit', '--name', 'b', '--cores', '2', '--', 'true']));
+    const queued = await ok(cpcc(home, ['submit', '--name', 'c', '--cores', '4', '--', 'true']));
+    const worker = await ts.worker({ name: 'acct-node', cores: 4, memoryMb: 8192 });
+    const figures = new Map([
+      [a, { wallS: 90, userS: 40, systemS: 5, maxRssMb: 300 }],
+      [b, { wallS: 3600, userS: 7000, systemS: 200, maxRssMb: 2048 }],
+    ]);
+    const claimed = new Set<string>();
+    while (claimed.size < 2) {
+      const { jobs } = await worker.client.claim(worker.workerId, { waitS: 1, max: 2 - claimed.size });
+      for (const j of jobs) {
+        const usage = figures.get(j.id);
+        assert.ok(usage, `only jobs a and b fit beside each other: claimed ${j.id}`);
+        await worker.client.result(worker.workerId, resultOf(j.id, j.attempt, { usage, durationMs: usage.wallS * 1000 }));
+        claimed.add(j.id);
+      }
+    }
+    const r = await cpcc(home, ['jobs', '--columns', 'wall,cpu,mem,eff'], { env: { COLUMNS: '80' } });
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trimEnd().split('\n');
+    assert.equal(lines.length, 4, r.stdout);
+    for (const line of lines) assert.ok(widthOf(line) <= 80, `wider than 80: '${line}'`);
+    assert.match(lines[0]!, /^id\s+name\s+state\s+tries\s+exit\s+wall\s+cpu\s+mem\s+eff$/);
+    const rowOf = (id: string) => lines.find((l) => id.endsWith(`-${l.split(/\s+/)[0]}`))!;
+    assert.match(rowOf(a), /\s1m30s\s+45s\s+300M\s+50%$/);
+    assert.match(rowOf(b), /\s1h\s+2h\s+2048M\s+100%$/);
+    // Not run yet: no figures.
+    assert.doesNotMatch(rowOf(queued), /%$/);
+
+    const json = JSON.parse(await ok(cpcc(home, ['jobs', '--json', '--columns', 'mem'])));
+    assert.equal(json.jobs.length, 3, 'the JSON listing is the same with or without columns');
+
+    const bad = await cpcc(home, ['jobs', '--columns', 'wall,disk']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--columns.*'disk' is not a column; give a comma-separated list of wall, cpu, mem, eff/);
   });
 });

@@ -2,7 +2,8 @@
  * The web dashboard in a real browser (Debian's chromium, driven by
  * playwright-core): log in, watch a submitted job go from queued to done
  * without reloading, open its logs; workers, leases and peers pages; and a
- * project of 100 000 jobs that still pages at once. A screenshot of the job
+ * project of 100 000 jobs that still pages at once; a project's usage charts
+ * (uPlot) with the counts of a known set of attempts. A screenshot of the job
  * page is kept in test-artifacts/.
  */
 import { after, before, describe, it } from 'node:test';
@@ -134,6 +135,70 @@ describe('dashboard in a browser', { skip: missing ? `${CHROMIUM} is not install
 
     await page.click('#logs button[data-stream="stderr"]');
     await page.locator('#log-text[data-stream="stderr"]', { hasText: 'a warning on stderr' }).waitFor();
+  });
+
+  it("draws a project's wall time and peak memory histograms and its attempts running over time, and a job's usage", async () => {
+    const cspErrors: string[] = [];
+    const onConsole = (m: { type(): string; text(): string }) => {
+      if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) cspErrors.push(m.text());
+    };
+    page.on('console', onConsole);
+    await admin.createProject('usage');
+    // Six attempts measured at known figures; a seventh runs until the end.
+    const wall = [1, 1, 2, 9, 10, 10];
+    const rss = [100, 100, 100, 100, 200, 400];
+    const { ids } = await admin.submit('usage', [...wall.map((_, i) => ({ argv: ['true'], name: `u-${i}`, cores: 1 })), { argv: ['true'], name: 'held', cores: 1 }]);
+    const held = ids[6]!;
+    const figures = new Map(ids.slice(0, 6).map((id, i) => [id, { wallS: wall[i]!, userS: wall[i]! / 2, systemS: 0, maxRssMb: rss[i]! }]));
+    const done = new Set<string>();
+    let heldAttempt = 0;
+    while (done.size < 6 || heldAttempt === 0) {
+      const { jobs } = await worker.client.claim(worker.workerId, { waitS: 1 });
+      for (const j of jobs) {
+        const usage = figures.get(j.id);
+        assert.ok(usage !== undefined || j.id === held, 'only the test project has queued jobs');
+        if (!usage) {
+          heldAttempt = j.attempt;
+          continue;
+        }
+        await worker.client.result(worker.workerId, resultOf(j.id, j.attempt, { usage, durationMs: usage.wallS * 1000 }));
+        done.add(j.id);
+      }
+    }
+    const st = await admin.stats('usage');
+    assert.equal(st.states.running, 1);
+
+    await page.goto(`${ts.server.url}/#/p/usage`);
+    const wallChart = page.locator('#charts figure[data-chart="wall"]');
+    const memChart = page.locator('#charts figure[data-chart="memory"]');
+    const runChart = page.locator('#charts figure[data-chart="running"]');
+    // 6 values → 3 bins: wall [1, 4) [4, 7) [7, 10]; memory [100, 200) [200, 300) [300, 400]
+    await page.locator('#charts figure[data-chart="wall"][data-counts="3,0,3"]').waitFor();
+    assert.equal(await wallChart.getAttribute('data-edges'), '1,4,7,10');
+    assert.equal(await memChart.getAttribute('data-counts'), '4,1,1');
+    // uPlot drew each chart on a canvas.
+    for (const c of [wallChart, memChart, runChart]) await c.locator('.uplot canvas').waitFor();
+    const running = (await runChart.getAttribute('data-running'))!.split(',').map(Number);
+    assert.equal(running[running.length - 1], 1, 'the held attempt still runs');
+    assert.ok(Math.max(...running) >= 1 && Math.max(...running) <= 4, `at most the worker's 4 cores ran at once: ${running}`);
+
+    // The held attempt ends: the charts follow without a reload (7 values → 3 bins).
+    await worker.client.result(worker.workerId, resultOf(held, heldAttempt, { usage: { wallS: 5, userS: 5, systemS: 0, maxRssMb: 300 } }));
+    await page.locator('#charts figure[data-chart="wall"][data-counts="3,1,3"]').waitFor({ timeout: 30_000 });
+    assert.equal(await memChart.getAttribute('data-counts'), '4,1,2');
+    await page.locator('#charts figure[data-chart="running"][data-running$=",0"]').waitFor();
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, 'dashboard-charts.png'), fullPage: false });
+
+    // A job's page: its attempt's wall time, CPU and CPU use (cores × wall).
+    await page.goto(`${ts.server.url}/#/j/${ids[3]}`);
+    const row = page.locator('#attempts tr[data-attempt="1"]');
+    await row.locator('[data-usage="wall"]', { hasText: '9.0 s' }).waitFor();
+    assert.equal(await row.locator('[data-usage="cpu"]').textContent(), '4.50 s');
+    assert.equal(await row.locator('[data-usage="efficiency"]').textContent(), '50 %');
+    assert.equal(await row.locator('[data-usage="memory"]').textContent(), '100 MB');
+    page.off('console', onConsole);
+    assert.deepEqual(cspErrors, [], 'the page broke none of its CSP');
   });
 
   it('follows the log of a running attempt as its output arrives, without reloading', async () => {

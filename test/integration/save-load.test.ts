@@ -98,6 +98,7 @@ describe('save a project on one server and load it on another', () => {
   let beat: NodeJS.Timeout | undefined;
   after(() => clearInterval(beat));
   const conf = Buffer.from('temperature 300\n');
+  const RETRY = { oom: { factor: 2, maxMemoryMb: 4096 }, attempts: 2 };
 
   before(async () => {
     [a, b] = await Promise.all([startTestServer(), startTestServer()]);
@@ -140,6 +141,8 @@ describe('save a project on one server and load it on another', () => {
       { name: 'report', argv: ['report'], after: ['analyse'], inputs: [{ name: 'b.dat', value: 'best' }] },
     ]);
     [ids.queued, ids.waiting] = later.ids;
+    // The project's default retry with more travels with it (its jobs keep their own specs).
+    await api.setProjectRetry('orig', RETRY);
     tarFile = join(data, 'orig.tar');
   });
 
@@ -154,6 +157,7 @@ describe('save a project on one server and load it on another', () => {
     const manifest = JSON.parse(entries[0]![1].toString()) as ProjectManifest;
     assert.equal(manifest.serverId, a.server.serverId);
     assert.equal(manifest.jobs, 6);
+    assert.deepEqual(manifest.retry, RETRY);
     assert.deepEqual(manifest.files.map((f) => f.sha256), [sha256(conf), sha256(output)].sort());
     for (const f of manifest.files) {
       const [, bytes] = entries.find(([n]) => n === `files/${f.sha256}`)!;
@@ -164,6 +168,7 @@ describe('save a project on one server and load it on another', () => {
     const loaded = JSON.parse(await ok(cpcc(homeB, ['load', tarFile, 'copy', '--json'])));
     assert.equal(loaded.project.name, 'copy');
     assert.equal(loaded.project.owner, 'cpc-admin');
+    assert.deepEqual(loaded.project.retry, RETRY);
     assert.equal(loaded.jobs, 6);
     assert.equal(loaded.files, 2);
 
@@ -256,6 +261,7 @@ describe('save a project on one server and load it on another', () => {
     assert.deepEqual(await allJobs(b, 'copy'), before);
     assert.deepEqual(holdings(b, 'copy'), held);
     assert.equal((await b.admin.project('copy')).owner, 'cpc-admin');
+    assert.deepEqual((await b.admin.project('copy')).retry, RETRY);
   });
 
   it('keeps the loaded project when the server is killed and replays its journal', async () => {
@@ -276,6 +282,7 @@ describe('save a project on one server and load it on another', () => {
     api = await login(proc);
     assert.deepEqual(await jobsOf(), before);
     assert.deepEqual((await api.values('crash')).values, values);
+    assert.deepEqual((await api.project('crash')).retry, RETRY);
     const back = await api.fetchBytes(`/jobs/${ids.done}/outputs/run.dat`);
     const chunks: Buffer[] = [];
     for await (const c of back.body) chunks.push(c as Buffer);

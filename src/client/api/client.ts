@@ -33,7 +33,7 @@ import type { PasswordChanged, UserRemoved, UserView } from '../../core/wire.js'
 import type { LostReply, NetworkView, StopReply, WeightView, WeightsView } from '../../core/wire.js';
 import type { StoredFile, ValueView } from '../../core/wire.js';
 import type { ControlReply, ControlRequest } from '../../core/wire.js';
-import type { FileRef } from '../../core/types.js';
+import type { FileRef, RetrySpec } from '../../core/types.js';
 import type { ProjectStats } from '../../core/stats.js';
 import { API_PREFIX } from '../../core/wire.js';
 import { NodeTransport } from './node-transport.js';
@@ -292,6 +292,11 @@ export class ApiClient {
   /** A project's jobs by state and end, and their usage (core/stats.ts). */
   stats(project: string, q: { by?: 'name' } = {}): Promise<ProjectStats> {
     return this.call('GET', `/projects/${encodeURIComponent(project)}/stats`, undefined, { query: q, timeoutMs: 120_000 });
+  }
+
+  /** Sets (null: clears) the retry with more of the project's jobs submitted without their own. */
+  setProjectRetry(project: string, retry: RetrySpec | null): Promise<ProjectView> {
+    return this.call('PUT', `/projects/${encodeURIComponent(project)}/retry`, { retry });
   }
 
   removeProject(name: string): Promise<{ removed: string }> {

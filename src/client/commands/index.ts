@@ -11,6 +11,7 @@ export const COMMAND_MODULES = {
   servers: async () => (await import('./servers.js')).serverCommands,
   users: async () => (await import('./users.js')).userCommands,
   projects: async () => (await import('./projects.js')).projectCommands,
+  'project-defaults': async () => (await import('./project-defaults.js')).projectDefaultCommands,
   jobs: async () => (await import('./jobs.js')).jobCommands,
   stats: async () => (await import('./stats.js')).statsCommands,
   watch: async () => (await import('./watch.js')).watchCommands,

@@ -4,11 +4,12 @@
  */
 import { JOB_SORTS, type JobSort } from '../../core/job-query.js';
 import { JOB_STATES } from '../../core/types.js';
-import type { JobView } from '../../core/wire.js';
+import { formatDurationS } from '../../core/units.js';
+import type { AttemptView, JobView } from '../../core/wire.js';
 import { ApiError, type ApiClient } from '../api/client.js';
-import { EXIT_USAGE, ago, duration, fail } from '../output.js';
+import { EXIT_USAGE, ago, duration, fail, type Column } from '../output.js';
 import type { Argument, Context, OptionSpec } from './context.js';
-import { durationS, integer, jobArg, oneOf } from './parsers.js';
+import { durationS, integer, jobArg, listOf, oneOf } from './parsers.js';
 import { isFullId, shortId } from '../../core/short-ids.js';
 
 export const DEFAULT_LIST_LIMIT = 100;
@@ -39,6 +40,32 @@ export async function allJobs(api: ApiClient, project: string, sel: Selection, f
   } while (after !== undefined);
   return jobs;
 }
+
+/**
+ * Usage columns `--columns` shows, from each job's latest measured attempt
+ * (its figures so far while it runs), in place of the command and times.
+ */
+export const USAGE_COLUMNS = ['wall', 'cpu', 'mem', 'eff'] as const;
+export type UsageColumn = (typeof USAGE_COLUMNS)[number];
+
+function lastMeasured(j: JobView): AttemptView | undefined {
+  for (let i = j.attempts.length - 1; i >= 0; i--) if (j.attempts[i]!.usage) return j.attempts[i];
+  return undefined;
+}
+
+const usageColumn: Record<UsageColumn, { header: string; value: (j: JobView) => string | undefined }> = {
+  wall: { header: 'wall', value: (j) => { const u = lastMeasured(j)?.usage; return u && formatDurationS(Math.round(u.wallS)); } },
+  cpu: { header: 'cpu', value: (j) => { const u = lastMeasured(j)?.usage; return u && formatDurationS(Math.round(u.userS + u.systemS)); } },
+  mem: { header: 'mem', value: (j) => { const u = lastMeasured(j)?.usage; return u && `${Math.round(u.maxRssMb)}M`; } },
+  // As cpcc stats counts it: CPU ÷ (cores × wall).
+  eff: {
+    header: 'eff',
+    value: (j) => {
+      const u = lastMeasured(j)?.usage;
+      return u && u.wallS > 0 ? `${Math.round((100 * (u.userS + u.systemS)) / (j.resources.cores * u.wallS))}%` : undefined;
+    },
+  },
+};
 
 /** How a job's command reads in a table: argv quoted as a shell would need it. */
 export function commandText(job: { argv?: string[]; shell?: string }): string {
@@ -74,16 +101,23 @@ export async function listJobs(ctx: Context, _args: Argument[], opts: Record<str
   }
   const now = Date.now();
   const what = [sel.state, sel.name !== undefined ? `named '${sel.name}'` : undefined].filter(Boolean).join(' ');
-  ctx.out.list(list, list.jobs, [
+  const usage = (opts.columns as UsageColumn[] | undefined) ?? [];
+  const columns: Column<JobView>[] = [
     { header: 'id', value: (j: JobView) => shortId(j.id) },
     { header: 'name', value: (j) => j.name, max: 24 },
     { header: 'state', value: (j) => ctx.out.state(j.state) + (j.archived ? ctx.out.c.dim('*') : '') },
-    { header: 'command', value: (j) => commandText(j), max: 40 },
+    // A usage listing leaves the command and times to the plain one, so its figures fit 80 columns uncut.
+    ...(usage.length === 0 ? [{ header: 'command', value: (j: JobView) => commandText(j), max: 40 }] : []),
     { header: 'tries', value: (j) => j.attempts.length, align: 'right' },
     { header: 'exit', value: (j) => j.exitCode, align: 'right' },
-    { header: 'took', value: (j) => duration(j.durationMs), align: 'right' },
-    { header: 'updated', value: (j) => ago(j.updatedAt, now) },
-  ], `no ${what ? `${what} ` : ''}jobs in '${project}'${sel.since !== undefined ? ' in that time' : ''}`);
+    ...(usage.length === 0
+      ? [
+          { header: 'took', value: (j: JobView) => duration(j.durationMs), align: 'right' as const },
+          { header: 'updated', value: (j: JobView) => ago(j.updatedAt, now) },
+        ]
+      : usage.map((c) => ({ ...usageColumn[c], align: 'right' as const }))),
+  ];
+  ctx.out.list(list, list.jobs, columns, `no ${what ? `${what} ` : ''}jobs in '${project}'${sel.since !== undefined ? ' in that time' : ''}`);
   if (list.jobs.some((j) => j.archived)) ctx.out.hint('* archived');
   if (list.next !== undefined) ctx.out.hint(`more jobs: use --all, or a larger --limit, or --after-id ${list.next} for the next page`);
 }
@@ -98,6 +132,11 @@ export const listOptions: OptionSpec[] = [
   { flags: '--after-id <id>', description: 'the page after this job (the cursor a listing ends with)', parse: jobArg },
   { flags: '--all', description: 'all of them, page by page' },
   { flags: '--archived', description: 'include archived jobs (marked * in the table; reads the archive, which is slower)' },
+  {
+    flags: '--columns <list>',
+    description: `a usage listing: these columns of each job's latest measured attempt in place of command, took and updated, comma-separated: ${USAGE_COLUMNS.join(', ')} (wall and CPU time, peak memory, CPU ÷ (cores × wall))`,
+    parse: listOf(USAGE_COLUMNS),
+  },
 ];
 
 export const listHelp =

@@ -5,7 +5,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import { JOB_STATES, MAX_KILL_GRACE_S, PRIORITY_MAX, PRIORITY_MIN, type Attempt, type RetrySpec } from '../../core/types.js';
-import { retryFromFlags, retryOom, retryTimeout, usageText } from './limits.js';
+import { retryFromFlags, retryLine, retryOom, retryTimeout, usageText } from './limits.js';
 import { MAX_LOG_PART, type AttemptView, type JobInput, type JobView } from '../../core/wire.js';
 import { ApiError, type ApiClient } from '../api/client.js';
 import { ago, describeError, duration, fail, plural, usage } from '../output.js';
@@ -129,13 +129,6 @@ async function submit(ctx: Context, args: Argument[], opts: Record<string, unkno
       for (const id of ids) ctx.out.line(id);
     }
   });
-}
-
-function retryLine(r: RetrySpec): string {
-  const parts: string[] = [];
-  if (r.oom) parts.push(`memory ×${r.oom.factor} up to ${r.oom.maxMemoryMb} MB`);
-  if (r.timeout) parts.push(`time ×${r.timeout.factor} up to ${r.timeout.maxWallTimeS}s`);
-  return `${parts.join(', ')}; at most ${r.attempts ?? 3} times`;
 }
 
 /** Why a queued job is not handed out yet: an earlier attempt of it may still run. */

@@ -50,6 +50,14 @@ export function retryFromFlags(opts: Record<string, unknown>): RetrySpec | undef
   return r.oom || r.timeout ? r : undefined;
 }
 
+/** A retry with more as `cpcc job` and `cpcc status` show it. */
+export function retryLine(r: RetrySpec): string {
+  const parts: string[] = [];
+  if (r.oom) parts.push(`memory ×${r.oom.factor} up to ${r.oom.maxMemoryMb} MB`);
+  if (r.timeout) parts.push(`time ×${r.timeout.factor} up to ${r.timeout.maxWallTimeS}s`);
+  return `${parts.join(', ')}; at most ${r.attempts ?? 3} times`;
+}
+
 const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 
 /** What is wrong with a job file's memoryMb, timeoutS/wallTimeS and retry, in the file's words; undefined when nothing. */

@@ -35,6 +35,7 @@ export const COMMAND_MANIFEST: readonly ManifestEntry[] = [
   {"group":"projects","name":"pwd","aliases":[],"term":"pwd","summary":"the current server and project"},
   {"group":"projects","name":"rm","aliases":[],"term":"rm [options] <project>","summary":"remove a project and all its jobs"},
   {"group":"projects","name":"status","aliases":["s"],"term":"status|s [project]","summary":"count the jobs of a project (default: the current one) by state"},
+  {"group":"project-defaults","name":"project-set","aliases":[],"term":"project-set [options] [project]","summary":"set a project's defaults (default: the current one): the retry with more of jobs submitted without their own"},
   {"group":"jobs","name":"submit","aliases":[],"term":"submit [options] [command...]","summary":"submit a job (cpcc submit [options] -- COMMAND ARGS...) or many (--file)"},
   {"group":"jobs","name":"jobs","aliases":[],"term":"jobs [options]","summary":"list the current project's jobs, newest first"},
   {"group":"jobs","name":"job","aliases":[],"term":"job <id>","summary":"show one job and its attempts"},

@@ -47,6 +47,17 @@ export function oneOf<T extends string>(choices: readonly T[]): (value: string) 
   };
 }
 
+/** A comma-separated list of `choices` (`wall,mem`), each once, in the order given. */
+export function listOf<T extends string>(choices: readonly T[]): (value: string) => T[] {
+  return (value: string) => {
+    const items = value.split(',').map((v) => v.trim());
+    for (const v of items) {
+      if (!(choices as readonly string[]).includes(v)) throw new InvalidArgumentError(`'${v}' is not a column; give a comma-separated list of ${choices.join(', ')}`);
+    }
+    return [...new Set(items)] as T[];
+  };
+}
+
 /**
  * A job or worker id as given on the command line: the whole id, or at least
  * 8 hex digits of its start or end (the server finds the id they name).

@@ -5,6 +5,9 @@
 // also fetch their lists every few seconds.
 // Everything that comes from the server is put in the page as text, never as
 // markup, since job names, commands and logs are whatever users wrote.
+// Charts are drawn by uPlot (served beside this script from its npm package).
+
+import uPlot from './uplot.js';
 
 const STATES = ['waiting', 'queued', 'running', 'done', 'failed', 'cancelled'];
 const PAGE_SIZE = 50;
@@ -429,9 +432,11 @@ function projectView(root, name, query) {
   const rows = new Map();
   const pager = h('div', { class: 'pager' });
   const values = h('div', { id: 'values-section' });
+  const charts = usageCharts(name);
   root.replaceChildren(
     h('h1', {}, h('a', { href: '#/' }, 'Projects'), ' / ', name),
     counts,
+    charts.el,
     h(
       'div',
       { class: 'filters', id: 'state-filter' },
@@ -510,6 +515,8 @@ function projectView(root, name, query) {
         api(`/projects/${encodeURIComponent(name)}/jobs`, { query: { state, after, limit: PAGE_SIZE, order: 'desc' } }),
         loadValues(),
       ]);
+      // Off the page's critical path: the figures cover every job, archived ones too.
+      charts.load();
       counts.replaceChildren(countsView(project.counts), h('span', { class: 'muted' }, ` ${total(project.counts)} jobs`));
       rows.clear();
       tbody.replaceChildren(...page.jobs.map((j) => {
@@ -541,6 +548,7 @@ function projectView(root, name, query) {
         if (p.name !== name) continue;
         if (p.removed) return failure(root, new Error(`project '${name}' was removed`));
         if (ev.kind === 'value-set' || ev.kind === 'attempt-finished') laterValues();
+        if (CHART_KINDS.has(ev.kind)) charts.later();
         counts.replaceChildren(countsView(p.counts), h('span', { class: 'muted' }, ` ${total(p.counts)} jobs`));
       }
       for (const j of ev.jobs ?? []) {
@@ -563,6 +571,102 @@ function projectView(root, name, query) {
     },
   };
   return self;
+}
+
+// ---- usage charts ------------------------------------------------------------------------------
+
+/** Seconds between fetches of a busy project's charts. */
+const CHARTS_REFRESH_S = 5;
+/** Events that start or end attempts, and so change the charts. */
+const CHART_KINDS = new Set(['jobs-claimed', 'attempt-finished', 'attempts-lost', 'attempts-stopped', 'foreign-finished']);
+
+/**
+ * A project's usage drawn with uPlot: histograms of measured attempts' wall
+ * time and peak memory, and how many attempts ran over time. Each chart's
+ * figure carries the numbers it draws (`data-counts`, `data-running`), the
+ * same arrays handed to uPlot.
+ */
+function usageCharts(name) {
+  const el = h('div', { id: 'charts', class: 'charts' });
+  const plots = [];
+  const width = () => Math.max(260, Math.min(440, Math.floor((el.clientWidth || 900) / 3) - 40));
+  const bars = uPlot.paths.bars({ size: [0.9, 80], align: 1 });
+  const histogramChart = (id, title, unit, hist) => {
+    const fig = h('figure', { class: 'chart', 'data-chart': id });
+    if (!hist) {
+      fig.append(h('figcaption', {}, title), h('p', { class: 'muted' }, 'No measured attempts yet.'));
+      fig.dataset.counts = '';
+      return fig;
+    }
+    fig.dataset.counts = hist.counts.join(',');
+    fig.dataset.edges = hist.edges.join(',');
+    fig.append(h('figcaption', {}, `${title} (${unit}), ${hist.counts.reduce((a, b) => a + b, 0)} attempts`));
+    const x = hist.edges.slice(0, -1);
+    // A single bin (all values equal) still needs a width to draw.
+    const max = hist.edges[hist.edges.length - 1] > hist.edges[0] ? hist.edges[hist.edges.length - 1] : hist.edges[0] + 1;
+    plots.push(
+      new uPlot(
+        {
+          width: width(),
+          height: 180,
+          legend: { show: false },
+          cursor: { show: false },
+          scales: { x: { time: false, range: () => [hist.edges[0], max] }, y: { range: (u, lo, hi) => [0, Math.max(1, hi)] } },
+          axes: [{ stroke: '#68737d' }, { stroke: '#68737d', label: 'attempts' }],
+          series: [{}, { label: 'attempts', fill: 'rgba(36, 88, 179, .55)', stroke: '#2458b3', paths: bars, points: { show: false } }],
+        },
+        [x, hist.counts],
+        fig,
+      ),
+    );
+    return fig;
+  };
+  const runningChart = (series) => {
+    const fig = h('figure', { class: 'chart', 'data-chart': 'running' });
+    fig.dataset.running = series.running.join(',');
+    if (series.t.length === 0) {
+      fig.append(h('figcaption', {}, 'Attempts running'), h('p', { class: 'muted' }, 'No attempts yet.'));
+      return fig;
+    }
+    fig.append(h('figcaption', {}, `Attempts running, at most ${Math.max(...series.running)}`));
+    plots.push(
+      new uPlot(
+        {
+          width: width(),
+          height: 180,
+          legend: { show: false },
+          scales: { y: { range: (u, lo, hi) => [0, Math.max(1, hi)] } },
+          axes: [{ stroke: '#68737d' }, { stroke: '#68737d', label: 'running' }],
+          series: [{}, { label: 'running', stroke: '#2458b3', fill: 'rgba(36, 88, 179, .15)', paths: uPlot.paths.stepped({ align: 1 }), points: { show: false } }],
+        },
+        // uPlot's time axis counts seconds.
+        [series.t.map((t) => t / 1000), series.running],
+        fig,
+      ),
+    );
+    return fig;
+  };
+  let busy = false;
+  const load = async () => {
+    if (busy) return;
+    busy = true;
+    try {
+      const stats = await api(`/projects/${encodeURIComponent(name)}/stats`, { query: { charts: 'true' } });
+      for (const p of plots.splice(0)) p.destroy();
+      const c = stats.charts;
+      el.replaceChildren(
+        histogramChart('wall', 'Wall time', 's', c.wallS),
+        histogramChart('memory', 'Peak memory', 'MB', c.maxRssMb),
+        runningChart(c.running),
+      );
+      el.dataset.measured = String(stats.measured);
+    } catch (err) {
+      el.replaceChildren(h('p', { class: 'error' }, `Charts: ${err.message}`));
+    } finally {
+      busy = false;
+    }
+  };
+  return { el, load, later: throttle(() => load(), CHARTS_REFRESH_S * 1000) };
 }
 
 // ---- one job ------------------------------------------------------------------------------------
@@ -703,7 +807,7 @@ function jobView(root, id) {
         : h(
             'table',
             { id: 'attempts' },
-            thead(['n', 'worker', 'via', 'started', 'ended', 'took', 'how', 'exit', 'reason', 'CPU', 'peak memory', 'asked']),
+            thead(['n', 'worker', 'via', 'started', 'ended', 'took', 'how', 'exit', 'reason', 'wall', 'CPU', 'CPU use', 'peak memory', 'asked']),
             h(
               'tbody',
               {},
@@ -721,7 +825,10 @@ function jobView(root, id) {
                   h('td', {}, a.signal ?? a.exitCode ?? ''),
                   h('td', {}, a.reason ?? ''),
                   // What the attempt used (the latest figures while it runs) and what it asked for.
+                  h('td', { class: 'num', 'data-usage': 'wall' }, a.usage ? `${a.usage.wallS.toFixed(1)} s` : ''),
                   h('td', { class: 'num', 'data-usage': 'cpu' }, a.usage ? `${(a.usage.userS + a.usage.systemS).toFixed(2)} s` : ''),
+                  // CPU seconds over cores asked × wall seconds, as cpcc stats counts efficiency.
+                  h('td', { class: 'num', 'data-usage': 'efficiency' }, a.usage && a.usage.wallS > 0 ? `${Math.round((100 * (a.usage.userS + a.usage.systemS)) / (job.resources.cores * a.usage.wallS))} %` : ''),
                   h('td', { class: 'num', 'data-usage': 'memory' }, a.usage ? `${Math.round(a.usage.maxRssMb)} MB` : ''),
                   h('td', { class: 'num' }, a.limits ? `${a.limits.memoryMb} MB${a.limits.timeoutS === null ? '' : `, ${a.limits.timeoutS} s`}` : ''),
                 ),

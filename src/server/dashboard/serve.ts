@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { METRICS_CONTENT_TYPE, metricsAllowed, type Metrics } from './metrics.js';
 
@@ -12,7 +13,9 @@ import { METRICS_CONTENT_TYPE, metricsAllowed, type Metrics } from './metrics.js
  * What the secure port serves outside the API: the dashboard (an HTML page,
  * one ES module, a style sheet and an SVG icon from this folder, read once at start-up)
  * and `/metrics`. The build copies the page's files next to this module in
- * dist, so the same lookup works from the sources and from the build.
+ * dist, so the same lookup works from the sources and from the build. The
+ * charts are drawn by uPlot, an npm dependency, served from where the
+ * package is installed (its ES module and its style sheet), never a CDN.
  */
 
 const FILES: Record<string, { file: string; type: string }> = {
@@ -23,7 +26,14 @@ const FILES: Record<string, { file: string; type: string }> = {
   // The page names it; browsers that ask without reading the page look at the root.
   '/favicon.svg': { file: 'favicon.svg', type: 'image/svg+xml' },
   '/dashboard/favicon.svg': { file: 'favicon.svg', type: 'image/svg+xml' },
+  '/dashboard/uplot.js': { file: 'uplot/dist/uPlot.esm.js', type: 'text/javascript; charset=utf-8' },
+  '/dashboard/uplot.css': { file: 'uplot/dist/uPlot.min.css', type: 'text/css; charset=utf-8' },
 };
+
+/** A page file of this folder, or one of a package (named `package/path`, for uPlot). */
+function fileUrl(file: string): URL | string {
+  return file.startsWith('uplot/') ? createRequire(import.meta.url).resolve(file) : new URL(`./${file}`, import.meta.url);
+}
 
 // The page loads only its own script and style and talks only to its own
 // origin (the API and the event stream); nothing inline runs.
@@ -55,7 +65,7 @@ export function loadAssets(): Map<string, Asset> {
   for (const [path, { file, type }] of Object.entries(FILES)) {
     let asset = cache.get(file);
     if (!asset) {
-      const body = readFileSync(new URL(`./${file}`, import.meta.url));
+      const body = readFileSync(fileUrl(file));
       asset = { body, type, etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"` };
       cache.set(file, asset);
     }

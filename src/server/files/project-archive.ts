@@ -191,6 +191,7 @@ export async function exportProject(ctx: Context, project: Project): Promise<{ s
       members: [...project.members],
       createdAt: project.createdAt,
       values,
+      ...(project.retry ? { retry: project.retry } : {}),
       serverId: ctx.identity.serverId,
       savedAt,
       jobs: count,
@@ -314,6 +315,7 @@ const manifestSchema = z.strictObject({
   members: z.array(z.string().max(64)).max(100_000),
   createdAt: count,
   values: valuesSchema,
+  retry: retrySchema.optional(),
   serverId: z.string().max(64),
   savedAt: count,
   jobs: count,
@@ -477,6 +479,7 @@ export async function importProject(ctx: Context, req: IncomingMessage, name: st
     owner,
     createdAt: manifest.createdAt,
     values: manifest.values as Record<string, ProjectValue>,
+    ...(manifest.retry ? { retry: manifest.retry } : {}),
     jobs: opts.newIds ? withNewJobIds(jobs, newId) : jobs,
   };
   const files = loadedFiles(toLoad);

@@ -74,6 +74,7 @@ interface Watch {
 const HARMLESS = new Set<Event['t']>([
   'project-created',
   'members-changed',
+  'project-retry-set',
   'project-loaded',
   'jobs-submitted',
   'worker-registered',

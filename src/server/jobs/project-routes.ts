@@ -1,4 +1,4 @@
-import { planCreateProject, planSubmit, uploadedInputs, type SubmitItem } from '../../core/commands.js';
+import { planCreateProject, planSetProjectRetry, planSubmit, uploadedInputs, type SubmitItem } from '../../core/commands.js';
 import type { JobInput, JobList, ProjectView, SubmitReply } from '../../core/wire.js';
 import { fail } from '../../core/errors.js';
 import { checkJobSize } from '../../core/job-size.js';
@@ -9,7 +9,7 @@ import type { Router } from '../http/router.js';
 import { newId } from './ids.js';
 import { NameProbes } from './name-probes.js';
 import { projectParams } from '../http/schemas.js';
-import { createProjectSchema, jobListQuery, progressQuery, submitSchema, toJobSpec } from './schemas.js';
+import { createProjectSchema, projectRetrySchema, jobListQuery, progressQuery, submitSchema, toJobSpec } from './schemas.js';
 import { listJobs } from './job-listing.js';
 import { progressOf } from './job-progress.js';
 import type { ProgressView } from '../../core/job-reports.js';
@@ -37,6 +37,22 @@ export function projectRoutes(router: Router, ctx: Context): void {
 
   router.add('GET', '/projects/:project', { auth: 'member', summary: 'one project and its job counts', params: projectParams }, (req): ProjectView =>
     projectView(req.project, model().countsOf(req.project.name)),
+  );
+
+  router.add(
+    'PUT',
+    '/projects/:project/retry',
+    {
+      auth: 'owner',
+      summary: "set (or with null clear) the retry with more of the project's jobs submitted without their own; jobs already submitted keep theirs",
+      params: projectParams,
+      body: projectRetrySchema,
+    },
+    async (req): Promise<ProjectView> => {
+      const name = req.project.name;
+      await ctx.store.commit(planSetProjectRetry(model(), name, req.body.retry ?? null, Date.now()));
+      return projectView(model().project(name), model().countsOf(name));
+    },
   );
 
   router.add(

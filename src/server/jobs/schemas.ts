@@ -19,6 +19,8 @@ export const prioritySchema = z.preprocess((v, ctx) => {
   return v;
 }, z.int().min(PRIORITY_MIN).max(PRIORITY_MAX));
 export const createProjectSchema = z.strictObject({ name: shownName(64) });
+/** A project's retry with more for jobs without their own; null clears it. */
+export const projectRetrySchema = z.strictObject({ retry: retrySchema.nullable() });
 /** Each id given in part costs a look through every job, hence the smaller bound on those. */
 export const MAX_PARTIAL_IDS = 32;
 export const idsSchema = z.strictObject({
@@ -228,4 +230,4 @@ export function toJobSpec(input: JobInput): JobSpec {
 }
 
 /** `GET /projects/:project/stats`: grouped by name prefix with `by=name`. */
-export const statsQuery = z.strictObject({ by: z.enum(['name']).optional() });
+export const statsQuery = z.strictObject({ by: z.enum(['name']).optional(), charts: z.enum(['true', 'false']).optional() });

@@ -15,7 +15,7 @@ export function statsRoutes(router: Router, ctx: Context): void {
   router.add(
     'GET',
     '/projects/:project/stats',
-    { auth: 'member', summary: "a project's jobs by state and end, and their usage (min, median, p90, max), by name prefix when asked", params: projectParams, query: statsQuery },
+    { auth: 'member', summary: "a project's jobs by state and end, and their usage (min, median, p90, max), by name prefix when asked; with charts=true also the dashboard's histograms and running-over-time series", params: projectParams, query: statsQuery },
     async (req): Promise<ProjectStats> => {
       const name = req.project.name;
       const model = ctx.store.model;
@@ -28,7 +28,7 @@ export function statsRoutes(router: Router, ctx: Context): void {
         if (page.length < PAGE) break;
         afterId = page[page.length - 1]!.id;
       }
-      return projectStats(name, jobs, req.query.by === 'name');
+      return projectStats(name, jobs, req.query.by === 'name', req.query.charts === 'true' ? Date.now() : undefined);
     },
   );
 }

@@ -58,7 +58,7 @@ function attemptView(model: Pick<Model, 'attemptLive' | 'leases'>, job: Job, a: 
 }
 
 export function projectView(project: Project, counts: StateCounts): ProjectView {
-  return { name: project.name, owner: project.owner, members: project.members, createdAt: project.createdAt, counts };
+  return { name: project.name, owner: project.owner, members: project.members, createdAt: project.createdAt, counts, ...(project.retry ? { retry: project.retry } : {}) };
 }
 
 /** A registered worker as the API shows it, with its state (worker-presence.ts) and the peers' jobs it runs. */
