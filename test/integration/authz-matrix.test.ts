@@ -82,6 +82,7 @@ const RULES: Record<string, AuthRule> = {
   'POST /jobs/states': 'user',
   'GET /projects/:project/progress': 'member',
   'GET /projects/:project/stats': 'member',
+  'PUT /projects/:project/retry': 'owner',
   'GET /projects/:project/values': 'member',
   'GET /projects/:project/values/:name': 'member',
   'GET /projects/:project/values/:name/file': 'member',
