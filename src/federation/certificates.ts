@@ -8,6 +8,8 @@
 import {
   X509Certificate,
   createPrivateKey,
+  createPublicKey,
+  sign as signWithNode,
   randomBytes,
   type KeyObject,
 } from 'node:crypto';
@@ -64,12 +66,12 @@ function assertServerId(serverId: string): void {
 /**
  * Node's native generator (key-pool.ts) takes a fraction of a second where
  * forge's pure-JS one takes seconds and blocks the event loop meanwhile.
+ * forge needs only the public half, to write it into the certificate.
  */
-async function generateRsaKey(): Promise<{ keyPem: string; forgeKey: forge.pki.rsa.PrivateKey; forgePub: forge.pki.rsa.PublicKey }> {
-  const privateKey = await takeRsaKey();
-  const forgeKey = forge.pki.privateKeyFromPem(privateKey);
-  const forgePub = forge.pki.setRsaPublicKey(forgeKey.n, forgeKey.e);
-  return { keyPem: privateKey, forgeKey, forgePub };
+async function generateRsaKey(): Promise<{ keyPem: string; forgePub: forge.pki.PublicKey }> {
+  const keyPem = await takeRsaKey();
+  const publicPem = createPublicKey(keyPem).export({ type: 'spki', format: 'pem' }).toString();
+  return { keyPem, forgePub: forge.pki.publicKeyFromPem(publicPem) };
 }
 
 /**
@@ -148,15 +150,28 @@ function subjectKeyIdBytes(cert: forge.pki.Certificate): string {
   return cert.generateSubjectKeyIdentifier().getBytes();
 }
 
-function signSha256(cert: forge.pki.Certificate, key: forge.pki.rsa.PrivateKey): void {
-  cert.sign(key, forge.md.sha256.create());
+/**
+ * What forge's `cert.sign(key, sha256)` does, with the RSA signature made by
+ * Node's crypto (OpenSSL): forge's JavaScript big-number arithmetic took
+ * about 50 ms of the event loop per certificate, twice on a first start.
+ */
+function signSha256(cert: forge.pki.Certificate, keyPem: string): void {
+  const oid = forge.pki.oids.sha256WithRSAEncryption!;
+  cert.signatureOid = oid;
+  cert.siginfo.algorithmOid = oid;
+  // Untyped in @types/node-forge, but part of forge's pki (what cert.sign calls).
+  const tbs = (forge.pki as unknown as { getTBSCertificate(c: forge.pki.Certificate): forge.asn1.Asn1 }).getTBSCertificate(cert);
+  // certificateToAsn1 (and so certificateToPem) takes the cached TBSCertificate, as after cert.sign.
+  (cert as forge.pki.Certificate & { tbsCertificate: forge.asn1.Asn1 }).tbsCertificate = tbs;
+  const der = Buffer.from(forge.asn1.toDer(tbs).getBytes(), 'binary');
+  cert.signature = signWithNode('sha256', der, keyPem).toString('binary');
 }
 
 /** Makes a self-signed CA for `serverId`, valid ten years. */
 export async function createCertificateAuthority(serverId: string, opts: IssueOptions = {}): Promise<CertAndKey> {
   assertServerId(serverId);
   const now = wholeSeconds(opts.now ?? new Date());
-  const { keyPem, forgeKey, forgePub } = await generateRsaKey();
+  const { keyPem, forgePub } = await generateRsaKey();
 
   const cert = forge.pki.createCertificate();
   cert.publicKey = forgePub;
@@ -174,7 +189,7 @@ export async function createCertificateAuthority(serverId: string, opts: IssueOp
     { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
     { name: 'subjectKeyIdentifier' },
   ]);
-  signSha256(cert, forgeKey);
+  signSha256(cert, keyPem);
   return { certPem: forge.pki.certificateToPem(cert), keyPem };
 }
 
@@ -198,7 +213,6 @@ export async function issueServerCertificate(
   }
   const names = serverCertificateNames(hostNames);
   const caCert = forge.pki.certificateFromPem(caCertPem);
-  const caKey = forge.pki.privateKeyFromPem(caKeyPem);
   const now = wholeSeconds(opts.now ?? new Date());
   const { keyPem, forgePub } = await generateRsaKey();
 
@@ -229,7 +243,7 @@ export async function issueServerCertificate(
     { name: 'subjectKeyIdentifier' },
     { name: 'authorityKeyIdentifier', keyIdentifier: subjectKeyIdBytes(caCert) },
   ]);
-  signSha256(cert, caKey);
+  signSha256(cert, caKeyPem);
   return { certPem: forge.pki.certificateToPem(cert), keyPem };
 }
 
