@@ -42,7 +42,7 @@ const WARM_UP_S = Math.min(120, Math.ceil(SOAK_S / 5));
  * peer, its workers' and the test's keep-alive connections and a few file
  * transfers in flight; a leak of one socket per job (or per reconnect)
  * passes 16 within the first minute. Memory: the job table grows with the
- * jobs kept (about 1 700 in ten minutes, a few KB each) and V8 sizes its
+ * jobs kept (about 1 200 in ten minutes, a few KB each) and V8 sizes its
  * heap lazily; a leak of a connection's buffers or a timer's closure per
  * message grows without end.
  */
