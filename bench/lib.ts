@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiClient } from '../src/client/api/client.js';
 import { startServer, type RunningServer, type ServerOptions } from '../src/server/start/server.js';
+import { dropOnLoopback, lossyAddresses } from './wan-loss.js';
 
 /** A server in a temp home with an admin client and a project, for one benchmark. */
 export interface Bench {
@@ -225,10 +226,11 @@ export async function closedLoop(
   return { ...result, ...percentiles(latencies) };
 }
 
-/** A wide-area path between two bench servers: each way `oneWayMs` ± `jitterMs`. */
+/** A wide-area path between two bench servers: each way `oneWayMs` ± `jitterMs`, and `lossPercent` of the packets dropped (wan-loss.ts, as root). */
 export interface Wan {
   oneWayMs: number;
   jitterMs: number;
+  lossPercent?: number;
 }
 
 /**
@@ -245,7 +247,8 @@ export async function delegatingPair(wan?: Wan): Promise<{ asking: Bench; home: 
     await connectPeers(asking, home);
     return { asking, home, close: async () => void (await Promise.all([home.close(), asking.close()])) };
   }
-  const [askingHost, homeHost] = ['127.0.0.2', '127.0.0.3'];
+  const lossy = (wan.lossPercent ?? 0) > 0;
+  const [askingHost, homeHost] = lossy ? lossyAddresses() : ['127.0.0.2', '127.0.0.3'];
   const asking = await benchServer({ publicHost: askingHost });
   const home = await benchServer({ publicHost: homeHost });
   const ports = (b: Bench) => `${b.server.securePort},${b.server.unsecurePort}`;
@@ -255,7 +258,9 @@ export async function delegatingPair(wan?: Wan): Promise<{ asking: Bench; home: 
     [...(COMPILED ? [] : ['--import', 'tsx']), file, String(wan.oneWayMs), String(wan.jitterMs), `${askingHost}:127.0.0.1:${ports(asking)}`, `${homeHost}:127.0.0.1:${ports(home)}`],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
+  const keep = lossy ? dropOnLoopback([askingHost, homeHost], wan.lossPercent!) : () => {};
   const closeAll = async () => {
+    keep();
     relays.kill('SIGTERM');
     await Promise.all([home.close(), asking.close()]);
   };

@@ -33,7 +33,8 @@ import { priorities, type PrioritiesRun } from './priorities.js';
 import { buildRestartState, removeRestartState, restart, restartProcess } from './restart.js';
 import { transfer, type TransferRun } from './transfer.js';
 import { wakeup } from './wakeup.js';
-import { wan, WAN_RTTS, type WanRun } from './wan.js';
+import { lossUnavailable } from './wan-loss.js';
+import { wan, WAN_LOSS_PERCENT, WAN_RTTS, type WanRun } from './wan.js';
 
 const argv = process.argv.slice(2);
 const quick = argv.includes('--quick');
@@ -304,16 +305,29 @@ for (const delegated of [false, true]) {
 // ---- delegation across a wide-area path ----------------------------------------
 
 await figure('wan', async () => {
-  const byRtt: Record<string, { wakeP50Ms: Stat; wakeP99Ms: Stat; dispatchJobsPerS: Stat }> = {};
-  for (const rtt of WAN_RTTS) {
-    const runs: WanRun[] = await repeat(repeats, () => wan(rtt, size.wanSamples, size.wanJobs, WORKERS, CORES));
-    const r = { wakeP50Ms: of(runs, (x) => x.wakeP50), wakeP99Ms: of(runs, (x) => x.wakeP99), dispatchJobsPerS: of(runs, (x) => x.dispatchJobsPerS) };
-    byRtt[rtt] = r;
-    rows.push({ figure: `WAN, ${rtt} ms round trip: delegated wake-up p50`, unit: 'ms', s: r.wakeP50Ms });
-    rows.push({ figure: `  delegated wake-up p99`, unit: 'ms', s: r.wakeP99Ms });
-    rows.push({ figure: `  delegated dispatch (${size.wanJobs} jobs, ${WORKERS} workers × ${CORES} cores)`, unit: 'jobs/s', s: r.dispatchJobsPerS });
+  type ByRtt = Record<string, { wakeP50Ms: Stat; wakeP99Ms: Stat; dispatchJobsPerS: Stat }>;
+  const byRtt: ByRtt = {};
+  const withLoss: ByRtt = {};
+  const noLoss = lossUnavailable();
+  if (noLoss) notes.push(`wan: figures without loss only: ${noLoss}`);
+  for (const loss of noLoss ? [0] : [0, WAN_LOSS_PERCENT]) {
+    for (const rtt of WAN_RTTS) {
+      const runs: WanRun[] = await repeat(repeats, () => wan(rtt, size.wanSamples, size.wanJobs, WORKERS, CORES, loss));
+      const r = { wakeP50Ms: of(runs, (x) => x.wakeP50), wakeP99Ms: of(runs, (x) => x.wakeP99), dispatchJobsPerS: of(runs, (x) => x.dispatchJobsPerS) };
+      (loss ? withLoss : byRtt)[rtt] = r;
+      rows.push({ figure: `WAN, ${rtt} ms round trip${loss ? `, ${loss} % loss` : ''}: delegated wake-up p50`, unit: 'ms', s: r.wakeP50Ms });
+      rows.push({ figure: `  delegated wake-up p99`, unit: 'ms', s: r.wakeP99Ms });
+      rows.push({ figure: `  delegated dispatch (${size.wanJobs} jobs, ${WORKERS} workers × ${CORES} cores)`, unit: 'jobs/s', s: r.dispatchJobsPerS });
+      if (loss) rows.push({ figure: `  packets dropped (wake-up and dispatch)`, unit: 'packets', s: of(runs, (x) => x.dropped) });
+    }
   }
-  results.wan = { samples: size.wanSamples, jobs: size.wanJobs, jitter: '± a quarter of the round trip', byRtt };
+  results.wan = {
+    samples: size.wanSamples,
+    jobs: size.wanJobs,
+    jitter: '± a quarter of the round trip',
+    byRtt,
+    ...(noLoss ? { lossSkipped: noLoss } : { lossPercent: WAN_LOSS_PERCENT, withLossByRtt: withLoss }),
+  };
 });
 
 // ---- cancel ------------------------------------------------------------------

@@ -23,7 +23,8 @@
  * forwards as fast as it reads, holding at most HIGH_WATER bytes per
  * direction before it stops reading) and per-packet timing (a chunk is
  * what one read returned). Loss is not the relay's: the suite drops packets
- * with nftables (Network.loss) on the relay's host, and TCP retransmits.
+ * with nftables on the links between the relay's host and the other servers
+ * (Network.lossBetween), and TCP retransmits.
  *
  * Run by itself it is a process (so that its timers are not held up by a
  * busy server or test in the same event loop):

@@ -6,10 +6,14 @@
  * Faults are nftables rules inside a host's namespace: a partition drops
  * what goes to or comes from another host (one direction or both), loss
  * drops a random share of packets, a firewall refuses connections opened
- * towards the host. This machine's kernel has no netem, so delay is not a
- * qdisc here: a wide-area path is a host of its own running a delaying
- * relay (delay-relay.ts) that a server names as its public host, with loss
- * on that relay host's packets to and from the other servers.
+ * towards the host. Loss on a link (lossBetween) is a rule on the bridge
+ * instead: packets are dropped in transit, after the sender's stack took
+ * them as sent, so that TCP finds out as it would on a real path (by
+ * duplicate acknowledgements or its retransmission timer). This machine's
+ * kernel has no netem, so delay is not a qdisc here: a wide-area path is a
+ * host of its own running a delaying relay (delay-relay.ts) that a server
+ * names as its public host, with loss on the links between that relay host
+ * and the other servers.
  *
  * Everything made is named after the network's id and removed by destroy(),
  * and by an exit hook when a test dies first; a later run removes what a
@@ -88,6 +92,7 @@ function removeById(id: string): void {
     tryRun(['ip', 'netns', 'del', ns]);
   }
   tryRun(['ip', 'link', 'del', `cf${id}br`]);
+  tryRun(['nft', 'delete', 'table', 'bridge', `cf${id}loss`]);
   rmSync(`${MARKS}/${id}`, { force: true });
 }
 
@@ -99,6 +104,7 @@ export class Network {
   private readonly prefix: string;
   private readonly children = new Set<ChildProcess>();
   private destroyed = false;
+  private lossTable = false;
   private readonly onExit = () => this.destroySync();
 
   constructor() {
@@ -165,15 +171,36 @@ export class Network {
   }
 
   /**
-   * Drops `percent` of the packets a host sends and receives, at random;
-   * packets to and from the `sparing` addresses are kept (a relay's own
-   * server sits next to it, not across the wide-area path).
+   * Drops `percent` of the packets between two hosts, each way, at random,
+   * on the bridge between them: a lossy link. Rules add up (one per pair
+   * and direction), so a host may have lossy links to some hosts and clean
+   * ones to others. `percent` is kept to a tenth of a percent.
    */
-  loss(host: string, percent: number, sparing: string[] = []): void {
+  lossBetween(a: string, b: string, percent: number): void {
     const perMille = Math.round(percent * 10);
-    const spared = ['127.0.0.0/8', ...sparing].join(', ');
-    this.rule(host, 'out', `ip daddr != { ${spared} } numgen random mod 1000 < ${perMille} drop`);
-    this.rule(host, 'in', `ip saddr != { ${spared} } numgen random mod 1000 < ${perMille} drop`);
+    if (!(perMille > 0 && perMille <= 1000)) throw new Error(`loss of ${percent} % is out of 0.1 – 100 %`);
+    const table = `cf${this.id}loss`;
+    if (!this.lossTable) {
+      // Bridge family: it sees the frames the bridge forwards between the veths, with no br_netfilter needed.
+      run(['nft', '-f', '-'], `table bridge ${table} {
+  chain transit { type filter hook forward priority 0; policy accept; }
+}
+`);
+      this.lossTable = true;
+    }
+    const [ha, hb] = [this.host(a).address, this.host(b).address];
+    for (const [from, to] of [[ha, hb], [hb, ha]]) {
+      run(['nft', `add rule bridge ${table} transit ip saddr ${from} ip daddr ${to} numgen random mod 1000 < ${perMille} counter drop`]);
+    }
+  }
+
+  /** Packets the lossy links (lossBetween) dropped so far. */
+  lostPackets(): number {
+    if (!this.lossTable) return 0;
+    const listing = run(['nft', 'list', 'table', 'bridge', `cf${this.id}loss`]);
+    let n = 0;
+    for (const m of listing.matchAll(/counter packets (\d+)/g)) n += Number(m[1]);
+    return n;
   }
 
   /**

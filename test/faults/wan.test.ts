@@ -7,7 +7,8 @@
  *
  * Each server is reached by its peers only through a delaying relay on a
  * host of its own (delay-relay.ts), which it names as its public host; the
- * relay hosts drop 0.5 % of the packets to and from the other sites. So
+ * links between each relay host and the other sites drop 0.5 % of the
+ * packets each way, in transit (wan-sites.ts). So
  * the handshake, the links and every file cross the delay and the loss,
  * while the test and a's worker reach their servers directly.
  *
@@ -28,8 +29,9 @@ import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import type { JobView, ProjectView } from '../../src/core/wire.js';
 import { until } from '../helpers/server.js';
-import { faultsUnavailable, Network } from './netns.js';
-import { AttemptWatch, connect, reportedAttempts, SECURE_PORT, startRelay, startSite, startWorker, type NsRelay, type NsSite } from './sites.js';
+import { faultsUnavailable } from './netns.js';
+import { reportedAttempts, SECURE_PORT, type NsSite } from './sites.js';
+import { wanSites, type WanSites } from './wan-sites.js';
 
 const skip = faultsUnavailable();
 /** One way: 20 ms ± 5 ms, so 40 ms ± 10 ms the round trip. */
@@ -48,38 +50,18 @@ interface Sent {
 }
 
 describe('a wide-area federation: 40 ms ± 10 ms, 0.5 % loss', { skip: skip ?? false, timeout: 600_000 }, () => {
-  let net: Network;
+  let wan: WanSites;
   let a: NsSite;
   let homes: NsSite[];
-  const relays = new Map<string, NsRelay>();
   const sent: Sent[] = [];
-  const jobIds = new Set<string>();
-  let watch: AttemptWatch;
 
   before(async () => {
-    net = new Network();
-    const sites = ['a', 'b', 'c'];
-    for (const s of sites) {
-      net.addHost(s);
-      net.addHost(`${s}-wan`);
-    }
-    for (const s of sites) {
-      relays.set(s, await startRelay(net, `${s}-wan`, net.host(s).address, ONE_WAY_MS, JITTER_MS));
-      net.loss(`${s}-wan`, LOSS_PERCENT, [net.host(s).address]);
-    }
-    [a, ...homes] = await Promise.all(sites.map((s) => startSite(net, s, { heartbeatS: 2, publicHost: net.host(`${s}-wan`).address })));
-    for (const home of homes) {
-      await connect(a, home);
-      await home.admin.createProject('p');
-    }
-    await startWorker(net, 'a', a, 'a-worker', 2);
-    watch = new AttemptWatch(() => jobIds);
+    wan = await wanSites({ oneWayMs: ONE_WAY_MS, jitterMs: JITTER_MS, lossPercent: LOSS_PERCENT, heartbeatS: 2, cores: 2 });
+    ({ a, homes } = wan);
   });
 
   after(async () => {
-    watch?.stop();
-    await Promise.all([a, ...(homes ?? [])].map((s) => s?.admin.destroy()));
-    await net?.destroy();
+    await wan?.close();
   });
 
   /** A small input at `home`, its bytes telling the wave and site apart; returns its digest and size. */
@@ -105,7 +87,7 @@ describe('a wide-area federation: 40 ms ± 10 ms, 0.5 % loss', { skip: skip ?? f
     }
     const { ids } = await home.admin.submit('p', specs.map((s) => s.spec));
     ids.forEach((id, i) => {
-      jobIds.add(id);
+      wan.jobIds.add(id);
       sent.push({ id, home, stdout: specs[i]!.stdout, sha256: specs[i]!.sha256 });
     });
   }
@@ -161,19 +143,20 @@ describe('a wide-area federation: 40 ms ± 10 ms, 0.5 % loss', { skip: skip ?? f
   });
 
   it('no job had two attempts alive at once', () => {
-    watch.scan();
-    assert.deepEqual(watch.overlaps, []);
+    wan.watch.scan();
+    assert.deepEqual(wan.watch.overlaps, []);
     const sleepers = sent.filter((s) => s.stdout === 'slept\n').map((s) => s.id);
-    assert.ok(sleepers.filter((id) => watch.seen.has(id)).length >= sleepers.length / 2, 'the watch saw the jobs of a few seconds run');
+    assert.ok(sleepers.filter((id) => wan.watch.seen.has(id)).length >= sleepers.length / 2, 'the watch saw the jobs of a few seconds run');
   });
 
-  it('the sites know each other by their relays, and the links crossed them', async () => {
+  it('the sites know each other by their relays, and the links crossed them, losing packets', async () => {
+    assert.ok(wan.net.lostPackets() > 0, 'the lossy links dropped packets');
     const peers = (await a.admin.peers()).connected;
     for (const home of homes) {
       assert.equal(peers.find((p) => p.serverId === home.serverId)?.host, home.publicAddress, `a reaches ${home.name} by its relay`);
       const back = (await home.admin.peers()).connected.find((p) => p.serverId === a.serverId);
       assert.equal(back?.host, a.publicAddress, `${home.name} reaches a by its relay`);
-      assert.ok((relays.get(home.name)!.accepted.get(SECURE_PORT) ?? 0) > 0, `connections crossed ${home.name}’s relay`);
+      assert.ok((wan.relays.get(home.name)!.accepted.get(SECURE_PORT) ?? 0) > 0, `connections crossed ${home.name}’s relay`);
     }
   });
 });
