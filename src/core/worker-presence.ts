@@ -34,6 +34,31 @@ export function workerState(w: Worker, now: number, leaseMs: number, watchedSinc
   return now - Math.max(w.lastSeen, watchedSince) > leaseMs ? 'lost' : 'live';
 }
 
+/**
+ * The wall clock stepped by `stepMs` (see planClockStep), found out at most
+ * `sinceMs` after the step: the times workers were last heard from before
+ * the step move with it. Without this a step
+ * forward makes every worker look lost at once, and past the retention,
+ * removed with its running attempts; a step back keeps dead ones live as
+ * long. Times given since the step are on the new clock already and are told
+ * apart by where they lie: after a step forward none is earlier than now
+ * less `sinceMs`; before a step back, every one was later than now.
+ * Not journaled, as `lastSeen` itself is not: it is what this process heard.
+ * (A stopped worker's `stoppedAt` is journaled and stays: its retention
+ * may end early after a step forward, which loses nothing.)
+ */
+export function moveWorkerClocks(workers: Iterable<Worker>, stepMs: number, now: number, sinceMs: number): number {
+  const given = (t: number): boolean => (stepMs > 0 ? t < now - sinceMs : t > now);
+  let moved = 0;
+  for (const w of workers) {
+    if (given(w.lastSeen)) {
+      w.lastSeen += stepMs;
+      moved++;
+    }
+  }
+  return moved;
+}
+
 /** When a gone worker went: when it said it stopped, or when it was last heard from. */
 export function goneSince(w: Worker): number {
   return w.stoppedAt ?? w.lastSeen;

@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Model } from '../../src/core/model.js';
 import type { WorkerRegistered } from '../../src/core/events.js';
-import { planWorkerRemovals, replacedBy, workerState } from '../../src/core/worker-presence.js';
+import { moveWorkerClocks, planWorkerRemovals, replacedBy, workerState } from '../../src/core/worker-presence.js';
 
 const LEASE = 10_000;
 const HOUR = 3_600_000;
@@ -87,5 +87,28 @@ describe('worker presence', () => {
     // The retention still ends its entry.
     m.workers.get('b')!.lastSeen = T0 + 2000 + HOUR;
     assert.deepEqual(planWorkerRemovals(m, T0 + 2000 + HOUR, LEASE, HOUR).map((e) => [e.id, e.reason]), [['a', 'lost longer than the retention']]);
+  });
+
+  it('moves with a step of the wall clock what was heard before it, not what was heard since', () => {
+    const m = new Model();
+    m.apply(registered('before', T0));
+    m.apply(registered('since', T0));
+    const [before, since] = [m.workers.get('before')!, m.workers.get('since')!];
+    before.lastSeen = T0;
+    // The clock jumps an hour ahead just after T0; the step is found 2 s later, one worker heard in between.
+    const now = T0 + HOUR + 2000;
+    since.lastSeen = T0 + HOUR + 1000;
+    assert.equal(workerState(before, now, LEASE), 'lost', 'without the move a step forward loses every worker');
+    assert.equal(planWorkerRemovals(m, now, LEASE, HOUR).length, 1, '... and removes it at a retention of an hour');
+    assert.equal(moveWorkerClocks(m.workers.values(), HOUR, now, 4000), 1);
+    assert.equal(before.lastSeen, T0 + HOUR);
+    assert.equal(since.lastSeen, T0 + HOUR + 1000);
+    assert.equal(workerState(before, now, LEASE), 'live');
+    assert.deepEqual(planWorkerRemovals(m, now, LEASE, HOUR), []);
+    // And back: a worker heard before the step back would look heard from in the future, live for an hour.
+    const back = T0 + HOUR + 3000 - HOUR;
+    assert.equal(moveWorkerClocks(m.workers.values(), -HOUR, back, 4000), 2);
+    assert.equal(before.lastSeen, T0);
+    assert.equal(workerState(since, back + LEASE + 2000, LEASE), 'lost');
   });
 });

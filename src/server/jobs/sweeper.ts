@@ -1,5 +1,5 @@
 import { archivable, planClockStep, planExpiry } from '../../core/commands.js';
-import { planWorkerRemovals } from '../../core/worker-presence.js';
+import { moveWorkerClocks, planWorkerRemovals } from '../../core/worker-presence.js';
 import type { Files } from '../files/files.js';
 import type { Logger } from '../../common/logger.js';
 import type { Dispatcher } from './dispatcher.js';
@@ -63,7 +63,8 @@ export class Sweeper {
   clockStepped(stepMs: number, now: number): void {
     const { store, log } = this.ctx;
     const event = planClockStep(store.model, stepMs, now, this.ctx.leaseMs, this.tickMs * 2);
-    log.warn('the wall clock stepped; lease deadlines given before the step move with it', { stepMs, leases: event?.attempts.length ?? 0, foreign: event?.foreign.length ?? 0 });
+    const workers = moveWorkerClocks(store.model.workers.values(), stepMs, now, this.tickMs * 2);
+    log.warn('the wall clock stepped; lease deadlines given before the step move with it', { stepMs, leases: event?.attempts.length ?? 0, foreign: event?.foreign.length ?? 0, workers });
     if (event) store.commit(event).catch((err: unknown) => log.error('could not journal a clock step', { err: String(err) }));
   }
 
